@@ -1,0 +1,125 @@
+//! Why a body is not a Periskope delivery ([`DecodeError`]), and why a delivery's `data` did not
+//! fit its type ([`DataError`]).
+
+use std::fmt;
+
+/// The body is not a Periskope delivery: no event can be built from it.
+///
+/// Each variant has a stable [`code`](DecodeError::code). Messages carry positions and
+/// categories, never the body's content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The body is not UTF-8 (JSON must be).
+    InvalidUtf8 {
+        /// Length of the valid UTF-8 prefix.
+        valid_up_to: usize,
+    },
+    /// The body is not JSON.
+    Malformed {
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+    },
+    /// The body is JSON but not an object.
+    NotAnObject,
+    /// The object has neither an `event` nor an `event_type` name.
+    MissingEventName,
+    /// An envelope field has the wrong type, or a key is repeated.
+    InvalidEnvelope {
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+    },
+}
+
+impl DecodeError {
+    /// A short, stable, machine-readable code.
+    pub const fn code(&self) -> &'static str {
+        match self {
+            DecodeError::InvalidUtf8 { .. } => "invalid_utf8",
+            DecodeError::Malformed { .. } => "malformed_json",
+            DecodeError::NotAnObject => "not_an_object",
+            DecodeError::MissingEventName => "missing_event_name",
+            DecodeError::InvalidEnvelope { .. } => "invalid_envelope",
+        }
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::InvalidUtf8 { valid_up_to } => {
+                write!(f, "body is not UTF-8 (invalid byte after {valid_up_to} bytes)")
+            }
+            DecodeError::Malformed { line, column } => {
+                write!(f, "body is not valid JSON (line {line}, column {column})")
+            }
+            DecodeError::NotAnObject => f.write_str("body is not a JSON object"),
+            DecodeError::MissingEventName => f.write_str("body has no `event` or `event_type` name"),
+            DecodeError::InvalidEnvelope { line, column } => {
+                write!(f, "envelope field of the wrong type or repeated (line {line}, column {column})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// A known event whose `data` does not fit its type: where, and why.
+///
+/// The delivery is not lost: the event still carries its envelope and raw `data`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataError {
+    path: String,
+    reason: String,
+}
+
+impl DataError {
+    pub(crate) fn new(path: &serde_path_to_error::Path, error: &serde_json::Error) -> Self {
+        DataError { path: format!("data{}", path_suffix(&path.to_string())), reason: strip_position(error) }
+    }
+
+    pub(crate) fn trailing() -> Self {
+        DataError { path: "data".to_owned(), reason: "trailing characters".to_owned() }
+    }
+
+    pub(crate) fn missing() -> Self {
+        DataError { path: "data".to_owned(), reason: "missing `data`".to_owned() }
+    }
+
+    /// The JSON path of the offending value, e.g. `data.ticket.priority`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// What was wrong, from the decoder. It may quote the offending value.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` does not fit the event's type: {}", self.path, self.reason)
+    }
+}
+
+impl std::error::Error for DataError {}
+
+fn path_suffix(path: &str) -> String {
+    match path {
+        "." | "" => String::new(),
+        path if path.starts_with('[') => path.to_owned(),
+        path => format!(".{path}"),
+    }
+}
+
+/// serde_json appends " at line L column C"; within `data` that position is meaningless.
+fn strip_position(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let suffix = format!(" at line {} column {}", error.line(), error.column());
+    text.strip_suffix(&suffix).map(str::to_owned).unwrap_or(text)
+}

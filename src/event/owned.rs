@@ -1,0 +1,100 @@
+//! [`WebhookEvent`]: a decoded event that owns its body, for request extensions and queues.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use periskope_webhook::event::{EventKind, WebhookEvent};
+//!
+//! let body = Bytes::from_static(br#"{"event":"note.created","data":{"body":"Call back"}}"#);
+//! let event = WebhookEvent::decode(body.clone()).unwrap();
+//! assert_eq!(event.kind(), EventKind::NoteCreated);
+//! assert_eq!(event.event().note().unwrap().body.as_deref(), Some("Call back"));
+//! assert_eq!(event.raw_data().unwrap().get(), r#"{"body":"Call back"}"#);
+//! // The event shares the body's buffer rather than copying it.
+//! assert_eq!(event.body().as_ptr(), body.as_ptr());
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use yoke::Yoke;
+
+use super::{DecodeError, Event, EventKind};
+
+/// A decoded [`Event`] together with the body it borrows from: `'static`, `Send`, `Sync`, and
+/// cloned by reference count.
+///
+/// The event's strings are slices of the body (a `Bytes` buffer, shared, not copied), which is
+/// what makes decoding fast; this type keeps the two together so the event can travel in
+/// `http::Extensions`, across tasks, or into a queue.
+#[derive(Clone)]
+pub struct WebhookEvent {
+    inner: Arc<Yoke<Event<'static>, Box<Bytes>>>,
+}
+
+impl WebhookEvent {
+    /// Decodes a delivery body, sharing its buffer.
+    pub fn decode(body: Bytes) -> Result<Self, DecodeError> {
+        let yoke = Yoke::try_attach_to_cart(Box::new(body), |body: &Bytes| Event::from_slice(body))?;
+        Ok(WebhookEvent { inner: Arc::new(yoke) })
+    }
+
+    /// Builds the body Periskope would send for `event` (compact JSON) and decodes it.
+    ///
+    /// For tests of your own handlers: the result is what the middleware would hand them.
+    pub fn from_event(event: &Event<'_>) -> Self {
+        let body = serde_json::to_vec(event).expect("an Event serialises: every map key is a string");
+        WebhookEvent::decode(Bytes::from(body))
+            .expect("a serialised Event decodes: it is an object with a name")
+    }
+
+    /// The decoded event, borrowing from [`WebhookEvent::body`].
+    pub fn event(&self) -> &Event<'_> {
+        self.inner.get()
+    }
+
+    /// The event's kind.
+    pub fn kind(&self) -> EventKind {
+        self.event().kind()
+    }
+
+    /// The event name as sent.
+    pub fn name(&self) -> &str {
+        self.event().name()
+    }
+
+    /// The body exactly as received.
+    pub fn body(&self) -> &Bytes {
+        self.inner.backing_cart()
+    }
+
+    /// The `data` value exactly as received, as a slice of the body; `None` without `data`.
+    ///
+    /// Typed events do not keep it aside (that would be a second pass over every body): this
+    /// scans the body again without allocating, and only when called.
+    pub fn raw_data(&self) -> Option<&RawValue> {
+        if let Some(raw) = self.event().raw_data() {
+            return Some(raw.as_raw_value());
+        }
+        #[derive(Deserialize)]
+        struct DataOnly<'a> {
+            #[serde(borrow)]
+            data: Option<&'a RawValue>,
+        }
+        serde_json::from_slice::<DataOnly<'_>>(self.body()).ok()?.data
+    }
+}
+
+impl fmt::Debug for WebhookEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.event(), f)
+    }
+}
+
+impl PartialEq for WebhookEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.event() == other.event()
+    }
+}

@@ -1,0 +1,56 @@
+//! Receive Periskope webhooks in any tower stack: bounded, verified, typed.
+//!
+//! Periskope POSTs a JSON envelope for each event to a URL you register:
+//!
+//! ```json
+//! {"event": "message.created", "data": { ...the Message... },
+//!  "org_id": "2997dd64-...", "timestamp": "2025-01-20T07:51:48.209+00:00"}
+//! ```
+//!
+//! [`event`] decodes it into an [`Event`]: the envelope (`org_id`, `timestamp`,
+//! `previous_attributes`) and [`EventData`], one arm for each of the 20 [`EventKind`]s, typed as
+//! [`event::Message`], [`event::Reaction`], [`event::Chat`], [`event::ChatNotification`],
+//! [`event::Note`], [`event::TicketInfo`] or [`event::Phone`].
+//!
+//! ```
+//! use periskope_webhook::{EventData, EventKind, WebhookEvent};
+//!
+//! let body = bytes::Bytes::from_static(br#"{"event":"message.created","data":{
+//!     "message_id":"true_1203@g.us_3EB0_9190@c.us","chat_id":"1203@g.us","body":"Hello",
+//!     "ack":"2","links":"[]","timestamp":"2024-05-13 11:19:34+00"},
+//!     "org_id":"2997dd64-89bf-48d3-9a22-b314fca017e5"}"#);
+//! let delivery = WebhookEvent::decode(body).expect("a Periskope delivery");
+//! match &delivery.event().data {
+//!     EventData::MessageCreated(message) => {
+//!         assert_eq!(message.body.as_deref(), Some("Hello"));
+//!         assert_eq!(message.timestamp.as_ref().and_then(|t| t.unix_millis()), Some(1_715_599_174_000));
+//!     }
+//!     EventData::Unknown { name, .. } => println!("new event kind {name}"),
+//!     EventData::Undecodable { error, .. } => println!("schema drift at {}", error.path()),
+//!     _ => {}
+//! }
+//! assert_eq!(delivery.kind(), EventKind::MessageCreated);
+//! ```
+//!
+//! # Quirks
+//! Periskope's wire format is loose; every delivery still decodes:
+//! - the name comes in `event` or `event_type`, and `data` may precede it;
+//! - numbers come as strings or numbers (`"ack": "2"` and `"ack": 2`);
+//! - `links` is an array or a string holding one;
+//! - WhatsApp id objects spell keys `fromMe`/`from_me` and `_serialized`/`serialized`;
+//! - timestamps mix PostgreSQL and ISO 8601 text and Unix numbers ([`event::Timestamp`]);
+//! - enumerations grow: unknown values are kept in an `Other` arm;
+//! - every field may be null or absent, and unknown fields are ignored;
+//! - an unknown event name, or `data` that does not fit its type, still yields an event with
+//!   the raw `data` ([`EventData::Unknown`], [`EventData::Undecodable`]).
+//!
+//! # Speed
+//! Strings are slices of the body, checked as UTF-8 once; known events decode in one pass with
+//! no intermediate `serde_json::Value`. [`WebhookEvent`] holds the body (`bytes::Bytes`, shared,
+//! not copied) and the event together, so it is `'static` and can go into `http::Extensions`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod event;
+
+pub use event::{Event, EventData, EventKind, WebhookEvent};
