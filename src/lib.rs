@@ -51,6 +51,21 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod body;
 pub mod event;
+mod filter;
+mod layer;
+mod metadata;
+mod rejection;
+mod response;
+pub mod signature;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use event::{Event, EventData, EventKind, WebhookEvent};
+pub use filter::{EventFilter, KindSet};
+pub use layer::{DEFAULT_BODY_LIMIT, IgnoredEvent, PeriskopeWebhook, PeriskopeWebhookLayer, ResponseFuture};
+pub use metadata::{DeliveryMetadata, RawBody};
+pub use rejection::{JsonRejection, OnRejection, Rejection};
+pub use response::ResponseBody;
+pub use signature::{KeyMatch, SignatureError, SigningKey, SigningKeys};

@@ -1,0 +1,388 @@
+//! [`PeriskopeWebhookLayer`]: bound the body, verify the signature, decode the event, and hand
+//! the request on with the event in its extensions.
+//!
+//! ```
+//! use axum::{Extension, Router, routing::post};
+//! use periskope_webhook::{PeriskopeWebhookLayer, WebhookEvent};
+//!
+//! async fn webhook(Extension(event): Extension<WebhookEvent>) -> &'static str {
+//!     println!("{} for org {:?}", event.name(), event.event().org_id);
+//!     "ok"
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/webhooks/periskope", post(webhook))
+//!     .layer(PeriskopeWebhookLayer::new("peri_ea194594-c433-4ea7-8c94-af9e63c5df47"));
+//! ```
+//!
+//! Requests that fail a step never reach the handler; they are answered with the
+//! [`Rejection`]'s status and a small JSON body such as
+//! `{"code":"signature_mismatch","message":"..."}`.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use http::request::Parts;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::body::{Collect, CollectError, ReplayBody, collect_limited};
+use crate::event::{EventData, EventKind, WebhookEvent};
+use crate::filter::{EventFilter, KindSet};
+use crate::metadata::{DeliveryMetadata, RawBody};
+use crate::rejection::{JsonRejection, OnRejection, Rejection};
+use crate::response::ResponseBody;
+use crate::signature::{SigningKey, SigningKeys};
+
+/// The default body limit: 25 MiB.
+///
+/// A private note can carry its attachment inline as base64 (`media.filedata`); WhatsApp caps
+/// media at 16 MB, which base64 turns into about 21.4 MB, plus the envelope. Group chats are
+/// far smaller (a 1,500-member `chat.created` is about 650 KB). Memory use peaks at about this
+/// limit times the number of requests in flight, so lower it if you do not receive notes with
+/// attachments.
+pub const DEFAULT_BODY_LIMIT: usize = 25 * 1024 * 1024;
+
+#[derive(Clone)]
+enum Verification {
+    Keys(SigningKeys),
+    Disabled,
+}
+
+#[derive(Clone)]
+struct Config {
+    verification: Verification,
+    limit: usize,
+    strict: bool,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("Config");
+        match &self.verification {
+            Verification::Keys(keys) => debug.field("keys", keys),
+            Verification::Disabled => debug.field("keys", &"VERIFICATION DISABLED"),
+        };
+        debug.field("limit", &self.limit).field("strict", &self.strict).finish()
+    }
+}
+
+/// A [`Layer`] that turns a route into a Periskope webhook endpoint.
+///
+/// For each request, in order:
+/// 1. only `POST` passes (405 with `Allow: POST` otherwise);
+/// 2. the body is read up to the [limit](Self::body_limit): a larger `Content-Length` gets 413
+///    before a byte is read, a longer body 413 when the limit is crossed, a failing body 400;
+/// 3. the `x-periskope-signature` HMAC-SHA256 is checked in constant time against each key
+///    (401 when missing, malformed, mismatched, or given twice differently);
+/// 4. the verified body, and only a verified one, is decoded (400 when it is not a delivery;
+///    a known event whose data does not fit is forwarded as [`EventData::Undecodable`], or
+///    rejected with 422 in [strict](Self::strict) mode);
+/// 5. events refused by the [filter](Self::filter_events) are answered `200 OK`;
+/// 6. the inner service gets the request with a body replaying the same bytes, and
+///    [`WebhookEvent`], [`RawBody`] and [`DeliveryMetadata`] in its extensions.
+///
+/// Rejections are responses, not errors: the service's error type is the inner service's.
+#[derive(Clone, Debug)]
+pub struct PeriskopeWebhookLayer<R = JsonRejection, F = KindSet> {
+    config: Arc<Config>,
+    on_rejection: R,
+    filter: F,
+}
+
+impl PeriskopeWebhookLayer {
+    /// A layer verifying with `key`, the signing key exactly as Periskope's console shows it.
+    ///
+    /// # Panics
+    ///
+    /// If `key` is empty (an unset variable, most likely): an empty key would let anyone sign.
+    /// Use [`PeriskopeWebhookLayer::with_keys`] to handle that case yourself.
+    pub fn new(key: impl AsRef<[u8]>) -> Self {
+        let key = SigningKey::new(key).expect("the Periskope signing key must not be empty");
+        Self::with_keys(SigningKeys::new(key))
+    }
+
+    /// A layer accepting a signature by any of `keys` (key rotation).
+    pub fn with_keys(keys: SigningKeys) -> Self {
+        Self::from_verification(Verification::Keys(keys))
+    }
+
+    /// A layer that does NOT verify signatures: anyone can forge events.
+    ///
+    /// Only for local experiments, or when Periskope has no signing key configured and the
+    /// endpoint is protected some other way. [`DeliveryMetadata::key`] is `None` then.
+    pub fn insecure_without_verification() -> Self {
+        Self::from_verification(Verification::Disabled)
+    }
+
+    fn from_verification(verification: Verification) -> Self {
+        PeriskopeWebhookLayer {
+            config: Arc::new(Config { verification, limit: DEFAULT_BODY_LIMIT, strict: false }),
+            on_rejection: JsonRejection,
+            filter: KindSet::all(),
+        }
+    }
+}
+
+impl<R, F> PeriskopeWebhookLayer<R, F> {
+    /// Sets the body limit in bytes (default [`DEFAULT_BODY_LIMIT`]).
+    pub fn body_limit(mut self, limit: usize) -> Self {
+        Arc::make_mut(&mut self.config).limit = limit;
+        self
+    }
+
+    /// In strict mode, a known event whose `data` does not fit its type is rejected with 422
+    /// instead of being forwarded as [`EventData::Undecodable`] (the default: nothing lost).
+    pub fn strict(mut self, strict: bool) -> Self {
+        Arc::make_mut(&mut self.config).strict = strict;
+        self
+    }
+
+    /// Replaces how rejections are answered (default: [`JsonRejection`]).
+    pub fn on_rejection<R2: OnRejection>(self, on_rejection: R2) -> PeriskopeWebhookLayer<R2, F> {
+        PeriskopeWebhookLayer { config: self.config, on_rejection, filter: self.filter }
+    }
+
+    /// Lets only events accepted by `filter` reach the inner service; the others are answered
+    /// `200 OK` so that Periskope does not retry them. Default: every kind, unknown included.
+    pub fn filter_events<F2: EventFilter>(self, filter: F2) -> PeriskopeWebhookLayer<R, F2> {
+        PeriskopeWebhookLayer { config: self.config, on_rejection: self.on_rejection, filter }
+    }
+}
+
+impl<S, R: Clone, F: Clone> Layer<S> for PeriskopeWebhookLayer<R, F> {
+    type Service = PeriskopeWebhook<S, R, F>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PeriskopeWebhook {
+            inner,
+            config: Arc::clone(&self.config),
+            on_rejection: self.on_rejection.clone(),
+            filter: self.filter.clone(),
+        }
+    }
+}
+
+/// The middleware built by [`PeriskopeWebhookLayer`].
+#[derive(Clone, Debug)]
+pub struct PeriskopeWebhook<S, R = JsonRejection, F = KindSet> {
+    inner: S,
+    config: Arc<Config>,
+    on_rejection: R,
+    filter: F,
+}
+
+impl<S, R, F> PeriskopeWebhook<S, R, F> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the middleware, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, R, F, ReqBody, ResBody> Service<Request<ReqBody>> for PeriskopeWebhook<S, R, F>
+where
+    S: Service<Request<ReplayBody>, Response = Response<ResBody>> + Clone,
+    R: OnRejection,
+    F: EventFilter,
+    ReqBody: Body,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody, R, F>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        if let Some(rejection) = reject_before_reading(&request, self.config.limit) {
+            return ResponseFuture {
+                state: State::Respond { response: Some(respond(&self.on_rejection, rejection)) },
+                pending: None,
+            };
+        }
+        let (parts, body) = request.into_parts();
+        // The service that was driven to readiness is the one to call; a fresh clone stays here.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture {
+            state: State::Collecting { collect: collect_limited(body, self.config.limit) },
+            pending: Some(Pending {
+                inner,
+                parts,
+                config: Arc::clone(&self.config),
+                on_rejection: self.on_rejection.clone(),
+                filter: self.filter.clone(),
+            }),
+        }
+    }
+}
+
+fn reject_before_reading<B>(request: &Request<B>, limit: usize) -> Option<Rejection> {
+    if request.method() != Method::POST {
+        return Some(Rejection::MethodNotAllowed);
+    }
+    let declared = request.headers().get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse::<u64>().ok()?;
+    (declared > limit as u64).then_some(Rejection::PayloadTooLarge { limit })
+}
+
+/// What the future needs once the body is in.
+struct Pending<S, R, F> {
+    inner: S,
+    parts: Parts,
+    config: Arc<Config>,
+    on_rejection: R,
+    filter: F,
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<Fut, B> {
+        Collecting { #[pin] collect: Collect<B> },
+        Calling { #[pin] future: Fut },
+        Respond { response: Option<Response<ReplayBody>> },
+    }
+}
+
+pin_project! {
+    /// The response future of [`PeriskopeWebhook`].
+    pub struct ResponseFuture<S, B, R, F>
+    where
+        S: Service<Request<ReplayBody>>,
+        B: Body,
+    {
+        #[pin]
+        state: State<S::Future, B>,
+        pending: Option<Pending<S, R, F>>,
+    }
+}
+
+impl<S, B, R, F, ResBody> Future for ResponseFuture<S, B, R, F>
+where
+    S: Service<Request<ReplayBody>, Response = Response<ResBody>>,
+    B: Body,
+    R: OnRejection,
+    F: EventFilter,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Collecting { collect } => {
+                    let collected = ready!(collect.poll(cx));
+                    let Pending { mut inner, mut parts, config, on_rejection, filter } =
+                        this.pending.take().expect("ResponseFuture polled after completion");
+                    let next = match admit(&mut parts, collected, &config, &filter) {
+                        Ok(body) => State::Calling { future: inner.call(Request::from_parts(parts, body)) },
+                        Err(Refusal::Reject(rejection)) => {
+                            State::Respond { response: Some(respond(&on_rejection, rejection)) }
+                        }
+                        Err(Refusal::Ignore(kind)) => State::Respond { response: Some(ignored(kind)) },
+                    };
+                    this.state.set(next);
+                }
+                StateProj::Calling { future } => {
+                    let response = ready!(future.poll(cx))?;
+                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                }
+                StateProj::Respond { response } => {
+                    let response = response.take().expect("ResponseFuture polled after completion");
+                    return Poll::Ready(Ok(response.map(ResponseBody::own)));
+                }
+            }
+        }
+    }
+}
+
+enum Refusal {
+    Reject(Rejection),
+    Ignore(EventKind),
+}
+
+impl From<Rejection> for Refusal {
+    fn from(rejection: Rejection) -> Self {
+        Refusal::Reject(rejection)
+    }
+}
+
+/// Steps 3 to 6 on a collected body: verify, decode, filter, fill the extensions.
+fn admit<E, F: EventFilter>(
+    parts: &mut Parts,
+    collected: Result<Bytes, CollectError<E>>,
+    config: &Config,
+    filter: &F,
+) -> Result<ReplayBody, Refusal> {
+    let body = collected.map_err(|error| match error {
+        CollectError::TooLarge { limit } => Rejection::PayloadTooLarge { limit },
+        CollectError::Body(_) => Rejection::BodyRead,
+    })?;
+    let key = match &config.verification {
+        Verification::Keys(keys) => {
+            Some(keys.verify_headers(&parts.headers, &body).map_err(Rejection::Signature)?)
+        }
+        Verification::Disabled => None,
+    };
+    let event = WebhookEvent::decode(body.clone()).map_err(Rejection::Decode)?;
+    if config.strict {
+        if let EventData::Undecodable { kind, error, .. } = &event.event().data {
+            return Err(Rejection::UndecodableData { kind: *kind, error: error.clone() }.into());
+        }
+    }
+    let kind = event.kind();
+    if !filter.accepts(kind) {
+        return Err(Refusal::Ignore(kind));
+    }
+    parts.extensions.insert(DeliveryMetadata::new(key, body.len()));
+    parts.extensions.insert(RawBody(body.clone()));
+    parts.extensions.insert(event);
+    Ok(ReplayBody::new(body))
+}
+
+fn respond<R: OnRejection>(on_rejection: &R, rejection: Rejection) -> Response<ReplayBody> {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        code = rejection.code(),
+        status = rejection.status().as_u16(),
+        "periskope webhook rejected"
+    );
+    let mut response = on_rejection.on_rejection(&rejection);
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED && !response.headers().contains_key(ALLOW) {
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
+    }
+    response.extensions_mut().insert(rejection);
+    response
+}
+
+/// Marks a response to an event the filter refused, in the response extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IgnoredEvent(pub EventKind);
+
+fn ignored(kind: EventKind) -> Response<ReplayBody> {
+    #[cfg(feature = "tracing")]
+    tracing::debug!(kind = kind.as_str(), "periskope webhook event filtered out");
+    let body = format!(r#"{{"code":"event_ignored","message":"{kind} is not handled here"}}"#);
+    let mut response = Response::new(ReplayBody::new(Bytes::from(body)));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.extensions_mut().insert(IgnoredEvent(kind));
+    response
+}

@@ -1,0 +1,42 @@
+//! [`DeliveryMetadata`]: what the middleware learned about a delivery besides its event.
+//!
+//! ```
+//! use http::Request;
+//! use periskope_webhook::DeliveryMetadata;
+//!
+//! fn describe<B>(request: &Request<B>) -> String {
+//!     match request.extensions().get::<DeliveryMetadata>() {
+//!         Some(meta) => format!("{} bytes, key {:?}", meta.body_len, meta.key.as_ref().map(|k| k.id())),
+//!         None => "not behind PeriskopeWebhookLayer".to_owned(),
+//!     }
+//! }
+//! # assert_eq!(describe(&Request::new(())), "not behind PeriskopeWebhookLayer");
+//! ```
+
+use bytes::Bytes;
+
+use crate::signature::KeyMatch;
+
+/// Facts about one delivery, in the request extensions next to the
+/// [`WebhookEvent`](crate::WebhookEvent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeliveryMetadata {
+    /// The key that verified the signature; `None` only when verification was switched off
+    /// with [`PeriskopeWebhookLayer::insecure_without_verification`](crate::PeriskopeWebhookLayer::insecure_without_verification).
+    pub key: Option<KeyMatch>,
+    /// The body's length in bytes.
+    pub body_len: usize,
+}
+
+impl DeliveryMetadata {
+    /// Metadata for a body of `body_len` bytes verified by `key`.
+    pub fn new(key: Option<KeyMatch>, body_len: usize) -> Self {
+        DeliveryMetadata { key, body_len }
+    }
+}
+
+/// The raw request body, in the request extensions: the same buffer the replayed body and the
+/// [`WebhookEvent`](crate::WebhookEvent) share, not a copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawBody(pub Bytes);

@@ -1,0 +1,141 @@
+//! [`Rejection`]: why the middleware answered a request itself, and how that answer is written.
+//!
+//! ```
+//! use http::{Response, StatusCode};
+//! use periskope_webhook::{PeriskopeWebhookLayer, Rejection};
+//! use periskope_webhook::body::ReplayBody;
+//!
+//! // Replace the default JSON answer with plain text; the status stays the rejection's own.
+//! let layer = PeriskopeWebhookLayer::new("peri_demo-key").on_rejection(|rejection: &Rejection| {
+//!     let mut response = Response::new(ReplayBody::from(format!("rejected: {}", rejection.code())));
+//!     *response.status_mut() = rejection.status();
+//!     response
+//! });
+//! # let _ = layer;
+//! assert_eq!(Rejection::PayloadTooLarge { limit: 10 }.status(), StatusCode::PAYLOAD_TOO_LARGE);
+//! ```
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_TYPE};
+use http::{HeaderValue, Method, Response, StatusCode};
+
+use crate::body::ReplayBody;
+use crate::event::{DataError, DecodeError, EventKind};
+use crate::signature::SignatureError;
+
+/// Why a request did not reach the inner service.
+///
+/// Each rejection has an HTTP [`status`](Rejection::status) and a short, stable
+/// [`code`](Rejection::code). It is attached to the response's extensions, so outer layers and
+/// tests can tell what happened. Its `Display` carries no body content and no key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The method was not POST: 405 with `Allow: POST`.
+    MethodNotAllowed,
+    /// The body is larger than the limit: 413.
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The body failed while being read: 400.
+    BodyRead,
+    /// The signature is missing, malformed, or matches no key: 401.
+    Signature(SignatureError),
+    /// The verified body is not a Periskope delivery: 400.
+    Decode(DecodeError),
+    /// Strict mode only: a known event whose `data` does not fit its type: 422.
+    UndecodableData {
+        /// The event's kind.
+        kind: EventKind,
+        /// Where and why decoding failed.
+        error: DataError,
+    },
+}
+
+impl Rejection {
+    /// The HTTP status of the response.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::BodyRead | Rejection::Decode(_) => StatusCode::BAD_REQUEST,
+            Rejection::Signature(_) => StatusCode::UNAUTHORIZED,
+            Rejection::UndecodableData { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        }
+    }
+
+    /// A short, stable, machine-readable code, e.g. `signature_mismatch`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::MethodNotAllowed => "method_not_allowed",
+            Rejection::PayloadTooLarge { .. } => "payload_too_large",
+            Rejection::BodyRead => "body_read_failed",
+            Rejection::Signature(error) => error.code(),
+            Rejection::Decode(error) => error.code(),
+            Rejection::UndecodableData { .. } => "undecodable_data",
+        }
+    }
+
+    /// The default response: the status, and a small JSON body with `code` and `message`.
+    pub fn to_json_response(&self) -> Response<ReplayBody> {
+        let body = serde_json::json!({ "code": self.code(), "message": self.to_string() });
+        let mut response = Response::new(ReplayBody::new(Bytes::from(body.to_string())));
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if *self == Rejection::MethodNotAllowed {
+            response.headers_mut().insert(ALLOW, HeaderValue::from_static(Method::POST.as_str()));
+        }
+        response
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::MethodNotAllowed => f.write_str("Periskope webhooks are delivered with POST"),
+            Rejection::PayloadTooLarge { limit } => write!(f, "body is larger than {limit} bytes"),
+            Rejection::BodyRead => f.write_str("the request body failed while being read"),
+            Rejection::Signature(error) => write!(f, "{error}"),
+            Rejection::Decode(error) => write!(f, "{error}"),
+            // The reason may quote a value from the body; the path alone says where to look.
+            Rejection::UndecodableData { kind, error } => {
+                write!(f, "`{}` of {kind} does not fit its type", error.path())
+            }
+        }
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// Writes the response for a [`Rejection`]: the policy behind
+/// [`PeriskopeWebhookLayer::on_rejection`](crate::PeriskopeWebhookLayer::on_rejection).
+///
+/// Implemented for closures `Fn(&Rejection) -> Response<ReplayBody>`. Whatever it returns,
+/// the middleware adds the [`Rejection`] to the response's extensions, and sets `Allow: POST`
+/// on a 405 that lacks it.
+pub trait OnRejection: Clone {
+    /// The response for `rejection`.
+    fn on_rejection(&self, rejection: &Rejection) -> Response<ReplayBody>;
+}
+
+impl<F> OnRejection for F
+where
+    F: Fn(&Rejection) -> Response<ReplayBody> + Clone,
+{
+    fn on_rejection(&self, rejection: &Rejection) -> Response<ReplayBody> {
+        self(rejection)
+    }
+}
+
+/// The default [`OnRejection`]: [`Rejection::to_json_response`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JsonRejection;
+
+impl OnRejection for JsonRejection {
+    fn on_rejection(&self, rejection: &Rejection) -> Response<ReplayBody> {
+        rejection.to_json_response()
+    }
+}

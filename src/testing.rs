@@ -1,0 +1,63 @@
+//! Helpers for testing your own handlers: sign bodies and build signed requests as Periskope
+//! would send them (feature `testing`).
+//!
+//! ```
+//! use periskope_webhook::event::{Event, EventData, Message};
+//! use periskope_webhook::testing;
+//!
+//! let mut message = Message::default();
+//! message.body = Some("Hello".into());
+//! let event = Event::new(EventData::MessageCreated(message)).with_org_id("org-1");
+//!
+//! let request: http::Request<bytes::Bytes> = testing::signed_request("peri_test-key", "/webhooks/periskope", &event);
+//! assert_eq!(request.method(), http::Method::POST);
+//! let signature = request.headers()["x-periskope-signature"].to_str().unwrap();
+//! assert_eq!(signature, testing::signature("peri_test-key", request.body()));
+//! ```
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Method, Request};
+
+use crate::event::Event;
+use crate::signature::{SIGNATURE_HEADER_NAME, SigningKey, sign};
+
+/// The compact JSON body Periskope would send for `event`.
+pub fn body_for(event: &Event<'_>) -> Bytes {
+    Bytes::from(serde_json::to_vec(event).expect("an Event serialises: every map key is a string"))
+}
+
+/// The `x-periskope-signature` value for `body` signed with `key` (lowercase hex).
+///
+/// # Panics
+///
+/// If `key` is empty.
+pub fn signature(key: &str, body: &[u8]) -> String {
+    sign(&SigningKey::new(key).expect("the signing key must not be empty"), body)
+}
+
+/// A POST of `event` to `uri`, signed with `key`, as Periskope sends it.
+///
+/// # Panics
+///
+/// If `key` is empty or `uri` is not a valid URI.
+pub fn signed_request<B: From<Bytes>>(key: &str, uri: &str, event: &Event<'_>) -> Request<B> {
+    signed_request_for_body(key, uri, body_for(event))
+}
+
+/// A POST of `body` (sent as is) to `uri`, signed with `key`.
+///
+/// # Panics
+///
+/// If `key` is empty or `uri` is not a valid URI.
+pub fn signed_request_for_body<B: From<Bytes>>(key: &str, uri: &str, body: impl Into<Bytes>) -> Request<B> {
+    let body = body.into();
+    let signature = HeaderValue::try_from(signature(key, &body)).expect("hex is a valid header value");
+    Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .header(CONTENT_TYPE, "application/json")
+        .header(SIGNATURE_HEADER_NAME, signature)
+        .body(B::from(body))
+        .expect("a valid URI")
+}
