@@ -3,30 +3,13 @@
 //! `cargo bench --bench decode`. The typed side is what the middleware does per request:
 //! `WebhookEvent::decode` (UTF-8 check, one-pass typed decode, the owned handle).
 
+mod support;
+
 use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use periskope_webhook::event::{Event, WebhookEvent};
-
-/// The fixture as Periskope sends it: compact, keys in their original order (`event` first).
-fn compact(fixture: &str) -> Vec<u8> {
-    let path = format!("{}/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).expect("fixture exists");
-    let (mut out, mut in_string, mut escaped) = (Vec::with_capacity(text.len()), false, false);
-    for byte in text.bytes() {
-        if in_string {
-            in_string = escaped || byte != b'"';
-            escaped = !escaped && byte == b'\\';
-        } else if byte.is_ascii_whitespace() {
-            continue;
-        } else {
-            in_string = byte == b'"';
-        }
-        out.push(byte);
-    }
-    out
-}
 
 /// A group chat.created with `members` members, built from the chat fixture's member shape.
 fn large_group_chat(members: usize) -> Vec<u8> {
@@ -71,9 +54,9 @@ fn large_group_chat(members: usize) -> Vec<u8> {
 
 fn bench_decode(c: &mut Criterion) {
     let bodies = [
-        ("message.created", compact("message.created.envelope.json")),
-        ("ticket.created", compact("ticket.created.envelope.json")),
-        ("reaction.created", compact("reaction.created.envelope.json")),
+        ("message.created", support::compact("message.created.envelope.json")),
+        ("ticket.created", support::compact("ticket.created.envelope.json")),
+        ("reaction.created", support::compact("reaction.created.envelope.json")),
         ("chat.created/1500-members", large_group_chat(1500)),
     ];
     for (name, body) in bodies {

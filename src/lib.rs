@@ -1,5 +1,72 @@
 //! Receive Periskope webhooks in any tower stack: bounded, verified, typed.
 //!
+//! ```
+//! use axum::{Extension, Router, routing::post};
+//! use periskope_webhook::{EventData, PeriskopeWebhookLayer, WebhookEvent};
+//!
+//! async fn periskope(Extension(delivery): Extension<WebhookEvent>) -> &'static str {
+//!     match &delivery.event().data {
+//!         EventData::MessageCreated(message) => println!("new message: {:?}", message.body),
+//!         EventData::TicketUpdated(info) => println!("ticket: {:?}", info.ticket),
+//!         other => println!("{}", other.kind()),
+//!     }
+//!     "ok"
+//! }
+//!
+//! let key = std::env::var("PERISKOPE_SIGNING_KEY").unwrap_or_else(|_| "peri_demo".into());
+//! let app: Router = Router::new()
+//!     .route("/webhooks/periskope", post(periskope))
+//!     .layer(PeriskopeWebhookLayer::new(key));
+//! ```
+//!
+//! [`PeriskopeWebhookLayer`] bounds the body, verifies the `x-periskope-signature` HMAC, decodes
+//! the verified body into a typed [`Event`], and hands the request on with a [`WebhookEvent`],
+//! the [`RawBody`] and [`DeliveryMetadata`] in its extensions. It works with any tower stack
+//! (axum, hyper, tonic); the handler can still read the body, which is replayed from the same
+//! buffer.
+//!
+//! # Rejections
+//! A request that fails a step never reaches the handler. It is answered with the
+//! [`Rejection`]'s status and a small JSON body, and the rejection is attached to the
+//! response's extensions:
+//!
+//! ```
+//! use http::{Request, StatusCode};
+//! use periskope_webhook::{PeriskopeWebhookLayer, Rejection, SignatureError, body::ReplayBody};
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // The handler would answer 200; a forged request never gets there.
+//! let handler = service_fn(|_request: Request<ReplayBody>| async {
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(ReplayBody::default()))
+//! });
+//! let service = PeriskopeWebhookLayer::new("peri_demo").layer(handler);
+//!
+//! let forged = Request::post("/webhooks/periskope")
+//!     .header("x-periskope-signature", "00".repeat(32))
+//!     .body(ReplayBody::from(r#"{"event":"message.created","data":{}}"#))
+//!     .unwrap();
+//! let response = service.oneshot(forged).await.unwrap();
+//! assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+//! assert_eq!(
+//!     response.extensions().get::<Rejection>(),
+//!     Some(&Rejection::Signature(SignatureError::Mismatch)),
+//! );
+//! # }
+//! ```
+//!
+//! | step | failure | status | `code` |
+//! |---|---|---|---|
+//! | method | not POST | 405 + `Allow: POST` | `method_not_allowed` |
+//! | size | over the limit (by `Content-Length` or while reading) | 413 | `payload_too_large` |
+//! | read | the body errors | 400 | `body_read_failed` |
+//! | signature | missing, malformed, wrong, two that disagree | 401 | `signature_missing`, `signature_malformed`, `signature_mismatch`, `signature_conflict` |
+//! | decode | not UTF-8, not JSON, not an object, no event name, bad envelope | 400 | `invalid_utf8`, `malformed_json`, `not_an_object`, `missing_event_name`, `invalid_envelope` |
+//! | strict mode | known event, `data` does not fit | 422 | `undecodable_data` |
+//! | filter | event kind not accepted | 200 | `event_ignored` |
+//!
+//! # Events
 //! Periskope POSTs a JSON envelope for each event to a URL you register:
 //!
 //! ```json
