@@ -7,7 +7,7 @@
 //!
 //! let mut message = Message::default();
 //! message.body = Some("Hello".into());
-//! let event = Event::new(EventData::MessageCreated(message)).with_org_id("org-1");
+//! let event = Event::new(EventData::MessageCreated(Box::new(message))).with_org_id("org-1");
 //!
 //! let request: http::Request<bytes::Bytes> = testing::signed_request("peri_test-key", "/webhooks/periskope", &event);
 //! assert_eq!(request.method(), http::Method::POST);

@@ -18,6 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::number::opt_int;
+use super::object;
 use super::open_enum::open_enum;
 use super::{Map, Message, RawJson, Str, Timestamp};
 
@@ -37,6 +38,7 @@ pub struct Chat<'a> {
     /// Chat type (`group`, `user`, ...).
     pub chat_type: Option<ChatType>,
     /// Members by WhatsApp id. Thousands in large groups.
+    #[serde(deserialize_with = "object::opt_map")]
     pub members: Option<Map<'a, ChatMember<'a>>>,
     /// Image URL or storage path.
     pub chat_image: Option<Str<'a>>,
@@ -76,6 +78,7 @@ pub struct Chat<'a> {
     #[serde(deserialize_with = "opt_int")]
     pub member_count: Option<i64>,
     /// The latest message.
+    #[serde(deserialize_with = "object::opt")]
     pub latest_message: Option<Box<Message<'a>>>,
     /// Time of the latest message: text or a number.
     pub latest_message_timestamp: Option<Timestamp<'a>>,

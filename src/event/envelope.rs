@@ -19,6 +19,7 @@
 
 use std::fmt;
 
+use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
@@ -57,7 +58,7 @@ macro_rules! event_data {
         #[derive(Clone, Debug, PartialEq)]
         #[non_exhaustive]
         pub enum EventData<'a> {
-            $( $(#[$doc])* $variant($ty<'a>), )*
+            $( $(#[$doc])* $variant(Box<$ty<'a>>), )*
             /// An event name this crate does not know, with its `data` as sent.
             Unknown {
                 /// The event name as sent.
@@ -88,10 +89,11 @@ macro_rules! event_data {
             }
         }
 
-        /// Decodes `data` as the object of `kind`, which must be known.
-        fn decode_typed<'de, D: Deserializer<'de>>(kind: EventKind, deserializer: D) -> Result<EventData<'de>, D::Error> {
+        /// Decodes the members of a `data` object as the object of `kind`, which must be known.
+        fn decode_members<'de, A: MapAccess<'de>>(kind: EventKind, members: A) -> Result<EventData<'de>, A::Error> {
+            let deserializer = MapAccessDeserializer::new(members);
             match kind {
-                $( EventKind::$variant => $ty::deserialize(deserializer).map(EventData::$variant), )*
+                $( EventKind::$variant => $ty::deserialize(deserializer).map(|object| EventData::$variant(Box::new(object))), )*
                 EventKind::Unknown => Err(de::Error::custom("no type for an unknown event")),
             }
         }
@@ -410,9 +412,34 @@ impl<'de> DeserializeSeed<'de> for DataSeed {
     }
 }
 
+/// Decodes `data` as the object of `kind`, which must be known.
+///
+/// Derived struct decoders also accept a JSON array, filling fields in order; `data` that is
+/// an array does not fit any event, so only an object is read.
+fn decode_typed<'de, D: Deserializer<'de>>(
+    kind: EventKind,
+    deserializer: D,
+) -> Result<EventData<'de>, D::Error> {
+    deserializer.deserialize_map(ObjectVisitor(kind))
+}
+
+struct ObjectVisitor(EventKind);
+
+impl<'de> Visitor<'de> for ObjectVisitor {
+    type Value = EventData<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a JSON object for {}", self.0)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, members: A) -> Result<Self::Value, A::Error> {
+        decode_members(self.0, members)
+    }
+}
+
 /// Types `data` given as raw JSON; a misfit becomes [`EventData::Undecodable`] with its path.
 fn data_from_raw<'a>(kind: EventKind, name: Str<'a>, raw: Option<&'a RawValue>) -> EventData<'a> {
-    let Some(raw) = raw else {
+    let Some(raw) = raw.filter(|raw| raw.get() != "null") else {
         return if kind.is_known() {
             EventData::Undecodable { kind, data: RawJson::NULL, error: DataError::missing() }
         } else {
@@ -455,24 +482,31 @@ struct RawEnvelope<'a> {
 }
 
 fn decode_slowly(text: &str) -> Result<Event<'_>, DecodeError> {
-    let envelope: RawEnvelope<'_> = serde_json::from_str(text).map_err(|error| classify(text, &error))?;
+    // Derived decoders also read arrays by position; an envelope is an object or nothing.
+    if !text.trim_start_matches(JSON_WHITESPACE).starts_with('{') {
+        return Err(match serde_json::from_str::<IgnoredAny>(text) {
+            Ok(_) => DecodeError::NotAnObject,
+            Err(error) => DecodeError::Malformed { line: error.line(), column: error.column() },
+        });
+    }
+    let envelope: RawEnvelope<'_> = serde_json::from_str(text).map_err(|error| classify(&error))?;
     let name = envelope.event.or(envelope.event_type).ok_or(DecodeError::MissingEventName)?;
     let kind = EventKind::from_name(&name);
     Ok(Event {
-        data: data_from_raw(kind, name, envelope.data.filter(|raw| raw.get() != "null")),
+        data: data_from_raw(kind, name, envelope.data),
         org_id: envelope.org_id,
         timestamp: envelope.timestamp,
         previous_attributes: envelope.previous_attributes.filter(|raw| !raw.is_null()),
     })
 }
 
-fn classify(text: &str, error: &serde_json::Error) -> DecodeError {
+const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
+
+/// Why an object failed the envelope: its syntax, or a field's type or repetition.
+fn classify(error: &serde_json::Error) -> DecodeError {
     let (line, column) = (error.line(), error.column());
     match error.classify() {
-        serde_json::error::Category::Data if text.trim_start().starts_with('{') => {
-            DecodeError::InvalidEnvelope { line, column }
-        }
-        serde_json::error::Category::Data => DecodeError::NotAnObject,
+        serde_json::error::Category::Data => DecodeError::InvalidEnvelope { line, column },
         _ => DecodeError::Malformed { line, column },
     }
 }

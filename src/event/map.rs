@@ -33,6 +33,10 @@ impl<'a, V> Map<'a, V> {
         Map(Vec::new())
     }
 
+    pub(crate) fn from_pairs(pairs: Vec<(Str<'a>, V)>) -> Self {
+        Map(pairs)
+    }
+
     /// The value of `key`; with duplicate keys, the last one, as JSON parsers usually keep.
     pub fn get(&self, key: &str) -> Option<&V> {
         self.0.iter().rev().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)

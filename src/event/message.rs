@@ -23,6 +23,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::number::{opt_float, opt_int};
+use super::object;
 use super::open_enum::open_enum;
 use super::{Map, RawJson, Reaction, Str, Timestamp, WaId};
 
@@ -46,6 +47,7 @@ pub struct Message<'a> {
     #[serde(deserialize_with = "opt_ack")]
     pub ack: Option<Ack>,
     /// The WhatsApp id object.
+    #[serde(deserialize_with = "object::opt")]
     pub id: Option<WaId<'a>>,
     /// Sender in groups; often null.
     pub author: Option<Str<'a>>,
@@ -63,6 +65,7 @@ pub struct Message<'a> {
     /// Whether the message is flagged.
     pub flag_status: Option<bool>,
     /// Who flagged it and how it was answered.
+    #[serde(deserialize_with = "object::opt")]
     pub flag_metadata: Option<FlagMetadata<'a>>,
     /// Time to respond to a flag.
     #[serde(deserialize_with = "opt_float")]
@@ -101,6 +104,7 @@ pub struct Message<'a> {
     /// Location data.
     pub location: Option<RawJson<'a>>,
     /// Attached media.
+    #[serde(deserialize_with = "object::opt")]
     pub media: Option<Media<'a>>,
     /// WhatsApp media key.
     pub media_key: Option<Str<'a>>,
@@ -129,6 +133,7 @@ pub struct Message<'a> {
     /// UUID of a message sent through Periskope.
     pub sent_message_id: Option<Str<'a>>,
     /// Per-recipient delivery and read times.
+    #[serde(deserialize_with = "object::opt")]
     pub delivery_info: Option<DeliveryInfo<'a>>,
     /// Last update.
     pub updated_at: Option<Timestamp<'a>>,
@@ -137,10 +142,12 @@ pub struct Message<'a> {
     /// Bare WhatsApp message id.
     pub unique_id: Option<Str<'a>>,
     /// Poll definition.
+    #[serde(deserialize_with = "object::opt")]
     pub poll_info: Option<PollInfo<'a>>,
     /// Poll results: option → voter → value.
     pub poll_results: Option<Map<'a, Map<'a, Str<'a>>>>,
     /// Reactions (REST responses carry them).
+    #[serde(deserialize_with = "object::opt_vec")]
     pub reactions: Option<Vec<Reaction<'a>>>,
     /// Whether this is a private note.
     pub is_private_note: Option<bool>,
@@ -161,6 +168,7 @@ pub struct Media<'a> {
     #[serde(deserialize_with = "opt_int")]
     pub size: Option<i64>,
     /// Image or video dimensions.
+    #[serde(deserialize_with = "object::opt")]
     pub dimensions: Option<Dimensions>,
     /// Thumbnail.
     pub thumbnail: Option<Str<'a>>,
@@ -240,6 +248,7 @@ pub struct PollInfo<'a> {
     #[serde(rename = "pollOptions")]
     pub poll_options: Option<Vec<Str<'a>>>,
     /// Poll settings.
+    #[serde(deserialize_with = "object::opt")]
     pub options: Option<PollOptions<'a>>,
 }
 

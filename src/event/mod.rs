@@ -44,6 +44,7 @@ mod message;
 mod note;
 mod notification;
 mod number;
+mod object;
 mod open_enum;
 mod owned;
 mod phone;

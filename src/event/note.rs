@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::message::{Ack, MessageType, opt_ack};
+use super::object;
 use super::{Media, Str, Timestamp};
 
 /// A private note posted in a chat.
@@ -60,5 +61,6 @@ pub struct Note<'a> {
     /// Mentioned users, written `@<email>`.
     pub mentioned_ids: Option<Vec<Str<'a>>>,
     /// Attachment; webhooks carry it inline as base64 in `filedata`.
+    #[serde(deserialize_with = "object::opt")]
     pub media: Option<Media<'a>>,
 }

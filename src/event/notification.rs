@@ -12,6 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::object;
 use super::open_enum::open_enum;
 use super::{RawJson, Str, Timestamp, WaId};
 
@@ -31,6 +32,7 @@ pub struct ChatNotification<'a> {
     /// Text, if any.
     pub body: Option<Str<'a>>,
     /// The WhatsApp id object (written with `serialized`, no underscore).
+    #[serde(deserialize_with = "object::opt")]
     pub id: Option<WaId<'a>>,
     /// The affected members (Periskope spells it `recipientids`).
     #[serde(rename = "recipientids")]

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::message::{Ack, opt_ack};
 use super::number::opt_int;
+use super::object;
 use super::{Str, Timestamp, WaId};
 
 /// A reaction to a message.
@@ -34,6 +35,7 @@ pub struct Reaction<'a> {
     #[serde(deserialize_with = "opt_ack")]
     pub ack: Option<Ack>,
     /// The reaction's own WhatsApp id.
+    #[serde(deserialize_with = "object::opt")]
     pub id: Option<WaId<'a>>,
     /// Whether the reaction lost its target message; sent as `"0"`, `0` or null.
     #[serde(deserialize_with = "opt_int")]
@@ -49,6 +51,7 @@ pub struct Reaction<'a> {
     /// When it was made.
     pub timestamp: Option<Timestamp<'a>>,
     /// The id of the message reacted to.
+    #[serde(deserialize_with = "object::opt")]
     pub msg_id: Option<WaId<'a>>,
     /// The reacting user's WhatsApp id.
     pub sender_id: Option<Str<'a>>,

@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::number::opt_int;
+use super::object;
 use super::open_enum::open_enum;
 use super::{Chat, Map, Str, Timestamp};
 
@@ -23,12 +24,16 @@ use super::{Chat, Map, Str, Timestamp};
 #[non_exhaustive]
 pub struct TicketInfo<'a> {
     /// The chat (`ticket.deleted` sends a compact one).
+    #[serde(deserialize_with = "object::opt")]
     pub chat: Option<Chat<'a>>,
     /// The message the ticket was raised from.
+    #[serde(deserialize_with = "object::opt")]
     pub message: Option<TicketMessage<'a>>,
     /// The ticket.
+    #[serde(deserialize_with = "object::opt")]
     pub ticket: Option<Ticket<'a>>,
     /// Messages attached to the ticket.
+    #[serde(deserialize_with = "object::opt_vec")]
     pub attached_messages: Option<Vec<TicketMessage<'a>>>,
 }
 

@@ -63,9 +63,9 @@ impl DateTime {
         self.nanosecond
     }
 
-    /// Milliseconds since the Unix epoch (UTC).
+    /// Milliseconds since the Unix epoch (UTC), saturating at the ends of `i64`.
     pub fn unix_millis(&self) -> i64 {
-        self.unix_seconds * 1000 + i64::from(self.nanosecond / 1_000_000)
+        self.unix_seconds.saturating_mul(1000).saturating_add(i64::from(self.nanosecond / 1_000_000))
     }
 
     /// The offset from UTC the text was written with, in seconds (0 for `Z` and numbers).
@@ -73,14 +73,15 @@ impl DateTime {
         self.offset_seconds
     }
 
-    /// The instant as a [`SystemTime`].
-    pub fn to_system_time(&self) -> SystemTime {
-        let subsec = Duration::from_nanos(u64::from(self.nanosecond));
-        if self.unix_seconds >= 0 {
-            UNIX_EPOCH + Duration::from_secs(self.unix_seconds.unsigned_abs()) + subsec
+    /// The instant as a [`SystemTime`]; `None` if the platform cannot represent it.
+    pub fn to_system_time(&self) -> Option<SystemTime> {
+        let seconds = Duration::from_secs(self.unix_seconds.unsigned_abs());
+        let whole = if self.unix_seconds >= 0 {
+            UNIX_EPOCH.checked_add(seconds)
         } else {
-            UNIX_EPOCH - Duration::from_secs(self.unix_seconds.unsigned_abs()) + subsec
-        }
+            UNIX_EPOCH.checked_sub(seconds)
+        };
+        whole?.checked_add(Duration::from_nanos(u64::from(self.nanosecond)))
     }
 }
 
@@ -424,7 +425,7 @@ mod tests {
     #[test]
     fn system_time_matches_millis() {
         let time = Timestamp::from("2025-01-11T11:52:27.231+00:00").parse().unwrap();
-        let since = time.to_system_time().duration_since(UNIX_EPOCH).unwrap();
+        let since = time.to_system_time().unwrap().duration_since(UNIX_EPOCH).unwrap();
         assert_eq!(since.as_millis() as i64, time.unix_millis());
     }
 }
