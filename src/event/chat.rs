@@ -24,7 +24,7 @@ use super::{Map, Message, RawJson, Str, Timestamp};
 
 /// A WhatsApp chat (group or one-to-one) as Periskope describes it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, bound(deserialize = "'de: 'a"))]
+#[serde(bound(deserialize = "'de: 'a"))]
 #[non_exhaustive]
 pub struct Chat<'a> {
     /// Organisation id.
@@ -38,7 +38,7 @@ pub struct Chat<'a> {
     /// Chat type (`group`, `user`, ...).
     pub chat_type: Option<ChatType>,
     /// Members by WhatsApp id. Thousands in large groups.
-    #[serde(deserialize_with = "object::opt_map")]
+    #[serde(default, deserialize_with = "object::opt_map")]
     pub members: Option<Map<'a, ChatMember<'a>>>,
     /// Image URL or storage path.
     pub chat_image: Option<Str<'a>>,
@@ -75,10 +75,10 @@ pub struct Chat<'a> {
     /// Groups shared with the contact.
     pub common_chats: Option<Vec<Str<'a>>>,
     /// Number of members.
-    #[serde(deserialize_with = "opt_int")]
+    #[serde(default, deserialize_with = "opt_int")]
     pub member_count: Option<i64>,
     /// The latest message.
-    #[serde(deserialize_with = "object::opt")]
+    #[serde(default, deserialize_with = "object::opt")]
     pub latest_message: Option<Box<Message<'a>>>,
     /// Time of the latest message: text or a number.
     pub latest_message_timestamp: Option<Timestamp<'a>>,
@@ -108,7 +108,7 @@ pub struct Chat<'a> {
 ///
 /// Periskope merges contact columns in, so more keys than these may arrive; they are ignored.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, bound(deserialize = "'de: 'a"))]
+#[serde(bound(deserialize = "'de: 'a"))]
 #[non_exhaustive]
 pub struct ChatMember<'a> {
     /// Organisation id.

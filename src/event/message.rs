@@ -32,7 +32,7 @@ use super::{Map, RawJson, Reaction, Str, Timestamp, WaId};
 /// Every field is optional: Periskope's columns are nullable and field reports show messages
 /// with few fields. Unknown fields are ignored.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, bound(deserialize = "'de: 'a"))]
+#[serde(bound(deserialize = "'de: 'a"))]
 #[non_exhaustive]
 pub struct Message<'a> {
     /// Serialized id, `<fromMe>_<chat id>_<message id>[_<participant>]`.
@@ -44,10 +44,10 @@ pub struct Message<'a> {
     /// The chat id, `…@c.us` or `…@g.us`.
     pub chat_id: Option<Str<'a>>,
     /// Delivery status; sent as `"2"` or `2`.
-    #[serde(deserialize_with = "opt_ack")]
+    #[serde(default, deserialize_with = "opt_ack")]
     pub ack: Option<Ack>,
     /// The WhatsApp id object.
-    #[serde(deserialize_with = "object::opt")]
+    #[serde(default, deserialize_with = "object::opt")]
     pub id: Option<WaId<'a>>,
     /// Sender in groups; often null.
     pub author: Option<Str<'a>>,
@@ -60,18 +60,18 @@ pub struct Message<'a> {
     /// Device type, e.g. `android`, `ios`, `web`.
     pub device_type: Option<Str<'a>>,
     /// Media duration in seconds; sent as a string or a number.
-    #[serde(deserialize_with = "opt_float")]
+    #[serde(default, deserialize_with = "opt_float")]
     pub duration: Option<f64>,
     /// Whether the message is flagged.
     pub flag_status: Option<bool>,
     /// Who flagged it and how it was answered.
-    #[serde(deserialize_with = "object::opt")]
+    #[serde(default, deserialize_with = "object::opt")]
     pub flag_metadata: Option<FlagMetadata<'a>>,
     /// Time to respond to a flag.
-    #[serde(deserialize_with = "opt_float")]
+    #[serde(default, deserialize_with = "opt_float")]
     pub flag_response_time: Option<f64>,
     /// How often it was forwarded; sent as `"0"` or `0`.
-    #[serde(deserialize_with = "opt_int")]
+    #[serde(default, deserialize_with = "opt_int")]
     pub forwarding_score: Option<i64>,
     /// Sender WhatsApp id.
     pub from: Option<Str<'a>>,
@@ -104,7 +104,7 @@ pub struct Message<'a> {
     /// Location data.
     pub location: Option<RawJson<'a>>,
     /// Attached media.
-    #[serde(deserialize_with = "object::opt")]
+    #[serde(default, deserialize_with = "object::opt")]
     pub media: Option<Media<'a>>,
     /// WhatsApp media key.
     pub media_key: Option<Str<'a>>,
@@ -133,7 +133,7 @@ pub struct Message<'a> {
     /// UUID of a message sent through Periskope.
     pub sent_message_id: Option<Str<'a>>,
     /// Per-recipient delivery and read times.
-    #[serde(deserialize_with = "object::opt")]
+    #[serde(default, deserialize_with = "object::opt")]
     pub delivery_info: Option<DeliveryInfo<'a>>,
     /// Last update.
     pub updated_at: Option<Timestamp<'a>>,
@@ -142,12 +142,12 @@ pub struct Message<'a> {
     /// Bare WhatsApp message id.
     pub unique_id: Option<Str<'a>>,
     /// Poll definition.
-    #[serde(deserialize_with = "object::opt")]
+    #[serde(default, deserialize_with = "object::opt")]
     pub poll_info: Option<PollInfo<'a>>,
     /// Poll results: option → voter → value.
     pub poll_results: Option<Map<'a, Map<'a, Str<'a>>>>,
     /// Reactions (REST responses carry them).
-    #[serde(deserialize_with = "object::opt_vec")]
+    #[serde(default, deserialize_with = "object::opt_vec")]
     pub reactions: Option<Vec<Reaction<'a>>>,
     /// Whether this is a private note.
     pub is_private_note: Option<bool>,
@@ -155,7 +155,7 @@ pub struct Message<'a> {
 
 /// Media attached to a message or note. Every key is optional.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, bound(deserialize = "'de: 'a"))]
+#[serde(bound(deserialize = "'de: 'a"))]
 #[non_exhaustive]
 pub struct Media<'a> {
     /// A storage path (`/storage/v1/object/public/...`) or an absolute URL.
@@ -165,10 +165,10 @@ pub struct Media<'a> {
     /// File name.
     pub filename: Option<Str<'a>>,
     /// Size in bytes.
-    #[serde(deserialize_with = "opt_int")]
+    #[serde(default, deserialize_with = "opt_int")]
     pub size: Option<i64>,
     /// Image or video dimensions.
-    #[serde(deserialize_with = "object::opt")]
+    #[serde(default, deserialize_with = "object::opt")]
     pub dimensions: Option<Dimensions>,
     /// Thumbnail.
     pub thumbnail: Option<Str<'a>>,
@@ -180,23 +180,22 @@ pub struct Media<'a> {
 
 /// Width, height and aspect ratio of an image or video.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
 #[non_exhaustive]
 pub struct Dimensions {
     /// Width in pixels.
-    #[serde(deserialize_with = "opt_int")]
+    #[serde(default, deserialize_with = "opt_int")]
     pub width: Option<i64>,
     /// Height in pixels.
-    #[serde(deserialize_with = "opt_int")]
+    #[serde(default, deserialize_with = "opt_int")]
     pub height: Option<i64>,
     /// Aspect ratio.
-    #[serde(deserialize_with = "opt_float")]
+    #[serde(default, deserialize_with = "opt_float")]
     pub ar: Option<f64>,
 }
 
 /// Per-recipient delivery progress: WhatsApp id → Unix milliseconds.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, bound(deserialize = "'de: 'a"))]
+#[serde(bound(deserialize = "'de: 'a"))]
 #[non_exhaustive]
 pub struct DeliveryInfo<'a> {
     /// When each recipient received it.
@@ -206,16 +205,16 @@ pub struct DeliveryInfo<'a> {
     /// Recipients it has not reached yet.
     pub pending: Option<Vec<Str<'a>>>,
     /// Number of recipients it reached.
-    #[serde(deserialize_with = "opt_int")]
+    #[serde(default, deserialize_with = "opt_int")]
     pub delivered_count: Option<i64>,
     /// Number of recipients who read it.
-    #[serde(deserialize_with = "opt_int")]
+    #[serde(default, deserialize_with = "opt_int")]
     pub read_count: Option<i64>,
 }
 
 /// Flag details of a message.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, bound(deserialize = "'de: 'a"))]
+#[serde(bound(deserialize = "'de: 'a"))]
 #[non_exhaustive]
 pub struct FlagMetadata<'a> {
     /// Whether the flag is set.
@@ -238,7 +237,7 @@ pub struct FlagMetadata<'a> {
 
 /// A poll's definition.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, bound(deserialize = "'de: 'a"))]
+#[serde(bound(deserialize = "'de: 'a"))]
 #[non_exhaustive]
 pub struct PollInfo<'a> {
     /// The question.
@@ -248,13 +247,13 @@ pub struct PollInfo<'a> {
     #[serde(rename = "pollOptions")]
     pub poll_options: Option<Vec<Str<'a>>>,
     /// Poll settings.
-    #[serde(deserialize_with = "object::opt")]
+    #[serde(default, deserialize_with = "object::opt")]
     pub options: Option<PollOptions<'a>>,
 }
 
 /// A poll's settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, bound(deserialize = "'de: 'a"))]
+#[serde(bound(deserialize = "'de: 'a"))]
 #[non_exhaustive]
 pub struct PollOptions<'a> {
     /// Whether several answers are allowed.

@@ -18,7 +18,7 @@ use super::{Media, Str, Timestamp};
 
 /// A private note posted in a chat.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, bound(deserialize = "'de: 'a"))]
+#[serde(bound(deserialize = "'de: 'a"))]
 #[non_exhaustive]
 pub struct Note<'a> {
     /// Note id, `true_<uuid>_api` or `true_<…>_<email>`.
@@ -30,7 +30,7 @@ pub struct Note<'a> {
     /// The chat id.
     pub chat_id: Option<Str<'a>>,
     /// Status; sent as `"3"`.
-    #[serde(deserialize_with = "opt_ack")]
+    #[serde(default, deserialize_with = "opt_ack")]
     pub ack: Option<Ack>,
     /// The note's text.
     pub body: Option<Str<'a>>,
@@ -61,6 +61,6 @@ pub struct Note<'a> {
     /// Mentioned users, written `@<email>`.
     pub mentioned_ids: Option<Vec<Str<'a>>>,
     /// Attachment; webhooks carry it inline as base64 in `filedata`.
-    #[serde(deserialize_with = "object::opt")]
+    #[serde(default, deserialize_with = "object::opt")]
     pub media: Option<Media<'a>>,
 }

@@ -18,7 +18,7 @@ use super::{RawJson, Str, Timestamp, WaId};
 
 /// An action on a chat: members added or removed, settings changed, ...
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, bound(deserialize = "'de: 'a"))]
+#[serde(bound(deserialize = "'de: 'a"))]
 #[non_exhaustive]
 pub struct ChatNotification<'a> {
     /// Organisation id.
@@ -32,7 +32,7 @@ pub struct ChatNotification<'a> {
     /// Text, if any.
     pub body: Option<Str<'a>>,
     /// The WhatsApp id object (written with `serialized`, no underscore).
-    #[serde(deserialize_with = "object::opt")]
+    #[serde(default, deserialize_with = "object::opt")]
     pub id: Option<WaId<'a>>,
     /// The affected members (Periskope spells it `recipientids`).
     #[serde(rename = "recipientids")]

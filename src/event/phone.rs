@@ -17,7 +17,7 @@ use super::{Map, Str, Timestamp};
 
 /// One of the organisation's WhatsApp phones.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, bound(deserialize = "'de: 'a"))]
+#[serde(bound(deserialize = "'de: 'a"))]
 #[non_exhaustive]
 pub struct Phone<'a> {
     /// Organisation id.

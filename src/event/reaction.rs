@@ -20,7 +20,7 @@ use super::{Str, Timestamp, WaId};
 
 /// A reaction to a message.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, bound(deserialize = "'de: 'a"))]
+#[serde(bound(deserialize = "'de: 'a"))]
 #[non_exhaustive]
 pub struct Reaction<'a> {
     /// Organisation id.
@@ -32,13 +32,13 @@ pub struct Reaction<'a> {
     /// Serialized id of the message reacted to.
     pub message_id: Option<Str<'a>>,
     /// Delivery status; sent as `"0"`, `0` or null.
-    #[serde(deserialize_with = "opt_ack")]
+    #[serde(default, deserialize_with = "opt_ack")]
     pub ack: Option<Ack>,
     /// The reaction's own WhatsApp id.
-    #[serde(deserialize_with = "object::opt")]
+    #[serde(default, deserialize_with = "object::opt")]
     pub id: Option<WaId<'a>>,
     /// Whether the reaction lost its target message; sent as `"0"`, `0` or null.
-    #[serde(deserialize_with = "opt_int")]
+    #[serde(default, deserialize_with = "opt_int")]
     pub orphan: Option<i64>,
     /// Why it is orphaned.
     pub orphan_reason: Option<Str<'a>>,
@@ -51,7 +51,7 @@ pub struct Reaction<'a> {
     /// When it was made.
     pub timestamp: Option<Timestamp<'a>>,
     /// The id of the message reacted to.
-    #[serde(deserialize_with = "object::opt")]
+    #[serde(default, deserialize_with = "object::opt")]
     pub msg_id: Option<WaId<'a>>,
     /// The reacting user's WhatsApp id.
     pub sender_id: Option<Str<'a>>,

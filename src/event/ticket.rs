@@ -20,26 +20,26 @@ use super::{Chat, Map, Str, Timestamp};
 
 /// A ticket with the chat and messages it belongs to.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, bound(deserialize = "'de: 'a"))]
+#[serde(bound(deserialize = "'de: 'a"))]
 #[non_exhaustive]
 pub struct TicketInfo<'a> {
     /// The chat (`ticket.deleted` sends a compact one).
-    #[serde(deserialize_with = "object::opt")]
+    #[serde(default, deserialize_with = "object::opt")]
     pub chat: Option<Chat<'a>>,
     /// The message the ticket was raised from.
-    #[serde(deserialize_with = "object::opt")]
+    #[serde(default, deserialize_with = "object::opt")]
     pub message: Option<TicketMessage<'a>>,
     /// The ticket.
-    #[serde(deserialize_with = "object::opt")]
+    #[serde(default, deserialize_with = "object::opt")]
     pub ticket: Option<Ticket<'a>>,
     /// Messages attached to the ticket.
-    #[serde(deserialize_with = "object::opt_vec")]
+    #[serde(default, deserialize_with = "object::opt_vec")]
     pub attached_messages: Option<Vec<TicketMessage<'a>>>,
 }
 
 /// A message as ticket payloads describe it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, bound(deserialize = "'de: 'a"))]
+#[serde(bound(deserialize = "'de: 'a"))]
 #[non_exhaustive]
 pub struct TicketMessage<'a> {
     /// Text.
@@ -64,7 +64,7 @@ pub struct TicketMessage<'a> {
 
 /// A Periskope ticket.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, bound(deserialize = "'de: 'a"))]
+#[serde(bound(deserialize = "'de: 'a"))]
 #[non_exhaustive]
 pub struct Ticket<'a> {
     /// Organisation id.
@@ -76,7 +76,7 @@ pub struct Ticket<'a> {
     /// Status.
     pub status: Option<TicketStatus>,
     /// Priority, 0 to 4; sent as `2` or `"2"`.
-    #[serde(deserialize_with = "opt_int")]
+    #[serde(default, deserialize_with = "opt_int")]
     pub priority: Option<i64>,
     /// Assignee email.
     pub assignee: Option<Str<'a>>,
