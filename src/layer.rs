@@ -35,6 +35,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::{Collect, CollectError, ReplayBody, collect_limited};
+use crate::dedup::{Claim, DedupKey, DedupPolicy, NoDedup};
 use crate::event::{EventData, EventKind, WebhookEvent};
 use crate::filter::{EventFilter, KindSet};
 use crate::metadata::{DeliveryMetadata, RawBody};
@@ -92,10 +93,11 @@ impl fmt::Debug for Config {
 ///
 /// Rejections are responses, not errors: the service's error type is the inner service's.
 #[derive(Clone, Debug)]
-pub struct PeriskopeWebhookLayer<R = JsonRejection, F = KindSet> {
+pub struct PeriskopeWebhookLayer<R = JsonRejection, F = KindSet, D = NoDedup> {
     config: Arc<Config>,
     on_rejection: R,
     filter: F,
+    dedup: D,
 }
 
 impl PeriskopeWebhookLayer {
@@ -128,11 +130,12 @@ impl PeriskopeWebhookLayer {
             config: Arc::new(Config { verification, limit: DEFAULT_BODY_LIMIT, strict: false }),
             on_rejection: JsonRejection,
             filter: KindSet::all(),
+            dedup: NoDedup,
         }
     }
 }
 
-impl<R, F> PeriskopeWebhookLayer<R, F> {
+impl<R, F, D> PeriskopeWebhookLayer<R, F, D> {
     /// Sets the body limit in bytes (default [`DEFAULT_BODY_LIMIT`]).
     pub fn body_limit(mut self, limit: usize) -> Self {
         Arc::make_mut(&mut self.config).limit = limit;
@@ -147,19 +150,35 @@ impl<R, F> PeriskopeWebhookLayer<R, F> {
     }
 
     /// Replaces how rejections are answered (default: [`JsonRejection`]).
-    pub fn on_rejection<R2: OnRejection>(self, on_rejection: R2) -> PeriskopeWebhookLayer<R2, F> {
-        PeriskopeWebhookLayer { config: self.config, on_rejection, filter: self.filter }
+    pub fn on_rejection<R2: OnRejection>(self, on_rejection: R2) -> PeriskopeWebhookLayer<R2, F, D> {
+        PeriskopeWebhookLayer { config: self.config, on_rejection, filter: self.filter, dedup: self.dedup }
     }
 
     /// Lets only events accepted by `filter` reach the inner service; the others are answered
     /// `200 OK` so that Periskope does not retry them. Default: every kind, unknown included.
-    pub fn filter_events<F2: EventFilter>(self, filter: F2) -> PeriskopeWebhookLayer<R, F2> {
-        PeriskopeWebhookLayer { config: self.config, on_rejection: self.on_rejection, filter }
+    pub fn filter_events<F2: EventFilter>(self, filter: F2) -> PeriskopeWebhookLayer<R, F2, D> {
+        PeriskopeWebhookLayer {
+            config: self.config,
+            on_rejection: self.on_rejection,
+            filter,
+            dedup: self.dedup,
+        }
+    }
+
+    /// De-duplicates deliveries with `dedup` (see [`crate::dedup`]): a delivery already handled
+    /// is answered `200` without the handler, one still being handled `409`. Default: none.
+    pub fn deduplicate<D2: DedupPolicy>(self, dedup: D2) -> PeriskopeWebhookLayer<R, F, D2> {
+        PeriskopeWebhookLayer {
+            config: self.config,
+            on_rejection: self.on_rejection,
+            filter: self.filter,
+            dedup,
+        }
     }
 }
 
-impl<S, R: Clone, F: Clone> Layer<S> for PeriskopeWebhookLayer<R, F> {
-    type Service = PeriskopeWebhook<S, R, F>;
+impl<S, R: Clone, F: Clone, D: Clone> Layer<S> for PeriskopeWebhookLayer<R, F, D> {
+    type Service = PeriskopeWebhook<S, R, F, D>;
 
     fn layer(&self, inner: S) -> Self::Service {
         PeriskopeWebhook {
@@ -167,20 +186,22 @@ impl<S, R: Clone, F: Clone> Layer<S> for PeriskopeWebhookLayer<R, F> {
             config: Arc::clone(&self.config),
             on_rejection: self.on_rejection.clone(),
             filter: self.filter.clone(),
+            dedup: self.dedup.clone(),
         }
     }
 }
 
 /// The middleware built by [`PeriskopeWebhookLayer`].
 #[derive(Clone, Debug)]
-pub struct PeriskopeWebhook<S, R = JsonRejection, F = KindSet> {
+pub struct PeriskopeWebhook<S, R = JsonRejection, F = KindSet, D = NoDedup> {
     inner: S,
     config: Arc<Config>,
     on_rejection: R,
     filter: F,
+    dedup: D,
 }
 
-impl<S, R, F> PeriskopeWebhook<S, R, F> {
+impl<S, R, F, D> PeriskopeWebhook<S, R, F, D> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -197,16 +218,17 @@ impl<S, R, F> PeriskopeWebhook<S, R, F> {
     }
 }
 
-impl<S, R, F, ReqBody, ResBody> Service<Request<ReqBody>> for PeriskopeWebhook<S, R, F>
+impl<S, R, F, D, ReqBody, ResBody> Service<Request<ReqBody>> for PeriskopeWebhook<S, R, F, D>
 where
     S: Service<Request<ReplayBody>, Response = Response<ResBody>> + Clone,
     R: OnRejection,
     F: EventFilter,
+    D: DedupPolicy,
     ReqBody: Body,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqBody, R, F>;
+    type Future = ResponseFuture<S, ReqBody, R, F, D>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -226,11 +248,12 @@ where
         ResponseFuture {
             state: State::Collecting { collect: collect_limited(body, self.config.limit) },
             pending: Some(Pending {
-                inner,
-                parts,
+                inner: Some(inner),
+                parts: Some(parts),
                 config: Arc::clone(&self.config),
                 on_rejection: self.on_rejection.clone(),
                 filter: self.filter.clone(),
+                dedup: self.dedup.clone(),
             }),
         }
     }
@@ -244,66 +267,122 @@ fn reject_before_reading<B>(request: &Request<B>, limit: usize) -> Option<Reject
     (declared > limit as u64).then_some(Rejection::PayloadTooLarge { limit })
 }
 
-/// What the future needs once the body is in.
-struct Pending<S, R, F> {
-    inner: S,
-    parts: Parts,
+/// What the future needs once the body is in; each part is taken when its step comes.
+struct Pending<S, R, F, D> {
+    inner: Option<S>,
+    parts: Option<Parts>,
     config: Arc<Config>,
     on_rejection: R,
     filter: F,
+    dedup: D,
+}
+
+impl<S, R, F, D> Pending<S, R, F, D> {
+    fn call(&mut self, request: Request<ReplayBody>) -> S::Future
+    where
+        S: Service<Request<ReplayBody>>,
+    {
+        self.inner.take().expect("the inner service is called once").call(request)
+    }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<Fut, B> {
+    enum State<Fut, Out, B, C, St> {
         Collecting { #[pin] collect: Collect<B> },
-        Calling { #[pin] future: Fut },
+        Claiming { #[pin] claim: C, request: Option<Request<ReplayBody>>, key: Option<DedupKey> },
+        Calling { #[pin] future: Fut, key: Option<DedupKey> },
+        Settling { #[pin] settle: St, output: Option<Out> },
         Respond { response: Option<Response<ReplayBody>> },
     }
 }
 
 pin_project! {
     /// The response future of [`PeriskopeWebhook`].
-    pub struct ResponseFuture<S, B, R, F>
+    pub struct ResponseFuture<S, B, R, F, D>
     where
         S: Service<Request<ReplayBody>>,
         B: Body,
+        D: DedupPolicy,
     {
         #[pin]
-        state: State<S::Future, B>,
-        pending: Option<Pending<S, R, F>>,
+        state: State<S::Future, Result<S::Response, S::Error>, B, D::ClaimFuture, D::SettleFuture>,
+        pending: Option<Pending<S, R, F, D>>,
     }
 }
 
-impl<S, B, R, F, ResBody> Future for ResponseFuture<S, B, R, F>
+impl<S, B, R, F, D, ResBody> Future for ResponseFuture<S, B, R, F, D>
 where
     S: Service<Request<ReplayBody>, Response = Response<ResBody>>,
     B: Body,
     R: OnRejection,
     F: EventFilter,
+    D: DedupPolicy,
 {
     type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
+            let pending = this.pending.as_mut();
             match this.state.as_mut().project() {
                 StateProj::Collecting { collect } => {
                     let collected = ready!(collect.poll(cx));
-                    let Pending { mut inner, mut parts, config, on_rejection, filter } =
-                        this.pending.take().expect("ResponseFuture polled after completion");
-                    let next = match admit(&mut parts, collected, &config, &filter) {
-                        Ok(body) => State::Calling { future: inner.call(Request::from_parts(parts, body)) },
+                    let pending = pending.expect("ResponseFuture polled after completion");
+                    let mut parts = pending.parts.take().expect("the body is collected once");
+                    let next = match admit(&mut parts, collected, &pending.config, &pending.filter) {
+                        Ok(body) => {
+                            let request = Request::from_parts(parts, body);
+                            match request.extensions().get::<WebhookEvent>().filter(|_| D::ENABLED) {
+                                Some(event) => {
+                                    let (key, claim) = pending.dedup.claim(event);
+                                    State::Claiming { claim, request: Some(request), key: Some(key) }
+                                }
+                                None => State::Calling { future: pending.call(request), key: None },
+                            }
+                        }
                         Err(Refusal::Reject(rejection)) => {
-                            State::Respond { response: Some(respond(&on_rejection, rejection)) }
+                            State::Respond { response: Some(respond(&pending.on_rejection, rejection)) }
                         }
                         Err(Refusal::Ignore(kind)) => State::Respond { response: Some(ignored(kind)) },
                     };
                     this.state.set(next);
                 }
-                StateProj::Calling { future } => {
-                    let response = ready!(future.poll(cx))?;
-                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                StateProj::Claiming { claim, request, key } => {
+                    let claim = ready!(claim.poll(cx));
+                    let pending = pending.expect("ResponseFuture polled after completion");
+                    let mut request = request.take().expect("a claim is answered once");
+                    let next = match claim {
+                        Claim::New => State::Calling { future: pending.call(request), key: key.take() },
+                        _ if pending.dedup.pass_through() => {
+                            if let Some(metadata) = request.extensions_mut().get_mut::<DeliveryMetadata>() {
+                                metadata.duplicate = true;
+                            }
+                            State::Calling { future: pending.call(request), key: None }
+                        }
+                        Claim::InFlight => State::Respond {
+                            response: Some(respond(&pending.on_rejection, Rejection::DuplicateInFlight)),
+                        },
+                        _ => State::Respond { response: Some(duplicate()) },
+                    };
+                    this.state.set(next);
+                }
+                StateProj::Calling { future, key } => {
+                    let output = ready!(future.poll(cx));
+                    let Some(key) = key.take() else {
+                        return Poll::Ready(output.map(|response| response.map(ResponseBody::inner)));
+                    };
+                    let pending = pending.expect("ResponseFuture polled after completion");
+                    let delivered = output.as_ref().is_ok_and(|response| response.status().is_success());
+                    this.state.set(State::Settling {
+                        settle: pending.dedup.settle(key, delivered),
+                        output: Some(output),
+                    });
+                }
+                StateProj::Settling { settle, output } => {
+                    ready!(settle.poll(cx));
+                    let output = output.take().expect("ResponseFuture polled after completion");
+                    return Poll::Ready(output.map(|response| response.map(ResponseBody::inner)));
                 }
                 StateProj::Respond { response } => {
                     let response = response.take().expect("ResponseFuture polled after completion");
@@ -377,12 +456,30 @@ fn respond<R: OnRejection>(on_rejection: &R, rejection: Rejection) -> Response<R
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IgnoredEvent(pub EventKind);
 
+/// Marks a response to a delivery that was already handled, in the response extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DuplicateDelivery;
+
 fn ignored(kind: EventKind) -> Response<ReplayBody> {
     #[cfg(feature = "tracing")]
     tracing::debug!(kind = kind.as_str(), "periskope webhook event filtered out");
     let body = format!(r#"{{"code":"event_ignored","message":"{kind} is not handled here"}}"#);
+    ok_json(body, IgnoredEvent(kind))
+}
+
+fn duplicate() -> Response<ReplayBody> {
+    #[cfg(feature = "tracing")]
+    tracing::debug!("periskope webhook duplicate answered");
+    ok_json(
+        r#"{"code":"duplicate","message":"this delivery was already handled"}"#.to_owned(),
+        DuplicateDelivery,
+    )
+}
+
+/// A `200 OK` the middleware answers itself, with `marker` in its extensions.
+fn ok_json<T: Clone + Send + Sync + 'static>(body: String, marker: T) -> Response<ReplayBody> {
     let mut response = Response::new(ReplayBody::new(Bytes::from(body)));
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response.extensions_mut().insert(IgnoredEvent(kind));
+    response.extensions_mut().insert(marker);
     response
 }

@@ -119,6 +119,7 @@
 #![warn(missing_docs)]
 
 pub mod body;
+pub mod dedup;
 pub mod event;
 mod filter;
 mod layer;
@@ -131,7 +132,10 @@ pub mod testing;
 
 pub use event::{Event, EventData, EventKind, WebhookEvent};
 pub use filter::{EventFilter, KindSet};
-pub use layer::{DEFAULT_BODY_LIMIT, IgnoredEvent, PeriskopeWebhook, PeriskopeWebhookLayer, ResponseFuture};
+pub use layer::{
+    DEFAULT_BODY_LIMIT, DuplicateDelivery, IgnoredEvent, PeriskopeWebhook, PeriskopeWebhookLayer,
+    ResponseFuture,
+};
 pub use metadata::{DeliveryMetadata, RawBody};
 pub use rejection::{JsonRejection, OnRejection, Rejection};
 pub use response::ResponseBody;

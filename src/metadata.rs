@@ -27,12 +27,15 @@ pub struct DeliveryMetadata {
     pub key: Option<KeyMatch>,
     /// The body's length in bytes.
     pub body_len: usize,
+    /// Whether this delivery was handled before; set only by a de-duplication policy in
+    /// [pass-through](crate::dedup::Dedup::pass_through) mode.
+    pub duplicate: bool,
 }
 
 impl DeliveryMetadata {
     /// Metadata for a body of `body_len` bytes verified by `key`.
     pub fn new(key: Option<KeyMatch>, body_len: usize) -> Self {
-        DeliveryMetadata { key, body_len }
+        DeliveryMetadata { key, body_len, duplicate: false }
     }
 }
 

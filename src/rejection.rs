@@ -46,6 +46,9 @@ pub enum Rejection {
     Signature(SignatureError),
     /// The verified body is not a Periskope delivery: 400.
     Decode(DecodeError),
+    /// De-duplication only: the same delivery is being handled right now: 409, so that the
+    /// sender retries it later rather than it being lost if the first attempt fails.
+    DuplicateInFlight,
     /// Strict mode only: a known event whose `data` does not fit its type: 422.
     UndecodableData {
         /// The event's kind.
@@ -64,6 +67,7 @@ impl Rejection {
             Rejection::BodyRead | Rejection::Decode(_) => StatusCode::BAD_REQUEST,
             Rejection::Signature(_) => StatusCode::UNAUTHORIZED,
             Rejection::UndecodableData { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Rejection::DuplicateInFlight => StatusCode::CONFLICT,
         }
     }
 
@@ -76,6 +80,7 @@ impl Rejection {
             Rejection::Signature(error) => error.code(),
             Rejection::Decode(error) => error.code(),
             Rejection::UndecodableData { .. } => "undecodable_data",
+            Rejection::DuplicateInFlight => "duplicate_in_flight",
         }
     }
 
@@ -98,6 +103,7 @@ impl fmt::Display for Rejection {
             Rejection::MethodNotAllowed => f.write_str("Periskope webhooks are delivered with POST"),
             Rejection::PayloadTooLarge { limit } => write!(f, "body is larger than {limit} bytes"),
             Rejection::BodyRead => f.write_str("the request body failed while being read"),
+            Rejection::DuplicateInFlight => f.write_str("the same delivery is being handled; retry later"),
             Rejection::Signature(error) => write!(f, "{error}"),
             Rejection::Decode(error) => write!(f, "{error}"),
             // The reason may quote a value from the body; the path alone says where to look.
