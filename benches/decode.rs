@@ -9,6 +9,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use periskope_webhook::drift::Drift;
 use periskope_webhook::event::{Event, WebhookEvent};
 
 /// A group chat.created with `members` members, built from the chat fixture's member shape.
@@ -78,9 +79,27 @@ fn bench_decode(c: &mut Criterion) {
     }
 }
 
+/// Drift reporting is a separate pass: off, decoding is exactly the code above; on, it adds
+/// one tracked decode. Both measured on the same body in the same run.
+fn bench_drift(c: &mut Criterion) {
+    let shared = Bytes::from(support::compact("message.created.envelope.json"));
+    let mut group = c.benchmark_group("drift/message.created");
+    group.throughput(Throughput::Bytes(shared.len() as u64));
+    group.bench_function("decode, drift off", |b| {
+        b.iter(|| WebhookEvent::decode(black_box(shared.clone())).expect("decodes"))
+    });
+    group.bench_function("decode, drift on", |b| {
+        b.iter(|| {
+            let event = WebhookEvent::decode(black_box(shared.clone())).expect("decodes");
+            (Drift::detect(&event), event)
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(2));
-    targets = bench_decode
+    targets = bench_decode, bench_drift
 }
 criterion_main!(benches);

@@ -36,6 +36,7 @@ use tower_service::Service;
 
 use crate::body::{Collect, CollectError, ReplayBody, collect_limited};
 use crate::dedup::{Claim, DedupKey, DedupPolicy, NoDedup};
+use crate::drift::Drift;
 use crate::event::{EventData, EventKind, WebhookEvent};
 use crate::filter::{EventFilter, KindSet};
 use crate::metadata::{DeliveryMetadata, RawBody};
@@ -63,6 +64,7 @@ struct Config {
     verification: Verification,
     limit: usize,
     strict: bool,
+    drift: bool,
 }
 
 impl fmt::Debug for Config {
@@ -72,7 +74,7 @@ impl fmt::Debug for Config {
             Verification::Keys(keys) => debug.field("keys", keys),
             Verification::Disabled => debug.field("keys", &"VERIFICATION DISABLED"),
         };
-        debug.field("limit", &self.limit).field("strict", &self.strict).finish()
+        debug.field("limit", &self.limit).field("strict", &self.strict).field("drift", &self.drift).finish()
     }
 }
 
@@ -127,7 +129,7 @@ impl PeriskopeWebhookLayer {
 
     fn from_verification(verification: Verification) -> Self {
         PeriskopeWebhookLayer {
-            config: Arc::new(Config { verification, limit: DEFAULT_BODY_LIMIT, strict: false }),
+            config: Arc::new(Config { verification, limit: DEFAULT_BODY_LIMIT, strict: false, drift: false }),
             on_rejection: JsonRejection,
             filter: KindSet::all(),
             dedup: NoDedup,
@@ -146,6 +148,15 @@ impl<R, F, D> PeriskopeWebhookLayer<R, F, D> {
     /// instead of being forwarded as [`EventData::Undecodable`] (the default: nothing lost).
     pub fn strict(mut self, strict: bool) -> Self {
         Arc::make_mut(&mut self.config).strict = strict;
+        self
+    }
+
+    /// Reports schema drift: fields and enumeration values the typed model does not know, in
+    /// [`DeliveryMetadata::drift`] and, with the `tracing` feature, as a `debug` event (paths
+    /// and enumeration values only). It costs about one more decode per delivery when on, and
+    /// nothing when off (the default).
+    pub fn report_drift(mut self, report: bool) -> Self {
+        Arc::make_mut(&mut self.config).drift = report;
         self
     }
 
@@ -431,7 +442,21 @@ fn admit<E, F: EventFilter>(
     if !filter.accepts(kind) {
         return Err(Refusal::Ignore(kind));
     }
-    parts.extensions.insert(DeliveryMetadata::new(key, body.len()));
+    let mut metadata = DeliveryMetadata::new(key, body.len());
+    if config.drift {
+        let drift = Drift::detect(&event);
+        #[cfg(feature = "tracing")]
+        if !drift.is_empty() {
+            tracing::debug!(
+                event = event.name(),
+                unknown_fields = ?drift.unknown_fields,
+                unknown_values = ?drift.unknown_values,
+                "periskope schema drift"
+            );
+        }
+        metadata.drift = Some(drift);
+    }
+    parts.extensions.insert(metadata);
     parts.extensions.insert(RawBody(body.clone()));
     parts.extensions.insert(event);
     Ok(ReplayBody::new(body))

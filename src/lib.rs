@@ -120,6 +120,7 @@
 
 pub mod body;
 pub mod dedup;
+pub mod drift;
 pub mod event;
 mod filter;
 mod layer;

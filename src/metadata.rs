@@ -15,6 +15,7 @@
 
 use bytes::Bytes;
 
+use crate::drift::Drift;
 use crate::signature::KeyMatch;
 
 /// Facts about one delivery, in the request extensions next to the
@@ -30,12 +31,15 @@ pub struct DeliveryMetadata {
     /// Whether this delivery was handled before; set only by a de-duplication policy in
     /// [pass-through](crate::dedup::Dedup::pass_through) mode.
     pub duplicate: bool,
+    /// What the typed model did not know in this delivery; set only when
+    /// [`PeriskopeWebhookLayer::report_drift`](crate::PeriskopeWebhookLayer::report_drift) is on.
+    pub drift: Option<Drift>,
 }
 
 impl DeliveryMetadata {
     /// Metadata for a body of `body_len` bytes verified by `key`.
     pub fn new(key: Option<KeyMatch>, body_len: usize) -> Self {
-        DeliveryMetadata { key, body_len, duplicate: false }
+        DeliveryMetadata { key, body_len, duplicate: false, drift: None }
     }
 }
 

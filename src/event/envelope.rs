@@ -416,7 +416,7 @@ impl<'de> DeserializeSeed<'de> for DataSeed {
 ///
 /// Derived struct decoders also accept a JSON array, filling fields in order; `data` that is
 /// an array does not fit any event, so only an object is read.
-fn decode_typed<'de, D: Deserializer<'de>>(
+pub(crate) fn decode_typed<'de, D: Deserializer<'de>>(
     kind: EventKind,
     deserializer: D,
 ) -> Result<EventData<'de>, D::Error> {
@@ -466,13 +466,13 @@ fn data_from_raw<'a>(kind: EventKind, name: Str<'a>, raw: Option<&'a RawValue>) 
 
 /// The envelope with `data` left raw: the authority when the one-pass decoder gave up.
 #[derive(Deserialize)]
-struct RawEnvelope<'a> {
+pub(crate) struct RawEnvelope<'a> {
     #[serde(borrow)]
     event: Option<Str<'a>>,
     #[serde(borrow)]
     event_type: Option<Str<'a>>,
     #[serde(borrow)]
-    data: Option<&'a RawValue>,
+    pub(crate) data: Option<&'a RawValue>,
     #[serde(borrow)]
     org_id: Option<Str<'a>>,
     #[serde(borrow)]

@@ -334,6 +334,11 @@ impl Ack {
         }
     }
 
+    /// Whether the code is one this crate knows.
+    pub const fn is_known(self) -> bool {
+        !matches!(self, Ack::Other(_))
+    }
+
     /// The numeric code.
     pub const fn code(self) -> i64 {
         match self {

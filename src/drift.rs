@@ -1,0 +1,170 @@
+//! Schema drift: what Periskope sent that the typed model does not know yet.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use periskope_webhook::WebhookEvent;
+//! use periskope_webhook::drift::Drift;
+//!
+//! let body = br#"{"event":"message.created","data":{"body":"hi","message_type":"sticker_pack",
+//!     "media":{"size":10,"blurhash":"LEHV6n"}},"delivery_id":"d-1"}"#;
+//! let event = WebhookEvent::decode(Bytes::from_static(body)).unwrap();
+//! let drift = Drift::detect(&event);
+//! assert_eq!(drift.unknown_fields, ["delivery_id", "data.media.blurhash"]);
+//! assert_eq!(drift.unknown_values, [("data.message_type".to_owned(), "sticker_pack".to_owned())]);
+//! ```
+//!
+//! Detection decodes the body a second time with a tracker of ignored fields, so it costs
+//! about one more decode; it runs only when asked ([`Drift::detect`], or
+//! [`PeriskopeWebhookLayer::report_drift`](crate::PeriskopeWebhookLayer::report_drift)), and
+//! costs nothing otherwise.
+
+use std::fmt::Write as _;
+
+use serde_ignored::Path;
+
+use crate::event::{RawEnvelope, WebhookEvent, decode_typed};
+
+/// Fields and enum values of one delivery that the typed model does not know.
+///
+/// Paths are written `data.media.blurhash`, with `[i]` for array items; map keys that are not
+/// plain identifiers (WhatsApp ids, emails, label ids) are written `*`, so that paths carry no
+/// phone number and group well: `data.members.*.verified_name`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Drift {
+    /// Paths of fields that were sent but are not part of the model (and were ignored).
+    pub unknown_fields: Vec<String>,
+    /// `(path, value)` of enumeration values the model kept in an `Other` arm.
+    pub unknown_values: Vec<(String, String)>,
+}
+
+impl Drift {
+    /// Whether nothing unknown was found.
+    pub fn is_empty(&self) -> bool {
+        self.unknown_fields.is_empty() && self.unknown_values.is_empty()
+    }
+
+    /// Finds the unknown fields and enumeration values of `delivery`.
+    pub fn detect(delivery: &WebhookEvent) -> Drift {
+        let mut drift = Drift { unknown_fields: unknown_fields(delivery), unknown_values: Vec::new() };
+        drift.collect_values(delivery);
+        drift
+    }
+
+    fn value(&mut self, path: &str, value: Option<&str>) {
+        if let Some(value) = value {
+            self.unknown_values.push((path.to_owned(), value.to_owned()));
+        }
+    }
+
+    fn collect_values(&mut self, delivery: &WebhookEvent) {
+        let event = delivery.event();
+        if let Some(message) = event.message() {
+            self.value(
+                "data.message_type",
+                message.message_type.as_ref().filter(|t| !t.is_known()).map(|t| t.as_str()),
+            );
+            self.value(
+                "data.ack",
+                message.ack.filter(|ack| !ack.is_known()).map(|ack| ack.code().to_string()).as_deref(),
+            );
+        }
+        if let Some(reaction) = event.reaction() {
+            self.value(
+                "data.ack",
+                reaction.ack.filter(|ack| !ack.is_known()).map(|ack| ack.code().to_string()).as_deref(),
+            );
+        }
+        if let Some(note) = event.note() {
+            self.value(
+                "data.message_type",
+                note.message_type.as_ref().filter(|t| !t.is_known()).map(|t| t.as_str()),
+            );
+            self.value(
+                "data.ack",
+                note.ack.filter(|ack| !ack.is_known()).map(|ack| ack.code().to_string()).as_deref(),
+            );
+        }
+        if let Some(chat) = event.chat() {
+            self.value(
+                "data.chat_type",
+                chat.chat_type.as_ref().filter(|t| !t.is_known()).map(|t| t.as_str()),
+            );
+        }
+        if let Some(notification) = event.chat_notification() {
+            let kind = notification.notification_type.as_ref().filter(|t| !t.is_known());
+            self.value("data.type", kind.map(|t| t.as_str()));
+        }
+        if let Some(info) = event.ticket() {
+            let chat_type =
+                info.chat.as_ref().and_then(|chat| chat.chat_type.as_ref()).filter(|t| !t.is_known());
+            self.value("data.chat.chat_type", chat_type.map(|t| t.as_str()));
+            let status =
+                info.ticket.as_ref().and_then(|ticket| ticket.status.as_ref()).filter(|s| !s.is_known());
+            self.value("data.ticket.status", status.map(|s| s.as_str()));
+        }
+        if let Some(phone) = event.phone() {
+            self.value(
+                "data.wa_state",
+                phone.wa_state.as_ref().filter(|s| !s.is_known()).map(|s| s.as_str()),
+            );
+        }
+    }
+}
+
+/// Decodes the envelope, then `data` as its kind's type, each through `serde_ignored`; decoding
+/// `data` on its own keeps the paths right whichever order the keys came in.
+fn unknown_fields(delivery: &WebhookEvent) -> Vec<String> {
+    let mut fields = Vec::new();
+    let Ok(text) = std::str::from_utf8(delivery.body()) else {
+        return fields;
+    };
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let envelope: Result<RawEnvelope<'_>, _> =
+        serde_ignored::deserialize(&mut deserializer, |path| fields.push(render("", &path)));
+    let kind = delivery.kind();
+    if let (Ok(envelope), true) = (envelope, kind.is_known()) {
+        if let Some(data) = envelope.data {
+            let mut deserializer = serde_json::Deserializer::from_str(data.get());
+            let mut record = |path: Path<'_>| fields.push(render("data", &path));
+            let tracked = serde_ignored::Deserializer::new(&mut deserializer, &mut record);
+            // A misfit stops the walk; what was found before it is still reported.
+            let _ = decode_typed(kind, tracked);
+        }
+    }
+    fields
+}
+
+fn render(prefix: &str, path: &Path<'_>) -> String {
+    let mut out = prefix.to_owned();
+    write_path(&mut out, path);
+    out
+}
+
+fn write_path(out: &mut String, path: &Path<'_>) {
+    match path {
+        Path::Root => {}
+        Path::Seq { parent, index } => {
+            write_path(out, parent);
+            // Writing to a String cannot fail.
+            let _ = write!(out, "[{index}]");
+        }
+        Path::Map { parent, key } => {
+            write_path(out, parent);
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(if is_identifier(key) { key } else { "*" });
+        }
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
+            write_path(out, parent)
+        }
+    }
+}
+
+/// A field name rather than data used as a key (a WhatsApp id, an email, a label id).
+fn is_identifier(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars.next().is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
