@@ -94,6 +94,26 @@ impl fmt::Debug for Config {
 ///    [`WebhookEvent`], [`RawBody`] and [`DeliveryMetadata`] in its extensions.
 ///
 /// Rejections are responses, not errors: the service's error type is the inner service's.
+///
+/// ```
+/// use axum::{Router, body::Body, routing::post};
+/// use http::{Request, StatusCode};
+/// use periskope_webhook::{PeriskopeWebhookLayer, Rejection};
+/// use tower::ServiceExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let app: Router = Router::new()
+///     .route("/webhooks/periskope", post(|| async { "handled" }))
+///     .layer(PeriskopeWebhookLayer::new("peri_demo-key").body_limit(1024 * 1024));
+///
+/// // No signature: answered 401 by the layer; the handler never runs.
+/// let unsigned = Request::post("/webhooks/periskope").body(Body::from(r#"{"event":"note.created"}"#)).unwrap();
+/// let response = app.oneshot(unsigned).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+/// assert_eq!(response.extensions().get::<Rejection>().map(Rejection::code), Some("signature_missing"));
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct PeriskopeWebhookLayer<R = JsonRejection, F = KindSet, D = NoDedup> {
     config: Arc<Config>,

@@ -66,6 +66,13 @@
 //! | strict mode | known event, `data` does not fit | 422 | `undecodable_data` |
 //! | filter | event kind not accepted | 200 | `event_ignored` |
 //!
+//! # Duplicates and drift
+//! [`dedup`] answers deliveries already handled (Periskope sends one group message once per
+//! connected org phone, and its signature has no nonce) without calling the handler again;
+//! [`drift`] reports the fields and values Periskope sent that the typed model does not know.
+//! Both are off by default: [`PeriskopeWebhookLayer::deduplicate`],
+//! [`PeriskopeWebhookLayer::report_drift`].
+//!
 //! # Events
 //! Periskope POSTs a JSON envelope for each event to a URL you register:
 //!

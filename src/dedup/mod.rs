@@ -69,8 +69,7 @@ impl DedupPolicy for NoDedup {
     type ClaimFuture = Ready<Claim>;
     type SettleFuture = Ready<()>;
 
-    fn claim(&self, event: &WebhookEvent) -> (DedupKey, Self::ClaimFuture) {
-        let _ = event;
+    fn claim(&self, _event: &WebhookEvent) -> (DedupKey, Self::ClaimFuture) {
         (DedupKey::new(String::new()), ready(Claim::New))
     }
 
