@@ -129,11 +129,14 @@ pub mod body;
 pub mod dedup;
 pub mod drift;
 pub mod event;
+#[cfg(feature = "axum")]
+pub mod extract;
 mod filter;
 mod layer;
 mod metadata;
 mod rejection;
 mod response;
+pub mod router;
 pub mod signature;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -147,4 +150,5 @@ pub use layer::{
 pub use metadata::{DeliveryMetadata, RawBody};
 pub use rejection::{JsonRejection, OnRejection, Rejection};
 pub use response::ResponseBody;
+pub use router::EventRouter;
 pub use signature::{KeyMatch, SignatureError, SigningKey, SigningKeys};

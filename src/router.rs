@@ -1,0 +1,400 @@
+//! [`EventRouter`]: one async handler per event kind, as with Periskope's SDK
+//! (`client.on('message.created', ...)`), behind [`PeriskopeWebhookLayer`](crate::PeriskopeWebhookLayer).
+//!
+//! ```
+//! use periskope_webhook::{EventRouter, PeriskopeWebhookLayer, WebhookEvent};
+//! use tower::Layer;
+//!
+//! async fn message_created(event: WebhookEvent) -> Result<(), std::io::Error> {
+//!     if let Some(message) = event.event().message() {
+//!         println!("{:?} wrote {:?}", message.from, message.body);
+//!     }
+//!     Ok(())
+//! }
+//!
+//! async fn ticket_updated(event: WebhookEvent) -> Result<(), &'static str> {
+//!     let ticket = event.event().ticket().and_then(|info| info.ticket.as_ref());
+//!     println!("ticket {:?} is now {:?}", ticket.and_then(|t| t.ticket_id.as_deref()), ticket.map(|t| &t.status));
+//!     Ok(())
+//! }
+//!
+//! let router = EventRouter::new()
+//!     .on_message_created(message_created)
+//!     .on_ticket_updated(ticket_updated)
+//!     .on_unknown(|event: WebhookEvent| async move {
+//!         println!("new event kind {}", event.name());
+//!         Ok::<_, std::convert::Infallible>(())
+//!     });
+//!
+//! // As an axum route ...
+//! let app: axum::Router = axum::Router::new()
+//!     .route_service("/webhooks/periskope", PeriskopeWebhookLayer::new("peri_demo").layer(router.clone()));
+//! // ... or as a whole hyper service (with `hyper_util::service::TowerToHyperService`).
+//! let service = PeriskopeWebhookLayer::new("peri_demo").layer(router);
+//! # let _ = (app, service);
+//! ```
+//!
+//! # Answers
+//! The router answers every request itself, with a small JSON body `{"code","message"}`:
+//!
+//! | outcome | status | `code` |
+//! |---|---|---|
+//! | the handler returned `Ok` | 200 | `handled` |
+//! | the handler returned `Err` | 500 | `handler_failed` |
+//! | no handler for the kind and no [fallback](EventRouter::fallback) | 200 | `no_handler` |
+//! | no [`WebhookEvent`] in the request: the layer does not wrap the router | 500 | `periskope_layer_missing` |
+//!
+//! A handler's error never reaches the response body (it may hold anything the application
+//! knows); it is in the response's extensions as a [`HandlerError`] for an outer layer to log,
+//! and logged at `error` level with the `tracing` feature. Periskope retries a delivery that
+//! is not answered `2xx`, which is what a failed handler wants.
+//!
+//! An event with no handler is answered `200 no_handler` on purpose: a retry would meet the
+//! same router and find no handler again, so retrying would only repeat the delivery, and
+//! an error status would make the endpoint look broken for events it simply ignores. To not
+//! receive them at all, unsubscribe them in Periskope; to keep them from the router, use the
+//! layer's [`filter_events`](crate::PeriskopeWebhookLayer::filter_events).
+//!
+//! # Cost
+//! Handlers are stored type-erased: each dispatch makes one dynamic call and boxes the
+//! handler's future (one allocation, tens of nanoseconds, next to a network round trip and a
+//! JSON decode). The routing table is behind an [`Arc`], so cloning the router, as servers do
+//! per connection, copies a pointer. For a single handler with no allocation at all, take the
+//! [`WebhookEvent`] from the request extensions in your own service.
+//!
+//! A panicking handler is not caught here; wrap the stack in tower-http's `CatchPanic` if a
+//! panic should become a `500`.
+
+use std::convert::Infallible;
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Request, Response, StatusCode};
+use tower_service::Service;
+
+use crate::body::ReplayBody;
+use crate::event::{EventKind, WebhookEvent};
+
+/// The error type handlers' errors are converted into: anything that converts into a boxed
+/// error (`std::io::Error`, `String`, `&'static str`, `anyhow::Error`, ...).
+pub type BoxError = Box<dyn Error + Send + Sync>;
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+
+/// A handler with its future and error types erased.
+type Handler = Arc<dyn Fn(WebhookEvent) -> BoxFuture + Send + Sync>;
+
+/// One slot per known kind, and one for [`EventKind::Unknown`].
+const SLOTS: usize = EventKind::ALL.len() + 1;
+
+/// The code and message of the answer when no [`WebhookEvent`] is in the request extensions;
+/// shared with the extractors.
+pub(crate) const LAYER_MISSING_CODE: &str = "periskope_layer_missing";
+pub(crate) const LAYER_MISSING_MESSAGE: &str =
+    "server misconfiguration: PeriskopeWebhookLayer does not wrap this route, so there is no verified event";
+
+#[derive(Clone)]
+struct Routes {
+    /// Indexed by `EventKind as usize`: the enum is this crate's, so the cast is its position.
+    handlers: [Option<Handler>; SLOTS],
+    fallback: Option<Handler>,
+}
+
+impl Routes {
+    fn handler(&self, kind: EventKind) -> Option<&Handler> {
+        self.handlers.get(kind as usize).and_then(Option::as_ref).or(self.fallback.as_ref())
+    }
+}
+
+/// A tower [`Service`] that dispatches each verified event to the handler for its kind.
+///
+/// It reads the [`WebhookEvent`] that [`PeriskopeWebhookLayer`](crate::PeriskopeWebhookLayer)
+/// put into the request extensions, so it goes inside that layer; the request body is not read.
+/// A handler is an async function taking the [`WebhookEvent`] and returning
+/// `Result<(), E>` with `E` convertible into a [`BoxError`]. See the [module docs](self) for
+/// the answers and their statuses.
+///
+/// Handlers for a known kind also receive that kind's
+/// [undecodable](crate::EventData::Undecodable) deliveries (data that does not fit its type),
+/// unless the layer is [strict](crate::PeriskopeWebhookLayer::strict): read the object through
+/// the `Option` accessors such as [`Event::ticket`](crate::Event::ticket).
+///
+/// Cloning is cheap (the routes are shared), and the service is always ready.
+#[derive(Clone)]
+pub struct EventRouter {
+    routes: Arc<Routes>,
+}
+
+impl EventRouter {
+    /// A router with no handlers: every event is answered `200 no_handler`.
+    pub fn new() -> Self {
+        EventRouter { routes: Arc::new(Routes { handlers: std::array::from_fn(|_| None), fallback: None }) }
+    }
+
+    /// Handles events of `kind` with `handler`, replacing any handler set before for `kind`.
+    ///
+    /// With [`EventKind::Unknown`] this is [`on_unknown`](Self::on_unknown).
+    pub fn on<H, Fut, E>(mut self, kind: EventKind, handler: H) -> Self
+    where
+        H: Fn(WebhookEvent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        let handler = erase(handler);
+        // Every kind has a slot; `get_mut` keeps that an invariant rather than a panic site.
+        if let Some(slot) = Arc::make_mut(&mut self.routes).handlers.get_mut(kind as usize) {
+            *slot = Some(handler);
+        }
+        self
+    }
+
+    /// Handles events whose name this version of the crate does not know
+    /// ([`EventKind::Unknown`]; [`WebhookEvent::name`] has the name as sent).
+    pub fn on_unknown<H, Fut, E>(self, handler: H) -> Self
+    where
+        H: Fn(WebhookEvent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.on(EventKind::Unknown, handler)
+    }
+
+    /// Handles every event that has no handler of its own, unknown ones included when there is
+    /// no [`on_unknown`](Self::on_unknown) handler. Without it, such events are answered
+    /// `200 no_handler`.
+    pub fn fallback<H, Fut, E>(mut self, handler: H) -> Self
+    where
+        H: Fn(WebhookEvent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        Arc::make_mut(&mut self.routes).fallback = Some(erase(handler));
+        self
+    }
+
+    /// Whether an event of `kind` reaches a handler (its own or the fallback).
+    pub fn handles(&self, kind: EventKind) -> bool {
+        self.routes.handler(kind).is_some()
+    }
+}
+
+macro_rules! on_kind {
+    ($( $method:ident => $kind:ident($name:literal), )*) => {
+        impl EventRouter {
+            $(
+                #[doc = concat!(
+                    "Handles `", $name, "` events: [`on`](Self::on)`(EventKind::", stringify!($kind), ", handler)`."
+                )]
+                pub fn $method<H, Fut, E>(self, handler: H) -> Self
+                where
+                    H: Fn(WebhookEvent) -> Fut + Send + Sync + 'static,
+                    Fut: Future<Output = Result<(), E>> + Send + 'static,
+                    E: Into<BoxError>,
+                {
+                    self.on(EventKind::$kind, handler)
+                }
+            )*
+        }
+    };
+}
+
+on_kind! {
+    on_chat_created => ChatCreated("chat.created"),
+    on_chat_notification_created => ChatNotificationCreated("chat.notification.created"),
+    on_chat_custom_properties_updated => ChatCustomPropertiesUpdated("chat.custom_properties.updated"),
+    on_message_created => MessageCreated("message.created"),
+    on_message_updated => MessageUpdated("message.updated"),
+    on_message_deleted => MessageDeleted("message.deleted"),
+    on_message_ack_updated => MessageAckUpdated("message.ack.updated"),
+    on_message_flagged => MessageFlagged("message.flagged"),
+    on_message_unflagged => MessageUnflagged("message.unflagged"),
+    on_message_ticket_attached => MessageTicketAttached("message.ticket.attached"),
+    on_reaction_created => ReactionCreated("reaction.created"),
+    on_reaction_updated => ReactionUpdated("reaction.updated"),
+    on_ticket_created => TicketCreated("ticket.created"),
+    on_ticket_updated => TicketUpdated("ticket.updated"),
+    on_ticket_deleted => TicketDeleted("ticket.deleted"),
+    on_note_created => NoteCreated("note.created"),
+    on_org_phone_connected => OrgPhoneConnected("org.phone.connected"),
+    on_org_phone_disconnected => OrgPhoneDisconnected("org.phone.disconnected"),
+    on_org_phone_updated => OrgPhoneUpdated("org.phone.updated"),
+    on_org_phone_qr => OrgPhoneQr("org.phone.qr"),
+}
+
+fn erase<H, Fut, E>(handler: H) -> Handler
+where
+    H: Fn(WebhookEvent) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<BoxError>,
+{
+    Arc::new(move |event| {
+        let future = handler(event);
+        Box::pin(async move { future.await.map_err(Into::into) })
+    })
+}
+
+impl Default for EventRouter {
+    fn default() -> Self {
+        EventRouter::new()
+    }
+}
+
+impl fmt::Debug for EventRouter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kinds = EventKind::ALL.into_iter().chain([EventKind::Unknown]);
+        let handled: Vec<EventKind> = kinds
+            .filter(|kind| self.routes.handlers.get(*kind as usize).is_some_and(Option::is_some))
+            .collect();
+        f.debug_struct("EventRouter")
+            .field("handlers", &handled)
+            .field("fallback", &self.routes.fallback.is_some())
+            .finish()
+    }
+}
+
+impl<B> Service<Request<B>> for EventRouter {
+    type Response = Response<ReplayBody>;
+    type Error = Infallible;
+    type Future = RouteFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // The request is dropped here, so the event can be moved out rather than cloned.
+        let Some(event) = request.extensions_mut().remove::<WebhookEvent>() else {
+            return RouteFuture::ready(answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                LAYER_MISSING_CODE,
+                LAYER_MISSING_MESSAGE,
+            ));
+        };
+        let kind = event.kind();
+        match self.routes.handler(kind) {
+            Some(handler) => RouteFuture { state: RouteState::Running { future: handler(event), kind } },
+            None => RouteFuture::ready(answer(
+                StatusCode::OK,
+                "no_handler",
+                &format!("no handler for {kind} here; a retry would not find one either"),
+            )),
+        }
+    }
+}
+
+/// The response future of [`EventRouter`].
+///
+/// Polling it again after it has completed returns [`Poll::Pending`].
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct RouteFuture {
+    state: RouteState,
+}
+
+enum RouteState {
+    Running { future: BoxFuture, kind: EventKind },
+    Ready { response: Option<Response<ReplayBody>> },
+}
+
+impl RouteFuture {
+    fn ready(response: Response<ReplayBody>) -> Self {
+        RouteFuture { state: RouteState::Ready { response: Some(response) } }
+    }
+}
+
+impl fmt::Debug for RouteFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            RouteState::Running { kind, .. } => format!("running the {kind} handler"),
+            RouteState::Ready { response: Some(_) } => "ready".to_owned(),
+            RouteState::Ready { response: None } => "done".to_owned(),
+        };
+        f.debug_struct("RouteFuture").field("state", &state).finish()
+    }
+}
+
+impl Future for RouteFuture {
+    type Output = Result<Response<ReplayBody>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = match &mut self.state {
+            RouteState::Ready { response } => match response.take() {
+                Some(response) => response,
+                // Like a fused future, rather than a panic.
+                None => return Poll::Pending,
+            },
+            RouteState::Running { future, kind } => match future.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => answer(StatusCode::OK, "handled", "the event was handled"),
+                Poll::Ready(Err(error)) => failed(*kind, error),
+            },
+        };
+        self.state = RouteState::Ready { response: None };
+        Poll::Ready(Ok(response))
+    }
+}
+
+fn failed(kind: EventKind, error: BoxError) -> Response<ReplayBody> {
+    #[cfg(feature = "tracing")]
+    tracing::error!(event = kind.as_str(), error = %error, "periskope event handler failed");
+    // The text stays server-side: it may hold anything the application knows.
+    let mut response = answer(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "handler_failed",
+        &format!("the {kind} handler failed; retry later"),
+    );
+    response.extensions_mut().insert(HandlerError { kind, error: Arc::from(error) });
+    response
+}
+
+fn answer(status: StatusCode, code: &str, message: &str) -> Response<ReplayBody> {
+    let body = serde_json::json!({ "code": code, "message": message });
+    let mut response = Response::new(ReplayBody::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A handler's error, in the extensions of the `500 handler_failed` response, so an outer
+/// layer can log it; the response body never carries it.
+#[derive(Clone)]
+pub struct HandlerError {
+    kind: EventKind,
+    error: Arc<dyn Error + Send + Sync>,
+}
+
+impl HandlerError {
+    /// The kind of the event whose handler failed.
+    pub fn kind(&self) -> EventKind {
+        self.kind
+    }
+
+    /// The error the handler returned.
+    pub fn error(&self) -> &(dyn Error + Send + Sync + 'static) {
+        &*self.error
+    }
+}
+
+impl fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerError").field("kind", &self.kind).field("error", &self.error).finish()
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The cause is reported through `source`, so that it is not printed twice.
+        write!(f, "the {} handler failed", self.kind)
+    }
+}
+
+impl Error for HandlerError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.error)
+    }
+}
