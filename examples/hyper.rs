@@ -1,8 +1,9 @@
 //! A Periskope webhook endpoint with plain hyper 1 and hyper-util, no framework.
 //!
-//! The layer wraps a `tower::service_fn`; a small router sends `/webhooks/periskope` to it and
-//! answers 404 elsewhere. The layer answers non-POST requests, oversized or unsigned bodies and
-//! undecodable envelopes itself; the handler only sees verified, decoded deliveries.
+//! The layer wraps an `EventRouter`, which calls one async function per event kind (here one
+//! for new messages and a fallback for the rest); a small router sends `/webhooks/periskope` to
+//! it and answers 404 elsewhere. The layer answers non-POST requests, oversized or unsigned
+//! bodies and undecodable envelopes itself; the handlers only see verified, decoded deliveries.
 //!
 //! ```text
 //! PERISKOPE_SIGNING_KEY=peri_... ADDR=127.0.0.1:3000 cargo run --example hyper
@@ -21,19 +22,24 @@ use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use periskope_webhook::WebhookEvent;
-use periskope_webhook::body::ReplayBody;
+use periskope_webhook::{EventRouter, WebhookEvent};
 use tower::{ServiceBuilder, ServiceExt};
 
-async fn webhook(request: Request<ReplayBody>) -> Result<Response<ReplayBody>, Infallible> {
-    let event = request.extensions().get::<WebhookEvent>().expect("set by PeriskopeWebhookLayer");
-    support::log_delivery(event);
-    Ok(Response::new(ReplayBody::from("ok")))
+/// Called for `message.created` only: `event.event().message()` is its typed `Message`.
+async fn message_created(event: WebhookEvent) -> Result<(), Infallible> {
+    support::log_delivery(&event, None);
+    Ok(())
+}
+
+async fn any_other_event(event: WebhookEvent) -> Result<(), Infallible> {
+    support::log_delivery(&event, None);
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let endpoint = ServiceBuilder::new().layer(support::webhook_layer()).service_fn(webhook);
+    let events = EventRouter::new().on_message_created(message_created).fallback(any_other_event);
+    let endpoint = ServiceBuilder::new().layer(support::webhook_layer()).service(events);
     let router = hyper::service::service_fn(move |request: Request<Incoming>| {
         let endpoint = endpoint.clone();
         async move {

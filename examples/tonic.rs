@@ -15,15 +15,15 @@
 
 mod support;
 
+use axum::Router;
 use axum::routing::post;
-use axum::{Extension, Router};
-use periskope_webhook::WebhookEvent;
+use periskope_webhook::{DeliveryMetadata, WebhookEvent};
 use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
-async fn webhook(Extension(event): Extension<WebhookEvent>) -> &'static str {
-    support::log_delivery(&event);
+async fn webhook(event: WebhookEvent, metadata: DeliveryMetadata) -> &'static str {
+    support::log_delivery(&event, Some(&metadata));
     "ok"
 }
 

@@ -1,7 +1,12 @@
 //! What the server examples share: configuration from the environment, the layer, and the
 //! one-line log of each delivery or rejection.
 
-use periskope_webhook::{Event, EventData, OnRejection, PeriskopeWebhookLayer, Rejection, WebhookEvent};
+use std::time::Duration;
+
+use periskope_webhook::dedup::{Dedup, MemoryStore};
+use periskope_webhook::{
+    DeliveryMetadata, Event, EventData, KindSet, OnRejection, PeriskopeWebhookLayer, Rejection, WebhookEvent,
+};
 
 /// The key from Periskope's public sample: anyone can sign with it, so it is for local tests only.
 pub const DEMO_KEY: &str = "peri_ea194594-c433-4ea7-8c94-af9e63c5df47";
@@ -24,18 +29,23 @@ pub fn signing_key() -> String {
     })
 }
 
-/// The middleware on `PERISKOPE_SIGNING_KEY`. Rejected requests never reach the handler, so they
-/// are logged here (code and status only: never the body, the signature or the key) and then
-/// answered as usual.
-pub fn webhook_layer() -> PeriskopeWebhookLayer<impl OnRejection> {
-    PeriskopeWebhookLayer::new(signing_key()).on_rejection(|rejection: &Rejection| {
-        println!("rejected {} {}", rejection.status().as_u16(), rejection.code());
-        rejection.to_json_response()
-    })
+/// The middleware on `PERISKOPE_SIGNING_KEY`, with de-duplication (a delivery handled once in
+/// the last day is answered without the handler: run the sender twice to see it) and schema
+/// drift reporting. Rejected requests never reach the handler, so they are logged here (code and
+/// status only: never the body, the signature or the key) and then answered as usual.
+pub fn webhook_layer() -> PeriskopeWebhookLayer<impl OnRejection, KindSet, Dedup<MemoryStore>> {
+    let store = MemoryStore::new(100_000, Duration::from_secs(24 * 60 * 60));
+    PeriskopeWebhookLayer::new(signing_key()).report_drift(true).deduplicate(Dedup::new(store)).on_rejection(
+        |rejection: &Rejection| {
+            println!("rejected {} {}", rejection.status().as_u16(), rejection.code());
+            rejection.to_json_response()
+        },
+    )
 }
 
-/// Prints one line for a delivery: its name, its ids, and how its `data` decoded.
-pub fn log_delivery(delivery: &WebhookEvent) {
+/// Prints one line for a delivery: its name, its ids, and how its `data` decoded; then, if the
+/// layer reported schema drift, what the typed model did not know.
+pub fn log_delivery(delivery: &WebhookEvent, metadata: Option<&DeliveryMetadata>) {
     let event = delivery.event();
     let mut line = format!("delivery {}", event.name());
     for (label, value) in ids(event) {
@@ -51,6 +61,14 @@ pub fn log_delivery(delivery: &WebhookEvent) {
         _ => line.push_str(" -> typed"),
     }
     println!("{line}");
+    if let Some(drift) =
+        metadata.and_then(|metadata| metadata.drift.as_ref()).filter(|drift| !drift.is_empty())
+    {
+        println!(
+            "  drift: unknown fields {:?}, unknown values {:?}",
+            drift.unknown_fields, drift.unknown_values
+        );
+    }
 }
 
 /// The ids worth logging for each kind of event, the organisation first.
