@@ -22,6 +22,7 @@ use std::fmt::Write as _;
 
 use serde_ignored::Path;
 
+use crate::event::open_enum::OpenValue;
 use crate::event::{RawEnvelope, WebhookEvent, decode_typed};
 
 /// Fields and enum values of one delivery that the typed model does not know.
@@ -51,63 +52,37 @@ impl Drift {
         drift
     }
 
-    fn value(&mut self, path: &str, value: Option<&str>) {
-        if let Some(value) = value {
-            self.unknown_values.push((path.to_owned(), value.to_owned()));
+    fn value(&mut self, path: &str, value: Option<&impl OpenValue>) {
+        if let Some(text) = value.and_then(OpenValue::unknown_text) {
+            self.unknown_values.push((path.to_owned(), text));
         }
     }
 
     fn collect_values(&mut self, delivery: &WebhookEvent) {
         let event = delivery.event();
         if let Some(message) = event.message() {
-            self.value(
-                "data.message_type",
-                message.message_type.as_ref().filter(|t| !t.is_known()).map(|t| t.as_str()),
-            );
-            self.value(
-                "data.ack",
-                message.ack.filter(|ack| !ack.is_known()).map(|ack| ack.code().to_string()).as_deref(),
-            );
+            self.value("data.message_type", message.message_type.as_ref());
+            self.value("data.ack", message.ack.as_ref());
         }
         if let Some(reaction) = event.reaction() {
-            self.value(
-                "data.ack",
-                reaction.ack.filter(|ack| !ack.is_known()).map(|ack| ack.code().to_string()).as_deref(),
-            );
+            self.value("data.ack", reaction.ack.as_ref());
         }
         if let Some(note) = event.note() {
-            self.value(
-                "data.message_type",
-                note.message_type.as_ref().filter(|t| !t.is_known()).map(|t| t.as_str()),
-            );
-            self.value(
-                "data.ack",
-                note.ack.filter(|ack| !ack.is_known()).map(|ack| ack.code().to_string()).as_deref(),
-            );
+            self.value("data.message_type", note.message_type.as_ref());
+            self.value("data.ack", note.ack.as_ref());
         }
         if let Some(chat) = event.chat() {
-            self.value(
-                "data.chat_type",
-                chat.chat_type.as_ref().filter(|t| !t.is_known()).map(|t| t.as_str()),
-            );
+            self.value("data.chat_type", chat.chat_type.as_ref());
         }
         if let Some(notification) = event.chat_notification() {
-            let kind = notification.notification_type.as_ref().filter(|t| !t.is_known());
-            self.value("data.type", kind.map(|t| t.as_str()));
+            self.value("data.type", notification.notification_type.as_ref());
         }
         if let Some(info) = event.ticket() {
-            let chat_type =
-                info.chat.as_ref().and_then(|chat| chat.chat_type.as_ref()).filter(|t| !t.is_known());
-            self.value("data.chat.chat_type", chat_type.map(|t| t.as_str()));
-            let status =
-                info.ticket.as_ref().and_then(|ticket| ticket.status.as_ref()).filter(|s| !s.is_known());
-            self.value("data.ticket.status", status.map(|s| s.as_str()));
+            self.value("data.chat.chat_type", info.chat.as_ref().and_then(|chat| chat.chat_type.as_ref()));
+            self.value("data.ticket.status", info.ticket.as_ref().and_then(|ticket| ticket.status.as_ref()));
         }
         if let Some(phone) = event.phone() {
-            self.value(
-                "data.wa_state",
-                phone.wa_state.as_ref().filter(|s| !s.is_known()).map(|s| s.as_str()),
-            );
+            self.value("data.wa_state", phone.wa_state.as_ref());
         }
     }
 }

@@ -354,6 +354,12 @@ impl Ack {
     }
 }
 
+impl super::open_enum::OpenValue for Ack {
+    fn unknown_text(&self) -> Option<String> {
+        (!self.is_known()).then(|| self.code().to_string())
+    }
+}
+
 impl Serialize for Ack {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_i64(self.code())

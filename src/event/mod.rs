@@ -45,7 +45,7 @@ mod note;
 mod notification;
 mod number;
 mod object;
-mod open_enum;
+pub(crate) mod open_enum;
 mod owned;
 mod phone;
 mod raw;

@@ -38,6 +38,15 @@ macro_rules! open_enum {
             }
         }
 
+        impl $crate::event::open_enum::OpenValue for $name {
+            fn unknown_text(&self) -> Option<String> {
+                match self {
+                    $name::Other(text) => Some(text.clone()),
+                    _ => None,
+                }
+            }
+        }
+
         impl From<&str> for $name {
             fn from(text: &str) -> Self {
                 match text {
@@ -69,3 +78,9 @@ macro_rules! open_enum {
 }
 
 pub(crate) use open_enum;
+
+/// A value of an open enumeration: what drift reporting asks of it.
+pub(crate) trait OpenValue {
+    /// The value as sent, if this crate does not know it.
+    fn unknown_text(&self) -> Option<String>;
+}
