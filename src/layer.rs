@@ -294,8 +294,19 @@ fn reject_before_reading<B>(request: &Request<B>, limit: usize) -> Option<Reject
     if request.method() != Method::POST {
         return Some(Rejection::MethodNotAllowed);
     }
-    let declared = request.headers().get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse::<u64>().ok()?;
+    let declared = declared_length(request.headers().get(CONTENT_LENGTH)?)?;
     (declared > limit as u64).then_some(Rejection::PayloadTooLarge { limit })
+}
+
+/// The length a `Content-Length` value declares; a numeral too large for `u64` is still a
+/// length (RFC 9110 §8.6), and larger than any limit. A value that is not a numeral declares
+/// nothing: the limit is then enforced while reading.
+fn declared_length(value: &HeaderValue) -> Option<u64> {
+    let digits = value.to_str().ok()?.trim();
+    if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    Some(digits.parse().unwrap_or(u64::MAX))
 }
 
 /// What the future needs once the body is in; each part is taken when its step comes.
