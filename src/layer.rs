@@ -26,9 +26,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::request::Parts;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -268,7 +268,9 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         if let Some(rejection) = reject_before_reading(&request, self.config.limit) {
             return ResponseFuture {
-                state: State::Respond { response: Some(respond(&self.on_rejection, rejection)) },
+                state: State::Respond {
+                    response: Some(respond(&self.on_rejection, rejection, request.version())),
+                },
                 pending: None,
             };
         }
@@ -383,9 +385,9 @@ where
                                 None => State::Calling { future: pending.call(request), key: None },
                             }
                         }
-                        Err(Refusal::Reject(rejection)) => {
-                            State::Respond { response: Some(respond(&pending.on_rejection, rejection)) }
-                        }
+                        Err(Refusal::Reject(rejection)) => State::Respond {
+                            response: Some(respond(&pending.on_rejection, rejection, parts.version)),
+                        },
                         Err(Refusal::Ignore(kind)) => State::Respond { response: Some(ignored(kind)) },
                     };
                     this.state.set(next);
@@ -403,7 +405,11 @@ where
                             State::Calling { future: pending.call(request), key: None }
                         }
                         Claim::InFlight => State::Respond {
-                            response: Some(respond(&pending.on_rejection, Rejection::DuplicateInFlight)),
+                            response: Some(respond(
+                                &pending.on_rejection,
+                                Rejection::DuplicateInFlight,
+                                request.version(),
+                            )),
                         },
                         _ => State::Respond { response: Some(duplicate()) },
                     };
@@ -493,7 +499,7 @@ fn admit<E, F: EventFilter>(
     Ok(ReplayBody::new(body))
 }
 
-fn respond<R: OnRejection>(on_rejection: &R, rejection: Rejection) -> Response<ReplayBody> {
+fn respond<R: OnRejection>(on_rejection: &R, rejection: Rejection, version: Version) -> Response<ReplayBody> {
     #[cfg(feature = "tracing")]
     tracing::warn!(
         code = rejection.code(),
@@ -503,6 +509,11 @@ fn respond<R: OnRejection>(on_rejection: &R, rejection: Rejection) -> Response<R
     let mut response = on_rejection.on_rejection(&rejection);
     if response.status() == StatusCode::METHOD_NOT_ALLOWED && !response.headers().contains_key(ALLOW) {
         response.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
+    }
+    // A body refused for its size is left unread, so HTTP/1 cannot reuse the connection: say
+    // so, or a keep-alive client sends its next request into a closed connection.
+    if matches!(rejection, Rejection::PayloadTooLarge { .. }) && version < Version::HTTP_2 {
+        response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     }
     response.extensions_mut().insert(rejection);
     response

@@ -489,7 +489,7 @@ fn decode_slowly(text: &str) -> Result<Event<'_>, DecodeError> {
             Err(error) => DecodeError::Malformed { line: error.line(), column: error.column() },
         });
     }
-    let envelope: RawEnvelope<'_> = serde_json::from_str(text).map_err(|error| classify(&error))?;
+    let envelope: RawEnvelope<'_> = serde_json::from_str(text).map_err(|error| classify(text, &error))?;
     let name = envelope.event.or(envelope.event_type).ok_or(DecodeError::MissingEventName)?;
     let kind = EventKind::from_name(&name);
     Ok(Event {
@@ -502,11 +502,17 @@ fn decode_slowly(text: &str) -> Result<Event<'_>, DecodeError> {
 
 const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
 
-/// Why an object failed the envelope: its syntax, or a field's type or repetition.
-fn classify(error: &serde_json::Error) -> DecodeError {
+/// Why an object failed the envelope: its syntax, or a field's type, value or repetition.
+///
+/// serde_json reports a number too large for its field, or a lone UTF-16 surrogate, as a
+/// syntax error although the text is valid JSON; skipping the text without converting values
+/// tells the two apart (only on this failure path).
+fn classify(text: &str, error: &serde_json::Error) -> DecodeError {
     let (line, column) = (error.line(), error.column());
+    let valid_json = || serde_json::from_str::<IgnoredAny>(text).is_ok();
     match error.classify() {
         serde_json::error::Category::Data => DecodeError::InvalidEnvelope { line, column },
+        _ if valid_json() => DecodeError::InvalidEnvelope { line, column },
         _ => DecodeError::Malformed { line, column },
     }
 }

@@ -26,7 +26,7 @@ pub enum DecodeError {
     NotAnObject,
     /// The object has neither an `event` nor an `event_type` name.
     MissingEventName,
-    /// An envelope field has the wrong type, or a key is repeated.
+    /// An envelope field has the wrong type or an unusable value, or a key is repeated.
     InvalidEnvelope {
         /// 1-based line of the error.
         line: usize,
@@ -60,7 +60,10 @@ impl fmt::Display for DecodeError {
             DecodeError::NotAnObject => f.write_str("body is not a JSON object"),
             DecodeError::MissingEventName => f.write_str("body has no `event` or `event_type` name"),
             DecodeError::InvalidEnvelope { line, column } => {
-                write!(f, "envelope field of the wrong type or repeated (line {line}, column {column})")
+                write!(
+                    f,
+                    "envelope value of the wrong type, unusable, or repeated (line {line}, column {column})"
+                )
             }
         }
     }
