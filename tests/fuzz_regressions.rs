@@ -1,0 +1,101 @@
+//! Inputs found by the fuzzers in `fuzz/`, kept as tests. Each asserts the correct behaviour,
+//! so a test here fails until its bug is fixed.
+
+// The shared fuzz harness derives `Arbitrary` under `cfg(fuzzing)`, which only cargo-fuzz sets;
+// a lint attribute on the `mod` item does not reach `cfg_attr`, so this is crate-wide.
+#![allow(unexpected_cfgs)]
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use periskope_webhook::body::ReplayBody;
+use periskope_webhook::signature::SIGNATURE_HEADER_NAME;
+use periskope_webhook::{DEFAULT_BODY_LIMIT, PeriskopeWebhookLayer, Rejection};
+use tower::{Layer, ServiceExt, service_fn};
+
+#[allow(dead_code)] // The harness is shared; this file uses part of it.
+#[path = "../fuzz/harness/service.rs"]
+mod service;
+
+#[path = "../fuzz/harness/decode.rs"]
+mod decode;
+
+const DELIVERY: &str = r#"{"event":"note.created","data":{"body":"Call back"},"org_id":"o"}"#;
+
+/// `service` target, minimised (`cargo fuzz tmin`): the 14 bytes
+/// `8e 13 13 00 00 00 00 00 00 b9 b9 b9 b9 b9` decode to a POST with
+/// `content-length: 99999999999999999999999999` (26 nines), the correct signature of the empty
+/// body, and an empty body.
+///
+/// Expected: 413 `payload_too_large` before a byte is read, as for any `Content-Length` over
+/// the limit (the layer's docs; RFC 9110 §8.6 asks recipients to anticipate numerals too large
+/// for an integer). Found on 800768b (the code was unchanged up to 5e15a56): `parse::<u64>()`
+/// failed, the length was ignored, the body read and the request answered 400 `malformed_json`
+/// (a valid signed body reached the handler). Fixed in 9a7b835.
+#[test]
+fn fuzz_service_content_length_beyond_u64_minimised() {
+    let body: &[u8] = b"";
+    let input = service::Input {
+        method: Method::POST,
+        headers: vec![
+            (CONTENT_LENGTH, HeaderValue::from_static("99999999999999999999999999")),
+            (SIGNATURE_HEADER_NAME, HeaderValue::from_str(&service::signature(body)).unwrap()),
+        ],
+        steps: vec![],
+        hint: service::HintSpec::Unknown,
+        limit: None,
+        status: StatusCode::OK,
+        handler_yields: 0,
+        version: http::Version::HTTP_11,
+    };
+    service::run(&input);
+}
+
+/// The same bug, with a valid signed delivery: before 9a7b835 a declared length of 2^64 bytes
+/// reached the handler (200), while 2^64 - 1 was refused up front (413).
+#[tokio::test]
+async fn content_length_of_2_pow_64_is_refused_like_2_pow_64_minus_1() {
+    for declared in ["18446744073709551615", "18446744073709551616", "000018446744073709551616"] {
+        let handler = service_fn(|_request: Request<ReplayBody>| async {
+            Ok::<_, Infallible>(Response::new(ReplayBody::from("handled")))
+        });
+        let request = Request::post("/webhooks/periskope")
+            .header(CONTENT_LENGTH, declared)
+            .header(SIGNATURE_HEADER_NAME, service::signature(DELIVERY.as_bytes()))
+            .body(Full::new(Bytes::from_static(DELIVERY.as_bytes())))
+            .unwrap();
+        let response =
+            PeriskopeWebhookLayer::new(service::KEY).layer(handler).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "content-length: {declared}");
+        assert_eq!(
+            response.extensions().get::<Rejection>(),
+            Some(&Rejection::PayloadTooLarge { limit: DEFAULT_BODY_LIMIT }),
+        );
+    }
+}
+
+/// Edge inputs met while fuzzing `decode`, through its oracle (decode agrees with
+/// `WebhookEvent::decode`, the error fits the bytes, an accepted event re-decodes unchanged).
+/// The first one is the input that showed the oracle itself wrong: JSON with a number out of
+/// `f64` range is valid JSON (`not_an_object` here), although `serde_json::Value` refuses it.
+#[test]
+fn decode_edge_inputs() {
+    let nested = format!(r#"{{"event":"chat.label.updated","data":{}{}}}"#, "[".repeat(300), "]".repeat(300));
+    let inputs: [&[u8]; 9] = [
+        b"\n2036850351e308807\n\n\n",
+        br#"{"event":"note.created","timestamp":1e400}"#,
+        br#"{"event":"note.created","org_id":"\ud800"}"#,
+        br#"{"event":"chat.label.updated","data":[1e400,-0,"\u0000"]}"#,
+        br#"{"data":{"body":"hi","ack":"2","links":"[]"},"event":null,"event_type":"message.created"}"#,
+        br#"{"event":"message.created","event":"message.created","data":{}}"#,
+        br#"{"event":"reaction.created","data":{"reaction":"\ud83d\ude00"},"previous_attributes":null}"#,
+        b"{\"event\":\"org.phone.qr\",\"data\":{}} \xff",
+        nested.as_bytes(),
+    ];
+    for input in inputs {
+        decode::check(input);
+    }
+}
