@@ -97,9 +97,40 @@ fn bench_drift(c: &mut Criterion) {
     group.finish();
 }
 
+/// The same comparison, interleaved: batches of `Value` and typed decodes alternate, and the
+/// fastest batch of each counts. On a shared machine whose speed drifts during a run, this
+/// ratio is steadier than criterion's, which measures one function after the other.
+fn interleaved_ratios(_: &mut Criterion) {
+    let bodies = [
+        ("message.created", support::compact("message.created.envelope.json")),
+        ("ticket.created", support::compact("ticket.created.envelope.json")),
+        ("reaction.created", support::compact("reaction.created.envelope.json")),
+        ("chat.created/1500-members", large_group_chat(1500)),
+    ];
+    println!("interleaved, fastest of 100 batches: body, Value, WebhookEvent::decode, ratio");
+    for (name, body) in bodies {
+        let shared = Bytes::from(body);
+        let batch = (200_000 / shared.len()).clamp(2, 200);
+        let (mut value, mut typed) = (f64::MAX, f64::MAX);
+        for _ in 0..100 {
+            let start = std::time::Instant::now();
+            for _ in 0..batch {
+                black_box(serde_json::from_slice::<serde_json::Value>(black_box(&shared)).expect("parses"));
+            }
+            value = value.min(start.elapsed().as_secs_f64() / batch as f64);
+            let start = std::time::Instant::now();
+            for _ in 0..batch {
+                black_box(WebhookEvent::decode(black_box(shared.clone())).expect("decodes"));
+            }
+            typed = typed.min(start.elapsed().as_secs_f64() / batch as f64);
+        }
+        println!("{name}: {:.2} us, {:.2} us, {:.2}x", value * 1e6, typed * 1e6, value / typed);
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(2));
-    targets = bench_decode, bench_drift
+    targets = bench_decode, bench_drift, interleaved_ratios
 }
 criterion_main!(benches);

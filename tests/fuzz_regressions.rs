@@ -1,10 +1,6 @@
 //! Inputs found by the fuzzers in `fuzz/`, kept as tests. Each asserts the correct behaviour,
 //! so a test here fails until its bug is fixed.
 
-// The shared fuzz harness derives `Arbitrary` under `cfg(fuzzing)`, which only cargo-fuzz sets;
-// a lint attribute on the `mod` item does not reach `cfg_attr`, so this is crate-wide.
-#![allow(unexpected_cfgs)]
-
 use std::convert::Infallible;
 
 use bytes::Bytes;

@@ -9,10 +9,6 @@
 //! sent and the `WebhookEvent`; anything else is the right rejection. The long-running version
 //! is `cargo fuzz run service` (see `fuzz/`).
 
-// The shared fuzz harness derives `Arbitrary` under `cfg(fuzzing)`, which only cargo-fuzz sets;
-// a lint attribute on the `mod` item does not reach `cfg_attr`, so this is crate-wide.
-#![allow(unexpected_cfgs)]
-
 use std::path::Path;
 
 use proptest::prelude::*;
