@@ -1,4 +1,5 @@
-//! Helpers shared by `tests/hostile.rs`, `tests/load.rs` and `tests/secrets.rs`: an axum server
+//! Helpers shared by `tests/hostile.rs`, `tests/load.rs`, `tests/secrets.rs` and (its client side)
+//! `tests/layer/`: an axum server
 //! behind the layer on 127.0.0.1, a handler that records what reaches it, an HTTP client, and a
 //! raw-TCP HTTP/1 exchange for requests a well-behaved client would never send.
 // Each test file uses a different subset.
@@ -235,6 +236,14 @@ pub fn signed(url: &str, key: &str, body: impl Into<Bytes>) -> Request<ClientBod
     post_with(url, body, &[signature.as_bytes()])
 }
 
+/// The `code` of a JSON reply body, or `""`.
+fn json_code(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|json| json["code"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// What came back.
 #[derive(Debug)]
 pub struct Reply {
@@ -246,10 +255,7 @@ pub struct Reply {
 impl Reply {
     /// The `code` of a JSON reply, or `""`.
     pub fn code(&self) -> String {
-        serde_json::from_slice::<Value>(&self.body)
-            .ok()
-            .and_then(|json| json["code"].as_str().map(str::to_owned))
-            .unwrap_or_default()
+        json_code(&self.body)
     }
 
     /// Asserts the status and the JSON `code`.
@@ -310,10 +316,7 @@ pub struct RawResponse {
 
 impl RawResponse {
     pub fn code(&self) -> String {
-        serde_json::from_slice::<Value>(&self.body)
-            .ok()
-            .and_then(|json| json["code"].as_str().map(str::to_owned))
-            .unwrap_or_default()
+        json_code(&self.body)
     }
 
     #[track_caller]
@@ -400,7 +403,7 @@ pub struct ChannelBody {
 }
 
 pub fn channel_body(exact: Option<u64>) -> (tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>, ClientBody) {
-    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let (sender, receiver) = tokio::sync::mpsc::channel(16);
     (sender, ChannelBody { receiver, exact }.boxed())
 }
 

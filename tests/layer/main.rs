@@ -5,6 +5,8 @@
 //! three stacks by `for_each_stack!`, so a failure names its stack (`case::axum`, ...).
 //! [`in_process`] holds what does not cross HTTP: response extensions and `poll_ready`.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod in_process;
 mod over_http;
 mod support;

@@ -1,27 +1,20 @@
 //! The three stacks, the recording handler, the HTTP client and the bodies the cases use.
 
 use std::convert::Infallible;
-use std::error::Error;
 use std::fmt;
 use std::future::Future;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::combinators::BoxBody;
+use http_body::Body;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use periskope_webhook::body::ReplayBody;
@@ -31,19 +24,16 @@ use periskope_webhook::{
 };
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
-pub type BoxError = Box<dyn Error + Send + Sync>;
-pub type ClientBody = BoxBody<Bytes, BoxError>;
-pub type HttpClient = Client<HttpConnector, ClientBody>;
+// The client side, the fixtures and the key constants are shared with the hostile, load and
+// secrets suites.
+pub use crate::common::{
+    BoxError, ClientBody, HttpClient, KEY, OTHER_KEY, PATH, channel_body, client, fixture, fixtures_dir,
+    full, streamed,
+};
 
-/// The signing key of the signature test vector, also used as the default key.
-pub const KEY: &str = "peri_ea194594-c433-4ea7-8c94-af9e63c5df47";
-/// A second key, for rotation and wrong-key cases.
-pub const OTHER_KEY: &str = "peri_0a1b2c3d-0000-4000-8000-000000000000";
-/// The route every stack serves the webhook on.
-pub const PATH: &str = "/webhooks/periskope";
 /// Bound on every single await on the network.
 pub const STEP: Duration = Duration::from_secs(5);
 
@@ -54,15 +44,6 @@ pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
-
-pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
-}
-
-pub fn fixture(name: &str) -> Bytes {
-    let path = fixtures_dir().join(name);
-    Bytes::from(std::fs::read(&path).unwrap_or_else(|error| panic!("read {}: {error}", path.display())))
-}
 
 /// Every delivery fixture: `*.envelope.json` and `field-observed.*.json`, sorted.
 pub fn envelope_fixtures() -> Vec<String> {
@@ -316,15 +297,6 @@ where
 // ---------------------------------------------------------------------------------------------
 // The client side
 
-/// A fresh HTTP/1 client (its own connection pool).
-pub fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-pub fn full(body: impl Into<Bytes>) -> ClientBody {
-    Full::new(body.into()).map_err(|never| match never {}).boxed()
-}
-
 /// A POST of `body` with one `x-periskope-signature` header per item of `signatures`.
 pub fn post_with(url: &str, body: impl Into<Bytes>, signatures: &[&str]) -> Request<ClientBody> {
     let mut builder =
@@ -383,46 +355,4 @@ pub async fn try_send(client: &HttpClient, request: Request<ClientBody>) -> Resu
 
 pub async fn send(client: &HttpClient, request: Request<ClientBody>) -> Reply {
     try_send(client, request).await.expect("the request gets a response")
-}
-
-// ---------------------------------------------------------------------------------------------
-// A request body fed through a channel
-
-/// A body whose chunks (or error) are pushed through a channel; it ends when the sender drops.
-/// `exact` sets a size hint, which the client turns into a `Content-Length`.
-pub struct ChannelBody {
-    receiver: mpsc::Receiver<Result<Bytes, BoxError>>,
-    exact: Option<u64>,
-}
-
-pub fn channel_body(exact: Option<u64>) -> (mpsc::Sender<Result<Bytes, BoxError>>, ClientBody) {
-    let (sender, receiver) = mpsc::channel(16);
-    (sender, ChannelBody { receiver, exact }.boxed())
-}
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.receiver.poll_recv(cx).map(|item| item.map(|chunk| chunk.map(Frame::data)))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.exact.map(SizeHint::with_exact).unwrap_or_default()
-    }
-}
-
-/// A POST with a streamed body and the given signature.
-pub fn streamed(url: &str, body: ClientBody, signature: &str) -> Request<ClientBody> {
-    Request::builder()
-        .method(Method::POST)
-        .uri(url)
-        .header("content-type", "application/json")
-        .header(SIGNATURE_HEADER, signature)
-        .body(body)
-        .expect("request")
 }
