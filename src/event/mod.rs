@@ -55,11 +55,11 @@ mod ticket;
 mod timestamp;
 
 pub use chat::{Chat, ChatMember, ChatType};
-pub use envelope::{Event, EventData};
+pub use envelope::{Event, EventData, ObjectRef};
 pub(crate) use envelope::{RawEnvelope, decode_typed};
 pub use error::{DataError, DecodeError};
 pub use ids::WaId;
-pub use kind::EventKind;
+pub use kind::{EventKind, Family};
 pub use map::Map;
 pub use message::{
     Ack, DeliveryInfo, Dimensions, FlagMetadata, Links, Media, Message, MessageType, PollInfo, PollOptions,
