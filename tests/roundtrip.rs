@@ -176,9 +176,14 @@ fn opt_raw_json() -> BoxedStrategy<Option<RawJson<'static>>> {
 }
 
 fn wa_id() -> BoxedStrategy<Option<WaId<'static>>> {
-    proptest::option::of((opt_str(), opt_bool(), opt_str(), opt_str()).prop_map(
-        |(id, from_me, remote, serialized)| WaId { id, from_me, remote, serialized, ..WaId::default() },
-    ))
+    proptest::option::of(
+        (opt_str(), opt_bool(), opt_str(), opt_str()).prop_map(|(id, from_me, remote, serialized)| WaId {
+            id,
+            from_me,
+            remote,
+            serialized,
+        }),
+    )
     .boxed()
 }
 
@@ -199,12 +204,7 @@ fn links() -> BoxedStrategy<Option<Links<'static>>> {
 
 fn media() -> BoxedStrategy<Option<Media<'static>>> {
     let dimensions = proptest::option::of(
-        (opt_int(), opt_int(), opt_float()).prop_map(|(width, height, ar)| Dimensions {
-            width,
-            height,
-            ar,
-            ..Dimensions::default()
-        }),
+        (opt_int(), opt_int(), opt_float()).prop_map(|(width, height, ar)| Dimensions { width, height, ar }),
     );
     proptest::option::of(
         (opt_str(), opt_str(), opt_str(), opt_int(), dimensions, opt_str(), opt_bool()).prop_map(
@@ -232,7 +232,6 @@ fn delivery_info() -> BoxedStrategy<Option<DeliveryInfo<'static>>> {
                 pending,
                 delivered_count,
                 read_count,
-                ..DeliveryInfo::default()
             },
         ),
     )
@@ -288,7 +287,6 @@ fn reaction() -> BoxedStrategy<Reaction<'static>> {
                     msg_id,
                     sender_id,
                     unique_id,
-                    ..Reaction::default()
                 }
             },
         )
@@ -541,7 +539,6 @@ fn ticket_info() -> BoxedStrategy<TicketInfo<'static>> {
             message,
             ticket,
             attached_messages,
-            ..TicketInfo::default()
         })
         .boxed()
 }
