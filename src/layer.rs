@@ -24,6 +24,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
@@ -35,7 +36,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::{Collect, CollectError, ReplayBody, collect_limited};
-use crate::dedup::{Claim, DedupKey, DedupPolicy, NoDedup};
+use crate::dedup::{Claim, DedupOutcome, DedupPolicy, Lease, NoDedup};
 use crate::drift::Drift;
 use crate::event::{EventData, EventKind, WebhookEvent};
 use crate::filter::{EventFilter, KindSet};
@@ -65,6 +66,7 @@ struct Config {
     limit: usize,
     strict: bool,
     drift: bool,
+    max_age: Option<Duration>,
 }
 
 impl fmt::Debug for Config {
@@ -74,7 +76,12 @@ impl fmt::Debug for Config {
             Verification::Keys(keys) => debug.field("keys", keys),
             Verification::Disabled => debug.field("keys", &"VERIFICATION DISABLED"),
         };
-        debug.field("limit", &self.limit).field("strict", &self.strict).field("drift", &self.drift).finish()
+        debug
+            .field("limit", &self.limit)
+            .field("strict", &self.strict)
+            .field("drift", &self.drift)
+            .field("max_age", &self.max_age)
+            .finish()
     }
 }
 
@@ -86,11 +93,14 @@ impl fmt::Debug for Config {
 ///    before a byte is read, a longer body 413 when the limit is crossed, a failing body 400;
 /// 3. the `x-periskope-signature` HMAC-SHA256 is checked in constant time against each key
 ///    (401 when missing, malformed, mismatched, or given twice differently);
-/// 4. the verified body, and only a verified one, is decoded (400 when it is not a delivery;
-///    a known event whose data does not fit is forwarded as [`EventData::Undecodable`], or
-///    rejected with 422 in [strict](Self::strict) mode);
-/// 5. events refused by the [filter](Self::filter_events) are answered `200 OK`;
-/// 6. the inner service gets the request with a body replaying the same bytes, and
+/// 4. the verified body, and only a verified one, is decoded (400 when it is not a delivery);
+/// 5. with a [replay window](Self::max_age), a delivery whose timestamp is outside it gets 400;
+/// 6. events refused by the [filter](Self::filter_events) are answered `200 OK`;
+/// 7. a known event whose data does not fit is forwarded as [`EventData::Undecodable`], or
+///    rejected with 422 in [strict](Self::strict) mode;
+/// 8. with [de-duplication](Self::deduplicate), a copy already handled is answered `200` and
+///    one being handled `409`;
+/// 9. the inner service gets the request with a body replaying the same bytes, and
 ///    [`WebhookEvent`], [`RawBody`] and [`DeliveryMetadata`] in its extensions.
 ///
 /// Rejections are responses, not errors: the service's error type is the inner service's.
@@ -149,7 +159,13 @@ impl PeriskopeWebhookLayer {
 
     fn from_verification(verification: Verification) -> Self {
         PeriskopeWebhookLayer {
-            config: Arc::new(Config { verification, limit: DEFAULT_BODY_LIMIT, strict: false, drift: false }),
+            config: Arc::new(Config {
+                verification,
+                limit: DEFAULT_BODY_LIMIT,
+                strict: false,
+                drift: false,
+                max_age: None,
+            }),
             on_rejection: JsonRejection,
             filter: KindSet::all(),
             dedup: NoDedup,
@@ -168,6 +184,20 @@ impl<R, F, D> PeriskopeWebhookLayer<R, F, D> {
     /// instead of being forwarded as [`EventData::Undecodable`] (the default: nothing lost).
     pub fn strict(mut self, strict: bool) -> Self {
         Arc::make_mut(&mut self.config).strict = strict;
+        self
+    }
+
+    /// Refuses deliveries whose envelope `timestamp` is older than `max_age`, or more than a
+    /// minute in the future, with 400 `stale_delivery`; a missing or unreadable timestamp gets
+    /// 400 `missing_timestamp` (the window is a security measure, so it fails closed). Off by
+    /// default.
+    ///
+    /// It limits how long a captured delivery can be replayed (the signature has no nonce),
+    /// checked after the signature and before the filter and de-duplication. Periskope's retry
+    /// schedule is undocumented: a retry arriving after the window is refused too, and 400 is
+    /// presumably not retried, so choose a window longer than any retry you want handled.
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        Arc::make_mut(&mut self.config).max_age = Some(max_age);
         self
     }
 
@@ -332,14 +362,19 @@ impl<S, R, F, D> Pending<S, R, F, D> {
 
 pin_project! {
     #[project = StateProj]
-    enum State<Fut, Out, B, C, St> {
+    enum State<Fut, Out, B, C, L, St> {
         Collecting { #[pin] collect: Collect<B> },
-        Claiming { #[pin] claim: C, request: Option<Request<ReplayBody>>, key: Option<DedupKey> },
-        Calling { #[pin] future: Fut, key: Option<DedupKey> },
+        Claiming { #[pin] claim: C, request: Option<Request<ReplayBody>> },
+        // The lease lives here while the handler runs: dropping the future (cancellation) or
+        // unwinding through it (a panicking handler) releases the claim.
+        Calling { #[pin] future: Fut, lease: Option<L> },
         Settling { #[pin] settle: St, output: Option<Out> },
         Respond { response: Option<Response<ReplayBody>> },
     }
 }
+
+type LeaseOf<D> = <D as DedupPolicy>::Lease;
+type SettleOf<D> = <LeaseOf<D> as Lease>::SettleFuture;
 
 pin_project! {
     /// The response future of [`PeriskopeWebhook`].
@@ -350,7 +385,7 @@ pin_project! {
         D: DedupPolicy,
     {
         #[pin]
-        state: State<S::Future, Result<S::Response, S::Error>, B, D::ClaimFuture, D::SettleFuture>,
+        state: State<S::Future, Result<S::Response, S::Error>, B, D::ClaimFuture, LeaseOf<D>, SettleOf<D>>,
         pending: Option<Pending<S, R, F, D>>,
     }
 }
@@ -377,12 +412,13 @@ where
                     let next = match admit(&mut parts, collected, &pending.config, &pending.filter) {
                         Ok(body) => {
                             let request = Request::from_parts(parts, body);
-                            match request.extensions().get::<WebhookEvent>().filter(|_| D::ENABLED) {
-                                Some(event) => {
-                                    let (key, claim) = pending.dedup.claim(event);
-                                    State::Claiming { claim, request: Some(request), key: Some(key) }
-                                }
-                                None => State::Calling { future: pending.call(request), key: None },
+                            let claim = request
+                                .extensions()
+                                .get::<WebhookEvent>()
+                                .and_then(|event| pending.dedup.claim(event));
+                            match claim {
+                                Some(claim) => State::Claiming { claim, request: Some(request) },
+                                None => State::Calling { future: pending.call(request), lease: None },
                             }
                         }
                         Err(Refusal::Reject(rejection)) => State::Respond {
@@ -392,43 +428,65 @@ where
                     };
                     this.state.set(next);
                 }
-                StateProj::Claiming { claim, request, key } => {
+                StateProj::Claiming { claim, request } => {
                     let claim = ready!(claim.poll(cx));
                     let pending = pending.expect("ResponseFuture polled after completion");
                     let mut request = request.take().expect("a claim is answered once");
-                    let next = match claim {
-                        Claim::New => State::Calling { future: pending.call(request), key: key.take() },
-                        _ if pending.dedup.pass_through() => {
-                            if let Some(metadata) = request.extensions_mut().get_mut::<DeliveryMetadata>() {
-                                metadata.duplicate = true;
-                            }
-                            State::Calling { future: pending.call(request), key: None }
+                    let (outcome, lease) = match claim {
+                        Ok(Claim::New(lease)) => (DedupOutcome::New, Some(lease)),
+                        Ok(Claim::Delivered) if pending.dedup.pass_through() => {
+                            (DedupOutcome::Duplicate, None)
                         }
-                        Claim::InFlight => State::Respond {
-                            response: Some(respond(
+                        Ok(Claim::InFlight) if pending.dedup.pass_through() => (DedupOutcome::InFlight, None),
+                        Ok(Claim::Delivered) => {
+                            this.state.set(State::Respond { response: Some(duplicate()) });
+                            continue;
+                        }
+                        Ok(Claim::InFlight) => {
+                            let response = respond(
                                 &pending.on_rejection,
                                 Rejection::DuplicateInFlight,
                                 request.version(),
-                            )),
-                        },
-                        _ => State::Respond { response: Some(duplicate()) },
+                            );
+                            this.state.set(State::Respond { response: Some(response) });
+                            continue;
+                        }
+                        Err(_error) if pending.dedup.reject_when_unavailable() => {
+                            #[cfg(feature = "tracing")]
+                            tracing::warn!(error = %_error, "periskope webhook de-duplication store unavailable");
+                            let response = respond(
+                                &pending.on_rejection,
+                                Rejection::DedupUnavailable,
+                                request.version(),
+                            );
+                            this.state.set(State::Respond { response: Some(response) });
+                            continue;
+                        }
+                        Err(_error) => {
+                            #[cfg(feature = "tracing")]
+                            tracing::warn!(error = %_error, "periskope webhook de-duplication store unavailable; delivery handed on");
+                            (DedupOutcome::StoreUnavailable, None)
+                        }
                     };
-                    this.state.set(next);
+                    if let Some(metadata) = request.extensions_mut().get_mut::<DeliveryMetadata>() {
+                        metadata.dedup = outcome;
+                    }
+                    this.state.set(State::Calling { future: pending.call(request), lease });
                 }
-                StateProj::Calling { future, key } => {
+                StateProj::Calling { future, lease } => {
                     let output = ready!(future.poll(cx));
-                    let Some(key) = key.take() else {
+                    let Some(lease) = lease.take() else {
                         return Poll::Ready(output.map(|response| response.map(ResponseBody::inner)));
                     };
-                    let pending = pending.expect("ResponseFuture polled after completion");
                     let delivered = output.as_ref().is_ok_and(|response| response.status().is_success());
-                    this.state.set(State::Settling {
-                        settle: pending.dedup.settle(key, delivered),
-                        output: Some(output),
-                    });
+                    this.state.set(State::Settling { settle: lease.settle(delivered), output: Some(output) });
                 }
                 StateProj::Settling { settle, output } => {
-                    ready!(settle.poll(cx));
+                    let _settled = ready!(settle.poll(cx));
+                    #[cfg(feature = "tracing")]
+                    if let Err(error) = &_settled {
+                        tracing::warn!(%error, "periskope webhook delivery handled but not recorded as delivered");
+                    }
                     let output = output.take().expect("ResponseFuture polled after completion");
                     return Poll::Ready(output.map(|response| response.map(ResponseBody::inner)));
                 }
@@ -470,14 +528,17 @@ fn admit<E, F: EventFilter>(
         Verification::Disabled => None,
     };
     let event = WebhookEvent::decode(body.clone()).map_err(Rejection::Decode)?;
-    if config.strict {
-        if let EventData::Undecodable { kind, error, .. } = &event.event().data {
-            return Err(Rejection::UndecodableData { kind: *kind, error: error.clone() }.into());
-        }
+    if let Some(max_age) = config.max_age {
+        check_age(&event, max_age, SystemTime::now())?;
     }
     let kind = event.kind();
     if !filter.accepts(kind) {
         return Err(Refusal::Ignore(kind));
+    }
+    if config.strict {
+        if let EventData::Undecodable { kind, error, .. } = &event.event().data {
+            return Err(Rejection::UndecodableData { kind: *kind, error: error.clone() }.into());
+        }
     }
     let mut metadata = DeliveryMetadata::new(key, body.len());
     if config.drift {
@@ -497,6 +558,26 @@ fn admit<E, F: EventFilter>(
     parts.extensions.insert(RawBody(body.clone()));
     parts.extensions.insert(event);
     Ok(ReplayBody::new(body))
+}
+
+/// How far in the future a delivery's timestamp may be: clocks disagree a little.
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// The replay window: `event`'s envelope timestamp within `max_age` before `now`, and at
+/// most [`CLOCK_SKEW`] after it.
+fn check_age(event: &WebhookEvent, max_age: Duration, now: SystemTime) -> Result<(), Rejection> {
+    let sent = event
+        .event()
+        .timestamp
+        .as_ref()
+        .and_then(|timestamp| timestamp.parse())
+        .and_then(|time| time.to_system_time())
+        .ok_or(Rejection::MissingTimestamp)?;
+    let fresh = match now.duration_since(sent) {
+        Ok(age) => age <= max_age,
+        Err(ahead) => ahead.duration() <= CLOCK_SKEW,
+    };
+    if fresh { Ok(()) } else { Err(Rejection::StaleDelivery) }
 }
 
 fn respond<R: OnRejection>(on_rejection: &R, rejection: Rejection, version: Version) -> Response<ReplayBody> {

@@ -57,6 +57,7 @@ mod timestamp;
 pub use chat::{Chat, ChatMember, ChatType};
 pub use envelope::{Event, EventData};
 pub(crate) use envelope::{RawEnvelope, decode_typed};
+pub(crate) use error::is_identifier;
 pub use error::{DataError, DecodeError};
 pub use ids::WaId;
 pub use kind::EventKind;
