@@ -354,6 +354,54 @@ async fn a_handler_panicking_behind_a_real_server_releases_the_claim() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Defect 2: distinct occurrences are handled, each once.
+
+#[tokio::test]
+async fn distinct_occurrences_of_one_message_or_reaction_are_each_handled() {
+    let handler = Handler::answering(StatusCode::OK);
+    let service = deduplicating(store()).layer(handler.service());
+    let flag = |event: &str, field: &str, at: &str| {
+        format!(
+            r#"{{"event":"{event}","data":{{"message_id":"m1","{field}":"2024-05-13T{at}Z","flag_metadata":{{"flagged_at":"2024-05-13T{at}Z"}}}}}}"#
+        )
+    };
+    let reaction = |id: &str, emoji: &str, at: &str| {
+        format!(
+            r#"{{"event":"reaction.updated","data":{{"reaction_id":"{id}","reaction":"{emoji}","timestamp":"2024-05-13T{at}Z"}}}}"#
+        )
+    };
+    let occurrences = [
+        flag("message.flagged", "flagged", "11:00:00"),
+        flag("message.unflagged", "updated_at", "11:00:05"),
+        flag("message.flagged", "flagged", "11:00:09"),
+        reaction("r1", "👍", "11:00:00"),
+        reaction("r1", "❤️", "11:00:05"),
+        reaction("r1", "👍", "11:00:09"),
+        reaction("r1", "❤️", "11:00:12"),
+        reaction("r|x", "y", "11:00:00"),
+        reaction("r", "x|y", "11:00:00"),
+    ];
+    for body in &occurrences {
+        let response = service
+            .clone()
+            .oneshot(testing::signed_request_for_body::<ReplayBody>(KEY, PATH, body.clone()))
+            .await
+            .unwrap();
+        assert_eq!(code_of(response).await, "handled", "{body}");
+    }
+    assert_eq!(handler.calls(), occurrences.len());
+    // And each is still recognised when it comes again.
+    for body in &occurrences {
+        let response = service
+            .clone()
+            .oneshot(testing::signed_request_for_body::<ReplayBody>(KEY, PATH, body.clone()))
+            .await
+            .unwrap();
+        assert_eq!(code_of(response).await, "duplicate", "{body}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Defect 4: only the claimant settles its claim.
 
 #[tokio::test]
