@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use periskope_webhook::body::ReplayBody;
+
 use periskope_webhook::dedup::{Dedup, MemoryStore};
 use periskope_webhook::{PeriskopeWebhookLayer, testing};
 use tower::{Layer, ServiceExt, service_fn};
@@ -47,8 +47,8 @@ const KEY: &str = "peri_memory-test-key";
 fn fifty_thousand_failed_deliveries_of_seven_keys_add_under_a_megabyte() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let store = MemoryStore::new(100_000, Duration::from_secs(24 * 60 * 60));
-    let handler = service_fn(|_request: Request<ReplayBody>| async {
-        let mut response = Response::new(ReplayBody::default());
+    let handler = service_fn(|_request: Request<http_body_util::Full<bytes::Bytes>>| async {
+        let mut response = Response::new(http_body_util::Full::<bytes::Bytes>::default());
         *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         Ok::<_, Infallible>(response)
     });
@@ -63,7 +63,7 @@ fn fifty_thousand_failed_deliveries_of_seven_keys_add_under_a_megabyte() {
         runtime.block_on(async {
             for round in 0..rounds {
                 let template = &requests[round % requests.len()];
-                let mut request = Request::new(ReplayBody::from(template.body().clone()));
+                let mut request = Request::new(http_body_util::Full::new(template.body().clone()));
                 *request.method_mut() = template.method().clone();
                 *request.headers_mut() = template.headers().clone();
                 let response = service.clone().oneshot(request).await.unwrap();
