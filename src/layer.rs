@@ -107,7 +107,8 @@ impl fmt::Debug for Config {
 ///    (401 when missing, malformed, mismatched, or given twice differently);
 /// 4. the verified body, and only a verified one, is decoded (400 when it is not a delivery);
 /// 5. with a [replay window](Self::max_age), a delivery whose timestamp is outside it gets 400;
-/// 6. events refused by the [filter](Self::filter_events) are answered `200 OK`;
+/// 6. events refused by the [filter](Self::filter_events) are answered `200 OK` (their `data`
+///    is not typed, but the body is checked as in step 4);
 /// 7. a known event whose data does not fit is forwarded as [`EventData::Undecodable`], or
 ///    rejected with 422 in [strict](Self::strict) mode;
 /// 8. with [de-duplication](Self::deduplicate), a copy already handled is answered `200` and
@@ -560,14 +561,22 @@ fn admit<B: Buf>(
         }
         Verification::Disabled => None,
     };
-    let event = WebhookEvent::decode(body.clone()).map_err(Rejection::Decode)?;
-    if let Some(max_age) = config.max_age {
-        check_age(&event, max_age, SystemTime::now())?;
-    }
-    let kind = event.kind();
-    if !config.filter.accepts(kind) {
-        return Err(Refusal::Ignore(kind));
-    }
+    let event = match config.max_age {
+        // The window runs before the filter, so it needs the timestamp: the event is typed whole.
+        Some(max_age) => {
+            let event = WebhookEvent::decode(body.clone()).map_err(Rejection::Decode)?;
+            check_age(&event, max_age, SystemTime::now())?;
+            if !config.filter.accepts(event.kind()) {
+                return Err(Refusal::Ignore(event.kind()));
+            }
+            event
+        }
+        // An event the filter refuses is answered without typing its data; its body is still
+        // checked.
+        None => WebhookEvent::decode_wanted(body.clone(), |kind| config.filter.accepts(kind))
+            .map_err(Rejection::Decode)?
+            .map_err(Refusal::Ignore)?,
+    };
     if config.strict {
         if let EventData::Undecodable { kind, error, .. } = &event.event().data {
             return Err(Rejection::UndecodableData { kind: *kind, error: error.clone() }.into());
