@@ -22,16 +22,20 @@ pub struct KeyArgs {
     key_file: Option<PathBuf>,
 }
 
-/// Refuses `--key` and `--key-file` together. (clap's own conflict check would also refuse a
-/// `--key-file` while PERISKOPE_SIGNING_KEY is set, which is allowed: the file wins.)
+/// Refuses `--key` with `--key-file`, and either with `--insecure`. (clap's own conflict check
+/// would also count PERISKOPE_SIGNING_KEY as `--key`: a key file or `--insecure` overrides it.)
 pub fn check_conflict(command: &mut clap::Command, matches: &ArgMatches) {
     let Some((_, matches)) = matches.subcommand() else { return };
     let given = |id: &str| matches.ids().any(|present| present == id);
-    if given("key_file") && given("key") && matches.value_source("key") == Some(ValueSource::CommandLine) {
-        command
-            .error(clap::error::ErrorKind::ArgumentConflict, "--key and --key-file cannot be used together")
-            .exit();
-    }
+    let key_argument = given("key") && matches.value_source("key") == Some(ValueSource::CommandLine);
+    let conflict = if given("key_file") && key_argument {
+        "--key and --key-file cannot be used together"
+    } else if given("insecure") && matches.get_flag("insecure") && (key_argument || given("key_file")) {
+        "--insecure does not check signatures: give it no key"
+    } else {
+        return;
+    };
+    command.error(clap::error::ErrorKind::ArgumentConflict, conflict).exit();
 }
 
 impl KeyArgs {

@@ -2,14 +2,16 @@
 
 mod delivery;
 mod key;
+mod listen;
 mod output;
+mod send;
 mod sign;
 
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::output::Output;
+use crate::output::{Failure, Output};
 
 const ABOUT: &str = "Sign, verify, send and receive Periskope webhooks on your machine.";
 
@@ -50,6 +52,8 @@ struct Cli {
 enum Command {
     Sign(sign::SignArgs),
     Verify(sign::VerifyArgs),
+    Send(send::SendArgs),
+    Listen(listen::ListenArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,9 +65,20 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Sign(args) => sign::sign(args, &output),
         Command::Verify(args) => sign::verify(args, &output),
+        Command::Send(args) => send::send(args, &output),
+        Command::Listen(args) => listen::listen(args, &output),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => output.fail(failure),
     }
+}
+
+/// Runs `future` to completion on a multi-threaded runtime.
+fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| Failure::io("starting the async runtime", error))?;
+    Ok(runtime.block_on(future))
 }

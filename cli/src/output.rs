@@ -24,6 +24,7 @@ impl Failure {
 }
 
 /// Where lines go: text for people, or JSON objects for scripts.
+#[derive(Clone, Copy)]
 pub struct Output {
     json: bool,
 }
@@ -31,6 +32,10 @@ pub struct Output {
 impl Output {
     pub fn new(json: bool) -> Self {
         Output { json }
+    }
+
+    pub fn json(&self) -> bool {
+        self.json
     }
 
     /// Prints `text`, or `object` under `--json`, as one line on standard output.

@@ -2,6 +2,9 @@
 // Each test file uses a different subset.
 #![allow(dead_code)]
 
+#[path = "../../../tests/common/process.rs"]
+pub mod process;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -41,9 +44,49 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8(output.stderr.clone()).expect("UTF-8 output")
 }
 
+/// The workspace root, where the library and its examples are.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("cli/ is in the workspace").to_owned()
+}
+
 /// The library's fixtures, `tests/fixtures` at the workspace root.
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("tests").join("fixtures")
+    workspace_root().join("tests").join("fixtures")
+}
+
+/// The delivery fixtures (the envelopes and the field-observed variants), which `send` finds
+/// among the other fixtures of that directory.
+pub fn delivery_fixtures() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
+        .expect("tests/fixtures")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.ends_with(".envelope.json")
+                || (name.starts_with("field-observed.") && name.ends_with(".json"))
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 20, "expected the delivery fixtures, found {files:?}");
+    files
+}
+
+/// `periskope-webhook listen` on a free port with `key`, plus `args`.
+pub fn listen(key: &str, args: &[&std::ffi::OsStr]) -> process::Running {
+    process::Running::start(
+        "periskope-webhook listen",
+        cli().args(["listen", "--addr", "127.0.0.1:0"]).args(args).env("PERISKOPE_SIGNING_KEY", key),
+    )
+}
+
+/// The webhook URL of a running `listen` or server example.
+pub fn url(running: &process::Running) -> String {
+    format!("http://{}/webhooks/periskope", running.addr)
+}
+
+/// The JSON objects of `--json` output, one per line.
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"))).collect()
 }
 
 /// The signature test vector: its key, its exact body and the signature of that body.
