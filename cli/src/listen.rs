@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use periskope_webhook::signature::SIGNATURE_HEADER_NAME;
+use periskope_webhook::signature::SIGNATURE_HEADER;
 use periskope_webhook::{
     DeliveryMetadata, Event, EventData, PeriskopeWebhookLayer, Rejection, SigningKeys, WebhookEvent,
 };
@@ -79,7 +79,7 @@ pub fn listen(args: ListenArgs, output: &Output) -> Result<(), Failure> {
     let layer = if args.insecure {
         PeriskopeWebhookLayer::insecure_without_verification()
     } else {
-        PeriskopeWebhookLayer::with_keys(SigningKeys::new(args.key.signing_key()?))
+        PeriskopeWebhookLayer::with_keys(SigningKeys::from(args.key.signing_key()?))
     };
     let status = StatusCode::from_u16(args.status)
         .map_err(|_| Failure::Error(format!("{} is not an HTTP status", args.status)))?;
@@ -385,7 +385,7 @@ impl Capture {
         let stem = format!("{number:06}-{}", file_safe(delivery.name()));
         let mut kept = serde_json::Map::new();
         for (name, value) in headers {
-            if [AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE, SIGNATURE_HEADER_NAME].contains(name) {
+            if [AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE, SIGNATURE_HEADER].contains(name) {
                 continue;
             }
             let value = String::from_utf8_lossy(value.as_bytes());

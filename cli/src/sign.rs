@@ -52,7 +52,7 @@ pub fn sign(args: SignArgs, output: &Output) -> Result<(), Failure> {
 }
 
 pub fn verify(args: VerifyArgs, output: &Output) -> Result<(), Failure> {
-    let keys = SigningKeys::new(args.key.signing_key()?);
+    let keys = SigningKeys::from(args.key.signing_key()?);
     let body = read_input(&args.input)?;
     match keys.verify(args.signature.as_bytes(), &body) {
         Ok(_) => {
