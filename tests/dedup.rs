@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::routing::post;
 use bytes::Bytes;
-use common::{KEY, PATH, client, send, serve, signed, try_send, within};
+use common::{KEY, PATH, Stack, client, send, serve, signed, try_send, within};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use periskope_webhook::dedup::{
@@ -252,7 +252,7 @@ async fn a_copy_arriving_while_the_first_is_handled_gets_409_over_http() {
         let release = release.clone();
         Handler::new(move |_| Act::WaitThen(release.clone(), StatusCode::OK))
     };
-    let server = serve(handler.router(deduplicating(store()))).await;
+    let server = serve(Stack::Axum, handler.router(deduplicating(store()))).await;
     let body = message_body("m1", "a@c.us");
 
     let first = tokio::spawn({
@@ -317,7 +317,7 @@ async fn a_request_timeout_over_http_releases_the_claim() {
             Duration::from_millis(100),
         ),
     );
-    let server = serve(app).await;
+    let server = serve(Stack::Axum, app).await;
     let body = message_body("m1", "a@c.us");
 
     let first = send(&client(), signed(&server.url, KEY, body.clone())).await;
@@ -342,7 +342,7 @@ async fn a_handler_panicking_inside_a_spawned_task_releases_the_claim() {
 #[tokio::test]
 async fn a_handler_panicking_behind_a_real_server_releases_the_claim() {
     let handler = Handler::new(|call| if call == 0 { Act::Panic } else { Act::Answer(StatusCode::OK) });
-    let server = serve(handler.router(deduplicating(MemoryStore::new(1000, DAY)))).await;
+    let server = serve(Stack::Axum, handler.router(deduplicating(MemoryStore::new(1000, DAY)))).await;
     let body = message_body("m1", "a@c.us");
     // The panic unwinds the connection's task: the client sees the connection end.
     assert!(try_send(&client(), signed(&server.url, KEY, body.clone())).await.is_err());
