@@ -121,7 +121,8 @@ fn assert_envelope(name: &str, event: &WebhookEvent, kind: EventKind) {
     assert_eq!(text(&event.event().timestamp), Some(ENVELOPE_TIMESTAMP), "{name}");
     assert_eq!(millis(&event.event().timestamp), Some(ENVELOPE_MILLIS), "{name}");
     // The typed event's raw data is the `data` value of the file, exactly.
-    let raw = event.raw_data().expect("data present").get();
+    let raw = event.raw_data().expect("data present");
+    let raw = raw.get();
     let body = std::str::from_utf8(event.body()).unwrap();
     assert!(body.contains(raw), "{name}: raw_data is not a slice of the body");
     let from_file: serde_json::Value = serde_json::from_slice(event.body()).unwrap();
@@ -919,7 +920,8 @@ fn signature_test_vector_body_is_a_reaction_created_delivery() {
     let pretty = decode_delivery("reaction.created.envelope.json");
     assert_eq!(pretty.event(), &event);
     // Compact JSON: `data` is a single-line slice of the body.
-    let raw = owned.raw_data().unwrap().get();
+    let raw = owned.raw_data().unwrap();
+    let raw = raw.get();
     assert!(
         raw.starts_with(r#"{"org_id":"2997dd64"#)
             && raw.ends_with(r#""unique_id":"3EB01F4653BB9DD05E9859"}"#)

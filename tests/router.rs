@@ -137,7 +137,7 @@ fn full_router(calls: &Calls) -> EventRouter {
     let unknown = move |event: WebhookEvent| {
         let calls = c.clone();
         async move {
-            calls.record("unknown", &event, event.raw_data().map(|raw| raw.get()));
+            calls.record("unknown", &event, event.raw_data().as_ref().map(|raw| raw.get()));
             Ok::<_, Infallible>(())
         }
     };

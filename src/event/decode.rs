@@ -58,16 +58,39 @@ pub(crate) enum Decoded<'a> {
 
 /// Decodes `text` as [`Event::from_json`] does, with the same errors, but types `data` only when
 /// `wanted` accepts the event's kind; `data` of an unwanted kind is only checked to be JSON.
+///
+/// The one pass runs on sonic-rs with the `simd` feature, on serde_json without; the second
+/// pass, which decides every error and every misfit, always runs on serde_json, so errors and
+/// undecodable data are the same either way.
 pub(crate) fn decode_wanted(
     text: &str,
     wanted: impl Fn(EventKind) -> bool,
 ) -> Result<Decoded<'_>, DecodeError> {
+    match one_pass(text, &wanted) {
+        Some(decoded) => Ok(decoded),
+        None => decode_slowly(text, &wanted),
+    }
+}
+
+#[cfg(not(feature = "simd"))]
+use self::one_pass_serde_json as one_pass;
+#[cfg(feature = "simd")]
+use self::one_pass_sonic as one_pass;
+
+/// The one pass on serde_json (also the reference the `simd` decoder is tested against).
+#[cfg(any(test, not(feature = "simd")))]
+fn one_pass_serde_json<'de>(text: &'de str, wanted: &impl Fn(EventKind) -> bool) -> Option<Decoded<'de>> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let fast = deserializer.deserialize_map(EnvelopeVisitor { text, wanted: &wanted }).and_then(|decoded| {
-        deserializer.end()?;
-        Ok(decoded)
-    });
-    fast.or_else(|_| decode_slowly(text, &wanted))
+    let decoded = deserializer.deserialize_map(EnvelopeVisitor { text, wanted }).ok()?;
+    deserializer.end().ok().map(|()| decoded)
+}
+
+/// The one pass on sonic-rs.
+#[cfg(feature = "simd")]
+fn one_pass_sonic<'de>(text: &'de str, wanted: &impl Fn(EventKind) -> bool) -> Option<Decoded<'de>> {
+    let mut deserializer = sonic_rs::Deserializer::from_str(text);
+    let decoded = (&mut deserializer).deserialize_map(EnvelopeVisitor { text, wanted }).ok()?;
+    deserializer.end().ok().map(|()| decoded)
 }
 
 /// The one-pass decoder. Anything unusual (a repeated key, `event` and `event_type` naming
@@ -94,7 +117,7 @@ impl<'de, W: Fn(EventKind) -> bool> Visitor<'de> for EnvelopeVisitor<'de, '_, W>
         let mut event_type: Option<Option<Str<'de>>> = None;
         // `data` is typed as it is read when the name came first, kept raw otherwise.
         let mut typed: Option<EventData<'de>> = None;
-        let mut raw: Option<&'de RawValue> = None;
+        let mut raw: Option<RawJson<'de>> = None;
         let mut org_id: Option<Option<Str<'de>>> = None;
         let mut timestamp: Option<Option<Timestamp<'de>>> = None;
         let mut previous: Option<Option<RawJson<'de>>> = None;
@@ -135,7 +158,12 @@ impl<'de, W: Fn(EventKind) -> bool> Visitor<'de> for EnvelopeVisitor<'de, '_, W>
         let data = match typed {
             Some(typed) if typed.kind() == kind => typed,
             Some(_) => return Err(de::Error::custom("`event` and `event_type` disagree")),
-            None => data_from_raw(kind, name, raw),
+            // Raw `data` that had to be copied (sonic-rs copies a value holding escapes) cannot
+            // be typed borrowing from the body: the second pass does it.
+            None => match raw.map(|raw| raw.as_borrowed()) {
+                Some(None) => return Err(de::Error::custom("raw `data` was copied")),
+                raw => data_from_raw(kind, name, raw.flatten()),
+            },
         };
         Ok(Decoded::Event(Event {
             data,
@@ -217,8 +245,8 @@ impl<'de> Visitor<'de> for ObjectVisitor {
 }
 
 /// Types `data` given as raw JSON; a misfit becomes [`EventData::Undecodable`] with its path.
-fn data_from_raw<'a>(kind: EventKind, name: Str<'a>, raw: Option<&'a RawValue>) -> EventData<'a> {
-    let Some(raw) = raw.filter(|raw| raw.get() != "null") else {
+fn data_from_raw<'a>(kind: EventKind, name: Str<'a>, raw: Option<&'a str>) -> EventData<'a> {
+    let Some(raw) = raw.filter(|raw| *raw != "null") else {
         return if kind.is_known() {
             EventData::Undecodable { kind, data: RawJson::NULL, error: DataError::missing() }
         } else {
@@ -226,20 +254,20 @@ fn data_from_raw<'a>(kind: EventKind, name: Str<'a>, raw: Option<&'a RawValue>) 
         };
     };
     if !kind.is_known() {
-        return EventData::Unknown { name, data: RawJson::borrowed(raw) };
+        return EventData::Unknown { name, data: RawJson::from_json_text(raw) };
     }
-    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+    let mut deserializer = serde_json::Deserializer::from_str(raw);
     let typed = decode_typed(kind, &mut deserializer).and_then(|typed| deserializer.end().map(|()| typed));
     typed.unwrap_or_else(|_| {
         // Only a misfit pays for the second pass that tracks the path.
-        let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+        let mut deserializer = serde_json::Deserializer::from_str(raw);
         let mut track = serde_path_to_error::Track::new();
         let error =
             match decode_typed(kind, serde_path_to_error::Deserializer::new(&mut deserializer, &mut track)) {
                 Err(error) => DataError::new(&track.path(), &error),
                 Ok(_) => DataError::trailing(),
             };
-        EventData::Undecodable { kind, data: RawJson::borrowed(raw), error }
+        EventData::Undecodable { kind, data: RawJson::from_json_text(raw), error }
     })
 }
 
@@ -275,7 +303,7 @@ fn decode_slowly(text: &str, wanted: impl Fn(EventKind) -> bool) -> Result<Decod
         return Ok(Decoded::Unwanted(kind));
     }
     Ok(Decoded::Event(Event {
-        data: data_from_raw(kind, name, envelope.data),
+        data: data_from_raw(kind, name, envelope.data.map(RawValue::get)),
         org_id: envelope.org_id,
         timestamp: envelope.timestamp,
         previous_attributes: envelope.previous_attributes.filter(|raw| !raw.is_null()),
@@ -314,4 +342,176 @@ pub(crate) fn ignored_fields(text: &str, kind: EventKind, mut ignored: impl FnMu
     let mut deserializer = serde_json::Deserializer::from_str(data.get());
     let mut record = |path: Path<'_>| ignored("data", path);
     let _ = decode_typed(kind, serde_ignored::Deserializer::new(&mut deserializer, &mut record));
+}
+
+/// The `simd` decoder against the serde_json one: the same result (event, or error) for any
+/// input, whether the kind is wanted or not.
+#[cfg(all(test, feature = "simd"))]
+mod simd_agrees_with_serde_json {
+    use proptest::prelude::*;
+    use proptest::test_runner::Config;
+
+    use super::{Decoded, EventKind, decode_slowly, decode_wanted, one_pass_serde_json, one_pass_sonic};
+    use crate::event::{DecodeError, Event};
+
+    /// What a decoder gave, comparable.
+    #[derive(Debug, PartialEq)]
+    enum Outcome<'a> {
+        Event(Event<'a>),
+        Unwanted(EventKind),
+        Error(DecodeError),
+    }
+
+    fn outcome(result: Result<Decoded<'_>, DecodeError>) -> Outcome<'_> {
+        match result {
+            Ok(Decoded::Event(event)) => Outcome::Event(event),
+            Ok(Decoded::Unwanted(kind)) => Outcome::Unwanted(kind),
+            Err(error) => Outcome::Error(error),
+        }
+    }
+
+    fn agree(text: &str, mask: u32) {
+        let wanted = |kind: EventKind| mask & (1 << kind as u32) != 0;
+        let simd = outcome(decode_wanted(text, wanted));
+        let reference =
+            outcome(one_pass_serde_json(text, &wanted).map_or_else(|| decode_slowly(text, wanted), Ok));
+        assert_eq!(simd, reference, "input: {text}");
+    }
+
+    fn fixtures() -> Vec<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .expect("tests/fixtures")
+            .map(|entry| entry.expect("an entry").path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+            .collect();
+        paths.sort();
+        paths.into_iter().map(|path| std::fs::read_to_string(path).expect("a UTF-8 fixture")).collect()
+    }
+
+    /// A JSON value with the odd parts real and hostile senders use: escapes, surrogates,
+    /// numbers of every shape, nesting.
+    fn json() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("null".to_owned()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|n| if n.is_finite() { n.to_string() } else { "1e400".to_owned() }),
+            "-?[0-9]{1,60}(\\.[0-9]{1,30})?([eE][-+]?[0-9]{1,4})?",
+            "\"([a-z0-9 ._@é😀]|\\\\[nt\"\\\\/]|\\\\u[0-9a-fA-F]{4}|\\\\ud83d\\\\ude00|\\\\ud800)*\"",
+            prop::sample::select(vec![
+                "\"2\"",
+                "\"\"",
+                "\"[]\"",
+                "\"2025-01-20T07:51:48.209+00:00\"",
+                "\"12.5\""
+            ])
+            .prop_map(str::to_owned),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(|items| format!("[{}]", items.join(","))),
+                prop::collection::vec((key(), inner), 0..8).prop_map(|members| {
+                    let members: Vec<String> =
+                        members.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                    format!("{{{}}}", members.join(","))
+                }),
+            ]
+        })
+    }
+
+    /// Field names the model knows, so generated objects reach typed fields with odd values.
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => prop::sample::select(vec![
+                "ack", "body", "links", "timestamp", "duration", "id", "fromMe", "_serialized", "media",
+                "size", "dimensions", "ar", "members", "ticket", "chat", "priority", "chat_type",
+                "message_type", "delivery_info", "read", "mentioned_ids", "poll_results", "location",
+                "org_id", "event", "data", "flag_response_time", "wa_state", "type",
+            ])
+            .prop_map(str::to_owned),
+            1 => "[a-z_]{1,8}",
+        ]
+    }
+
+    fn envelope() -> impl Strategy<Value = String> {
+        let names: Vec<&str> =
+            EventKind::ALL.iter().map(|kind| kind.as_str()).chain(["chat.label.updated"]).collect();
+        (prop::sample::select(names), json(), json(), any::<bool>(), any::<bool>()).prop_map(
+            |(name, data, previous, data_first, event_type)| {
+                let name_key = if event_type { "event_type" } else { "event" };
+                let name = format!("\"{name_key}\":\"{name}\"");
+                let data = format!("\"data\":{data}");
+                let rest = format!("\"org_id\":\"o\",\"previous_attributes\":{previous}");
+                if data_first {
+                    format!("{{{data},{rest},{name}}}")
+                } else {
+                    format!("{{{name},{data},{rest}}}")
+                }
+            },
+        )
+    }
+
+    fn edited_fixture() -> impl Strategy<Value = String> {
+        let fixtures = fixtures();
+        let count = fixtures.len();
+        (0..count, proptest::option::of((any::<prop::sample::Index>(), "[ -~]{0,3}", any::<bool>())))
+            .prop_map(move |(which, edit)| {
+                let mut text = fixtures[which].clone();
+                if let Some((at, insert, cut)) = edit {
+                    let mut at = at.index(text.len() + 1);
+                    while !text.is_char_boundary(at) {
+                        at -= 1;
+                    }
+                    if cut {
+                        text.truncate(at);
+                    } else {
+                        text.insert_str(at, &insert);
+                    }
+                }
+                text
+            })
+    }
+
+    fn config() -> Config {
+        let default = Config::default();
+        let cases = if std::env::var_os("PROPTEST_CASES").is_some() { default.cases } else { 2048 };
+        Config { cases, failure_persistence: None, ..default }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn on_envelopes(text in envelope(), mask in prop_oneof![Just(u32::MAX), any::<u32>()]) {
+            agree(&text, mask);
+        }
+
+        #[test]
+        fn on_edited_fixtures(text in edited_fixture(), mask in prop_oneof![Just(u32::MAX), any::<u32>()]) {
+            agree(&text, mask);
+        }
+
+        #[test]
+        fn on_any_json_or_text(text in prop_oneof![json(), "[ -~]{0,40}"], mask in any::<u32>()) {
+            agree(&text, mask);
+        }
+    }
+
+    #[test]
+    fn on_every_fixture() {
+        for text in fixtures() {
+            agree(&text, u32::MAX);
+        }
+    }
+
+    /// The agreement above would be empty if sonic-rs always gave up and left it to serde_json.
+    #[test]
+    fn sonic_decodes_every_delivery_fixture_in_one_pass() {
+        for text in fixtures().iter().filter(|text| text.contains("\"event\"")) {
+            let decoded = one_pass_sonic(text, &|_| true).expect("sonic-rs decodes it in one pass");
+            let Decoded::Event(event) = decoded else { panic!("every kind is wanted") };
+            assert!(event.is_typed() || event.kind() == EventKind::Unknown, "{text}");
+        }
+    }
 }

@@ -18,11 +18,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use yoke::Yoke;
 
 use super::decode::{Decoded, decode_wanted, utf8};
-use super::{DecodeError, Event, EventKind};
+use super::{DecodeError, Event, EventKind, RawJson};
 
 /// A decoded [`Event`] together with the body it borrows from: `'static`, `Send`, `Sync`, and
 /// cloned by reference count.
@@ -99,14 +98,14 @@ impl WebhookEvent {
     ///
     /// Typed events do not keep it aside (that would be a second pass over every body): this
     /// scans the body again without allocating, and only when called.
-    pub fn raw_data(&self) -> Option<&RawValue> {
+    pub fn raw_data(&self) -> Option<RawJson<'_>> {
         if let Some(raw) = self.event().raw_data() {
-            return Some(raw.as_raw_value());
+            return Some(raw.clone());
         }
         #[derive(Deserialize)]
         struct DataOnly<'a> {
             #[serde(borrow)]
-            data: Option<&'a RawValue>,
+            data: Option<RawJson<'a>>,
         }
         serde_json::from_slice::<DataOnly<'_>>(self.body()).ok()?.data
     }

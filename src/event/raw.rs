@@ -12,7 +12,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer};
+use serde::de::{self, Deserialize, Deserializer, Visitor};
+use serde::ser::Error as _;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
@@ -22,31 +23,47 @@ use serde_json::value::RawValue;
 /// `previous_attributes`, ...) and for the `data` of events the crate cannot type.
 /// Decoding it only skips over the value; call [`RawJson::parse`] to read it.
 /// Equality compares the JSON text.
+///
+/// It is the crate's own type, not serde_json's `RawValue`, so that events are the same types
+/// whichever parser decoded them (see the `simd` feature). It decodes from serde_json (as a
+/// `RawValue`) and from sonic-rs (as a `LazyValue`).
 #[derive(Clone)]
-pub struct RawJson<'a>(Cow<'a, RawValue>);
+pub struct RawJson<'a>(Cow<'a, str>);
+
+/// The newtype name sonic-rs answers with a value's text. Any other deserializer treats it as an
+/// ordinary newtype, and the value is then read as serde_json's `RawValue`.
+const SONIC_RAW_VALUE: &str = "$sonic_rs::LazyValue";
 
 impl<'a> RawJson<'a> {
     /// JSON `null`.
-    pub const NULL: RawJson<'static> = RawJson(Cow::Borrowed(RawValue::NULL));
+    pub const NULL: RawJson<'static> = RawJson(Cow::Borrowed("null"));
 
-    /// Wraps a borrowed raw value.
+    /// Wraps a borrowed serde_json raw value.
     pub fn borrowed(raw: &'a RawValue) -> Self {
-        RawJson(Cow::Borrowed(raw))
+        RawJson(Cow::Borrowed(raw.get()))
     }
 
     /// Serialises `value` into an owned raw value.
     pub fn from_value<T: Serialize + ?Sized>(value: &T) -> Result<RawJson<'static>, serde_json::Error> {
-        serde_json::value::to_raw_value(value).map(|raw| RawJson(Cow::Owned(raw)))
+        serde_json::to_string(value).map(|text| RawJson(Cow::Owned(text)))
     }
 
     /// The JSON text, exactly as received.
     pub fn get(&self) -> &str {
-        self.0.get()
+        &self.0
     }
 
-    /// The underlying [`RawValue`].
-    pub fn as_raw_value(&self) -> &RawValue {
-        &self.0
+    /// Wraps text the caller knows to be one JSON value.
+    pub(crate) fn from_json_text(text: &'a str) -> Self {
+        RawJson(Cow::Borrowed(text))
+    }
+
+    /// The text for as long as the input it was decoded from, unless it had to be copied.
+    pub(crate) fn as_borrowed(&self) -> Option<&'a str> {
+        match self.0 {
+            Cow::Borrowed(text) => Some(text),
+            Cow::Owned(_) => None,
+        }
     }
 
     /// Whether the value is JSON `null`.
@@ -67,19 +84,19 @@ impl<'a> RawJson<'a> {
 
 impl Default for RawJson<'_> {
     fn default() -> Self {
-        RawJson(Cow::Borrowed(RawValue::NULL))
+        RawJson::NULL
     }
 }
 
 impl From<Box<RawValue>> for RawJson<'_> {
     fn from(raw: Box<RawValue>) -> Self {
-        RawJson(Cow::Owned(raw))
+        RawJson(Cow::Owned(String::from(Box::<str>::from(raw))))
     }
 }
 
 impl<'a> From<&'a RawValue> for RawJson<'a> {
     fn from(raw: &'a RawValue) -> Self {
-        RawJson(Cow::Borrowed(raw))
+        RawJson::borrowed(raw)
     }
 }
 
@@ -98,14 +115,41 @@ impl fmt::Debug for RawJson<'_> {
 }
 
 impl Serialize for RawJson<'_> {
+    /// Writes the text as it is (with serde_json; other serializers see serde_json's raw value).
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
+        let raw: &RawValue = serde_json::from_str(self.get()).map_err(S::Error::custom)?;
+        raw.serialize(serializer)
     }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for RawJson<'a> {
-    /// Borrows from the input; decode with `serde_json::from_str` or `from_slice`.
+    /// Borrows from the input: decode with serde_json (`from_str`, `from_slice`) or sonic-rs.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_newtype_struct(SONIC_RAW_VALUE, RawJsonVisitor)
+    }
+}
+
+struct RawJsonVisitor;
+
+impl<'de> Visitor<'de> for RawJsonVisitor {
+    type Value = RawJson<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    /// sonic-rs: the value's text, a slice of the input.
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(RawJson(Cow::Borrowed(text)))
+    }
+
+    /// sonic-rs: the value's text, when it holds escapes (sonic-rs then lends it more briefly).
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(RawJson(Cow::Owned(text.to_owned())))
+    }
+
+    /// Every other deserializer: serde_json's raw value.
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         <&'de RawValue>::deserialize(deserializer).map(RawJson::borrowed)
     }
 }
