@@ -78,16 +78,24 @@ use self::one_pass_serde_json as one_pass;
 use self::one_pass_sonic as one_pass;
 
 /// The one pass on serde_json (also the reference the `simd` decoder is tested against).
-#[cfg(any(test, not(feature = "simd")))]
 fn one_pass_serde_json<'de>(text: &'de str, wanted: &impl Fn(EventKind) -> bool) -> Option<Decoded<'de>> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let decoded = deserializer.deserialize_map(EnvelopeVisitor { text, wanted }).ok()?;
     deserializer.end().ok().map(|()| decoded)
 }
 
-/// The one pass on sonic-rs.
+/// The one pass on sonic-rs, for bodies that cannot nest deeper than serde_json allows.
+///
+/// sonic-rs skips values (unknown fields, raw `data`) by recursion without a depth limit, so
+/// deeply nested input would overflow the stack; a body with more than 128 `[` and `{` bytes in
+/// all (a bound on its depth, counted at memory speed) is left to serde_json, which limits it.
 #[cfg(feature = "simd")]
 fn one_pass_sonic<'de>(text: &'de str, wanted: &impl Fn(EventKind) -> bool) -> Option<Decoded<'de>> {
+    const MAX_OPENERS: usize = 128;
+    let openers = text.bytes().filter(|&byte| byte == b'[' || byte == b'{').count();
+    if openers > MAX_OPENERS {
+        return one_pass_serde_json(text, wanted);
+    }
     let mut deserializer = sonic_rs::Deserializer::from_str(text);
     let decoded = (&mut deserializer).deserialize_map(EnvelopeVisitor { text, wanted }).ok()?;
     deserializer.end().ok().map(|()| decoded)
