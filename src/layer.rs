@@ -42,6 +42,7 @@ use crate::drift::Drift;
 use crate::event::{EventData, EventKind, WebhookEvent};
 use crate::filter::{EventFilter, KindSet};
 use crate::metadata::{DeliveryMetadata, RawBody};
+use crate::metrics::{self, Outcome, Stopwatch};
 use crate::rejection::{OnRejection, Rejection};
 use crate::response::{BoxError, ResponseBody, json_answer};
 use crate::signature::{EmptyKey, IntoSigningKey, SigningKeys};
@@ -365,6 +366,7 @@ impl<S, D> Pending<S, D> {
     where
         S: Service<Request<Full<Bytes>>>,
     {
+        metrics::forwarded(&request);
         self.inner.take().expect("the inner service is called once").call(request)
     }
 }
@@ -456,7 +458,7 @@ where
                                 request.version(),
                             )),
                         },
-                        _ => State::Respond { response: Some(duplicate()) },
+                        _ => State::Respond { response: Some(duplicate(&request)) },
                     };
                     this.state.set(next);
                 }
@@ -510,16 +512,21 @@ fn admit<B: Buf>(
         }
         Err(_) => return Err(Rejection::BodyRead.into()),
     };
+    metrics::body_read(body.len());
+    let verify = Stopwatch::start();
     let key = match &config.verification {
         Verification::Keys(keys) => {
             Some(keys.verify_headers(&parts.headers, &body).map_err(Rejection::Signature)?)
         }
         Verification::Disabled => None,
     };
+    verify.verified();
+    let decode = Stopwatch::start();
     // An event the filter refuses is answered without typing its data; its body is still checked.
     let event = WebhookEvent::decode_wanted(body.clone(), |kind| config.filter.accepts(kind))
         .map_err(Rejection::Decode)?
         .map_err(Refusal::Ignore)?;
+    decode.decoded();
     if config.strict {
         if let EventData::Undecodable { kind, error, .. } = &event.event().data {
             return Err(Rejection::UndecodableData { kind: *kind, error: error.clone() }.into());
@@ -563,6 +570,7 @@ impl Answer {
 fn respond(config: &Config, rejection: Rejection, version: Version) -> Answer {
     #[cfg(feature = "tracing")]
     log_rejection(config.rejection_log_level, &rejection);
+    metrics::rejected(&rejection);
     match &config.on_rejection {
         None => Answer::Json(complete(rejection.to_json_response(), rejection, version)),
         Some(on_rejection) => {
@@ -610,6 +618,7 @@ pub struct IgnoredEvent(pub EventKind);
 pub struct DuplicateDelivery;
 
 fn ignored(kind: EventKind) -> Answer {
+    metrics::delivery(kind, Outcome::Ignored);
     #[cfg(feature = "tracing")]
     tracing::debug!(kind = kind.as_str(), "periskope webhook event filtered out");
     let mut response = json_answer(StatusCode::OK, "event_ignored", &format!("{kind} is not handled here"));
@@ -617,7 +626,8 @@ fn ignored(kind: EventKind) -> Answer {
     Answer::Json(response)
 }
 
-fn duplicate() -> Answer {
+fn duplicate<B>(request: &Request<B>) -> Answer {
+    metrics::answered_duplicate(request);
     #[cfg(feature = "tracing")]
     tracing::debug!("periskope webhook duplicate answered");
     let mut response = json_answer(StatusCode::OK, "duplicate", "this delivery was already handled");
