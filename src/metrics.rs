@@ -36,6 +36,7 @@ use std::time::Instant;
 
 use http::Request;
 
+use crate::dedup::DedupOutcome;
 use crate::event::{EventKind, WebhookEvent};
 use crate::metadata::DeliveryMetadata;
 use crate::rejection::Rejection;
@@ -80,13 +81,15 @@ pub(crate) fn delivery(kind: EventKind, outcome: Outcome) {
 }
 
 /// Counts a verified delivery handed to the inner service: `handled`, or `duplicate` when
-/// de-duplication forwards it marked.
+/// de-duplication forwards a copy in pass-through mode.
 #[inline]
 pub(crate) fn forwarded<B>(request: &Request<B>) {
     let extensions = request.extensions();
     if let Some(event) = extensions.get::<WebhookEvent>() {
-        let duplicate = extensions.get::<DeliveryMetadata>().is_some_and(|metadata| metadata.duplicate);
-        delivery(event.kind(), if duplicate { Outcome::Duplicate } else { Outcome::Handled });
+        let copy = extensions
+            .get::<DeliveryMetadata>()
+            .is_some_and(|metadata| matches!(metadata.dedup, DedupOutcome::Duplicate | DedupOutcome::InFlight));
+        delivery(event.kind(), if copy { Outcome::Duplicate } else { Outcome::Handled });
     }
 }
 
