@@ -86,9 +86,9 @@ pub(crate) fn delivery(kind: EventKind, outcome: Outcome) {
 pub(crate) fn forwarded<B>(request: &Request<B>) {
     let extensions = request.extensions();
     if let Some(event) = extensions.get::<WebhookEvent>() {
-        let copy = extensions
-            .get::<DeliveryMetadata>()
-            .is_some_and(|metadata| matches!(metadata.dedup, DedupOutcome::Duplicate | DedupOutcome::InFlight));
+        let copy = extensions.get::<DeliveryMetadata>().is_some_and(|metadata| {
+            matches!(metadata.dedup, DedupOutcome::Duplicate | DedupOutcome::InFlight)
+        });
         delivery(event.kind(), if copy { Outcome::Duplicate } else { Outcome::Handled });
     }
 }

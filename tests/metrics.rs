@@ -50,10 +50,11 @@ fn signed(body: &Bytes, key: &str) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
-/// Counter values by metric name and sorted labels, and the number of entries of each histogram.
-fn read(
-    snapshotter: &Snapshotter,
-) -> (BTreeMap<(String, Vec<(String, String)>), u64>, BTreeMap<String, usize>) {
+/// A metric's name and its labels, sorted.
+type Series = (String, Vec<(String, String)>);
+
+/// Counter values by series, and the number of entries of each histogram.
+fn read(snapshotter: &Snapshotter) -> (BTreeMap<Series, u64>, BTreeMap<String, usize>) {
     let (mut counters, mut histograms) = (BTreeMap::new(), BTreeMap::new());
     for (key, _, _, value) in snapshotter.snapshot().into_vec() {
         let key = key.key();
