@@ -137,6 +137,7 @@ pub mod extract;
 mod filter;
 mod layer;
 mod metadata;
+pub mod metrics;
 mod rejection;
 mod response;
 pub mod router;
