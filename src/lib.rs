@@ -132,6 +132,8 @@ pub mod event;
 #[cfg(feature = "axum")]
 pub mod extract;
 mod filter;
+#[cfg(feature = "inbox")]
+pub mod inbox;
 mod layer;
 mod metadata;
 mod rejection;

@@ -352,7 +352,8 @@ fn failed(kind: EventKind, error: BoxError) -> Response<ReplayBody> {
     response
 }
 
-fn answer(status: StatusCode, code: &str, message: &str) -> Response<ReplayBody> {
+/// A response with a small JSON body `{"code","message"}`; shared with the inbox acceptor.
+pub(crate) fn answer(status: StatusCode, code: &str, message: &str) -> Response<ReplayBody> {
     let body = serde_json::json!({ "code": code, "message": message });
     let mut response = Response::new(ReplayBody::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;

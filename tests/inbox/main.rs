@@ -1,0 +1,10 @@
+//! The durable inbox (`periskope_webhook::inbox`) on its embedded SQLite store: the store's
+//! operations, the acceptor over real HTTP on 127.0.0.1, the worker's retries, leases, ordering
+//! and shutdown, bad storage, and a crash test that SIGKILLs the `inbox` example.
+
+mod acceptor;
+#[path = "../common/mod.rs"]
+mod common;
+mod store;
+mod support;
+mod worker;
