@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 use serde_ignored::Path;
 
 use crate::event::open_enum::OpenValue;
-use crate::event::{RawEnvelope, WebhookEvent, decode_typed};
+use crate::event::{self, WebhookEvent};
 
 /// Fields and enum values of one delivery that the typed model does not know.
 ///
@@ -87,25 +87,11 @@ impl Drift {
     }
 }
 
-/// Decodes the envelope, then `data` as its kind's type, each through `serde_ignored`; decoding
-/// `data` on its own keeps the paths right whichever order the keys came in.
+/// The paths of the fields the typed model skipped, envelope first.
 fn unknown_fields(delivery: &WebhookEvent) -> Vec<String> {
     let mut fields = Vec::new();
-    let Ok(text) = std::str::from_utf8(delivery.body()) else {
-        return fields;
-    };
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let envelope: Result<RawEnvelope<'_>, _> =
-        serde_ignored::deserialize(&mut deserializer, |path| fields.push(render("", &path)));
-    let kind = delivery.kind();
-    if let (Ok(envelope), true) = (envelope, kind.is_known()) {
-        if let Some(data) = envelope.data {
-            let mut deserializer = serde_json::Deserializer::from_str(data.get());
-            let mut record = |path: Path<'_>| fields.push(render("data", &path));
-            let tracked = serde_ignored::Deserializer::new(&mut deserializer, &mut record);
-            // A misfit stops the walk; what was found before it is still reported.
-            let _ = decode_typed(kind, tracked);
-        }
+    if let Ok(text) = std::str::from_utf8(delivery.body()) {
+        event::ignored_fields(text, delivery.kind(), |prefix, path| fields.push(render(prefix, &path)));
     }
     fields
 }

@@ -35,6 +35,7 @@
 //!   [`DataError`] (JSON path and reason).
 
 mod chat;
+mod decode;
 mod envelope;
 mod error;
 mod ids;
@@ -55,8 +56,8 @@ mod ticket;
 mod timestamp;
 
 pub use chat::{Chat, ChatMember, ChatType};
+pub(crate) use decode::ignored_fields;
 pub use envelope::{Event, EventData};
-pub(crate) use envelope::{RawEnvelope, decode_typed};
 pub use error::{DataError, DecodeError};
 pub use ids::WaId;
 pub use kind::EventKind;
