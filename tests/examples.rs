@@ -9,7 +9,6 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -21,6 +20,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use periskope_webhook::event::Event;
 use periskope_webhook::signature::{SIGNATURE_HEADER, SigningKey, sign};
+
+mod common;
+
+use common::examples::example_binary;
 
 const KEY: &str = "peri_examples-test-0000-4000-8000-000000000000";
 const WAIT: Duration = Duration::from_secs(10);
@@ -106,60 +109,6 @@ impl Example {
 impl Drop for Example {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// `target/<profile>/examples/<name>`, next to this test's `target/<profile>/deps/`.
-///
-/// `cargo test` builds the examples before running this test, but `cargo test --test examples`
-/// does not, so they are built here first (a no-op when they are up to date): otherwise a stale
-/// binary, or none, would be tested.
-fn example_binary(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let test = std::env::current_exe().expect("the test executable's path");
-    let profile_dir = test.parent().and_then(Path::parent).expect("the test runs from target/<profile>/deps");
-    if let Err(error) = BUILT.get_or_init(|| build_examples(profile_dir)) {
-        panic!("{error}");
-    }
-    let binary = profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.is_file(),
-        "example binary {} not found: build it with `cargo build --example {name}`",
-        binary.display()
-    );
-    binary
-}
-
-/// Builds the server examples into the target directory and profile this test was built for.
-fn build_examples(profile_dir: &Path) -> Result<(), String> {
-    const BUILD_LIMIT: Duration = Duration::from_secs(600);
-    let profile = profile_dir.file_name().and_then(|n| n.to_str()).expect("a profile directory");
-    let profile = if profile == "debug" { "dev" } else { profile };
-    let target_dir = profile_dir.parent().expect("the target directory");
-    let mut cargo = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--example", "axum", "--example", "hyper", "--example", "tonic"])
-        .args(["--profile", profile, "--manifest-path"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|error| format!("cannot run cargo: {error}"))?;
-    let deadline = Instant::now() + BUILD_LIMIT;
-    loop {
-        match cargo.try_wait().map_err(|error| format!("waiting for cargo: {error}"))? {
-            Some(status) if status.success() => return Ok(()),
-            Some(status) => {
-                return Err(format!("building the examples failed ({status}); see the errors above"));
-            }
-            None if Instant::now() > deadline => {
-                let _ = cargo.kill();
-                let _ = cargo.wait();
-                return Err(format!("building the examples took longer than {BUILD_LIMIT:?}"));
-            }
-            None => std::thread::sleep(Duration::from_millis(100)),
-        }
     }
 }
 

@@ -5,6 +5,8 @@
 // Each test file uses a different subset.
 #![allow(dead_code)]
 
+pub mod examples;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

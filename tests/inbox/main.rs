@@ -5,6 +5,7 @@
 mod acceptor;
 #[path = "../common/mod.rs"]
 mod common;
+mod crash;
 mod store;
 mod support;
 mod worker;
