@@ -6,9 +6,12 @@
 //! cargo run --example send         # terminal 2: posts every sample delivery, signed
 //! ```
 //!
-//! - `PERISKOPE_INBOX`: the inbox file (default `periskope-inbox.db` in the current directory).
+//! - `PERISKOPE_INBOX`: the inbox file (default `periskope-inbox.db` in the current directory),
+//!   or a `postgres://` URL: then several copies of this server share one queue.
 //! - `ADDR`, `PERISKOPE_SIGNING_KEY`: as in the other examples.
 //! - `HANDLER_DELAY_MS`: how long the handler works on each delivery (default 0).
+//! - `INBOX_LEASE_MS`: how long a claimed job is held before another worker may take it over
+//!   (default 60 s); each attempt may run for half of it.
 //!
 //! For each delivery handled successfully it prints exactly one line,
 //! `processed <event name> <first 16 hex digits of the SHA-256 of the body>`. Stopped (Ctrl-C,
@@ -23,7 +26,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use axum::Router;
-use periskope_webhook::inbox::{Inbox, SqliteStore};
+use periskope_webhook::inbox::{Inbox, InboxStore, PostgresStore, SqliteStore, WorkerConfig};
 use periskope_webhook::{EventRouter, PeriskopeWebhookLayer, WebhookEvent};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -37,17 +40,34 @@ fn short_digest(body: &[u8]) -> String {
     })
 }
 
+/// A whole number of milliseconds from the environment, if set.
+fn millis(name: &str) -> Option<Duration> {
+    let value = std::env::var(name).ok()?;
+    match value.parse::<u64>() {
+        Ok(ms) => Some(Duration::from_millis(ms)),
+        Err(_) => exit(&format!("{name} must be a whole number of milliseconds")),
+    }
+}
+
 #[tokio::main]
 async fn main() {
-    let path = std::env::var("PERISKOPE_INBOX").unwrap_or_else(|_| "periskope-inbox.db".to_owned());
-    let delay = match std::env::var("HANDLER_DELAY_MS").map(|ms| ms.parse::<u64>()) {
-        Err(_) => Duration::ZERO,
-        Ok(Ok(ms)) => Duration::from_millis(ms),
-        Ok(Err(_)) => exit("HANDLER_DELAY_MS must be a whole number of milliseconds"),
-    };
-    let store = SqliteStore::open(&path).unwrap_or_else(|error| exit(&error.to_string()));
-    let inbox = Inbox::new(store);
+    let location = std::env::var("PERISKOPE_INBOX").unwrap_or_else(|_| "periskope-inbox.db".to_owned());
+    let mut config = WorkerConfig::default();
+    if let Some(lease) = millis("INBOX_LEASE_MS") {
+        config.lease = lease;
+        config.attempt_timeout = lease / 2;
+    }
+    if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+        let store = PostgresStore::connect(&location).await.unwrap_or_else(|error| exit(&error.to_string()));
+        serve(Inbox::new(store), config).await;
+    } else {
+        let store = SqliteStore::open(&location).unwrap_or_else(|error| exit(&error.to_string()));
+        serve(Inbox::new(store), config).await;
+    }
+}
 
+async fn serve<St: InboxStore>(inbox: Inbox<St>, config: WorkerConfig) {
+    let delay = millis("HANDLER_DELAY_MS").unwrap_or(Duration::ZERO);
     let events = EventRouter::new().fallback(move |event: WebhookEvent| async move {
         tokio::time::sleep(delay).await;
         println!("processed {} {}", event.name(), short_digest(event.body()));
@@ -58,7 +78,7 @@ async fn main() {
     let shutdown = |mut stopping: watch::Receiver<bool>| async move {
         let _ = stopping.wait_for(|stop| *stop).await;
     };
-    let worker = tokio::spawn(inbox.worker(events).run(shutdown(stopping.clone())));
+    let worker = tokio::spawn(inbox.worker(events).config(config).run(shutdown(stopping.clone())));
 
     // No `.deduplicate(...)`: the inbox stores each occurrence once.
     let layer = PeriskopeWebhookLayer::new(support::signing_key());

@@ -66,6 +66,8 @@
 //! them. Protect the file or database like the rest of your customer data.
 
 mod acceptor;
+#[cfg(feature = "inbox-postgres")]
+mod postgres;
 mod sqlite;
 mod worker;
 
@@ -78,6 +80,8 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 pub use acceptor::{AcceptFuture, Accepted, Acceptor};
+#[cfg(feature = "inbox-postgres")]
+pub use postgres::PostgresStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use worker::{Attempt, Worker, WorkerConfig};
 
@@ -515,6 +519,20 @@ pub(crate) fn from_millis(millis: i64) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(millis.unsigned_abs())
     } else {
         UNIX_EPOCH - Duration::from_millis(millis.unsigned_abs())
+    }
+}
+
+/// The error recorded on a job whose last attempt never settled.
+pub(crate) const LEASE_EXPIRED: &str = "the last attempt's lease expired (the worker stopped or hung)";
+
+/// The longest error text kept for a job.
+pub(crate) const MAX_ERROR_LEN: usize = 2000;
+
+/// A [`Selection`] as the stores' query parameters: a job id, or a state name.
+pub(crate) fn selection_params(selection: Selection) -> (Option<JobId>, Option<&'static str>) {
+    match selection {
+        Selection::Job(id) => (Some(id), None),
+        Selection::State(state) => (None, Some(state.as_str())),
     }
 }
 

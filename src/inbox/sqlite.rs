@@ -21,7 +21,8 @@ use tokio::sync::oneshot;
 
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
-    Lease, ListQuery, NewDelivery, Selection, Stored, bounded_error, from_millis, to_millis,
+    LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, NewDelivery, Selection, Stored, bounded_error,
+    from_millis, selection_params, to_millis,
 };
 
 /// The schema version this crate writes; kept in `PRAGMA user_version`.
@@ -29,9 +30,6 @@ const SCHEMA_VERSION: i64 = 1;
 
 /// At most this many queued operations share one transaction.
 const MAX_BATCH: usize = 1024;
-
-/// The longest error text kept for a job.
-const MAX_ERROR_LEN: usize = 2000;
 
 const SCHEMA: &str = "
 CREATE TABLE periskope_inbox_jobs (
@@ -556,16 +554,6 @@ impl InboxStore for SqliteStore {
                 oldest.map(|received| now.duration_since(from_millis(received)).unwrap_or(Duration::ZERO));
             Ok(stats)
         })
-    }
-}
-
-/// The error recorded on a job whose last attempt never settled.
-const LEASE_EXPIRED: &str = "the last attempt's lease expired (the worker stopped or hung)";
-
-fn selection_params(selection: Selection) -> (Option<JobId>, Option<&'static str>) {
-    match selection {
-        Selection::Job(id) => (Some(id), None),
-        Selection::State(state) => (None, Some(state.as_str())),
     }
 }
 

@@ -30,7 +30,7 @@ pub struct WorkerConfig {
     /// How long one attempt may run before it counts as failed (default 30 s).
     pub attempt_timeout: Duration,
     /// How long a claim holds a job before another worker may take it over (default 60 s). It
-    /// is never shorter than the attempt timeout plus 5 s.
+    /// is never shorter than the attempt timeout plus 1 s.
     pub lease: Duration,
     /// The delay before the first retry (default 1 s); it doubles with each attempt, with
     /// jitter (a random delay between half and all of it).
@@ -66,7 +66,7 @@ impl Default for WorkerConfig {
 
 impl WorkerConfig {
     fn effective_lease(&self) -> Duration {
-        self.lease.max(self.attempt_timeout + Duration::from_secs(5))
+        self.lease.max(self.attempt_timeout + Duration::from_secs(1))
     }
 
     /// The delay before the attempt after `attempt`: `backoff_base * 2^(attempt - 1)`, at most

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod examples;
+pub mod postgres;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -7,11 +7,11 @@
 //! crash -- --nocapture` runs the long one and prints the counts.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -27,18 +27,31 @@ use crate::support::TempDir;
 const WAIT: Duration = Duration::from_secs(20);
 
 /// What the example printed, each line with the run (cycle) that printed it.
-type Lines = Arc<Mutex<Vec<(usize, String)>>>;
+pub type Lines = Arc<Mutex<Vec<(usize, String)>>>;
 
-/// One run of the `inbox` example on `db`; SIGKILLed when dropped.
-struct Process {
+/// One run of the `inbox` example; SIGKILLed when dropped.
+pub struct Process {
     child: Child,
     addr: SocketAddr,
 }
 
 impl Process {
-    fn start(db: &Path, delay_ms: u64, run: usize, lines: &Lines) -> Process {
+    /// Starts the example on the inbox at `location` (a file or a `postgres://` URL); what it
+    /// prints is added to `lines`, marked with `run`.
+    pub fn start(location: impl AsRef<OsStr>, delay_ms: u64, run: usize, lines: &Lines) -> Process {
+        Process::start_with(location, delay_ms, run, lines, &[])
+    }
+
+    pub fn start_with(
+        location: impl AsRef<OsStr>,
+        delay_ms: u64,
+        run: usize,
+        lines: &Lines,
+        env: &[(&str, &str)],
+    ) -> Process {
         let mut child = Command::new(example_binary("inbox"))
-            .env("PERISKOPE_INBOX", db)
+            .envs(env.iter().copied())
+            .env("PERISKOPE_INBOX", location)
             .env("ADDR", "127.0.0.1:0")
             .env("PERISKOPE_SIGNING_KEY", KEY)
             .env("HANDLER_DELAY_MS", delay_ms.to_string())
@@ -63,18 +76,18 @@ impl Process {
         Process { child, addr }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("http://{}{}", self.addr, common::PATH)
     }
 
-    fn kill(&mut self) {
+    pub fn kill(&mut self) {
         // `Child::kill` is SIGKILL on Unix.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Ctrl-C, as a user stops it; waits for a clean exit.
-    fn interrupt(mut self) {
+    pub fn interrupt(mut self) {
         let pid = self.child.id().to_string();
         let status = Command::new("kill").args(["-INT", &pid]).status().expect("run kill");
         assert!(status.success());
@@ -97,7 +110,7 @@ impl Drop for Process {
 }
 
 /// The example's digest of a body.
-fn short_digest(body: &[u8]) -> String {
+pub fn short_digest(body: &[u8]) -> String {
     Sha256::digest(body).iter().take(8).fold(String::new(), |mut hex, byte| {
         let _ = write!(hex, "{byte:02x}");
         hex
@@ -112,7 +125,7 @@ fn random_below(bound: u64) -> u64 {
 async fn the_example_processes_each_fixture_once_and_refuses_a_second_process() {
     let dir = TempDir::new("example");
     let lines = Lines::default();
-    let example = Process::start(&dir.db(), 0, 0, &lines);
+    let example = Process::start(dir.db(), 0, 0, &lines);
 
     let second = Command::new(example_binary("inbox"))
         .env("PERISKOPE_INBOX", dir.db())
@@ -159,7 +172,7 @@ async fn sigkill_loses_no_acknowledged_delivery() {
     let mut acknowledged: HashSet<String> = HashSet::new();
 
     for cycle in 0..cycles {
-        let mut process = Process::start(&dir.db(), 15, cycle, &lines);
+        let mut process = Process::start(dir.db(), 15, cycle, &lines);
         let url = process.url();
         let running = Arc::new(AtomicBool::new(true));
         let senders: Vec<_> = (0..CLIENTS)
@@ -197,7 +210,7 @@ async fn sigkill_loses_no_acknowledged_delivery() {
     }
 
     // A last run, undisturbed, handles what is left.
-    let last = Process::start(&dir.db(), 0, cycles, &lines);
+    let last = Process::start(dir.db(), 0, cycles, &lines);
     let handled_all = || {
         let handled: HashSet<String> = lines
             .lock()

@@ -6,6 +6,7 @@ mod acceptor;
 #[path = "../common/mod.rs"]
 mod common;
 mod crash;
+mod postgres;
 mod store;
 mod support;
 mod worker;

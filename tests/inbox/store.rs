@@ -1,5 +1,6 @@
-//! The embedded store through the `InboxStore` trait: claims, leases, dead letters, the
-//! operations API, retention, and files it must refuse.
+//! The stores through the `InboxStore` trait: claims, leases, dead letters, the operations API,
+//! retention; each case runs on SQLite here and on PostgreSQL in `postgres.rs`. Then what only
+//! the embedded file has: reopening, locking, and files it must refuse.
 
 use std::time::{Duration, SystemTime};
 
@@ -15,10 +16,7 @@ fn claim(limit: usize, max_attempts: u32, now: SystemTime) -> ClaimRequest {
     request
 }
 
-#[tokio::test]
-async fn the_same_occurrence_is_stored_once_until_it_is_purged() {
-    let dir = TempDir::new("dedup");
-    let store = SqliteStore::open(dir.db()).unwrap();
+pub async fn the_same_occurrence_is_stored_once_until_it_is_purged<St: InboxStore>(store: St) {
     let body = chat_message("c1", "m1");
     assert_eq!(store.insert(delivery(body.clone())).await.unwrap(), Stored::New);
     assert_eq!(store.insert(delivery(body.clone())).await.unwrap(), Stored::Duplicate);
@@ -41,10 +39,7 @@ async fn the_same_occurrence_is_stored_once_until_it_is_purged() {
     assert_eq!(store.insert(delivery(body)).await.unwrap(), Stored::New);
 }
 
-#[tokio::test]
-async fn attempts_are_counted_at_claim_and_a_job_that_never_settles_ends_dead() {
-    let dir = TempDir::new("lease");
-    let store = SqliteStore::open(dir.db()).unwrap();
+pub async fn attempts_are_counted_at_claim_and_a_job_that_never_settles_ends_dead<St: InboxStore>(store: St) {
     store.insert(delivery(chat_message("c1", "m1"))).await.unwrap();
     let start = SystemTime::now();
     let first = store.claim(claim(10, 2, start)).await.unwrap();
@@ -64,10 +59,7 @@ async fn attempts_are_counted_at_claim_and_a_job_that_never_settles_ends_dead() 
     assert!(dead.last_error.unwrap().contains("lease expired"));
 }
 
-#[tokio::test]
-async fn jobs_of_one_chat_are_claimed_one_at_a_time_in_order() {
-    let dir = TempDir::new("order");
-    let store = SqliteStore::open(dir.db()).unwrap();
+pub async fn jobs_of_one_chat_are_claimed_one_at_a_time_in_order<St: InboxStore>(store: St) {
     for (chat, id) in [("a", "a1"), ("b", "b1"), ("a", "a2"), ("a", "a3"), ("b", "b2")] {
         store.insert(delivery(chat_message(chat, id))).await.unwrap();
     }
@@ -88,10 +80,7 @@ async fn jobs_of_one_chat_are_claimed_one_at_a_time_in_order() {
     assert_eq!(ids(&store.claim(claim(10, 3, now)).await.unwrap()), ["message.created|a2"]);
 }
 
-#[tokio::test]
-async fn operations_list_inspect_retry_and_purge_with_stats() {
-    let dir = TempDir::new("ops");
-    let store = SqliteStore::open(dir.db()).unwrap();
+pub async fn operations_list_inspect_retry_and_purge_with_stats<St: InboxStore>(store: St) {
     for id in ["m1", "m2", "m3"] {
         store.insert(delivery(chat_message(id, id))).await.unwrap();
     }
@@ -128,6 +117,42 @@ async fn operations_list_inspect_retry_and_purge_with_stats() {
         Stored::New,
         "purged: accepted again"
     );
+}
+
+/// The generic cases on the embedded store.
+mod sqlite {
+    use periskope_webhook::inbox::SqliteStore;
+
+    use crate::support::TempDir;
+
+    #[tokio::test]
+    async fn the_same_occurrence_is_stored_once_until_it_is_purged() {
+        let dir = TempDir::new("dedup");
+        super::the_same_occurrence_is_stored_once_until_it_is_purged(SqliteStore::open(dir.db()).unwrap())
+            .await;
+    }
+
+    #[tokio::test]
+    async fn attempts_are_counted_at_claim_and_a_job_that_never_settles_ends_dead() {
+        let dir = TempDir::new("lease");
+        super::attempts_are_counted_at_claim_and_a_job_that_never_settles_ends_dead(
+            SqliteStore::open(dir.db()).unwrap(),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn jobs_of_one_chat_are_claimed_one_at_a_time_in_order() {
+        let dir = TempDir::new("order");
+        super::jobs_of_one_chat_are_claimed_one_at_a_time_in_order(SqliteStore::open(dir.db()).unwrap())
+            .await;
+    }
+
+    #[tokio::test]
+    async fn operations_list_inspect_retry_and_purge_with_stats() {
+        let dir = TempDir::new("ops");
+        super::operations_list_inspect_retry_and_purge_with_stats(SqliteStore::open(dir.db()).unwrap()).await;
+    }
 }
 
 #[tokio::test]
