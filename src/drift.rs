@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 use serde_ignored::Path;
 
 use crate::event::open_enum::OpenValue;
-use crate::event::{self, WebhookEvent};
+use crate::event::{self, ObjectRef, WebhookEvent};
 
 /// Fields and enum values of one delivery that the typed model does not know.
 ///
@@ -59,30 +59,35 @@ impl Drift {
     }
 
     fn collect_values(&mut self, delivery: &WebhookEvent) {
-        let event = delivery.event();
-        if let Some(message) = event.message() {
-            self.value("data.message_type", message.message_type.as_ref());
-            self.value("data.ack", message.ack.as_ref());
-        }
-        if let Some(reaction) = event.reaction() {
-            self.value("data.ack", reaction.ack.as_ref());
-        }
-        if let Some(note) = event.note() {
-            self.value("data.message_type", note.message_type.as_ref());
-            self.value("data.ack", note.ack.as_ref());
-        }
-        if let Some(chat) = event.chat() {
-            self.value("data.chat_type", chat.chat_type.as_ref());
-        }
-        if let Some(notification) = event.chat_notification() {
-            self.value("data.type", notification.notification_type.as_ref());
-        }
-        if let Some(info) = event.ticket() {
-            self.value("data.chat.chat_type", info.chat.as_ref().and_then(|chat| chat.chat_type.as_ref()));
-            self.value("data.ticket.status", info.ticket.as_ref().and_then(|ticket| ticket.status.as_ref()));
-        }
-        if let Some(phone) = event.phone() {
-            self.value("data.wa_state", phone.wa_state.as_ref());
+        let Some(object) = delivery.event().data.object() else {
+            return;
+        };
+        // Exhaustive: a new family does not compile until its open enumerations are listed here.
+        match object {
+            ObjectRef::Message(message) => {
+                self.value("data.message_type", message.message_type.as_ref());
+                self.value("data.ack", message.ack.as_ref());
+            }
+            ObjectRef::Reaction(reaction) => self.value("data.ack", reaction.ack.as_ref()),
+            ObjectRef::Note(note) => {
+                self.value("data.message_type", note.message_type.as_ref());
+                self.value("data.ack", note.ack.as_ref());
+            }
+            ObjectRef::Chat(chat) => self.value("data.chat_type", chat.chat_type.as_ref()),
+            ObjectRef::ChatNotification(notification) => {
+                self.value("data.type", notification.notification_type.as_ref())
+            }
+            ObjectRef::Ticket(info) => {
+                self.value(
+                    "data.chat.chat_type",
+                    info.chat.as_ref().and_then(|chat| chat.chat_type.as_ref()),
+                );
+                self.value(
+                    "data.ticket.status",
+                    info.ticket.as_ref().and_then(|ticket| ticket.status.as_ref()),
+                );
+            }
+            ObjectRef::Phone(phone) => self.value("data.wa_state", phone.wa_state.as_ref()),
         }
     }
 }

@@ -59,18 +59,18 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::LazyLock;
 
+use axum_core::body::Body;
 use axum_core::extract::FromRequestParts;
 use axum_core::response::{IntoResponse, Response};
-use http::header::CONTENT_TYPE;
+use http::StatusCode;
 use http::request::Parts;
-use http::{HeaderValue, StatusCode};
 
 use crate::event::{
-    Chat, ChatNotification, DataError, EventData, EventKind, Message, Note, Phone, Reaction, TicketInfo,
-    WebhookEvent,
+    Chat, ChatNotification, DataError, EventData, EventKind, Family, Message, Note, Phone, Reaction,
+    TicketInfo, WebhookEvent,
 };
 use crate::metadata::{DeliveryMetadata, RawBody};
-use crate::router::{LAYER_MISSING_CODE, LAYER_MISSING_MESSAGE};
+use crate::response::{LAYER_MISSING_CODE, LAYER_MISSING_MESSAGE, json_answer};
 
 /// Why an extractor of this module could not produce its value.
 ///
@@ -141,10 +141,8 @@ impl std::error::Error for ExtractRejection {}
 impl IntoResponse for ExtractRejection {
     fn into_response(self) -> Response {
         #[cfg(feature = "tracing")]
-        tracing::warn!(code = self.code(), status = self.status().as_u16(), "periskope extractor rejected");
-        let body = serde_json::json!({ "code": self.code(), "message": self.to_string() });
-        let mut response = (self.status(), body.to_string()).into_response();
-        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        tracing::debug!(code = self.code(), status = self.status().as_u16(), "periskope extractor rejected");
+        let mut response = json_answer(self.status(), self.code(), &self.to_string()).map(Body::new);
         response.extensions_mut().insert(self);
         response
     }
@@ -185,7 +183,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RawBody {
 macro_rules! typed_extractors {
     ($(
         $(#[$doc:meta])*
-        $name:ident($object:ident) via $accessor:ident, expects $expected:literal, kinds $($kind:ident)|+;
+        $name:ident($object:ident) via $accessor:ident, family $family:ident;
     )*) => {$(
         $(#[$doc])*
         ///
@@ -213,16 +211,19 @@ macro_rules! typed_extractors {
         impl TryFrom<WebhookEvent> for $name {
             type Error = ExtractRejection;
 
-            #[doc = concat!("Admits `", $expected, "` events whose `data` was decoded.")]
+            #[doc = concat!("Admits events of [`Family::", stringify!($family), "`] whose `data` was decoded.")]
             fn try_from(event: WebhookEvent) -> Result<Self, ExtractRejection> {
                 if event.event().$accessor().is_some() {
                     return Ok($name(event));
                 }
                 Err(match &event.event().data {
-                    EventData::Undecodable { kind, error, .. } if matches!(kind, $(EventKind::$kind)|+) => {
+                    EventData::Undecodable { kind, error, .. } if Family::$family.contains(*kind) => {
                         ExtractRejection::UndecodableData { kind: *kind, error: error.clone() }
                     }
-                    data => ExtractRejection::UnexpectedKind { expected: $expected, actual: data.kind() },
+                    data => ExtractRejection::UnexpectedKind {
+                        expected: Family::$family.names(),
+                        actual: data.kind(),
+                    },
                 })
             }
         }
@@ -256,23 +257,18 @@ macro_rules! typed_extractors {
 typed_extractors! {
     /// A `message.*` event: created, updated, deleted, ack updated, flagged, unflagged, ticket
     /// attached.
-    MessageEvent(Message) via message, expects "message.*",
-        kinds MessageCreated | MessageUpdated | MessageDeleted | MessageAckUpdated | MessageFlagged
-            | MessageUnflagged | MessageTicketAttached;
+    MessageEvent(Message) via message, family Message;
     /// A `reaction.*` event: created or updated.
-    ReactionEvent(Reaction) via reaction, expects "reaction.*", kinds ReactionCreated | ReactionUpdated;
+    ReactionEvent(Reaction) via reaction, family Reaction;
     /// A `chat.created` or `chat.custom_properties.updated` event (not `chat.notification.created`:
     /// see [`ChatNotificationEvent`]).
-    ChatEvent(Chat) via chat, expects "chat.created or chat.custom_properties.updated",
-        kinds ChatCreated | ChatCustomPropertiesUpdated;
+    ChatEvent(Chat) via chat, family Chat;
     /// A `chat.notification.created` event.
-    ChatNotificationEvent(ChatNotification) via chat_notification, expects "chat.notification.created",
-        kinds ChatNotificationCreated;
+    ChatNotificationEvent(ChatNotification) via chat_notification, family ChatNotification;
     /// A `note.created` event: a private note.
-    NoteEvent(Note) via note, expects "note.created", kinds NoteCreated;
+    NoteEvent(Note) via note, family Note;
     /// A `ticket.*` event: created, updated or deleted.
-    TicketEvent(TicketInfo) via ticket, expects "ticket.*", kinds TicketCreated | TicketUpdated | TicketDeleted;
+    TicketEvent(TicketInfo) via ticket, family Ticket;
     /// An `org.phone.*` event: connected, disconnected, updated, QR code.
-    PhoneEvent(Phone) via phone, expects "org.phone.*",
-        kinds OrgPhoneConnected | OrgPhoneDisconnected | OrgPhoneUpdated | OrgPhoneQr;
+    PhoneEvent(Phone) via phone, family Phone;
 }

@@ -14,15 +14,16 @@ use crate::event::EventKind;
 /// Decides whether an event of a given kind reaches the inner service.
 ///
 /// Events it refuses are answered `200 OK` by the middleware, so Periskope does not retry them.
-/// Implemented for [`KindSet`] and for closures `Fn(EventKind) -> bool`.
-pub trait EventFilter: Clone {
+/// Implemented for [`KindSet`] and for closures `Fn(EventKind) -> bool`. The layer keeps it
+/// behind a pointer, so its type does not show in the layer's.
+pub trait EventFilter: Send + Sync + 'static {
     /// Whether events of `kind` reach the inner service.
     fn accepts(&self, kind: EventKind) -> bool;
 }
 
 impl<F> EventFilter for F
 where
-    F: Fn(EventKind) -> bool + Clone,
+    F: Fn(EventKind) -> bool + Send + Sync + 'static,
 {
     fn accepts(&self, kind: EventKind) -> bool {
         self(kind)

@@ -25,24 +25,26 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use bytes::Buf;
 use bytes::Bytes;
-use http::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{ALLOW, CONNECTION, CONTENT_LENGTH};
 use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Body;
+use http_body_util::combinators::{Collect, UnsyncBoxBody};
+use http_body_util::{BodyExt, Collected, Full, LengthLimitError, Limited};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::{Collect, CollectError, ReplayBody, collect_limited};
 use crate::dedup::{Claim, DedupKey, DedupPolicy, NoDedup};
 use crate::drift::Drift;
 use crate::event::{EventData, EventKind, WebhookEvent};
 use crate::filter::{EventFilter, KindSet};
 use crate::metadata::{DeliveryMetadata, RawBody};
-use crate::rejection::{JsonRejection, OnRejection, Rejection};
-use crate::response::ResponseBody;
-use crate::signature::{SigningKey, SigningKeys};
+use crate::rejection::{OnRejection, Rejection};
+use crate::response::{BoxError, ResponseBody, json_answer};
+use crate::signature::{EmptyKey, IntoSigningKey, SigningKeys};
 
 /// The default body limit: 25 MiB.
 ///
@@ -59,12 +61,21 @@ enum Verification {
     Disabled,
 }
 
+/// Everything a request needs, shared by every clone of the layer and its services. The
+/// rejection and filter policies are called through a pointer: one dynamic call next to an
+/// HMAC and a decode costs nothing measurable (see `benches/layer.rs`), and keeps their types
+/// out of the layer's.
 #[derive(Clone)]
 struct Config {
     verification: Verification,
     limit: usize,
     strict: bool,
     drift: bool,
+    /// `None`: [`Rejection::to_json_response`].
+    on_rejection: Option<Arc<dyn OnRejection>>,
+    filter: Arc<dyn EventFilter>,
+    #[cfg(feature = "tracing")]
+    rejection_log_level: tracing::Level,
 }
 
 impl fmt::Debug for Config {
@@ -74,7 +85,12 @@ impl fmt::Debug for Config {
             Verification::Keys(keys) => debug.field("keys", keys),
             Verification::Disabled => debug.field("keys", &"VERIFICATION DISABLED"),
         };
-        debug.field("limit", &self.limit).field("strict", &self.strict).field("drift", &self.drift).finish()
+        debug
+            .field("limit", &self.limit)
+            .field("strict", &self.strict)
+            .field("drift", &self.drift)
+            .field("custom_rejections", &self.on_rejection.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -114,24 +130,47 @@ impl fmt::Debug for Config {
 /// assert_eq!(response.extensions().get::<Rejection>().map(Rejection::code), Some("signature_missing"));
 /// # }
 /// ```
+///
+/// # Naming a configured layer
+/// The layer's type changes only with its de-duplication policy (`D`), so a function can
+/// return a configured layer:
+///
+/// ```
+/// use std::time::Duration;
+/// use periskope_webhook::{Dedup, EventKind, KindSet, MemoryStore, PeriskopeWebhookLayer};
+///
+/// fn webhook_layer(key: &str) -> PeriskopeWebhookLayer<Dedup<MemoryStore>> {
+///     PeriskopeWebhookLayer::new(key)
+///         .filter_events(KindSet::empty().with(EventKind::MessageCreated))
+///         .deduplicate(Dedup::new(MemoryStore::new(10_000, Duration::from_secs(3600))))
+/// }
+///
+/// fn plain_layer(key: &str) -> PeriskopeWebhookLayer {
+///     PeriskopeWebhookLayer::new(key).strict(true)
+/// }
+/// # let _ = (webhook_layer("peri_demo"), plain_layer("peri_demo"));
+/// ```
 #[derive(Clone, Debug)]
-pub struct PeriskopeWebhookLayer<R = JsonRejection, F = KindSet, D = NoDedup> {
+pub struct PeriskopeWebhookLayer<D = NoDedup> {
     config: Arc<Config>,
-    on_rejection: R,
-    filter: F,
     dedup: D,
 }
 
 impl PeriskopeWebhookLayer {
-    /// A layer verifying with `key`, the signing key exactly as Periskope's console shows it.
+    /// A layer verifying with `key`, the signing key exactly as Periskope's console shows it
+    /// (`&str`, `String`, or a [`SigningKey`](crate::SigningKey)).
     ///
     /// # Panics
     ///
     /// If `key` is empty (an unset variable, most likely): an empty key would let anyone sign.
-    /// Use [`PeriskopeWebhookLayer::with_keys`] to handle that case yourself.
-    pub fn new(key: impl AsRef<[u8]>) -> Self {
-        let key = SigningKey::new(key).expect("the Periskope signing key must not be empty");
-        Self::with_keys(SigningKeys::new(key))
+    /// [`PeriskopeWebhookLayer::try_new`] returns the error instead.
+    pub fn new(key: impl IntoSigningKey) -> Self {
+        Self::try_new(key).expect("the Periskope signing key must not be empty")
+    }
+
+    /// A layer verifying with `key`, or [`EmptyKey`] when it is empty.
+    pub fn try_new(key: impl IntoSigningKey) -> Result<Self, EmptyKey> {
+        SigningKeys::new(key).map(Self::with_keys)
     }
 
     /// A layer accepting a signature by any of `keys` (key rotation).
@@ -149,15 +188,22 @@ impl PeriskopeWebhookLayer {
 
     fn from_verification(verification: Verification) -> Self {
         PeriskopeWebhookLayer {
-            config: Arc::new(Config { verification, limit: DEFAULT_BODY_LIMIT, strict: false, drift: false }),
-            on_rejection: JsonRejection,
-            filter: KindSet::all(),
+            config: Arc::new(Config {
+                verification,
+                limit: DEFAULT_BODY_LIMIT,
+                strict: false,
+                drift: false,
+                on_rejection: None,
+                filter: Arc::new(KindSet::all()),
+                #[cfg(feature = "tracing")]
+                rejection_log_level: tracing::Level::DEBUG,
+            }),
             dedup: NoDedup,
         }
     }
 }
 
-impl<R, F, D> PeriskopeWebhookLayer<R, F, D> {
+impl<D> PeriskopeWebhookLayer<D> {
     /// Sets the body limit in bytes (default [`DEFAULT_BODY_LIMIT`]).
     pub fn body_limit(mut self, limit: usize) -> Self {
         Arc::make_mut(&mut self.config).limit = limit;
@@ -180,59 +226,56 @@ impl<R, F, D> PeriskopeWebhookLayer<R, F, D> {
         self
     }
 
-    /// Replaces how rejections are answered (default: [`JsonRejection`]).
-    pub fn on_rejection<R2: OnRejection>(self, on_rejection: R2) -> PeriskopeWebhookLayer<R2, F, D> {
-        PeriskopeWebhookLayer { config: self.config, on_rejection, filter: self.filter, dedup: self.dedup }
+    /// Replaces how rejections are answered (default: [`Rejection::to_json_response`]): see
+    /// [`OnRejection`] for what the closure may return.
+    pub fn on_rejection(mut self, on_rejection: impl OnRejection) -> Self {
+        Arc::make_mut(&mut self.config).on_rejection = Some(Arc::new(on_rejection));
+        self
     }
 
-    /// Lets only events accepted by `filter` reach the inner service; the others are answered
-    /// `200 OK` so that Periskope does not retry them. Default: every kind, unknown included.
-    pub fn filter_events<F2: EventFilter>(self, filter: F2) -> PeriskopeWebhookLayer<R, F2, D> {
-        PeriskopeWebhookLayer {
-            config: self.config,
-            on_rejection: self.on_rejection,
-            filter,
-            dedup: self.dedup,
-        }
+    /// Lets only events accepted by `filter` (a [`KindSet`] or a closure
+    /// `Fn(EventKind) -> bool`) reach the inner service; the others are answered `200 OK` so
+    /// that Periskope does not retry them. Default: every kind, unknown included.
+    pub fn filter_events(mut self, filter: impl EventFilter) -> Self {
+        Arc::make_mut(&mut self.config).filter = Arc::new(filter);
+        self
+    }
+
+    /// Sets the level rejections are logged at (feature `tracing`; default `DEBUG`).
+    ///
+    /// Anyone can send a forged request, so rejections stay below `INFO` unless you ask:
+    /// otherwise the sender of forged requests would set the log volume.
+    #[cfg(feature = "tracing")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
+    pub fn rejection_log_level(mut self, level: tracing::Level) -> Self {
+        Arc::make_mut(&mut self.config).rejection_log_level = level;
+        self
     }
 
     /// De-duplicates deliveries with `dedup` (see [`crate::dedup`]): a delivery already handled
     /// is answered `200` without the handler, one still being handled `409`. Default: none.
-    pub fn deduplicate<D2: DedupPolicy>(self, dedup: D2) -> PeriskopeWebhookLayer<R, F, D2> {
-        PeriskopeWebhookLayer {
-            config: self.config,
-            on_rejection: self.on_rejection,
-            filter: self.filter,
-            dedup,
-        }
+    pub fn deduplicate<D2: DedupPolicy>(self, dedup: D2) -> PeriskopeWebhookLayer<D2> {
+        PeriskopeWebhookLayer { config: self.config, dedup }
     }
 }
 
-impl<S, R: Clone, F: Clone, D: Clone> Layer<S> for PeriskopeWebhookLayer<R, F, D> {
-    type Service = PeriskopeWebhook<S, R, F, D>;
+impl<S, D: Clone> Layer<S> for PeriskopeWebhookLayer<D> {
+    type Service = PeriskopeWebhook<S, D>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        PeriskopeWebhook {
-            inner,
-            config: Arc::clone(&self.config),
-            on_rejection: self.on_rejection.clone(),
-            filter: self.filter.clone(),
-            dedup: self.dedup.clone(),
-        }
+        PeriskopeWebhook { inner, config: Arc::clone(&self.config), dedup: self.dedup.clone() }
     }
 }
 
 /// The middleware built by [`PeriskopeWebhookLayer`].
 #[derive(Clone, Debug)]
-pub struct PeriskopeWebhook<S, R = JsonRejection, F = KindSet, D = NoDedup> {
+pub struct PeriskopeWebhook<S, D = NoDedup> {
     inner: S,
     config: Arc<Config>,
-    on_rejection: R,
-    filter: F,
     dedup: D,
 }
 
-impl<S, R, F, D> PeriskopeWebhook<S, R, F, D> {
+impl<S, D> PeriskopeWebhook<S, D> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -249,17 +292,16 @@ impl<S, R, F, D> PeriskopeWebhook<S, R, F, D> {
     }
 }
 
-impl<S, R, F, D, ReqBody, ResBody> Service<Request<ReqBody>> for PeriskopeWebhook<S, R, F, D>
+impl<S, D, ReqBody, ResBody> Service<Request<ReqBody>> for PeriskopeWebhook<S, D>
 where
-    S: Service<Request<ReplayBody>, Response = Response<ResBody>> + Clone,
-    R: OnRejection,
-    F: EventFilter,
+    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone,
     D: DedupPolicy,
     ReqBody: Body,
+    ReqBody::Error: Into<BoxError>,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqBody, R, F, D>;
+    type Future = ResponseFuture<S, ReqBody, D>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -268,9 +310,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         if let Some(rejection) = reject_before_reading(&request, self.config.limit) {
             return ResponseFuture {
-                state: State::Respond {
-                    response: Some(respond(&self.on_rejection, rejection, request.version())),
-                },
+                state: State::Respond { response: Some(respond(&self.config, rejection, request.version())) },
                 pending: None,
             };
         }
@@ -279,25 +319,25 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         ResponseFuture {
-            state: State::Collecting { collect: collect_limited(body, self.config.limit) },
+            state: State::Collecting { collect: Limited::new(body, self.config.limit).collect() },
             pending: Some(Pending {
                 inner: Some(inner),
                 parts: Some(parts),
                 config: Arc::clone(&self.config),
-                on_rejection: self.on_rejection.clone(),
-                filter: self.filter.clone(),
                 dedup: self.dedup.clone(),
             }),
         }
     }
 }
 
-fn reject_before_reading<B>(request: &Request<B>, limit: usize) -> Option<Rejection> {
+fn reject_before_reading<B: Body>(request: &Request<B>, limit: usize) -> Option<Rejection> {
     if request.method() != Method::POST {
         return Some(Rejection::MethodNotAllowed);
     }
-    let declared = declared_length(request.headers().get(CONTENT_LENGTH)?)?;
-    (declared > limit as u64).then_some(Rejection::PayloadTooLarge { limit })
+    // A body that promises more than the limit (`Limited` would only find out while reading).
+    let promised = request.body().size_hint().lower();
+    let declared = request.headers().get(CONTENT_LENGTH).and_then(declared_length).unwrap_or(0);
+    (promised.max(declared) > limit as u64).then_some(Rejection::PayloadTooLarge { limit })
 }
 
 /// The length a `Content-Length` value declares; a numeral too large for `u64` is still a
@@ -312,19 +352,17 @@ fn declared_length(value: &HeaderValue) -> Option<u64> {
 }
 
 /// What the future needs once the body is in; each part is taken when its step comes.
-struct Pending<S, R, F, D> {
+struct Pending<S, D> {
     inner: Option<S>,
     parts: Option<Parts>,
     config: Arc<Config>,
-    on_rejection: R,
-    filter: F,
     dedup: D,
 }
 
-impl<S, R, F, D> Pending<S, R, F, D> {
-    fn call(&mut self, request: Request<ReplayBody>) -> S::Future
+impl<S, D> Pending<S, D> {
+    fn call(&mut self, request: Request<Full<Bytes>>) -> S::Future
     where
-        S: Service<Request<ReplayBody>>,
+        S: Service<Request<Full<Bytes>>>,
     {
         self.inner.take().expect("the inner service is called once").call(request)
     }
@@ -332,35 +370,35 @@ impl<S, R, F, D> Pending<S, R, F, D> {
 
 pin_project! {
     #[project = StateProj]
-    enum State<Fut, Out, B, C, St> {
-        Collecting { #[pin] collect: Collect<B> },
-        Claiming { #[pin] claim: C, request: Option<Request<ReplayBody>>, key: Option<DedupKey> },
+    enum State<Fut, Out, Col, C, St> {
+        Collecting { #[pin] collect: Col },
+        Claiming { #[pin] claim: C, request: Option<Request<Full<Bytes>>>, key: Option<DedupKey> },
         Calling { #[pin] future: Fut, key: Option<DedupKey> },
         Settling { #[pin] settle: St, output: Option<Out> },
-        Respond { response: Option<Response<ReplayBody>> },
+        Respond { response: Option<Answer> },
     }
 }
 
 pin_project! {
     /// The response future of [`PeriskopeWebhook`].
-    pub struct ResponseFuture<S, B, R, F, D>
+    pub struct ResponseFuture<S, B, D>
     where
-        S: Service<Request<ReplayBody>>,
+        S: Service<Request<Full<Bytes>>>,
         B: Body,
+        B::Error: Into<BoxError>,
         D: DedupPolicy,
     {
         #[pin]
-        state: State<S::Future, Result<S::Response, S::Error>, B, D::ClaimFuture, D::SettleFuture>,
-        pending: Option<Pending<S, R, F, D>>,
+        state: State<S::Future, Result<S::Response, S::Error>, Collect<Limited<B>>, D::ClaimFuture, D::SettleFuture>,
+        pending: Option<Pending<S, D>>,
     }
 }
 
-impl<S, B, R, F, D, ResBody> Future for ResponseFuture<S, B, R, F, D>
+impl<S, B, D, ResBody> Future for ResponseFuture<S, B, D>
 where
-    S: Service<Request<ReplayBody>, Response = Response<ResBody>>,
+    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>>,
     B: Body,
-    R: OnRejection,
-    F: EventFilter,
+    B::Error: Into<BoxError>,
     D: DedupPolicy,
 {
     type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
@@ -374,9 +412,15 @@ where
                     let collected = ready!(collect.poll(cx));
                     let pending = pending.expect("ResponseFuture polled after completion");
                     let mut parts = pending.parts.take().expect("the body is collected once");
-                    let next = match admit(&mut parts, collected, &pending.config, &pending.filter) {
+                    let next = match admit(&mut parts, collected, &pending.config) {
                         Ok(body) => {
-                            let request = Request::from_parts(parts, body);
+                            #[cfg_attr(not(feature = "axum"), allow(unused_mut))]
+                            let mut request = Request::from_parts(parts, body);
+                            // axum's extractors (`Bytes`, `String`, `Json`) apply their own
+                            // 2 MB default limit; the layer's limit already bounded this body.
+                            #[cfg(feature = "axum")]
+                            axum_core::extract::DefaultBodyLimit::max(pending.config.limit)
+                                .apply(&mut request);
                             match request.extensions().get::<WebhookEvent>().filter(|_| D::ENABLED) {
                                 Some(event) => {
                                     let (key, claim) = pending.dedup.claim(event);
@@ -386,7 +430,7 @@ where
                             }
                         }
                         Err(Refusal::Reject(rejection)) => State::Respond {
-                            response: Some(respond(&pending.on_rejection, rejection, parts.version)),
+                            response: Some(respond(&pending.config, rejection, parts.version)),
                         },
                         Err(Refusal::Ignore(kind)) => State::Respond { response: Some(ignored(kind)) },
                     };
@@ -406,7 +450,7 @@ where
                         }
                         Claim::InFlight => State::Respond {
                             response: Some(respond(
-                                &pending.on_rejection,
+                                &pending.config,
                                 Rejection::DuplicateInFlight,
                                 request.version(),
                             )),
@@ -434,7 +478,7 @@ where
                 }
                 StateProj::Respond { response } => {
                     let response = response.take().expect("ResponseFuture polled after completion");
-                    return Poll::Ready(Ok(response.map(ResponseBody::own)));
+                    return Poll::Ready(Ok(response.into_response()));
                 }
             }
         }
@@ -453,16 +497,18 @@ impl From<Rejection> for Refusal {
 }
 
 /// Steps 3 to 6 on a collected body: verify, decode, filter, fill the extensions.
-fn admit<E, F: EventFilter>(
+fn admit<B: Buf>(
     parts: &mut Parts,
-    collected: Result<Bytes, CollectError<E>>,
+    collected: Result<Collected<B>, BoxError>,
     config: &Config,
-    filter: &F,
-) -> Result<ReplayBody, Refusal> {
-    let body = collected.map_err(|error| match error {
-        CollectError::TooLarge { limit } => Rejection::PayloadTooLarge { limit },
-        CollectError::Body(_) => Rejection::BodyRead,
-    })?;
+) -> Result<Full<Bytes>, Refusal> {
+    let body = match collected {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<LengthLimitError>() => {
+            return Err(Rejection::PayloadTooLarge { limit: config.limit }.into());
+        }
+        Err(_) => return Err(Rejection::BodyRead.into()),
+    };
     let key = match &config.verification {
         Verification::Keys(keys) => {
             Some(keys.verify_headers(&parts.headers, &body).map_err(Rejection::Signature)?)
@@ -476,7 +522,7 @@ fn admit<E, F: EventFilter>(
         }
     }
     let kind = event.kind();
-    if !filter.accepts(kind) {
+    if !config.filter.accepts(kind) {
         return Err(Refusal::Ignore(kind));
     }
     let mut metadata = DeliveryMetadata::new(key, body.len());
@@ -496,17 +542,38 @@ fn admit<E, F: EventFilter>(
     parts.extensions.insert(metadata);
     parts.extensions.insert(RawBody(body.clone()));
     parts.extensions.insert(event);
-    Ok(ReplayBody::new(body))
+    Ok(Full::new(body))
 }
 
-fn respond<R: OnRejection>(on_rejection: &R, rejection: Rejection, version: Version) -> Response<ReplayBody> {
+/// An answer the middleware writes itself: its default JSON, or a custom rejection's body.
+enum Answer {
+    Json(Response<Full<Bytes>>),
+    Custom(Response<UnsyncBoxBody<Bytes, BoxError>>),
+}
+
+impl Answer {
+    fn into_response<B>(self) -> Response<ResponseBody<B>> {
+        match self {
+            Answer::Json(response) => response.map(ResponseBody::json),
+            Answer::Custom(response) => response.map(ResponseBody::custom),
+        }
+    }
+}
+
+fn respond(config: &Config, rejection: Rejection, version: Version) -> Answer {
     #[cfg(feature = "tracing")]
-    tracing::warn!(
-        code = rejection.code(),
-        status = rejection.status().as_u16(),
-        "periskope webhook rejected"
-    );
-    let mut response = on_rejection.on_rejection(&rejection);
+    log_rejection(config.rejection_log_level, &rejection);
+    match &config.on_rejection {
+        None => Answer::Json(complete(rejection.to_json_response(), rejection, version)),
+        Some(on_rejection) => {
+            let response = on_rejection.on_rejection(&rejection);
+            Answer::Custom(complete(response, rejection, version))
+        }
+    }
+}
+
+/// What every rejection's response carries, whoever wrote it.
+fn complete<B>(mut response: Response<B>, rejection: Rejection, version: Version) -> Response<B> {
     if response.status() == StatusCode::METHOD_NOT_ALLOWED && !response.headers().contains_key(ALLOW) {
         response.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
     }
@@ -519,6 +586,21 @@ fn respond<R: OnRejection>(on_rejection: &R, rejection: Rejection, version: Vers
     response
 }
 
+/// Logs a rejection, code and status only, at the configured level.
+#[cfg(feature = "tracing")]
+fn log_rejection(level: tracing::Level, rejection: &Rejection) {
+    use tracing::Level;
+    let (code, status) = (rejection.code(), rejection.status().as_u16());
+    // `tracing`'s macros take the level as a constant.
+    match level {
+        Level::TRACE => tracing::trace!(code, status, "periskope webhook rejected"),
+        Level::DEBUG => tracing::debug!(code, status, "periskope webhook rejected"),
+        Level::INFO => tracing::info!(code, status, "periskope webhook rejected"),
+        Level::WARN => tracing::warn!(code, status, "periskope webhook rejected"),
+        Level::ERROR => tracing::error!(code, status, "periskope webhook rejected"),
+    }
+}
+
 /// Marks a response to an event the filter refused, in the response extensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IgnoredEvent(pub EventKind);
@@ -527,26 +609,18 @@ pub struct IgnoredEvent(pub EventKind);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DuplicateDelivery;
 
-fn ignored(kind: EventKind) -> Response<ReplayBody> {
+fn ignored(kind: EventKind) -> Answer {
     #[cfg(feature = "tracing")]
     tracing::debug!(kind = kind.as_str(), "periskope webhook event filtered out");
-    let body = format!(r#"{{"code":"event_ignored","message":"{kind} is not handled here"}}"#);
-    ok_json(body, IgnoredEvent(kind))
+    let mut response = json_answer(StatusCode::OK, "event_ignored", &format!("{kind} is not handled here"));
+    response.extensions_mut().insert(IgnoredEvent(kind));
+    Answer::Json(response)
 }
 
-fn duplicate() -> Response<ReplayBody> {
+fn duplicate() -> Answer {
     #[cfg(feature = "tracing")]
     tracing::debug!("periskope webhook duplicate answered");
-    ok_json(
-        r#"{"code":"duplicate","message":"this delivery was already handled"}"#.to_owned(),
-        DuplicateDelivery,
-    )
-}
-
-/// A `200 OK` the middleware answers itself, with `marker` in its extensions.
-fn ok_json<T: Clone + Send + Sync + 'static>(body: String, marker: T) -> Response<ReplayBody> {
-    let mut response = Response::new(ReplayBody::new(Bytes::from(body)));
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response.extensions_mut().insert(marker);
-    response
+    let mut response = json_answer(StatusCode::OK, "duplicate", "this delivery was already handled");
+    response.extensions_mut().insert(DuplicateDelivery);
+    Answer::Json(response)
 }

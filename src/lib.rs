@@ -22,8 +22,8 @@
 //! [`PeriskopeWebhookLayer`] bounds the body, verifies the `x-periskope-signature` HMAC, decodes
 //! the verified body into a typed [`Event`], and hands the request on with a [`WebhookEvent`],
 //! the [`RawBody`] and [`DeliveryMetadata`] in its extensions. It works with any tower stack
-//! (axum, hyper, tonic); the handler can still read the body, which is replayed from the same
-//! buffer.
+//! (axum, hyper, tonic); the handler can still read the body, an
+//! [`http_body_util::Full<Bytes>`](http_body_util::Full) over the same buffer.
 //!
 //! # Rejections
 //! A request that fails a step never reaches the handler. It is answered with the
@@ -31,21 +31,23 @@
 //! response's extensions:
 //!
 //! ```
+//! use bytes::Bytes;
 //! use http::{Request, StatusCode};
-//! use periskope_webhook::{PeriskopeWebhookLayer, Rejection, SignatureError, body::ReplayBody};
+//! use http_body_util::Full;
+//! use periskope_webhook::{PeriskopeWebhookLayer, Rejection, SIGNATURE_HEADER, SignatureError};
 //! use tower::{Layer, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! // The handler would answer 200; a forged request never gets there.
-//! let handler = service_fn(|_request: Request<ReplayBody>| async {
-//!     Ok::<_, std::convert::Infallible>(http::Response::new(ReplayBody::default()))
+//! let handler = service_fn(|_request: Request<Full<Bytes>>| async {
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
 //! });
 //! let service = PeriskopeWebhookLayer::new("peri_demo").layer(handler);
 //!
 //! let forged = Request::post("/webhooks/periskope")
-//!     .header("x-periskope-signature", "00".repeat(32))
-//!     .body(ReplayBody::from(r#"{"event":"message.created","data":{}}"#))
+//!     .header(SIGNATURE_HEADER, "00".repeat(32))
+//!     .body(Full::new(Bytes::from(r#"{"event":"message.created","data":{}}"#)))
 //!     .unwrap();
 //! let response = service.oneshot(forged).await.unwrap();
 //! assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
@@ -123,13 +125,14 @@
 //! no intermediate `serde_json::Value`. [`WebhookEvent`] holds the body (`bytes::Bytes`, shared,
 //! not copied) and the event together, so it is `'static` and can go into `http::Extensions`.
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
-pub mod body;
 pub mod dedup;
 pub mod drift;
 pub mod event;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
 mod filter;
 #[cfg(feature = "inbox")]
@@ -141,8 +144,15 @@ mod response;
 pub mod router;
 pub mod signature;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
+/// The README's snippets, compiled and run as doctests so that a broken one fails the build.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+pub use dedup::{Dedup, DedupKey, DedupStore, EventKeys, MemoryStore, NoDedup};
 pub use event::{Event, EventData, EventKind, WebhookEvent};
 pub use filter::{EventFilter, KindSet};
 pub use layer::{
@@ -150,7 +160,9 @@ pub use layer::{
     ResponseFuture,
 };
 pub use metadata::{DeliveryMetadata, RawBody};
-pub use rejection::{JsonRejection, OnRejection, Rejection};
-pub use response::ResponseBody;
+pub use rejection::{OnRejection, Rejection};
+pub use response::{BoxError, ResponseBody};
 pub use router::EventRouter;
-pub use signature::{KeyMatch, SignatureError, SigningKey, SigningKeys};
+pub use signature::{
+    EmptyKey, IntoSigningKey, KeyMatch, SIGNATURE_HEADER, SignatureError, SigningKey, SigningKeys,
+};

@@ -1,28 +1,29 @@
 //! [`Rejection`]: why the middleware answered a request itself, and how that answer is written.
 //!
 //! ```
-//! use http::{Response, StatusCode};
+//! use http::StatusCode;
 //! use periskope_webhook::{PeriskopeWebhookLayer, Rejection};
-//! use periskope_webhook::body::ReplayBody;
 //!
 //! // Replace the default JSON answer with plain text; the status stays the rejection's own.
-//! let layer = PeriskopeWebhookLayer::new("peri_demo-key").on_rejection(|rejection: &Rejection| {
-//!     let mut response = Response::new(ReplayBody::from(format!("rejected: {}", rejection.code())));
-//!     *response.status_mut() = rejection.status();
-//!     response
-//! });
+//! let layer = PeriskopeWebhookLayer::new("peri_demo-key")
+//!     .on_rejection(|rejection: &Rejection| (rejection.status(), format!("rejected: {}", rejection.code())));
 //! # let _ = layer;
 //! assert_eq!(Rejection::PayloadTooLarge { limit: 10 }.status(), StatusCode::PAYLOAD_TOO_LARGE);
 //! ```
+//!
+//! Without the `axum` feature the closure returns an `http::Response` with any body, such as
+//! `http_body_util::Full<Bytes>`.
 
 use std::fmt;
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE};
+use http::header::ALLOW;
 use http::{HeaderValue, Method, Response, StatusCode};
+use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
 
-use crate::body::ReplayBody;
 use crate::event::{DataError, DecodeError, EventKind};
+use crate::response::{BoxError, boxed, json_answer};
 use crate::signature::SignatureError;
 
 /// Why a request did not reach the inner service.
@@ -85,11 +86,8 @@ impl Rejection {
     }
 
     /// The default response: the status, and a small JSON body with `code` and `message`.
-    pub fn to_json_response(&self) -> Response<ReplayBody> {
-        let body = serde_json::json!({ "code": self.code(), "message": self.to_string() });
-        let mut response = Response::new(ReplayBody::new(Bytes::from(body.to_string())));
-        *response.status_mut() = self.status();
-        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    pub fn to_json_response(&self) -> Response<Full<Bytes>> {
+        let mut response = json_answer(self.status(), self.code(), &self.to_string());
         if *self == Rejection::MethodNotAllowed {
             response.headers_mut().insert(ALLOW, HeaderValue::from_static(Method::POST.as_str()));
         }
@@ -119,29 +117,38 @@ impl std::error::Error for Rejection {}
 /// Writes the response for a [`Rejection`]: the policy behind
 /// [`PeriskopeWebhookLayer::on_rejection`](crate::PeriskopeWebhookLayer::on_rejection).
 ///
-/// Implemented for closures `Fn(&Rejection) -> Response<ReplayBody>`. Whatever it returns,
+/// Implemented for closures taking `&Rejection`. With the `axum` feature they may return
+/// anything that implements axum's `IntoResponse` (`(StatusCode, &str)`, `Json<_>`, a
+/// `Response`); without it, an `http::Response` with any body of `Bytes`. Whatever it returns,
 /// the middleware adds the [`Rejection`] to the response's extensions, and sets `Allow: POST`
 /// on a 405 that lacks it.
-pub trait OnRejection: Clone {
-    /// The response for `rejection`.
-    fn on_rejection(&self, rejection: &Rejection) -> Response<ReplayBody>;
+pub trait OnRejection: Send + Sync + 'static {
+    /// The response for `rejection`, its body boxed.
+    fn on_rejection(&self, rejection: &Rejection) -> Response<UnsyncBoxBody<Bytes, BoxError>>;
 }
 
-impl<F> OnRejection for F
+/// Any closure returning a response: the blanket implementation without the `axum` feature.
+/// The `axum` one covers these closures too (an `http::Response` is `IntoResponse`), so turning
+/// the feature on breaks no code.
+#[cfg(not(feature = "axum"))]
+impl<F, B> OnRejection for F
 where
-    F: Fn(&Rejection) -> Response<ReplayBody> + Clone,
+    F: Fn(&Rejection) -> Response<B> + Send + Sync + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
-    fn on_rejection(&self, rejection: &Rejection) -> Response<ReplayBody> {
-        self(rejection)
+    fn on_rejection(&self, rejection: &Rejection) -> Response<UnsyncBoxBody<Bytes, BoxError>> {
+        self(rejection).map(boxed)
     }
 }
 
-/// The default [`OnRejection`]: [`Rejection::to_json_response`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct JsonRejection;
-
-impl OnRejection for JsonRejection {
-    fn on_rejection(&self, rejection: &Rejection) -> Response<ReplayBody> {
-        rejection.to_json_response()
+#[cfg(feature = "axum")]
+impl<F, T> OnRejection for F
+where
+    F: Fn(&Rejection) -> T + Send + Sync + 'static,
+    T: axum_core::response::IntoResponse,
+{
+    fn on_rejection(&self, rejection: &Rejection) -> Response<UnsyncBoxBody<Bytes, BoxError>> {
+        self(rejection).into_response().map(boxed)
     }
 }

@@ -74,16 +74,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
 use tower_service::Service;
 
-use crate::body::ReplayBody;
-use crate::event::{EventKind, WebhookEvent};
-
-/// The error type handlers' errors are converted into: anything that converts into a boxed
-/// error (`std::io::Error`, `String`, `&'static str`, `anyhow::Error`, ...).
-pub type BoxError = Box<dyn Error + Send + Sync>;
+use crate::event::{EventKind, Family, WebhookEvent};
+use crate::response::{BoxError, LAYER_MISSING_CODE, LAYER_MISSING_MESSAGE, json_answer};
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 
@@ -92,12 +88,6 @@ type Handler = Arc<dyn Fn(WebhookEvent) -> BoxFuture + Send + Sync>;
 
 /// One slot per known kind, and one for [`EventKind::Unknown`].
 const SLOTS: usize = EventKind::ALL.len() + 1;
-
-/// The code and message of the answer when no [`WebhookEvent`] is in the request extensions;
-/// shared with the extractors.
-pub(crate) const LAYER_MISSING_CODE: &str = "periskope_layer_missing";
-pub(crate) const LAYER_MISSING_MESSAGE: &str =
-    "server misconfiguration: PeriskopeWebhookLayer does not wrap this route, so there is no verified event";
 
 #[derive(Clone)]
 struct Routes {
@@ -178,6 +168,24 @@ impl EventRouter {
         self
     }
 
+    /// Handles every event of `family` (e.g. all `message.*` events) with `handler`, replacing
+    /// any handler set before for those kinds; the kinds are [`Family::kinds`].
+    pub fn on_family<H, Fut, E>(mut self, family: Family, handler: H) -> Self
+    where
+        H: Fn(WebhookEvent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        let handler = erase(handler);
+        let routes = Arc::make_mut(&mut self.routes);
+        for kind in family.kinds() {
+            if let Some(slot) = routes.handlers.get_mut(kind as usize) {
+                *slot = Some(Arc::clone(&handler));
+            }
+        }
+        self
+    }
+
     /// Whether an event of `kind` reaches a handler (its own or the fallback).
     pub fn handles(&self, kind: EventKind) -> bool {
         self.routes.handler(kind).is_some()
@@ -185,11 +193,17 @@ impl EventRouter {
 }
 
 macro_rules! on_kind {
-    ($( $method:ident => $kind:ident($name:literal), )*) => {
+    ($( $method:ident => $kind:ident, )*) => {
+        /// A kind without a method here fails to compile.
+        const _: fn(EventKind) = |kind| match kind {
+            $( EventKind::$kind )|* | EventKind::Unknown => {}
+        };
+
         impl EventRouter {
             $(
                 #[doc = concat!(
-                    "Handles `", $name, "` events: [`on`](Self::on)`(EventKind::", stringify!($kind), ", handler)`."
+                    "Handles [`EventKind::", stringify!($kind), "`] events: [`on`](Self::on)`(EventKind::",
+                    stringify!($kind), ", handler)`."
                 )]
                 pub fn $method<H, Fut, E>(self, handler: H) -> Self
                 where
@@ -205,26 +219,26 @@ macro_rules! on_kind {
 }
 
 on_kind! {
-    on_chat_created => ChatCreated("chat.created"),
-    on_chat_notification_created => ChatNotificationCreated("chat.notification.created"),
-    on_chat_custom_properties_updated => ChatCustomPropertiesUpdated("chat.custom_properties.updated"),
-    on_message_created => MessageCreated("message.created"),
-    on_message_updated => MessageUpdated("message.updated"),
-    on_message_deleted => MessageDeleted("message.deleted"),
-    on_message_ack_updated => MessageAckUpdated("message.ack.updated"),
-    on_message_flagged => MessageFlagged("message.flagged"),
-    on_message_unflagged => MessageUnflagged("message.unflagged"),
-    on_message_ticket_attached => MessageTicketAttached("message.ticket.attached"),
-    on_reaction_created => ReactionCreated("reaction.created"),
-    on_reaction_updated => ReactionUpdated("reaction.updated"),
-    on_ticket_created => TicketCreated("ticket.created"),
-    on_ticket_updated => TicketUpdated("ticket.updated"),
-    on_ticket_deleted => TicketDeleted("ticket.deleted"),
-    on_note_created => NoteCreated("note.created"),
-    on_org_phone_connected => OrgPhoneConnected("org.phone.connected"),
-    on_org_phone_disconnected => OrgPhoneDisconnected("org.phone.disconnected"),
-    on_org_phone_updated => OrgPhoneUpdated("org.phone.updated"),
-    on_org_phone_qr => OrgPhoneQr("org.phone.qr"),
+    on_chat_created => ChatCreated,
+    on_chat_notification_created => ChatNotificationCreated,
+    on_chat_custom_properties_updated => ChatCustomPropertiesUpdated,
+    on_message_created => MessageCreated,
+    on_message_updated => MessageUpdated,
+    on_message_deleted => MessageDeleted,
+    on_message_ack_updated => MessageAckUpdated,
+    on_message_flagged => MessageFlagged,
+    on_message_unflagged => MessageUnflagged,
+    on_message_ticket_attached => MessageTicketAttached,
+    on_reaction_created => ReactionCreated,
+    on_reaction_updated => ReactionUpdated,
+    on_ticket_created => TicketCreated,
+    on_ticket_updated => TicketUpdated,
+    on_ticket_deleted => TicketDeleted,
+    on_note_created => NoteCreated,
+    on_org_phone_connected => OrgPhoneConnected,
+    on_org_phone_disconnected => OrgPhoneDisconnected,
+    on_org_phone_updated => OrgPhoneUpdated,
+    on_org_phone_qr => OrgPhoneQr,
 }
 
 fn erase<H, Fut, E>(handler: H) -> Handler
@@ -259,7 +273,7 @@ impl fmt::Debug for EventRouter {
 }
 
 impl<B> Service<Request<B>> for EventRouter {
-    type Response = Response<ReplayBody>;
+    type Response = Response<Full<Bytes>>;
     type Error = Infallible;
     type Future = RouteFuture;
 
@@ -270,7 +284,7 @@ impl<B> Service<Request<B>> for EventRouter {
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         // The request is dropped here, so the event can be moved out rather than cloned.
         let Some(event) = request.extensions_mut().remove::<WebhookEvent>() else {
-            return RouteFuture::ready(answer(
+            return RouteFuture::ready(json_answer(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 LAYER_MISSING_CODE,
                 LAYER_MISSING_MESSAGE,
@@ -279,7 +293,7 @@ impl<B> Service<Request<B>> for EventRouter {
         let kind = event.kind();
         match self.routes.handler(kind) {
             Some(handler) => RouteFuture { state: RouteState::Running { future: handler(event), kind } },
-            None => RouteFuture::ready(answer(
+            None => RouteFuture::ready(json_answer(
                 StatusCode::OK,
                 "no_handler",
                 &format!("no handler for {kind} here; a retry would not find one either"),
@@ -298,11 +312,11 @@ pub struct RouteFuture {
 
 enum RouteState {
     Running { future: BoxFuture, kind: EventKind },
-    Ready { response: Option<Response<ReplayBody>> },
+    Ready { response: Option<Response<Full<Bytes>>> },
 }
 
 impl RouteFuture {
-    fn ready(response: Response<ReplayBody>) -> Self {
+    fn ready(response: Response<Full<Bytes>>) -> Self {
         RouteFuture { state: RouteState::Ready { response: Some(response) } }
     }
 }
@@ -319,7 +333,7 @@ impl fmt::Debug for RouteFuture {
 }
 
 impl Future for RouteFuture {
-    type Output = Result<Response<ReplayBody>, Infallible>;
+    type Output = Result<Response<Full<Bytes>>, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let response = match &mut self.state {
@@ -330,7 +344,7 @@ impl Future for RouteFuture {
             },
             RouteState::Running { future, kind } => match future.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(())) => answer(StatusCode::OK, "handled", "the event was handled"),
+                Poll::Ready(Ok(())) => json_answer(StatusCode::OK, "handled", "the event was handled"),
                 Poll::Ready(Err(error)) => failed(*kind, error),
             },
         };
@@ -339,25 +353,16 @@ impl Future for RouteFuture {
     }
 }
 
-fn failed(kind: EventKind, error: BoxError) -> Response<ReplayBody> {
+fn failed(kind: EventKind, error: BoxError) -> Response<Full<Bytes>> {
     #[cfg(feature = "tracing")]
     tracing::error!(event = kind.as_str(), error = %error, "periskope event handler failed");
     // The text stays server-side: it may hold anything the application knows.
-    let mut response = answer(
+    let mut response = json_answer(
         StatusCode::INTERNAL_SERVER_ERROR,
         "handler_failed",
         &format!("the {kind} handler failed; retry later"),
     );
     response.extensions_mut().insert(HandlerError { kind, error: Arc::from(error) });
-    response
-}
-
-/// A response with a small JSON body `{"code","message"}`; shared with the inbox acceptor.
-pub(crate) fn answer(status: StatusCode, code: &str, message: &str) -> Response<ReplayBody> {
-    let body = serde_json::json!({ "code": code, "message": message });
-    let mut response = Response::new(ReplayBody::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 

@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use http::{HeaderMap, HeaderValue};
-//! use periskope_webhook::signature::{SIGNATURE_HEADER_NAME, SigningKey, SigningKeys, sign};
+//! use periskope_webhook::signature::{SIGNATURE_HEADER, SigningKey, SigningKeys, sign};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let current = SigningKey::new("peri_ea194594-c433-4ea7-8c94-af9e63c5df47")?.with_id("current");
@@ -15,10 +15,10 @@
 //!
 //! let body = br#"{"event":"chat.created"}"#;
 //! let mut headers = HeaderMap::new();
-//! headers.insert(SIGNATURE_HEADER_NAME, HeaderValue::from_str(&sign(&previous, body))?);
+//! headers.insert(SIGNATURE_HEADER, HeaderValue::from_str(&sign(&previous, body))?);
 //!
 //! // During a rotation both keys are accepted; the match says which one signed the request.
-//! let keys = SigningKeys::new(current).with_key(previous);
+//! let keys = SigningKeys::new(current)?.with_key(previous)?;
 //! let matched = keys.verify_headers(&headers, body)?;
 //! assert_eq!(matched.index(), 1);
 //! assert_eq!(matched.id(), "key-1");
@@ -37,11 +37,10 @@ type HmacSha256 = Hmac<Sha256>;
 /// Length in bytes of an HMAC-SHA256 tag.
 const TAG_LEN: usize = 32;
 
-/// Name of the header that carries the signature, as a string.
-pub const SIGNATURE_HEADER: &str = "x-periskope-signature";
-
-/// Name of the header that carries the signature.
-pub const SIGNATURE_HEADER_NAME: HeaderName = HeaderName::from_static(SIGNATURE_HEADER);
+/// Name of the header that carries the signature: `x-periskope-signature`.
+///
+/// [`HeaderName::as_str`] gives it as text.
+pub const SIGNATURE_HEADER: HeaderName = HeaderName::from_static("x-periskope-signature");
 
 /// A secret key that Periskope webhooks are signed with.
 ///
@@ -114,6 +113,28 @@ impl TryFrom<String> for SigningKey {
     }
 }
 
+/// What a signing key can be built from: its text (`&str`, `String`), its bytes, or a
+/// [`SigningKey`] already built (with an [id](SigningKey::with_id), say).
+///
+/// Every constructor that takes a key takes one of these, and refuses an empty one with
+/// [`EmptyKey`].
+pub trait IntoSigningKey {
+    /// The key, or [`EmptyKey`] when it is empty.
+    fn into_signing_key(self) -> Result<SigningKey, EmptyKey>;
+}
+
+impl IntoSigningKey for SigningKey {
+    fn into_signing_key(self) -> Result<SigningKey, EmptyKey> {
+        Ok(self)
+    }
+}
+
+impl<T: AsRef<[u8]>> IntoSigningKey for T {
+    fn into_signing_key(self) -> Result<SigningKey, EmptyKey> {
+        SigningKey::new(self)
+    }
+}
+
 fn fmt_redacted(f: &mut fmt::Formatter<'_>, id: Option<&str>) -> fmt::Result {
     let mut tuple = f.debug_tuple("SigningKey");
     if let Some(id) = id {
@@ -172,18 +193,23 @@ impl fmt::Debug for Entry {
 }
 
 impl SigningKeys {
-    /// Creates a set holding a single key.
-    pub fn new(key: SigningKey) -> Self {
-        let mut keys = Self { entries: Vec::with_capacity(1) };
-        keys.push(key);
-        keys
+    /// Creates a set holding a single key: its text (`&str`, `String`) or a [`SigningKey`].
+    ///
+    /// # Errors
+    ///
+    /// Returns [`EmptyKey`] if `key` is empty.
+    pub fn new(key: impl IntoSigningKey) -> Result<Self, EmptyKey> {
+        key.into_signing_key().map(Self::from)
     }
 
     /// Adds a key that is tried after the keys already in the set.
-    #[must_use]
-    pub fn with_key(mut self, key: SigningKey) -> Self {
-        self.push(key);
-        self
+    ///
+    /// # Errors
+    ///
+    /// Returns [`EmptyKey`] if `key` is empty.
+    pub fn with_key(mut self, key: impl IntoSigningKey) -> Result<Self, EmptyKey> {
+        self.push(key.into_signing_key()?);
+        Ok(self)
     }
 
     fn push(&mut self, key: SigningKey) {
@@ -216,16 +242,16 @@ impl SigningKeys {
     /// # Errors
     ///
     /// Returns [`SignatureError::Missing`] without the header, [`SignatureError::Malformed`] if
-    /// any copy of it is not 64 hex digits, [`SignatureError::MultipleHeaders`] if copies
+    /// any copy of it is not 64 hex digits, [`SignatureError::Conflict`] if copies
     /// disagree, and [`SignatureError::Mismatch`] if no key in the set produced the signature.
     pub fn verify_headers(&self, headers: &HeaderMap, body: &[u8]) -> Result<KeyMatch, SignatureError> {
-        let mut values = headers.get_all(SIGNATURE_HEADER_NAME).into_iter();
+        let mut values = headers.get_all(SIGNATURE_HEADER).into_iter();
         let first = values.next().ok_or(SignatureError::Missing)?;
         let tag = decode_tag(first.as_bytes())?;
         for other in values {
             // Both sides come from the request, so a plain comparison leaks nothing secret.
             if decode_tag(other.as_bytes())? != tag {
-                return Err(SignatureError::MultipleHeaders);
+                return Err(SignatureError::Conflict);
             }
         }
         self.verify_tag(&tag, body)
@@ -242,8 +268,11 @@ impl SigningKeys {
 }
 
 impl From<SigningKey> for SigningKeys {
+    /// A set of one key; a [`SigningKey`] is never empty, so this cannot fail.
     fn from(key: SigningKey) -> Self {
-        Self::new(key)
+        let mut keys = Self { entries: Vec::with_capacity(1) };
+        keys.push(key);
+        keys
     }
 }
 
@@ -286,6 +315,12 @@ pub struct KeyMatch {
 }
 
 impl KeyMatch {
+    /// The match of the key at `index` labelled `id` (for [`crate::testing`]).
+    #[cfg(feature = "testing")]
+    pub(crate) fn new(index: usize, id: &str) -> Self {
+        KeyMatch { index, id: Arc::from(id) }
+    }
+
     /// Returns the position of the key in its [`SigningKeys`], starting at 0.
     pub fn index(&self) -> usize {
         self.index
@@ -312,7 +347,7 @@ pub enum SignatureError {
     /// No key produced the signature for this body.
     Mismatch,
     /// The header appears more than once with different signatures.
-    MultipleHeaders,
+    Conflict,
 }
 
 impl SignatureError {
@@ -323,7 +358,7 @@ impl SignatureError {
             Self::Missing => "signature_missing",
             Self::Malformed => "signature_malformed",
             Self::Mismatch => "signature_mismatch",
-            Self::MultipleHeaders => "signature_conflict",
+            Self::Conflict => "signature_conflict",
         }
     }
 }
@@ -334,7 +369,7 @@ impl fmt::Display for SignatureError {
             Self::Missing => "missing x-periskope-signature header",
             Self::Malformed => "x-periskope-signature header is not 64 hex digits",
             Self::Mismatch => "x-periskope-signature does not match the request body",
-            Self::MultipleHeaders => "conflicting x-periskope-signature headers",
+            Self::Conflict => "conflicting x-periskope-signature headers",
         })
     }
 }
@@ -357,13 +392,13 @@ mod tests {
     }
 
     fn keys() -> SigningKeys {
-        SigningKeys::new(SigningKey::new(KEY).unwrap())
+        SigningKeys::new(KEY).unwrap()
     }
 
     fn headers(values: &[&[u8]]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for value in values {
-            headers.append(SIGNATURE_HEADER_NAME, HeaderValue::from_bytes(value).unwrap());
+            headers.append(SIGNATURE_HEADER, HeaderValue::from_bytes(value).unwrap());
         }
         headers
     }
@@ -432,8 +467,9 @@ mod tests {
     fn rotation_reports_the_matching_key() {
         let body = vector_body();
         let keys = SigningKeys::new(SigningKey::new("peri_new").unwrap().with_id("new"))
-            .with_key(SigningKey::new(KEY).unwrap().with_id("old"))
-            .with_key(SigningKey::new("peri_other").unwrap());
+            .and_then(|keys| keys.with_key(SigningKey::new(KEY).unwrap().with_id("old")))
+            .and_then(|keys| keys.with_key("peri_other".to_owned()))
+            .unwrap();
 
         let matched = keys.verify(EXPECTED.as_bytes(), &body).unwrap();
         assert_eq!((matched.index(), matched.id()), (1, "old"));
@@ -448,7 +484,8 @@ mod tests {
         let key = SigningKey::new(KEY).unwrap();
         assert_eq!(format!("{key:?}"), "SigningKey(<redacted>)");
 
-        let keys = SigningKeys::new(key).with_key(SigningKey::new(KEY).unwrap().with_id("old"));
+        let keys =
+            SigningKeys::new(key).unwrap().with_key(SigningKey::new(KEY).unwrap().with_id("old")).unwrap();
         let debug = format!("{keys:?}");
         assert!(!debug.contains("ea194594"), "{debug}");
         assert!(debug.contains("\"old\""), "{debug}");
@@ -459,6 +496,8 @@ mod tests {
         assert_eq!(SigningKey::new("").unwrap_err(), EmptyKey);
         assert!(SigningKey::try_from(String::new()).is_err());
         assert!(SigningKey::try_from(KEY).is_ok());
+        assert_eq!(SigningKeys::new("").unwrap_err(), EmptyKey);
+        assert_eq!(SigningKeys::new(KEY).unwrap().with_key(String::new()).unwrap_err(), EmptyKey);
     }
 
     #[test]
@@ -473,7 +512,7 @@ mod tests {
         for values in [[EXPECTED.as_bytes(), other.as_bytes()], [other.as_bytes(), EXPECTED.as_bytes()]] {
             assert_eq!(
                 keys().verify_headers(&headers(&values), &vector_body()),
-                Err(SignatureError::MultipleHeaders)
+                Err(SignatureError::Conflict)
             );
         }
     }
@@ -497,7 +536,7 @@ mod tests {
             (SignatureError::Missing, "signature_missing"),
             (SignatureError::Malformed, "signature_malformed"),
             (SignatureError::Mismatch, "signature_mismatch"),
-            (SignatureError::MultipleHeaders, "signature_conflict"),
+            (SignatureError::Conflict, "signature_conflict"),
         ];
         for (error, code) in errors {
             assert_eq!(error.code(), code);

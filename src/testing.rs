@@ -5,8 +5,7 @@
 //! use periskope_webhook::event::{Event, EventData, Message};
 //! use periskope_webhook::testing;
 //!
-//! let mut message = Message::default();
-//! message.body = Some("Hello".into());
+//! let message = Message { body: Some("Hello".into()), ..Message::default() };
 //! let event = Event::new(EventData::MessageCreated(Box::new(message))).with_org_id("org-1");
 //!
 //! let request: http::Request<bytes::Bytes> = testing::signed_request("peri_test-key", "/webhooks/periskope", &event);
@@ -19,8 +18,31 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request};
 
-use crate::event::Event;
-use crate::signature::{SIGNATURE_HEADER_NAME, SigningKey, sign};
+use crate::event::{Event, WebhookEvent};
+use crate::metadata::DeliveryMetadata;
+use crate::signature::{KeyMatch, SIGNATURE_HEADER, SigningKey, sign};
+
+/// The [`DeliveryMetadata`] the layer puts next to `delivery` when the first key of its set
+/// (`key-0`) verified it: for calling a handler that takes both directly.
+///
+/// ```
+/// use periskope_webhook::event::{Event, EventData, Note};
+/// use periskope_webhook::{WebhookEvent, testing};
+///
+/// let event = Event::new(EventData::NoteCreated(Box::new(Note::default())));
+/// let delivery = WebhookEvent::from_event(&event);
+/// let metadata = testing::delivery_metadata(&delivery);
+/// assert_eq!(metadata.body_len, delivery.body().len());
+/// assert_eq!(metadata.key.as_ref().map(|key| key.id()), Some("key-0"));
+/// ```
+pub fn delivery_metadata(delivery: &WebhookEvent) -> DeliveryMetadata {
+    DeliveryMetadata::new(Some(key_match(0, "key-0")), delivery.body().len())
+}
+
+/// A [`KeyMatch`] as if the key at `index` in its set, labelled `id`, had verified a request.
+pub fn key_match(index: usize, id: &str) -> KeyMatch {
+    KeyMatch::new(index, id)
+}
 
 /// The compact JSON body Periskope would send for `event`.
 pub fn body_for(event: &Event<'_>) -> Bytes {
@@ -57,7 +79,7 @@ pub fn signed_request_for_body<B: From<Bytes>>(key: &str, uri: &str, body: impl 
         .method(Method::POST)
         .uri(uri)
         .header(CONTENT_TYPE, "application/json")
-        .header(SIGNATURE_HEADER_NAME, signature)
+        .header(SIGNATURE_HEADER, signature)
         .body(B::from(body))
         .expect("a valid URI")
 }

@@ -13,7 +13,7 @@ use axum::routing::post;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use periskope_webhook::body::ReplayBody;
+use http_body_util::Full;
 use periskope_webhook::dedup::{Claim, Dedup, DedupKey, DedupStore, EventKeys, MemoryStore};
 use periskope_webhook::{DeliveryMetadata, DuplicateDelivery, PeriskopeWebhookLayer, Rejection, testing};
 use tokio::sync::Notify;
@@ -25,7 +25,7 @@ fn store() -> MemoryStore {
     MemoryStore::new(1000, Duration::from_secs(60))
 }
 
-fn delivery(message_id: &str, org_phone: &str) -> Request<ReplayBody> {
+fn delivery(message_id: &str, org_phone: &str) -> Request<Full<Bytes>> {
     let body = format!(
         r#"{{"event":"message.created","data":{{"message_id":"{message_id}","org_phone":"{org_phone}","body":"hi"}},"org_id":"o"}}"#
     );
@@ -44,19 +44,19 @@ impl Handler {
         &self,
         status: StatusCode,
     ) -> impl tower::Service<
-        Request<ReplayBody>,
-        Response = Response<ReplayBody>,
+        Request<Full<Bytes>>,
+        Response = Response<Full<Bytes>>,
         Error = Infallible,
-        Future = impl Future<Output = Result<Response<ReplayBody>, Infallible>>,
+        Future = impl Future<Output = Result<Response<Full<Bytes>>, Infallible>>,
     > + Clone {
         let handler = self.clone();
-        service_fn(move |request: Request<ReplayBody>| {
+        service_fn(move |request: Request<Full<Bytes>>| {
             let handler = handler.clone();
             async move {
                 handler.calls.fetch_add(1, Ordering::SeqCst);
                 let metadata = request.extensions().get::<DeliveryMetadata>().cloned().expect("metadata");
                 handler.seen.lock().unwrap().push(metadata);
-                let mut response = Response::new(ReplayBody::from("handled"));
+                let mut response = Response::new(Full::<Bytes>::from("handled"));
                 *response.status_mut() = status;
                 Ok::<_, Infallible>(response)
             }
@@ -68,7 +68,10 @@ impl Handler {
     }
 }
 
-async fn code_of(response: Response<impl http_body::Body<Data = Bytes, Error = Infallible>>) -> String {
+async fn code_of<B: http_body::Body<Data = Bytes>>(response: Response<B>) -> String
+where
+    B::Error: std::fmt::Debug,
+{
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     json["code"].as_str().unwrap_or("").to_owned()

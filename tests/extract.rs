@@ -127,6 +127,19 @@ async fn ticket_or_rejection(result: Result<TicketEvent, ExtractRejection>) -> J
     })
 }
 
+/// axum's own body extractors, which apply axum's 2 MB default limit unless the layer lifts it.
+async fn bytes_len(body: Bytes) -> Json<Value> {
+    Json(json!({ "len": body.len() }))
+}
+
+async fn string_len(body: String) -> Json<Value> {
+    Json(json!({ "len": body.len() }))
+}
+
+async fn json_text_len(Json(delivery): Json<Value>) -> Json<Value> {
+    Json(json!({ "len": delivery["data"]["body"].as_str().map(str::len) }))
+}
+
 /// Every extractor behind the layer, and two routes without it.
 fn app() -> Router {
     let layer = PeriskopeWebhookLayer::new(KEY);
@@ -141,6 +154,9 @@ fn app() -> Router {
         .route("/phone", post(phone))
         .route("/metadata", post(metadata))
         .route("/ticket-or-rejection", post(ticket_or_rejection))
+        .route("/bytes", post(bytes_len))
+        .route("/string", post(string_len))
+        .route("/json", post(json_text_len))
         .layer(layer)
         // Added after `.layer`, so the layer does not wrap them: a misconfigured server.
         .route("/bare/ticket", post(ticket))
@@ -261,6 +277,20 @@ async fn ticket_fixtures_carry_their_ticket() {
         assert_eq!(reply.json["ticket_id"], sent["data"]["ticket"]["ticket_id"], "{name}");
         assert!(reply.json["ticket_id"].is_string(), "{name} has a ticket id: {}", reply.json);
         assert_eq!(reply.json["subject"], sent["data"]["ticket"]["subject"], "{name}");
+    }
+}
+
+#[tokio::test]
+async fn axum_body_extractors_read_a_delivery_over_axums_default_limit() {
+    let server = serve().await;
+    // 3 MB: over axum's 2 MB default, under the layer's 25 MiB.
+    let text = "x".repeat(3 * 1024 * 1024);
+    let body = format!(r#"{{"event":"message.created","data":{{"message_id":"m-big","body":"{text}"}}}}"#);
+    assert!(body.len() > 3_000_000);
+    for (path, expected) in [("/bytes", body.len()), ("/string", body.len()), ("/json", text.len())] {
+        let reply = post_signed(server.addr, path, body.clone()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.json);
+        assert_eq!(reply.json["len"], json!(expected), "{path}");
     }
 }
 

@@ -176,16 +176,14 @@ fn opt_raw_json() -> BoxedStrategy<Option<RawJson<'static>>> {
 }
 
 fn wa_id() -> BoxedStrategy<Option<WaId<'static>>> {
-    proptest::option::of((opt_str(), opt_bool(), opt_str(), opt_str()).prop_map(
-        |(id, from_me, remote, serialized)| {
-            let mut wa_id = WaId::default();
-            wa_id.id = id;
-            wa_id.from_me = from_me;
-            wa_id.remote = remote;
-            wa_id.serialized = serialized;
-            wa_id
-        },
-    ))
+    proptest::option::of(
+        (opt_str(), opt_bool(), opt_str(), opt_str()).prop_map(|(id, from_me, remote, serialized)| WaId {
+            id,
+            from_me,
+            remote,
+            serialized,
+        }),
+    )
     .boxed()
 }
 
@@ -205,26 +203,20 @@ fn links() -> BoxedStrategy<Option<Links<'static>>> {
 // ---------------------------------------------------------------------------------------------
 
 fn media() -> BoxedStrategy<Option<Media<'static>>> {
-    let dimensions =
-        proptest::option::of((opt_int(), opt_int(), opt_float()).prop_map(|(width, height, ar)| {
-            let mut dimensions = Dimensions::default();
-            dimensions.width = width;
-            dimensions.height = height;
-            dimensions.ar = ar;
-            dimensions
-        }));
+    let dimensions = proptest::option::of(
+        (opt_int(), opt_int(), opt_float()).prop_map(|(width, height, ar)| Dimensions { width, height, ar }),
+    );
     proptest::option::of(
         (opt_str(), opt_str(), opt_str(), opt_int(), dimensions, opt_str(), opt_bool()).prop_map(
-            |(path, mimetype, filename, size, dimensions, filedata, compress)| {
-                let mut media = Media::default();
-                media.path = path;
-                media.mimetype = mimetype;
-                media.filename = filename;
-                media.size = size;
-                media.dimensions = dimensions;
-                media.filedata = filedata;
-                media.compress = compress;
-                media
+            |(path, mimetype, filename, size, dimensions, filedata, compress)| Media {
+                path,
+                mimetype,
+                filename,
+                size,
+                dimensions,
+                filedata,
+                compress,
+                ..Media::default()
             },
         ),
     )
@@ -234,14 +226,12 @@ fn media() -> BoxedStrategy<Option<Media<'static>>> {
 fn delivery_info() -> BoxedStrategy<Option<DeliveryInfo<'static>>> {
     proptest::option::of(
         (map_of(any::<i64>()), map_of(0i64..2_000_000_000_000), strs(), opt_int(), opt_int()).prop_map(
-            |(delivered, read, pending, delivered_count, read_count)| {
-                let mut info = DeliveryInfo::default();
-                info.delivered = delivered;
-                info.read = read;
-                info.pending = pending;
-                info.delivered_count = delivered_count;
-                info.read_count = read_count;
-                info
+            |(delivered, read, pending, delivered_count, read_count)| DeliveryInfo {
+                delivered,
+                read,
+                pending,
+                delivered_count,
+                read_count,
             },
         ),
     )
@@ -250,13 +240,12 @@ fn delivery_info() -> BoxedStrategy<Option<DeliveryInfo<'static>>> {
 
 fn flag_metadata() -> BoxedStrategy<Option<FlagMetadata<'static>>> {
     proptest::option::of((opt_bool(), opt_str(), opt_timestamp(), opt_str()).prop_map(
-        |(status, response_type, flagged_at, flagged_by)| {
-            let mut flag = FlagMetadata::default();
-            flag.status = status;
-            flag.response_type = response_type;
-            flag.flagged_at = flagged_at;
-            flag.flagged_by = flagged_by;
-            flag
+        |(status, response_type, flagged_at, flagged_by)| FlagMetadata {
+            status,
+            response_type,
+            flagged_at,
+            flagged_by,
+            ..FlagMetadata::default()
         },
     ))
     .boxed()
@@ -282,23 +271,23 @@ fn reaction() -> BoxedStrategy<Reaction<'static>> {
                 (org_id, org_phone, chat_id, message_id, ack, id),
                 (orphan, orphan_reason, emoji, read, reaction_id, timestamp, msg_id, sender_id, unique_id),
             )| {
-                let mut reaction = Reaction::default();
-                reaction.org_id = org_id;
-                reaction.org_phone = org_phone;
-                reaction.chat_id = chat_id;
-                reaction.message_id = message_id;
-                reaction.ack = ack;
-                reaction.id = id;
-                reaction.orphan = orphan;
-                reaction.orphan_reason = orphan_reason;
-                reaction.reaction = emoji;
-                reaction.read = read;
-                reaction.reaction_id = reaction_id;
-                reaction.timestamp = timestamp;
-                reaction.msg_id = msg_id;
-                reaction.sender_id = sender_id;
-                reaction.unique_id = unique_id;
-                reaction
+                Reaction {
+                    org_id,
+                    org_phone,
+                    chat_id,
+                    message_id,
+                    ack,
+                    id,
+                    orphan,
+                    orphan_reason,
+                    reaction: emoji,
+                    read,
+                    reaction_id,
+                    timestamp,
+                    msg_id,
+                    sender_id,
+                    unique_id,
+                }
             },
         )
         .boxed()
@@ -334,33 +323,34 @@ fn message() -> BoxedStrategy<Message<'static>> {
                     prev_body,
                 ),
             )| {
-                let mut message = Message::default();
-                message.message_id = message_id;
-                message.org_id = org_id;
-                message.chat_id = chat_id;
-                message.ack = ack;
-                message.id = id;
-                message.author = author;
-                message.body = body;
-                message.duration = duration;
-                message.forwarding_score = forwarding_score;
-                message.from_me = from_me;
-                message.has_media = has_media;
-                message.links = links;
-                message.media = media;
-                message.message_type = message_type;
-                message.mentioned_ids = mentioned_ids;
-                message.raw_data = raw_data;
-                message.timestamp = timestamp;
-                message.delivery_info = delivery_info;
-                message.flag_metadata = flag_metadata;
-                message.poll_results = poll_results;
-                message.reactions = reactions;
-                message.is_private_note = is_private_note;
-                message.location = location;
-                message.updated_at = updated_at;
-                message.prev_body = prev_body;
-                message
+                Message {
+                    message_id,
+                    org_id,
+                    chat_id,
+                    ack,
+                    id,
+                    author,
+                    body,
+                    duration,
+                    forwarding_score,
+                    from_me,
+                    has_media,
+                    links,
+                    media,
+                    message_type,
+                    mentioned_ids,
+                    raw_data,
+                    timestamp,
+                    delivery_info,
+                    flag_metadata,
+                    poll_results,
+                    reactions,
+                    is_private_note,
+                    location,
+                    updated_at,
+                    prev_body,
+                    ..Message::default()
+                }
             },
         )
         .boxed()
@@ -378,15 +368,16 @@ fn chat_member() -> BoxedStrategy<ChatMember<'static>> {
                 contact_color,
                 contact_labels,
             )| {
-                let mut member = ChatMember::default();
-                member.contact_id = contact_id;
-                member.contact_name = contact_name;
-                member.is_admin = is_admin;
-                member.is_super_admin = is_super_admin;
-                member.is_internal = is_internal;
-                member.contact_color = contact_color;
-                member.contact_labels = contact_labels;
-                member
+                ChatMember {
+                    contact_id,
+                    contact_name,
+                    is_admin,
+                    is_super_admin,
+                    is_internal,
+                    contact_color,
+                    contact_labels,
+                    ..ChatMember::default()
+                }
             },
         )
         .boxed()
@@ -395,11 +386,7 @@ fn chat_member() -> BoxedStrategy<ChatMember<'static>> {
 fn chat() -> BoxedStrategy<Chat<'static>> {
     let latest =
         proptest::option::of((opt_str(), ack(), opt_timestamp()).prop_map(|(body, ack, timestamp)| {
-            let mut message = Message::default();
-            message.body = body;
-            message.ack = ack;
-            message.timestamp = timestamp;
-            Box::new(message)
+            Box::new(Message { body, ack, timestamp, ..Message::default() })
         }));
     (
         (opt_str(), opt_str(), opt_str(), chat_type(), map_of(chat_member()), map_of(any::<bool>())),
@@ -412,24 +399,25 @@ fn chat() -> BoxedStrategy<Chat<'static>> {
                 (created_at, updated_at, closed_at, custom_properties, member_count, is_muted),
                 (latest_message, group_metadata, common_chats, chat_labels),
             )| {
-                let mut chat = Chat::default();
-                chat.chat_id = chat_id;
-                chat.chat_name = chat_name;
-                chat.org_phone = org_phone;
-                chat.chat_type = chat_type;
-                chat.members = members;
-                chat.label_ids = label_ids;
-                chat.created_at = created_at;
-                chat.updated_at = updated_at;
-                chat.closed_at = closed_at;
-                chat.custom_properties = custom_properties;
-                chat.member_count = member_count;
-                chat.is_muted = is_muted;
-                chat.latest_message = latest_message;
-                chat.group_metadata = group_metadata;
-                chat.common_chats = common_chats;
-                chat.chat_labels = chat_labels;
-                chat
+                Chat {
+                    chat_id,
+                    chat_name,
+                    org_phone,
+                    chat_type,
+                    members,
+                    label_ids,
+                    created_at,
+                    updated_at,
+                    closed_at,
+                    custom_properties,
+                    member_count,
+                    is_muted,
+                    latest_message,
+                    group_metadata,
+                    common_chats,
+                    chat_labels,
+                    ..Chat::default()
+                }
             },
         )
         .boxed()
@@ -448,17 +436,18 @@ fn chat_notification() -> BoxedStrategy<ChatNotification<'static>> {
         opt_raw_json(),
     )
         .prop_map(|(notification_id, chat_id, author, body, id, recipient_ids, kind, timestamp, metadata)| {
-            let mut notification = ChatNotification::default();
-            notification.notification_id = notification_id;
-            notification.chat_id = chat_id;
-            notification.author = author;
-            notification.body = body;
-            notification.id = id;
-            notification.recipient_ids = recipient_ids;
-            notification.notification_type = kind;
-            notification.timestamp = timestamp;
-            notification.metadata = metadata;
-            notification
+            ChatNotification {
+                notification_id,
+                chat_id,
+                author,
+                body,
+                id,
+                recipient_ids,
+                notification_type: kind,
+                timestamp,
+                metadata,
+                ..ChatNotification::default()
+            }
         })
         .boxed()
 }
@@ -473,20 +462,21 @@ fn note() -> BoxedStrategy<Note<'static>> {
                 (message_id, ack, body, from_me, message_type, timestamp),
                 (updated_at, performed_by, mentioned_ids, media, is_private_note, is_deleted),
             )| {
-                let mut note = Note::default();
-                note.message_id = message_id;
-                note.ack = ack;
-                note.body = body;
-                note.from_me = from_me;
-                note.message_type = message_type;
-                note.timestamp = timestamp;
-                note.updated_at = updated_at;
-                note.performed_by = performed_by;
-                note.mentioned_ids = mentioned_ids;
-                note.media = media;
-                note.is_private_note = is_private_note;
-                note.is_deleted = is_deleted;
-                note
+                Note {
+                    message_id,
+                    ack,
+                    body,
+                    from_me,
+                    message_type,
+                    timestamp,
+                    updated_at,
+                    performed_by,
+                    mentioned_ids,
+                    media,
+                    is_private_note,
+                    is_deleted,
+                    ..Note::default()
+                }
             },
         )
         .boxed()
@@ -494,15 +484,14 @@ fn note() -> BoxedStrategy<Note<'static>> {
 
 fn ticket_message() -> BoxedStrategy<TicketMessage<'static>> {
     (opt_str(), opt_str(), opt_timestamp(), opt_str(), opt_str(), opt_str())
-        .prop_map(|(body, chat_id, timestamp, media_path, sender_name, sender_phone)| {
-            let mut message = TicketMessage::default();
-            message.body = body;
-            message.chat_id = chat_id;
-            message.timestamp = timestamp;
-            message.media_path = media_path;
-            message.sender_name = sender_name;
-            message.sender_phone = sender_phone;
-            message
+        .prop_map(|(body, chat_id, timestamp, media_path, sender_name, sender_phone)| TicketMessage {
+            body,
+            chat_id,
+            timestamp,
+            media_path,
+            sender_name,
+            sender_phone,
+            ..TicketMessage::default()
         })
         .boxed()
 }
@@ -521,17 +510,18 @@ fn ticket() -> BoxedStrategy<Ticket<'static>> {
     )
         .prop_map(
             |(ticket_id, subject, status, priority, assignee, due_date, created_at, custom, is_deleted)| {
-                let mut ticket = Ticket::default();
-                ticket.ticket_id = ticket_id;
-                ticket.subject = subject;
-                ticket.status = status;
-                ticket.priority = priority;
-                ticket.assignee = assignee;
-                ticket.due_date = due_date;
-                ticket.created_at = created_at;
-                ticket.ticket_custom_properties = custom;
-                ticket.is_deleted = is_deleted;
-                ticket
+                Ticket {
+                    ticket_id,
+                    subject,
+                    status,
+                    priority,
+                    assignee,
+                    due_date,
+                    created_at,
+                    ticket_custom_properties: custom,
+                    is_deleted,
+                    ..Ticket::default()
+                }
             },
         )
         .boxed()
@@ -544,13 +534,11 @@ fn ticket_info() -> BoxedStrategy<TicketInfo<'static>> {
         proptest::option::of(ticket()),
         proptest::option::of(prop::collection::vec(ticket_message(), 0..3)),
     )
-        .prop_map(|(chat, message, ticket, attached_messages)| {
-            let mut info = TicketInfo::default();
-            info.chat = chat;
-            info.message = message;
-            info.ticket = ticket;
-            info.attached_messages = attached_messages;
-            info
+        .prop_map(|(chat, message, ticket, attached_messages)| TicketInfo {
+            chat,
+            message,
+            ticket,
+            attached_messages,
         })
         .boxed()
 }
@@ -565,19 +553,20 @@ fn phone() -> BoxedStrategy<Phone<'static>> {
                 (phone_id, org_phone, phone_name, wa_state, qr_code, is_ready),
                 (created_at, updated_at, label_ids, labels, is_browser_open),
             )| {
-                let mut phone = Phone::default();
-                phone.phone_id = phone_id;
-                phone.org_phone = org_phone;
-                phone.phone_name = phone_name;
-                phone.wa_state = wa_state;
-                phone.qr_code = qr_code;
-                phone.is_ready = is_ready;
-                phone.created_at = created_at;
-                phone.updated_at = updated_at;
-                phone.label_ids = label_ids;
-                phone.labels = labels;
-                phone.is_browser_open = is_browser_open;
-                phone
+                Phone {
+                    phone_id,
+                    org_phone,
+                    phone_name,
+                    wa_state,
+                    qr_code,
+                    is_ready,
+                    created_at,
+                    updated_at,
+                    label_ids,
+                    labels,
+                    is_browser_open,
+                    ..Phone::default()
+                }
             },
         )
         .boxed()

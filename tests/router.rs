@@ -20,7 +20,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use periskope_webhook::body::ReplayBody;
 use periskope_webhook::router::HandlerError;
 use periskope_webhook::testing::signed_request_for_body;
 use periskope_webhook::{EventKind, EventRouter, PeriskopeWebhookLayer, WebhookEvent};
@@ -425,7 +424,7 @@ for_each_stack!(
 async fn the_handler_error_is_in_the_response_extensions() {
     let calls = Calls::default();
     let service = PeriskopeWebhookLayer::new(KEY).layer(full_router(&calls));
-    let request: Request<ReplayBody> =
+    let request: Request<Full<Bytes>> =
         signed_request_for_body(KEY, PATH, fixture("message.deleted.envelope.json"));
     let response = service.oneshot(request).await.expect("infallible");
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);

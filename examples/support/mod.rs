@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use periskope_webhook::dedup::{Dedup, MemoryStore};
 use periskope_webhook::{
-    DeliveryMetadata, Event, EventData, KindSet, OnRejection, PeriskopeWebhookLayer, Rejection, WebhookEvent,
+    Dedup, DeliveryMetadata, Event, EventData, MemoryStore, PeriskopeWebhookLayer, Rejection, WebhookEvent,
 };
 
 /// The key from Periskope's public sample: anyone can sign with it, so it is for local tests only.
@@ -33,7 +32,7 @@ pub fn signing_key() -> String {
 /// the last day is answered without the handler: run the sender twice to see it) and schema
 /// drift reporting. Rejected requests never reach the handler, so they are logged here (code and
 /// status only: never the body, the signature or the key) and then answered as usual.
-pub fn webhook_layer() -> PeriskopeWebhookLayer<impl OnRejection, KindSet, Dedup<MemoryStore>> {
+pub fn webhook_layer() -> PeriskopeWebhookLayer<Dedup<MemoryStore>> {
     let store = MemoryStore::new(100_000, Duration::from_secs(24 * 60 * 60));
     PeriskopeWebhookLayer::new(signing_key()).report_drift(true).deduplicate(Dedup::new(store)).on_rejection(
         |rejection: &Rejection| {

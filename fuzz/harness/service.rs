@@ -24,8 +24,8 @@ use http::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use periskope_webhook::body::ReplayBody;
-use periskope_webhook::signature::{SIGNATURE_HEADER_NAME, SignatureError, SigningKey, sign};
+use http_body_util::Full;
+use periskope_webhook::signature::{SIGNATURE_HEADER, SignatureError, SigningKey, sign};
 use periskope_webhook::{
     DEFAULT_BODY_LIMIT, DeliveryMetadata, PeriskopeWebhookLayer, RawBody, Rejection, WebhookEvent,
 };
@@ -263,7 +263,7 @@ pub fn build(spec: &Spec, body: &[u8]) -> Input {
     let signatures: Vec<_> = signatures
         .drain(..)
         .filter_map(|value| HeaderValue::from_bytes(&value).ok())
-        .map(|value| (SIGNATURE_HEADER_NAME, value))
+        .map(|value| (SIGNATURE_HEADER, value))
         .collect();
 
     let length = match &spec.content_length {
@@ -279,7 +279,7 @@ pub fn build(spec: &Spec, body: &[u8]) -> Input {
         .iter()
         .filter_map(|(name, value)| {
             let name = match name {
-                NameSpec::Signature => SIGNATURE_HEADER_NAME,
+                NameSpec::Signature => SIGNATURE_HEADER,
                 NameSpec::ContentLength => CONTENT_LENGTH,
                 NameSpec::ContentType => CONTENT_TYPE,
                 NameSpec::Raw(raw) => HeaderName::from_bytes(raw).ok()?,
@@ -526,7 +526,7 @@ fn expected(input: &Input) -> Expected {
     let copies: Vec<Option<String>> = input
         .headers
         .iter()
-        .filter(|(name, _)| name == SIGNATURE_HEADER_NAME)
+        .filter(|(name, _)| name == SIGNATURE_HEADER)
         .map(|(_, value)| reference_tag(value.as_bytes()))
         .collect();
     let valid: Vec<&String> = copies.iter().flatten().collect();
@@ -540,7 +540,7 @@ fn expected(input: &Input) -> Expected {
         allowed.push(SignatureError::Malformed);
     }
     if disagree {
-        allowed.push(SignatureError::MultipleHeaders);
+        allowed.push(SignatureError::Conflict);
     }
     if !copies.is_empty() && !malformed && !disagree && *valid[0] != correct {
         allowed.push(SignatureError::Mismatch);
@@ -561,7 +561,7 @@ pub fn run(input: &Input) {
     let seen = Rc::new(RefCell::new(Seen::default()));
     let recorder = Rc::clone(&seen);
     let (status, yields) = (input.status, input.handler_yields);
-    let handler = service_fn(move |request: Request<ReplayBody>| {
+    let handler = service_fn(move |request: Request<Full<Bytes>>| {
         let seen = Rc::clone(&recorder);
         async move {
             let (parts, body) = request.into_parts();
@@ -578,7 +578,7 @@ pub fn run(input: &Input) {
                 seen.metadata = parts.extensions.get::<DeliveryMetadata>().cloned();
             }
             Yield(yields).await;
-            let response = Response::builder().status(status).body(ReplayBody::from("handled"));
+            let response = Response::builder().status(status).body(Full::<Bytes>::from("handled"));
             Ok::<_, Infallible>(response.expect("a valid response"))
         }
     });
@@ -609,8 +609,9 @@ pub fn run(input: &Input) {
     ready.unwrap_or_else(|never| match never {});
     let response = block_on(service.call(request), max_polls).unwrap_or_else(|never| match never {});
     let (parts, response_body) = response.into_parts();
-    let response_body =
-        block_on(response_body.collect(), 4).unwrap_or_else(|never| match never {}).to_bytes();
+    let response_body = block_on(response_body.collect(), 4)
+        .expect("the layer's and the handler's bodies do not fail")
+        .to_bytes();
     let rejection = parts.extensions.get::<Rejection>();
 
     assert!(!log.polled_after_end.get(), "the body was polled after it ended or failed");

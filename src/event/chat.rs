@@ -25,7 +25,6 @@ use super::{Map, Message, RawJson, Str, Timestamp};
 /// A WhatsApp chat (group or one-to-one) as Periskope describes it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(bound(deserialize = "'de: 'a"))]
-#[non_exhaustive]
 pub struct Chat<'a> {
     /// Organisation id.
     pub org_id: Option<Str<'a>>,
@@ -109,7 +108,6 @@ pub struct Chat<'a> {
 /// Periskope merges contact columns in, so more keys than these may arrive; they are ignored.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound(deserialize = "'de: 'a"))]
-#[non_exhaustive]
 pub struct ChatMember<'a> {
     /// Organisation id.
     pub org_id: Option<Str<'a>>,

@@ -23,8 +23,8 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::{
-    Chat, ChatNotification, DataError, EventKind, Message, Note, Phone, RawJson, Reaction, Str, TicketInfo,
-    Timestamp,
+    Chat, ChatNotification, DataError, EventKind, Family, Message, Note, Phone, RawJson, Reaction, Str,
+    TicketInfo, Timestamp,
 };
 
 /// A decoded Periskope delivery: the envelope and its `data`.
@@ -75,13 +75,21 @@ macro_rules! event_data {
             },
         }
 
-        impl EventData<'_> {
+        impl<'a> EventData<'a> {
             /// The kind of event this data belongs to.
             pub fn kind(&self) -> EventKind {
                 match self {
                     $( EventData::$variant(_) => EventKind::$variant, )*
                     EventData::Unknown { .. } => EventKind::Unknown,
                     EventData::Undecodable { kind, .. } => *kind,
+                }
+            }
+
+            /// The typed object, whatever the kind; `None` for unknown and undecodable events.
+            pub fn object(&self) -> Option<ObjectRef<'_, 'a>> {
+                match self {
+                    $( EventData::$variant(object) => Some(ObjectRef::from(&**object)), )*
+                    EventData::Unknown { .. } | EventData::Undecodable { .. } => None,
                 }
             }
         }
@@ -149,6 +157,57 @@ event_data! {
     OrgPhoneQr(Phone),
 }
 
+/// The typed object of an event, one arm per [`Family`]: what [`EventData::object`] gives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum ObjectRef<'e, 'a> {
+    /// [`Family::Chat`].
+    Chat(&'e Chat<'a>),
+    /// [`Family::ChatNotification`].
+    ChatNotification(&'e ChatNotification<'a>),
+    /// [`Family::Message`].
+    Message(&'e Message<'a>),
+    /// [`Family::Reaction`].
+    Reaction(&'e Reaction<'a>),
+    /// [`Family::Ticket`].
+    Ticket(&'e TicketInfo<'a>),
+    /// [`Family::Note`].
+    Note(&'e Note<'a>),
+    /// [`Family::Phone`].
+    Phone(&'e Phone<'a>),
+}
+
+macro_rules! object_ref {
+    ($( $family:ident($ty:ident), )*) => {
+        $(
+            impl<'e, 'a> From<&'e $ty<'a>> for ObjectRef<'e, 'a> {
+                fn from(object: &'e $ty<'a>) -> Self {
+                    ObjectRef::$family(object)
+                }
+            }
+        )*
+
+        impl ObjectRef<'_, '_> {
+            /// The family this object's type belongs to.
+            pub fn family(&self) -> Family {
+                match self {
+                    $( ObjectRef::$family(_) => Family::$family, )*
+                }
+            }
+        }
+    };
+}
+
+object_ref! {
+    Chat(Chat),
+    ChatNotification(ChatNotification),
+    Message(Message),
+    Reaction(Reaction),
+    Ticket(TicketInfo),
+    Note(Note),
+    Phone(Phone),
+}
+
 impl<'a> Event<'a> {
     /// An event with this data and an empty envelope.
     pub fn new(data: EventData<'a>) -> Self {
@@ -210,67 +269,56 @@ impl<'a> Event<'a> {
 
     /// The message of any `message.*` event.
     pub fn message(&self) -> Option<&Message<'a>> {
-        match &self.data {
-            EventData::MessageCreated(m)
-            | EventData::MessageUpdated(m)
-            | EventData::MessageDeleted(m)
-            | EventData::MessageAckUpdated(m)
-            | EventData::MessageFlagged(m)
-            | EventData::MessageUnflagged(m)
-            | EventData::MessageTicketAttached(m) => Some(m),
+        match self.data.object()? {
+            ObjectRef::Message(message) => Some(message),
             _ => None,
         }
     }
 
     /// The reaction of a `reaction.*` event.
     pub fn reaction(&self) -> Option<&Reaction<'a>> {
-        match &self.data {
-            EventData::ReactionCreated(r) | EventData::ReactionUpdated(r) => Some(r),
+        match self.data.object()? {
+            ObjectRef::Reaction(reaction) => Some(reaction),
             _ => None,
         }
     }
 
     /// The chat of `chat.created` or `chat.custom_properties.updated`.
     pub fn chat(&self) -> Option<&Chat<'a>> {
-        match &self.data {
-            EventData::ChatCreated(c) | EventData::ChatCustomPropertiesUpdated(c) => Some(c),
+        match self.data.object()? {
+            ObjectRef::Chat(chat) => Some(chat),
             _ => None,
         }
     }
 
     /// The notification of `chat.notification.created`.
     pub fn chat_notification(&self) -> Option<&ChatNotification<'a>> {
-        match &self.data {
-            EventData::ChatNotificationCreated(n) => Some(n),
+        match self.data.object()? {
+            ObjectRef::ChatNotification(notification) => Some(notification),
             _ => None,
         }
     }
 
     /// The note of `note.created`.
     pub fn note(&self) -> Option<&Note<'a>> {
-        match &self.data {
-            EventData::NoteCreated(n) => Some(n),
+        match self.data.object()? {
+            ObjectRef::Note(note) => Some(note),
             _ => None,
         }
     }
 
     /// The ticket info of a `ticket.*` event.
     pub fn ticket(&self) -> Option<&TicketInfo<'a>> {
-        match &self.data {
-            EventData::TicketCreated(t) | EventData::TicketUpdated(t) | EventData::TicketDeleted(t) => {
-                Some(t)
-            }
+        match self.data.object()? {
+            ObjectRef::Ticket(info) => Some(info),
             _ => None,
         }
     }
 
     /// The phone of an `org.phone.*` event.
     pub fn phone(&self) -> Option<&Phone<'a>> {
-        match &self.data {
-            EventData::OrgPhoneConnected(p)
-            | EventData::OrgPhoneDisconnected(p)
-            | EventData::OrgPhoneUpdated(p)
-            | EventData::OrgPhoneQr(p) => Some(p),
+        match self.data.object()? {
+            ObjectRef::Phone(phone) => Some(phone),
             _ => None,
         }
     }

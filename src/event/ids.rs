@@ -24,7 +24,6 @@ use super::Str;
 /// Accepts `fromMe` or `from_me`, and `_serialized` or `serialized`; writes the webhook
 /// spelling (`fromMe`, `_serialized`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct WaId<'a> {
     /// The bare WhatsApp message id, e.g. `3EB01F4653BB9DD05E9859`.
     #[serde(borrow)]

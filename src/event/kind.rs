@@ -1,12 +1,14 @@
 //! [`EventKind`]: the 20 event names Periskope delivers.
 //!
 //! ```
-//! use periskope_webhook::event::EventKind;
+//! use periskope_webhook::event::{EventKind, Family};
 //!
 //! assert_eq!(EventKind::from_name("ticket.updated"), EventKind::TicketUpdated);
 //! assert_eq!(EventKind::TicketUpdated.as_str(), "ticket.updated");
 //! assert_eq!(EventKind::from_name("chat.label.updated"), EventKind::Unknown);
 //! assert_eq!(EventKind::ALL.len(), 20);
+//! assert_eq!(EventKind::TicketUpdated.family(), Some(Family::Ticket));
+//! assert_eq!(Family::Ticket.kinds().count(), 3);
 //! ```
 
 use std::fmt;
@@ -144,6 +146,78 @@ impl EventKind {
     pub const fn is_known(self) -> bool {
         !matches!(self, EventKind::Unknown)
     }
+
+    /// The family of objects this kind's `data` holds; `None` for [`EventKind::Unknown`].
+    ///
+    /// The one place that says which kinds share an object: the accessors
+    /// ([`Event::message`](crate::Event::message), ...), the typed extractors and drift
+    /// detection all follow it.
+    pub const fn family(self) -> Option<Family> {
+        Some(match self {
+            EventKind::ChatCreated | EventKind::ChatCustomPropertiesUpdated => Family::Chat,
+            EventKind::ChatNotificationCreated => Family::ChatNotification,
+            EventKind::MessageCreated
+            | EventKind::MessageUpdated
+            | EventKind::MessageDeleted
+            | EventKind::MessageAckUpdated
+            | EventKind::MessageFlagged
+            | EventKind::MessageUnflagged
+            | EventKind::MessageTicketAttached => Family::Message,
+            EventKind::ReactionCreated | EventKind::ReactionUpdated => Family::Reaction,
+            EventKind::TicketCreated | EventKind::TicketUpdated | EventKind::TicketDeleted => Family::Ticket,
+            EventKind::NoteCreated => Family::Note,
+            EventKind::OrgPhoneConnected
+            | EventKind::OrgPhoneDisconnected
+            | EventKind::OrgPhoneUpdated
+            | EventKind::OrgPhoneQr => Family::Phone,
+            EventKind::Unknown => return None,
+        })
+    }
+}
+
+/// A family of event kinds whose `data` is the same object type, as [`EventKind::family`] says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Family {
+    /// `chat.created`, `chat.custom_properties.updated`: a [`Chat`](crate::event::Chat).
+    Chat,
+    /// `chat.notification.created`: a [`ChatNotification`](crate::event::ChatNotification).
+    ChatNotification,
+    /// `message.*`: a [`Message`](crate::event::Message).
+    Message,
+    /// `reaction.*`: a [`Reaction`](crate::event::Reaction).
+    Reaction,
+    /// `ticket.*`: a [`TicketInfo`](crate::event::TicketInfo).
+    Ticket,
+    /// `note.created`: a [`Note`](crate::event::Note).
+    Note,
+    /// `org.phone.*`: a [`Phone`](crate::event::Phone).
+    Phone,
+}
+
+impl Family {
+    /// The kinds of this family, in [`EventKind::ALL`] order.
+    pub fn kinds(self) -> impl Iterator<Item = EventKind> {
+        EventKind::ALL.into_iter().filter(move |kind| kind.family() == Some(self))
+    }
+
+    /// Whether `kind` belongs to this family.
+    pub fn contains(self, kind: EventKind) -> bool {
+        kind.family() == Some(self)
+    }
+
+    /// The family's event names, for messages: `message.*`, `chat.notification.created`, ...
+    pub const fn names(self) -> &'static str {
+        match self {
+            Family::Chat => "chat.created or chat.custom_properties.updated",
+            Family::ChatNotification => "chat.notification.created",
+            Family::Message => "message.*",
+            Family::Reaction => "reaction.*",
+            Family::Ticket => "ticket.*",
+            Family::Note => "note.created",
+            Family::Phone => "org.phone.*",
+        }
+    }
 }
 
 impl fmt::Display for EventKind {
@@ -164,5 +238,39 @@ mod tests {
         }
         assert_eq!(EventKind::from_name("unknown"), EventKind::Unknown);
         assert_eq!(EventKind::from_name("Message.Created"), EventKind::Unknown);
+    }
+
+    #[test]
+    fn family_names_cover_exactly_their_kinds() {
+        let families = [
+            Family::Chat,
+            Family::ChatNotification,
+            Family::Message,
+            Family::Reaction,
+            Family::Ticket,
+            Family::Note,
+            Family::Phone,
+        ];
+        for family in families {
+            for kind in family.kinds() {
+                let name = kind.as_str();
+                let named = family.names().split(" or ").any(|pattern| match pattern.strip_suffix('*') {
+                    Some(prefix) => name.starts_with(prefix),
+                    None => name == pattern,
+                });
+                assert!(named, "{name} is not named by {}", family.names());
+            }
+        }
+        assert_eq!(families.iter().map(|family| family.kinds().count()).sum::<usize>(), EventKind::ALL.len());
+        assert_eq!(EventKind::Unknown.family(), None);
+    }
+
+    #[test]
+    fn each_kind_decodes_to_an_object_of_its_family() {
+        for kind in EventKind::ALL {
+            let body = format!(r#"{{"event":"{kind}","data":{{}}}}"#);
+            let event = crate::Event::from_json(&body).unwrap();
+            assert_eq!(event.data.object().map(|object| object.family()), kind.family(), "{kind}");
+        }
     }
 }

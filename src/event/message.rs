@@ -33,7 +33,6 @@ use super::{Map, RawJson, Reaction, Str, Timestamp, WaId};
 /// with few fields. Unknown fields are ignored.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(bound(deserialize = "'de: 'a"))]
-#[non_exhaustive]
 pub struct Message<'a> {
     /// Serialized id, `<fromMe>_<chat id>_<message id>[_<participant>]`.
     pub message_id: Option<Str<'a>>,
@@ -156,7 +155,6 @@ pub struct Message<'a> {
 /// Media attached to a message or note. Every key is optional.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(bound(deserialize = "'de: 'a"))]
-#[non_exhaustive]
 pub struct Media<'a> {
     /// A storage path (`/storage/v1/object/public/...`) or an absolute URL.
     pub path: Option<Str<'a>>,
@@ -180,7 +178,6 @@ pub struct Media<'a> {
 
 /// Width, height and aspect ratio of an image or video.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct Dimensions {
     /// Width in pixels.
     #[serde(default, deserialize_with = "opt_int")]
@@ -196,7 +193,6 @@ pub struct Dimensions {
 /// Per-recipient delivery progress: WhatsApp id → Unix milliseconds.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound(deserialize = "'de: 'a"))]
-#[non_exhaustive]
 pub struct DeliveryInfo<'a> {
     /// When each recipient received it.
     pub delivered: Option<Map<'a, i64>>,
@@ -215,7 +211,6 @@ pub struct DeliveryInfo<'a> {
 /// Flag details of a message.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound(deserialize = "'de: 'a"))]
-#[non_exhaustive]
 pub struct FlagMetadata<'a> {
     /// Whether the flag is set.
     pub status: Option<bool>,
@@ -238,7 +233,6 @@ pub struct FlagMetadata<'a> {
 /// A poll's definition.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound(deserialize = "'de: 'a"))]
-#[non_exhaustive]
 pub struct PollInfo<'a> {
     /// The question.
     #[serde(rename = "pollName")]
@@ -254,7 +248,6 @@ pub struct PollInfo<'a> {
 /// A poll's settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound(deserialize = "'de: 'a"))]
-#[non_exhaustive]
 pub struct PollOptions<'a> {
     /// Whether several answers are allowed.
     #[serde(rename = "allowMultipleAnswers")]

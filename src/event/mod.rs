@@ -57,10 +57,10 @@ mod timestamp;
 
 pub use chat::{Chat, ChatMember, ChatType};
 pub(crate) use decode::ignored_fields;
-pub use envelope::{Event, EventData};
+pub use envelope::{Event, EventData, ObjectRef};
 pub use error::{DataError, DecodeError};
 pub use ids::WaId;
-pub use kind::EventKind;
+pub use kind::{EventKind, Family};
 pub use map::Map;
 pub use message::{
     Ack, DeliveryInfo, Dimensions, FlagMetadata, Links, Media, Message, MessageType, PollInfo, PollOptions,

@@ -19,7 +19,6 @@ use super::{Media, Str, Timestamp};
 /// A private note posted in a chat.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(bound(deserialize = "'de: 'a"))]
-#[non_exhaustive]
 pub struct Note<'a> {
     /// Note id, `true_<uuid>_api` or `true_<…>_<email>`.
     pub message_id: Option<Str<'a>>,

@@ -19,7 +19,6 @@ use super::{RawJson, Str, Timestamp, WaId};
 /// An action on a chat: members added or removed, settings changed, ...
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound(deserialize = "'de: 'a"))]
-#[non_exhaustive]
 pub struct ChatNotification<'a> {
     /// Organisation id.
     pub org_id: Option<Str<'a>>,

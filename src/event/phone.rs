@@ -18,7 +18,6 @@ use super::{Map, Str, Timestamp};
 /// One of the organisation's WhatsApp phones.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound(deserialize = "'de: 'a"))]
-#[non_exhaustive]
 pub struct Phone<'a> {
     /// Organisation id.
     pub org_id: Option<Str<'a>>,

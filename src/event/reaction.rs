@@ -21,7 +21,6 @@ use super::{Str, Timestamp, WaId};
 /// A reaction to a message.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound(deserialize = "'de: 'a"))]
-#[non_exhaustive]
 pub struct Reaction<'a> {
     /// Organisation id.
     pub org_id: Option<Str<'a>>,

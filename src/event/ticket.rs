@@ -21,7 +21,6 @@ use super::{Chat, Map, Str, Timestamp};
 /// A ticket with the chat and messages it belongs to.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(bound(deserialize = "'de: 'a"))]
-#[non_exhaustive]
 pub struct TicketInfo<'a> {
     /// The chat (`ticket.deleted` sends a compact one).
     #[serde(default, deserialize_with = "object::opt")]
@@ -40,7 +39,6 @@ pub struct TicketInfo<'a> {
 /// A message as ticket payloads describe it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound(deserialize = "'de: 'a"))]
-#[non_exhaustive]
 pub struct TicketMessage<'a> {
     /// Text.
     pub body: Option<Str<'a>>,
@@ -65,7 +63,6 @@ pub struct TicketMessage<'a> {
 /// A Periskope ticket.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound(deserialize = "'de: 'a"))]
-#[non_exhaustive]
 pub struct Ticket<'a> {
     /// Organisation id.
     pub org_id: Option<Str<'a>>,

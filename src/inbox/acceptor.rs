@@ -8,18 +8,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use http::header::RETRY_AFTER;
 use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tokio::sync::Notify;
 use tower_service::Service;
 
 use super::{InboxStore, NewDelivery, Stored};
-use crate::body::ReplayBody;
 use crate::dedup::KeyFn;
 use crate::event::WebhookEvent;
 use crate::metadata::DeliveryMetadata;
-use crate::router::{LAYER_MISSING_CODE, LAYER_MISSING_MESSAGE, answer};
+use crate::response::{LAYER_MISSING_CODE, LAYER_MISSING_MESSAGE, json_answer};
 
 /// A tower [`Service`] that stores each verified delivery in an [`InboxStore`] and answers:
 ///
@@ -56,7 +57,7 @@ where
     St: InboxStore,
     K: KeyFn,
 {
-    type Response = Response<ReplayBody>;
+    type Response = Response<Full<Bytes>>;
     type Error = Infallible;
     type Future = AcceptFuture<St::InsertFuture>;
 
@@ -66,7 +67,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let Some(event) = request.extensions().get::<WebhookEvent>() else {
-            return AcceptFuture::ready(answer(
+            return AcceptFuture::ready(json_answer(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 LAYER_MISSING_CODE,
                 LAYER_MISSING_MESSAGE,
@@ -97,12 +98,12 @@ pin_project! {
     #[project = AcceptStateProj]
     enum AcceptState<F> {
         Storing { #[pin] insert: F, wake: Option<Arc<Notify>> },
-        Ready { response: Option<Response<ReplayBody>> },
+        Ready { response: Option<Response<Full<Bytes>>> },
     }
 }
 
 impl<F> AcceptFuture<F> {
-    fn ready(response: Response<ReplayBody>) -> Self {
+    fn ready(response: Response<Full<Bytes>>) -> Self {
         AcceptFuture { state: AcceptState::Ready { response: Some(response) } }
     }
 }
@@ -111,7 +112,7 @@ impl<F> Future for AcceptFuture<F>
 where
     F: Future<Output = Result<Stored, super::InboxError>>,
 {
-    type Output = Result<Response<ReplayBody>, Infallible>;
+    type Output = Result<Response<Full<Bytes>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
@@ -122,9 +123,9 @@ where
                         wake.notify_one();
                     }
                     let mut response = match stored {
-                        Stored::New => answer(StatusCode::OK, "accepted", "stored for processing"),
+                        Stored::New => json_answer(StatusCode::OK, "accepted", "stored for processing"),
                         Stored::Duplicate => {
-                            answer(StatusCode::OK, "duplicate", "this delivery is already stored")
+                            json_answer(StatusCode::OK, "duplicate", "this delivery is already stored")
                         }
                     };
                     response.extensions_mut().insert(Accepted(stored));
@@ -133,7 +134,7 @@ where
                 Err(_error) => {
                     #[cfg(feature = "tracing")]
                     tracing::error!(error = %_error, "periskope inbox could not store a delivery");
-                    let mut response = answer(
+                    let mut response = json_answer(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "inbox_unavailable",
                         "the delivery could not be stored; retry later",

@@ -8,16 +8,18 @@ use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use http::{Method, Request, Response};
+use http_body_util::Full;
 use tokio::sync::{Notify, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tower_service::Service;
 
 use super::{ClaimRequest, ClaimedJob, InboxStore, JobId, Lease};
-use crate::body::ReplayBody;
 use crate::event::WebhookEvent;
 use crate::metadata::RawBody;
-use crate::router::{BoxError, HandlerError};
+use crate::response::BoxError;
+use crate::router::HandlerError;
 
 /// How a [`Worker`] runs jobs. Every field has a default ([`WorkerConfig::default`]).
 #[derive(Clone, Debug)]
@@ -129,7 +131,7 @@ impl Attempt {
 /// Runs a handler on the jobs of an [`InboxStore`].
 ///
 /// The handler is a tower service, as behind the layer: an [`EventRouter`](crate::EventRouter),
-/// an axum `Router` (the request is `POST /`), or any `Service<Request<ReplayBody>>`. Its request
+/// an axum `Router` (the request is `POST /`), or any `Service<Request<Full<Bytes>>>`. Its request
 /// carries the [`WebhookEvent`], the [`RawBody`] and the [`Attempt`] in its extensions and the
 /// body as received. A `2xx` answer handles the job; any other answer, an error, a panic or the
 /// [timeout](WorkerConfig::attempt_timeout) fails the attempt, and the job is retried after a
@@ -179,7 +181,7 @@ impl<St, H> Worker<St, H> {
 impl<St, H, ResBody> Worker<St, H>
 where
     St: InboxStore,
-    H: Service<Request<ReplayBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    H: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone + Send + 'static,
     H::Future: Send + 'static,
     H::Error: Into<BoxError>,
     ResBody: Send + 'static,
@@ -271,7 +273,7 @@ async fn run_attempt<St, H, ResBody>(
     mut stopping: watch::Receiver<bool>,
 ) where
     St: InboxStore,
-    H: Service<Request<ReplayBody>, Response = Response<ResBody>> + Send + 'static,
+    H: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Send + 'static,
     H::Future: Send + 'static,
     H::Error: Into<BoxError>,
     ResBody: Send + 'static,
@@ -304,10 +306,10 @@ async fn run_attempt<St, H, ResBody>(
 /// The request the handler gets: the body as received, and the event, raw body and attempt in
 /// its extensions. A body that no longer decodes (it was verified and decoded when stored, so
 /// only a different version of this crate could refuse it) fails the attempt.
-fn handler_request(job: ClaimedJob, max_attempts: u32) -> Result<Request<ReplayBody>, String> {
+fn handler_request(job: ClaimedJob, max_attempts: u32) -> Result<Request<Full<Bytes>>, String> {
     let event = WebhookEvent::decode(job.body.clone())
         .map_err(|error| format!("the stored body no longer decodes: {}", error.code()))?;
-    let mut request = Request::new(ReplayBody::new(job.body.clone()));
+    let mut request = Request::new(Full::new(job.body.clone()));
     *request.method_mut() = Method::POST;
     let extensions = request.extensions_mut();
     extensions.insert(event);

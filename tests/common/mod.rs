@@ -17,14 +17,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::post;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use periskope_webhook::signature::SIGNATURE_HEADER;
-use periskope_webhook::{EventFilter, OnRejection, PeriskopeWebhookLayer, RawBody, WebhookEvent};
+use periskope_webhook::{PeriskopeWebhookLayer, RawBody, WebhookEvent};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -145,11 +145,7 @@ pub async fn record(recorder: Recorder, request: axum::extract::Request) -> Resp
 }
 
 /// `POST PATH` answered by [`record`], behind `layer`.
-pub fn router<R, F>(layer: PeriskopeWebhookLayer<R, F>, recorder: Recorder) -> Router
-where
-    R: OnRejection + Send + Sync + 'static,
-    F: EventFilter + Send + Sync + 'static,
-{
+pub fn router(layer: PeriskopeWebhookLayer, recorder: Recorder) -> Router {
     Router::new()
         .route(PATH, post(move |request: axum::extract::Request| record(recorder, request)))
         .layer(layer)
@@ -199,11 +195,7 @@ pub async fn serve(app: Router) -> Server {
 }
 
 /// [`router`] served by [`serve`].
-pub async fn start<R, F>(layer: PeriskopeWebhookLayer<R, F>, recorder: Recorder) -> Server
-where
-    R: OnRejection + Send + Sync + 'static,
-    F: EventFilter + Send + Sync + 'static,
-{
+pub async fn start(layer: PeriskopeWebhookLayer, recorder: Recorder) -> Server {
     serve(router(layer, recorder)).await
 }
 
@@ -224,10 +216,8 @@ pub fn post_with(url: &str, body: impl Into<Bytes>, signatures: &[&[u8]]) -> Req
     let mut request =
         Request::builder().method(Method::POST).uri(url).header("content-type", "application/json");
     for signature in signatures {
-        request = request.header(
-            HeaderName::from_static(SIGNATURE_HEADER),
-            HeaderValue::from_bytes(signature).expect("a header value"),
-        );
+        request =
+            request.header(SIGNATURE_HEADER, HeaderValue::from_bytes(signature).expect("a header value"));
     }
     request.body(full(body)).expect("request")
 }

@@ -6,7 +6,6 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use periskope_webhook::body::ReplayBody;
 use periskope_webhook::signature::SignatureError;
 use periskope_webhook::testing::signed_request_for_body;
 use periskope_webhook::{EventKind, IgnoredEvent, KindSet, PeriskopeWebhookLayer, Rejection};
@@ -18,7 +17,7 @@ use crate::support::{KEY, OTHER_KEY, PATH, fixture, message, message_of_len, wit
 
 type Req = Request<Full<Bytes>>;
 
-async fn inner(request: Request<ReplayBody>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn inner(request: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
     let body = request.into_body().collect().await.unwrap().to_bytes();
     Ok(Response::new(Full::new(body)))
 }
@@ -97,7 +96,7 @@ struct NotReady {
     fail: bool,
 }
 
-impl Service<Request<ReplayBody>> for NotReady {
+impl Service<Request<Full<Bytes>>> for NotReady {
     type Response = Response<Full<Bytes>>;
     type Error = &'static str;
     type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
@@ -106,7 +105,7 @@ impl Service<Request<ReplayBody>> for NotReady {
         if self.fail { Poll::Ready(Err("inner failed")) } else { Poll::Pending }
     }
 
-    fn call(&mut self, _request: Request<ReplayBody>) -> Self::Future {
+    fn call(&mut self, _request: Request<Full<Bytes>>) -> Self::Future {
         panic!("called without being ready")
     }
 }
@@ -167,7 +166,7 @@ async fn array_data_is_undecodable_not_typed() {
     ];
     for body in bodies {
         let lenient =
-            PeriskopeWebhookLayer::new(KEY).layer(service_fn(|request: Request<ReplayBody>| async move {
+            PeriskopeWebhookLayer::new(KEY).layer(service_fn(|request: Request<Full<Bytes>>| async move {
                 let event = request.extensions().get::<periskope_webhook::WebhookEvent>().unwrap();
                 let typed = event.event().is_typed();
                 Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("typed={typed}")))))

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::ALLOW;
 use http::{Method, Request, Response, StatusCode};
-use periskope_webhook::body::ReplayBody;
+use http_body_util::Full;
 use periskope_webhook::signature::SIGNATURE_HEADER;
 use periskope_webhook::{EventKind, KindSet, PeriskopeWebhookLayer, Rejection, SigningKey, SigningKeys};
 use serde_json::Value;
@@ -215,7 +215,8 @@ async fn uppercase_hex_and_identical_duplicates_are_accepted(stack: Stack) {
 
 async fn key_rotation_accepts_both_keys_and_reports_which(stack: Stack) {
     let keys = SigningKeys::new(SigningKey::new(KEY).unwrap().with_id("current"))
-        .with_key(SigningKey::new(OTHER_KEY).unwrap());
+        .and_then(|keys| keys.with_key(OTHER_KEY))
+        .unwrap();
     let recorder = Recorder::default();
     let server = start(stack, PeriskopeWebhookLayer::with_keys(keys), recorder.clone()).await;
     let client = client();
@@ -548,9 +549,9 @@ async fn filtered_events_are_answered_without_the_handler(stack: Stack) {
 }
 
 /// A responder that replaces the default JSON: another shape, a marker header, the same status.
-pub fn custom_responder(rejection: &Rejection) -> Response<ReplayBody> {
+pub fn custom_responder(rejection: &Rejection) -> Response<Full<Bytes>> {
     let body = serde_json::json!({ "code": format!("custom.{}", rejection.code()), "ok": false });
-    let mut response = Response::new(ReplayBody::from(body.to_string()));
+    let mut response = Response::new(Full::<Bytes>::from(body.to_string()));
     *response.status_mut() = rejection.status();
     response.headers_mut().insert("x-custom-rejection", http::HeaderValue::from_static("1"));
     response

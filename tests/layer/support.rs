@@ -17,11 +17,8 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use periskope_webhook::body::ReplayBody;
 use periskope_webhook::signature::SIGNATURE_HEADER;
-use periskope_webhook::{
-    DeliveryMetadata, EventFilter, EventKind, OnRejection, PeriskopeWebhookLayer, RawBody, WebhookEvent,
-};
+use periskope_webhook::{DeliveryMetadata, EventKind, PeriskopeWebhookLayer, RawBody, WebhookEvent};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -225,11 +222,7 @@ impl Drop for Server {
 }
 
 /// Starts `stack` on 127.0.0.1 with an ephemeral port, the webhook at [`PATH`] behind `layer`.
-pub async fn start<R, F>(stack: Stack, layer: PeriskopeWebhookLayer<R, F>, recorder: Recorder) -> Server
-where
-    R: OnRejection + Send + Sync + 'static,
-    F: EventFilter + Send + Sync + 'static,
-{
+pub async fn start(stack: Stack, layer: PeriskopeWebhookLayer, recorder: Recorder) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local address");
     let (shutdown, signal) = oneshot::channel::<()>();
@@ -247,7 +240,7 @@ where
         }
         Stack::Hyper => {
             let service =
-                tower::ServiceBuilder::new().layer(layer).service_fn(move |request: Request<ReplayBody>| {
+                tower::ServiceBuilder::new().layer(layer).service_fn(move |request: Request<Full<Bytes>>| {
                     let recorder = recorder.clone();
                     async move { Ok::<_, Infallible>(record(recorder, request).await) }
                 });
