@@ -12,55 +12,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use periskope_webhook::drift::Drift;
 use periskope_webhook::event::{Event, WebhookEvent};
 
-/// A group chat.created with `members` members, built from the chat fixture's member shape.
-fn large_group_chat(members: usize) -> Vec<u8> {
-    let mut members_map = serde_json::Map::new();
-    for i in 0..members {
-        let id = format!("91{:010}@c.us", 9_000_000_000u64 + i as u64);
-        members_map.insert(
-            id.clone(),
-            serde_json::json!({
-                "org_id": "2997dd64-89bf-48d3-9a22-b314fca017e5",
-                "chat_id": "120363297269676566@g.us",
-                "is_admin": i % 50 == 0,
-                "org_phone": "918527184400@c.us",
-                "contact_id": id,
-                "is_internal": false,
-                "contact_name": format!("Member {i}"),
-                "contact_color": "#B4876E",
-                "contact_image": format!("https://storage.googleapis.com/periskope-images/2997dd64-89bf-48d3-9a22-b314fca017e5%2F{id}.jpg?timestamp=1737689973340"),
-                "is_super_admin": false
-            }),
-        );
-    }
-    let body = serde_json::json!({
-        "event": "chat.created",
-        "data": {
-            "org_id": "2997dd64-89bf-48d3-9a22-b314fca017e5",
-            "chat_id": "120363297269676566@g.us",
-            "members": members_map,
-            "is_muted": false,
-            "chat_name": "Large group",
-            "chat_type": "group",
-            "org_phone": "918527184400@c.us",
-            "created_at": "2025-01-18T14:51:03+00:00",
-            "updated_at": "2025-01-27T11:08:10.696758+00:00",
-            "member_count": members
-        },
-        "org_id": "2997dd64-89bf-48d3-9a22-b314fca017e5",
-        "timestamp": "2025-01-20T07:51:48.209+00:00"
-    });
-    serde_json::to_vec(&body).expect("serialises")
-}
-
 fn bench_decode(c: &mut Criterion) {
-    let bodies = [
-        ("message.created", support::compact("message.created.envelope.json")),
-        ("ticket.created", support::compact("ticket.created.envelope.json")),
-        ("reaction.created", support::compact("reaction.created.envelope.json")),
-        ("chat.created/1500-members", large_group_chat(1500)),
-    ];
-    for (name, body) in bodies {
+    for (name, body) in support::bodies() {
         let shared = Bytes::from(body);
         println!("{name}: {} bytes", shared.len());
         assert!(WebhookEvent::decode(shared.clone()).expect("decodes").event().is_typed());
@@ -101,14 +54,8 @@ fn bench_drift(c: &mut Criterion) {
 /// fastest batch of each counts. On a shared machine whose speed drifts during a run, this
 /// ratio is steadier than criterion's, which measures one function after the other.
 fn interleaved_ratios(_: &mut Criterion) {
-    let bodies = [
-        ("message.created", support::compact("message.created.envelope.json")),
-        ("ticket.created", support::compact("ticket.created.envelope.json")),
-        ("reaction.created", support::compact("reaction.created.envelope.json")),
-        ("chat.created/1500-members", large_group_chat(1500)),
-    ];
-    println!("interleaved, fastest of 100 batches: body, Value, WebhookEvent::decode, ratio");
-    for (name, body) in bodies {
+    println!("interleaved, fastest of 100 batches: body, bytes, Value, WebhookEvent::decode, ratio");
+    for (name, body) in support::bodies() {
         let shared = Bytes::from(body);
         let batch = (200_000 / shared.len()).clamp(2, 200);
         let (mut value, mut typed) = (f64::MAX, f64::MAX);
@@ -124,7 +71,16 @@ fn interleaved_ratios(_: &mut Criterion) {
             }
             typed = typed.min(start.elapsed().as_secs_f64() / batch as f64);
         }
-        println!("{name}: {:.2} us, {:.2} us, {:.2}x", value * 1e6, typed * 1e6, value / typed);
+        let megabytes_per_second = |seconds: f64| shared.len() as f64 / seconds / 1e6;
+        println!(
+            "{name}: {} B, {:.2} us ({:.0} MB/s), {:.2} us ({:.0} MB/s), {:.2}x",
+            shared.len(),
+            value * 1e6,
+            megabytes_per_second(value),
+            typed * 1e6,
+            megabytes_per_second(typed),
+            value / typed
+        );
     }
 }
 

@@ -105,7 +105,8 @@ impl fmt::Debug for Config {
 /// 4. the verified body, and only a verified one, is decoded (400 when it is not a delivery;
 ///    a known event whose data does not fit is forwarded as [`EventData::Undecodable`], or
 ///    rejected with 422 in [strict](Self::strict) mode);
-/// 5. events refused by the [filter](Self::filter_events) are answered `200 OK`;
+/// 5. events refused by the [filter](Self::filter_events) are answered `200 OK` (their `data`
+///    is not typed, but the body is checked as in step 4);
 /// 6. the inner service gets the request with a body replaying the same bytes, and
 ///    [`WebhookEvent`], [`RawBody`] and [`DeliveryMetadata`] in its extensions.
 ///
@@ -515,15 +516,14 @@ fn admit<B: Buf>(
         }
         Verification::Disabled => None,
     };
-    let event = WebhookEvent::decode(body.clone()).map_err(Rejection::Decode)?;
+    // An event the filter refuses is answered without typing its data; its body is still checked.
+    let event = WebhookEvent::decode_wanted(body.clone(), |kind| config.filter.accepts(kind))
+        .map_err(Rejection::Decode)?
+        .map_err(Refusal::Ignore)?;
     if config.strict {
         if let EventData::Undecodable { kind, error, .. } = &event.event().data {
             return Err(Rejection::UndecodableData { kind: *kind, error: error.clone() }.into());
         }
-    }
-    let kind = event.kind();
-    if !config.filter.accepts(kind) {
-        return Err(Refusal::Ignore(kind));
     }
     let mut metadata = DeliveryMetadata::new(key, body.len());
     if config.drift {

@@ -45,6 +45,7 @@ fn fuzz_service_content_length_beyond_u64_minimised() {
         status: StatusCode::OK,
         handler_yields: 0,
         version: http::Version::HTTP_11,
+        filter: None,
     };
     service::run(&input);
 }
@@ -93,4 +94,34 @@ fn decode_edge_inputs() {
     for input in inputs {
         decode::check(input);
     }
+}
+
+/// `decode` target, seeded with real-shaped deliveries: `"duration":` followed by a 52-digit
+/// integer decoded to `1.2222222222222224e51`, which serialised and decoded again as
+/// `1.2222222222222223e51` (serde_json's default float parsing is not correctly rounded).
+///
+/// Expected: float fields hold the correctly rounded value, so the event survives
+/// serialise-then-decode unchanged (the `decode` oracle checks that).
+#[test]
+fn fuzz_decode_long_float_round_trips() {
+    let long = "1222222222222222222222222222222222222222222222222222";
+    for (field, value) in [
+        ("duration", long.to_owned()),
+        ("duration", format!("\"{long}\"")),
+        ("flag_response_time", format!("{long}.5e-30")),
+        ("duration", "0.30000000000000004441".to_owned()),
+        ("duration", "9007199254740993".to_owned()),
+        ("duration", "2.2250738585072011e-308".to_owned()),
+    ] {
+        let body = format!(r#"{{"event":"message.created","data":{{"{field}":{value}}}}}"#);
+        decode::check(body.as_bytes());
+        let event = periskope_webhook::event::Event::from_json(&body).unwrap();
+        let message = event.message().expect("typed");
+        let decoded = if field == "duration" { message.duration } else { message.flag_response_time };
+        let expected: f64 = value.trim_matches('"').parse().unwrap();
+        assert_eq!(decoded.map(f64::to_bits), Some(expected.to_bits()), "{field}: {value}");
+    }
+    let note =
+        r#"{"event":"note.created","data":{"media":{"dimensions":{"ar":1.7777777777777777777777777}}}}"#;
+    decode::check(note.as_bytes());
 }

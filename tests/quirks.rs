@@ -587,6 +587,33 @@ fn data_before_event_is_still_typed() {
 }
 
 #[test]
+fn data_first_is_typed_whatever_names_appear_after_it() {
+    // The decoder looks for the name after `data` to type it in one pass; a name-like text
+    // later in the body (here in `previous_attributes` or a string) must not change the kind.
+    for (body, kind) in [
+        (
+            r#"{"data":{"body":"hi"},"event":"message.created","previous_attributes":{"event":"note.created"}}"#,
+            EventKind::MessageCreated,
+        ),
+        (
+            r#"{"data":{"body":"hi"},"event":"note.created","org_id":"\"event\":\"x\""}"#,
+            EventKind::NoteCreated,
+        ),
+        (
+            r#"{"data":{"body":"hi","x":{"event":"message.created"}},"event_type":"note.created"}"#,
+            EventKind::NoteCreated,
+        ),
+        (r#"{"data":{"body":"hi"} , "event" : "message.deleted" }"#, EventKind::MessageDeleted),
+    ] {
+        let e = event(body);
+        assert_eq!(e.kind(), kind, "{body}");
+        assert!(e.is_typed(), "{body}");
+        let text = e.message().map(|m| m.body.clone()).unwrap_or_else(|| e.note().unwrap().body.clone());
+        assert_eq!(text.as_deref(), Some("hi"), "{body}");
+    }
+}
+
+#[test]
 fn unknown_event_name_keeps_name_and_raw_data_exactly() {
     let data = r#"{ "label_id" : "label-x",  "nested": [1, 2.50, "\u00e9"] }"#;
     let body = format!(r#"{{"event":"chat.label.updated","data":{data},"org_id":"o","timestamp":"t"}}"#);

@@ -5,8 +5,9 @@
 //! correct signature), a body in any chunks with pending polls, trailers and an optional error
 //! midway, through `PeriskopeWebhookLayer::new(KEY)` around a recording `service_fn`: the inner
 //! service is called exactly when the method is POST, the body is within the limit and read
-//! without error, the signature is correct and the body decodes; it then sees exactly the bytes
-//! sent and the `WebhookEvent`; anything else is the right rejection. The long-running version
+//! without error, the signature is correct, the body decodes and the event filter (when one is
+//! set) accepts its kind; it then sees exactly the bytes sent and the `WebhookEvent`; a refused
+//! kind is answered `200 event_ignored`; anything else is the right rejection. The long-running version
 //! is `cargo fuzz run service` (see `fuzz/`).
 
 use std::path::Path;
@@ -115,10 +116,11 @@ prop_compose! {
         status in any::<u8>(),
         handler_yields in any::<u8>(),
         version in any::<u8>(),
+        filter in proptest::option::weighted(0.3, any::<u32>()),
     ) -> Spec {
         Spec {
             method, signature, content_length, extra_headers, extra_headers_first, cuts, frames, hint,
-            limit, status, handler_yields, version,
+            limit, status, handler_yields, version, filter,
         }
     }
 }

@@ -2,13 +2,16 @@
 //! `tests/service_fuzz.rs` (inputs from proptest) and `tests/fuzz_regressions.rs`.
 //!
 //! A request (any method, any headers, a body in any chunks with an optional error midway)
-//! goes through `PeriskopeWebhookLayer::new(KEY)` around a recording `tower::service_fn`. The
+//! goes through `PeriskopeWebhookLayer::new(KEY)`, maybe with an event filter, around a
+//! recording `tower::service_fn`. The
 //! future is polled to completion with a no-op waker. The outcome must be the one the layer's
 //! documented steps give: the inner service is called exactly when the method is POST, the body
 //! is within the limit and read without error, every signature header holds the correct
-//! signature and the body decodes; then it sees exactly the bytes sent, the same request head,
+//! signature, the body decodes and the filter accepts its kind; then it sees exactly the bytes sent, the same request head,
 //! the decoded `WebhookEvent`, `RawBody` and `DeliveryMetadata`, and its 2xx response is passed
-//! through. Otherwise the response carries the right `Rejection`, status and JSON body, and the
+//! through. An event the filter refuses is answered `200 event_ignored` with the same checks of
+//! the body as any other (its `data` is not typed, which must change nothing else). Otherwise
+//! the response carries the right `Rejection`, status and JSON body, and the
 //! inner service is never called.
 
 use std::cell::{Cell, RefCell};
@@ -27,7 +30,8 @@ use http_body_util::BodyExt;
 use http_body_util::Full;
 use periskope_webhook::signature::{SIGNATURE_HEADER, SignatureError, SigningKey, sign};
 use periskope_webhook::{
-    DEFAULT_BODY_LIMIT, DeliveryMetadata, PeriskopeWebhookLayer, RawBody, Rejection, WebhookEvent,
+    DEFAULT_BODY_LIMIT, DeliveryMetadata, EventFilter, EventKind, IgnoredEvent, KindSet,
+    PeriskopeWebhookLayer, RawBody, Rejection, WebhookEvent,
 };
 use tower::{Layer, Service, service_fn};
 
@@ -69,6 +73,9 @@ pub struct Spec {
     pub handler_yields: u8,
     /// The HTTP version: 1.1, 1.0, 2, 3, 0.9 (modulo 5).
     pub version: u8,
+    /// Only the event kinds whose bit (`EventKind as u32`) is set reach the handler;
+    /// `None`: every kind.
+    pub filter: Option<u32>,
 }
 
 /// The request method.
@@ -217,6 +224,8 @@ pub struct Input {
     pub handler_yields: u8,
     /// The request's HTTP version.
     pub version: Version,
+    /// The event filter (`None`: every kind).
+    pub filter: Option<KindSet>,
 }
 
 /// The correct signature of `body` under [`KEY`].
@@ -324,6 +333,13 @@ pub fn build(spec: &Spec, body: &[u8]) -> Input {
         handler_yields: spec.handler_yields % 4,
         version: [Version::HTTP_11, Version::HTTP_10, Version::HTTP_2, Version::HTTP_3, Version::HTTP_09]
             [usize::from(spec.version % 5)],
+        filter: spec.filter.map(|mask| {
+            EventKind::ALL
+                .into_iter()
+                .chain([EventKind::Unknown])
+                .filter(|&kind| mask & (1 << kind as u32) != 0)
+                .collect()
+        }),
     }
 }
 
@@ -462,6 +478,8 @@ fn block_on<F: Future>(future: F, max_polls: usize) -> F::Output {
 enum Expected {
     /// The handler gets the body and the event.
     Handled { body: Bytes, event: WebhookEvent },
+    /// A valid delivery of a kind the filter refuses: `200 event_ignored`, no handler.
+    Ignored(EventKind),
     /// This rejection, without reading the body (`early`) or after.
     Rejected { rejection: Rejection, early: bool },
     /// A signature rejection, one of these.
@@ -548,9 +566,13 @@ fn expected(input: &Input) -> Expected {
     if !allowed.is_empty() {
         return Expected::Signature(allowed);
     }
-    // 4. The verified body decodes.
+    // 4. The verified body decodes (fully: skipping `data` for a refused kind changes nothing).
+    // 5. The filter accepts its kind.
     let body = Bytes::from(body);
     match WebhookEvent::decode(body.clone()) {
+        Ok(event) if input.filter.is_some_and(|filter| !filter.accepts(event.kind())) => {
+            Expected::Ignored(event.kind())
+        }
         Ok(event) => Expected::Handled { body, event },
         Err(error) => Expected::Rejected { rejection: Rejection::Decode(error), early: false },
     }
@@ -585,6 +607,9 @@ pub fn run(input: &Input) {
     let mut layer = PeriskopeWebhookLayer::new(KEY);
     if let Some(limit) = input.limit {
         layer = layer.body_limit(limit);
+    }
+    if let Some(filter) = input.filter {
+        layer = layer.filter_events(filter);
     }
     let mut service = layer.layer(handler);
 
@@ -635,6 +660,15 @@ pub fn run(input: &Input) {
             let metadata = seen.metadata.as_ref().expect("no DeliveryMetadata in the extensions");
             assert_eq!(metadata.body_len, body.len());
             assert_eq!(metadata.key.as_ref().map(|key| (key.index(), key.id())), Some((0, "key-0")));
+        }
+        Expected::Ignored(kind) => {
+            assert_eq!(rejection, None, "a valid delivery of a refused kind was rejected");
+            assert_eq!(seen.calls, 0, "the handler was called for an event the filter refuses");
+            assert_eq!(parts.status, StatusCode::OK);
+            assert_eq!(parts.extensions.get::<IgnoredEvent>(), Some(&IgnoredEvent(kind)));
+            let json: serde_json::Value = serde_json::from_slice(&response_body).expect("a JSON body");
+            assert_eq!(json["code"], "event_ignored");
+            assert!(log.ended.get(), "the body was not read to its end");
         }
         Expected::Rejected { rejection: expected, early } => {
             assert_eq!(rejection, Some(&expected), "status {}", parts.status);

@@ -26,33 +26,64 @@ use super::{DataError, DecodeError, Event, EventData, EventKind, RawJson, Str, T
 impl<'a> Event<'a> {
     /// Decodes a delivery body, borrowing strings from it.
     ///
-    /// For a known event whose `data` comes after its name (as Periskope writes it), this is
-    /// one pass over the text with no intermediate tree. A body whose `data` comes first, or
-    /// whose `data` does not fit its type, takes a second, slower pass; neither is lost.
+    /// For a known event this is one pass over the text with no intermediate tree, whether
+    /// `data` comes after its name (as Periskope writes it) or before. A body whose `data` does
+    /// not fit its type, or whose name is not where it was looked for, takes a second, slower
+    /// pass; nothing is lost.
     pub fn from_json(text: &'a str) -> Result<Self, DecodeError> {
-        let mut deserializer = serde_json::Deserializer::from_str(text);
-        let fast = deserializer.deserialize_map(EnvelopeVisitor).and_then(|event| {
-            deserializer.end()?;
-            Ok(event)
-        });
-        fast.or_else(|_| decode_slowly(text))
+        match decode_wanted(text, |_| true)? {
+            Decoded::Event(event) => Ok(event),
+            Decoded::Unwanted(_) => unreachable!("every kind is wanted"),
+        }
     }
 
     /// Decodes a delivery body given as bytes: checks UTF-8 once, then [`Event::from_json`].
     pub fn from_slice(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        let text = std::str::from_utf8(bytes)
-            .map_err(|error| DecodeError::InvalidUtf8 { valid_up_to: error.valid_up_to() })?;
-        Event::from_json(text)
+        Event::from_json(utf8(bytes)?)
     }
+}
+
+/// The body as text: JSON must be UTF-8, checked once for the whole body.
+pub(super) fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
+    std::str::from_utf8(bytes).map_err(|error| DecodeError::InvalidUtf8 { valid_up_to: error.valid_up_to() })
+}
+
+/// What [`decode_wanted`] found.
+pub(crate) enum Decoded<'a> {
+    /// A wanted event, decoded.
+    Event(Event<'a>),
+    /// A valid delivery of a kind not wanted: its `data` was checked to be JSON, not typed.
+    Unwanted(EventKind),
+}
+
+/// Decodes `text` as [`Event::from_json`] does, with the same errors, but types `data` only when
+/// `wanted` accepts the event's kind; `data` of an unwanted kind is only checked to be JSON.
+pub(crate) fn decode_wanted(
+    text: &str,
+    wanted: impl Fn(EventKind) -> bool,
+) -> Result<Decoded<'_>, DecodeError> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let fast = deserializer.deserialize_map(EnvelopeVisitor { text, wanted: &wanted }).and_then(|decoded| {
+        deserializer.end()?;
+        Ok(decoded)
+    });
+    fast.or_else(|_| decode_slowly(text, &wanted))
 }
 
 /// The one-pass decoder. Anything unusual (a repeated key, `event` and `event_type` naming
 /// different kinds after `data` was typed, `data` not fitting) fails it, and
 /// [`decode_slowly`] then decides with the raw `data` in hand.
-struct EnvelopeVisitor;
+///
+/// When `data` comes before the name, the kind is guessed from the text (see
+/// [`guess_kind`]) so that `data` is still typed in the same pass; the name read afterwards
+/// must confirm the guess, or the decoder fails over to the slow pass as above.
+struct EnvelopeVisitor<'de, 'w, W> {
+    text: &'de str,
+    wanted: &'w W,
+}
 
-impl<'de> Visitor<'de> for EnvelopeVisitor {
-    type Value = Event<'de>;
+impl<'de, W: Fn(EventKind) -> bool> Visitor<'de> for EnvelopeVisitor<'de, '_, W> {
+    type Value = Decoded<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a Periskope delivery object")
@@ -76,8 +107,11 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
                     if typed.is_some() || raw.is_some() {
                         return Err(de::Error::duplicate_field("data"));
                     }
-                    let kind = name_of(&event, &event_type).map_or(EventKind::Unknown, EventKind::from_name);
-                    if kind.is_known() {
+                    let kind = match name_of(&event, &event_type) {
+                        Some(name) => EventKind::from_name(name),
+                        None => guess_kind(self.text),
+                    };
+                    if kind.is_known() && (self.wanted)(kind) {
                         typed = Some(map.next_value_seed(DataSeed(kind))?);
                     } else {
                         raw = Some(map.next_value()?);
@@ -95,18 +129,36 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
         let name =
             event.flatten().or(event_type.flatten()).ok_or_else(|| de::Error::missing_field("event"))?;
         let kind = EventKind::from_name(&name);
+        if !(self.wanted)(kind) {
+            return Ok(Decoded::Unwanted(kind));
+        }
         let data = match typed {
             Some(typed) if typed.kind() == kind => typed,
             Some(_) => return Err(de::Error::custom("`event` and `event_type` disagree")),
             None => data_from_raw(kind, name, raw),
         };
-        Ok(Event {
+        Ok(Decoded::Event(Event {
             data,
             org_id: org_id.flatten(),
             timestamp: timestamp.flatten(),
             previous_attributes: previous.flatten().filter(|raw| !raw.is_null()),
-        })
+        }))
     }
+}
+
+/// The kind named by the last `"event":"…"` or `"event_type":"…"` in `text`: where a sender
+/// writes `data` first, the envelope's name follows it. Only a guess (the text found may be
+/// inside `data`); [`EnvelopeVisitor`] checks it against the name it reads.
+fn guess_kind(text: &str) -> EventKind {
+    let Some(at) = text.rfind(r#""event"#) else { return EventKind::Unknown };
+    let rest = &text[at + r#""event"#.len()..];
+    let rest = rest.strip_prefix(r#"_type""#).or_else(|| rest.strip_prefix('"')).unwrap_or("");
+    let rest = rest.trim_start_matches(JSON_WHITESPACE);
+    let Some(rest) = rest.strip_prefix(':') else { return EventKind::Unknown };
+    let Some(rest) = rest.trim_start_matches(JSON_WHITESPACE).strip_prefix('"') else {
+        return EventKind::Unknown;
+    };
+    rest.split_once('"').map_or(EventKind::Unknown, |(name, _)| EventKind::from_name(name))
 }
 
 fn set_once<T, E: de::Error>(slot: &mut Option<T>, value: T, field: &'static str) -> Result<(), E> {
@@ -208,7 +260,7 @@ struct RawEnvelope<'a> {
     previous_attributes: Option<RawJson<'a>>,
 }
 
-fn decode_slowly(text: &str) -> Result<Event<'_>, DecodeError> {
+fn decode_slowly(text: &str, wanted: impl Fn(EventKind) -> bool) -> Result<Decoded<'_>, DecodeError> {
     // Derived decoders also read arrays by position; an envelope is an object or nothing.
     if !text.trim_start_matches(JSON_WHITESPACE).starts_with('{') {
         return Err(match serde_json::from_str::<IgnoredAny>(text) {
@@ -219,12 +271,15 @@ fn decode_slowly(text: &str) -> Result<Event<'_>, DecodeError> {
     let envelope: RawEnvelope<'_> = serde_json::from_str(text).map_err(|error| classify(text, &error))?;
     let name = envelope.event.or(envelope.event_type).ok_or(DecodeError::MissingEventName)?;
     let kind = EventKind::from_name(&name);
-    Ok(Event {
+    if !wanted(kind) {
+        return Ok(Decoded::Unwanted(kind));
+    }
+    Ok(Decoded::Event(Event {
         data: data_from_raw(kind, name, envelope.data),
         org_id: envelope.org_id,
         timestamp: envelope.timestamp,
         previous_attributes: envelope.previous_attributes.filter(|raw| !raw.is_null()),
-    })
+    }))
 }
 
 const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];

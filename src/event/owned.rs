@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use yoke::Yoke;
 
+use super::decode::{Decoded, decode_wanted, utf8};
 use super::{DecodeError, Event, EventKind};
 
 /// A decoded [`Event`] together with the body it borrows from: `'static`, `Send`, `Sync`, and
@@ -39,6 +40,30 @@ impl WebhookEvent {
     pub fn decode(body: Bytes) -> Result<Self, DecodeError> {
         let yoke = Yoke::try_attach_to_cart(Box::new(body), |body: &Bytes| Event::from_slice(body))?;
         Ok(WebhookEvent { inner: Arc::new(yoke) })
+    }
+
+    /// Decodes `body` if `wanted` accepts its kind; otherwise gives the kind, having checked the
+    /// body as [`WebhookEvent::decode`] would (same errors) without typing its `data`.
+    pub(crate) fn decode_wanted(
+        body: Bytes,
+        wanted: impl Fn(EventKind) -> bool,
+    ) -> Result<Result<Self, EventKind>, DecodeError> {
+        enum Outcome {
+            Invalid(DecodeError),
+            Unwanted(EventKind),
+        }
+        let yoke = Yoke::try_attach_to_cart(Box::new(body), |body: &Bytes| {
+            let text = utf8(body).map_err(Outcome::Invalid)?;
+            match decode_wanted(text, &wanted).map_err(Outcome::Invalid)? {
+                Decoded::Event(event) => Ok(event),
+                Decoded::Unwanted(kind) => Err(Outcome::Unwanted(kind)),
+            }
+        });
+        match yoke {
+            Ok(yoke) => Ok(Ok(WebhookEvent { inner: Arc::new(yoke) })),
+            Err(Outcome::Unwanted(kind)) => Ok(Err(kind)),
+            Err(Outcome::Invalid(error)) => Err(error),
+        }
     }
 
     /// Builds the body Periskope would send for `event` (compact JSON) and decodes it.
