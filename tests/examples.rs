@@ -5,12 +5,12 @@
 //!
 //! The binaries are the ones cargo builds next to this test (`target/<profile>/examples/`).
 
-use std::io::{BufRead, BufReader};
+#[path = "common/process.rs"]
+mod process;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use http::{Request, StatusCode, header};
 use http_body_util::Full;
@@ -20,96 +20,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use periskope_webhook::event::Event;
 use periskope_webhook::signature::{SIGNATURE_HEADER, SigningKey, sign};
-
-mod common;
-
-use common::examples::example_binary;
+use process::{Running as Example, WAIT, example_binary};
 
 const KEY: &str = "peri_examples-test-0000-4000-8000-000000000000";
-const WAIT: Duration = Duration::from_secs(10);
 
-/// A running example; killed and reaped when dropped, also when the test fails.
-struct Example {
-    child: Child,
-    stdout: Receiver<String>,
-    name: &'static str,
-    addr: SocketAddr,
-}
-
-impl Example {
-    fn start(name: &'static str) -> Self {
-        let binary = example_binary(name);
-        let mut child = Command::new(&binary)
-            .env("ADDR", "127.0.0.1:0")
-            .env("PERISKOPE_SIGNING_KEY", KEY)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {}: {error}", binary.display()));
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut example = Example { child, stdout: receiver, name, addr: ([0, 0, 0, 0], 0).into() };
-        example.addr = example.address();
-        example
-    }
-
-    /// The next line the example prints, waiting at most [`WAIT`].
-    fn next_line(&self) -> String {
-        match self.stdout.recv_timeout(WAIT) {
-            Ok(line) => line,
-            Err(RecvTimeoutError::Timeout) => panic!("{}: printed nothing for {WAIT:?}", self.name),
-            Err(RecvTimeoutError::Disconnected) => panic!("{}: stdout closed (did it exit?)", self.name),
-        }
-    }
-
-    /// Reads up to the `listening on http://ADDR` line and returns the address.
-    fn address(&self) -> SocketAddr {
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            let line = self.next_line();
-            if let Some(addr) = line.strip_prefix("listening on http://") {
-                return addr
-                    .parse()
-                    .unwrap_or_else(|error| panic!("{}: bad address {line:?}: {error}", self.name));
-            }
-        }
-        panic!("{}: no `listening on` line within {WAIT:?}", self.name);
-    }
-
-    /// Kills the example and returns whatever it printed that was not read yet.
-    fn stop(mut self) -> Vec<String> {
-        self.kill();
-        // The reader thread ends at EOF, which the kill guarantees; bound the wait all the same.
-        let deadline = Instant::now() + WAIT;
-        let mut rest = Vec::new();
-        loop {
-            match self.stdout.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => rest.push(line),
-                Err(RecvTimeoutError::Disconnected) => return rest,
-                Err(RecvTimeoutError::Timeout) => panic!("{}: stdout still open after kill", self.name),
-            }
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Starts the example `name` on a free port, verifying with [`KEY`].
+fn start(name: &str) -> Example {
+    let binary = example_binary(Path::new(env!("CARGO_MANIFEST_DIR")), name);
+    Example::start(name, Command::new(binary).env("ADDR", "127.0.0.1:0").env("PERISKOPE_SIGNING_KEY", KEY))
 }
 
 /// Every delivery fixture: the envelopes and the field-observed variants.
@@ -185,21 +103,21 @@ async fn exercise(example: &Example) {
 
 /// Stops the example and checks that the forged delivery printed nothing after its rejection.
 fn assert_nothing_more(example: Example) {
-    let name = example.name;
+    let name = example.name.clone();
     let rest = example.stop();
     assert!(rest.is_empty(), "{name}: unexpected output {rest:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn axum_example() {
-    let example = Example::start("axum");
+    let example = start("axum");
     exercise(&example).await;
     assert_nothing_more(example);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hyper_example() {
-    let example = Example::start("hyper");
+    let example = start("hyper");
     exercise(&example).await;
     assert_nothing_more(example);
 }
@@ -209,7 +127,7 @@ async fn tonic_example() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-    let example = Example::start("tonic");
+    let example = start("tonic");
     let hint = example.next_line();
     assert!(
         hint.contains(&format!("grpcurl -plaintext {} grpc.health.v1.Health/Check", example.addr)),

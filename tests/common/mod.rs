@@ -5,7 +5,6 @@
 // Each test file uses a different subset.
 #![allow(dead_code)]
 
-pub mod examples;
 pub mod postgres;
 
 use std::future::Future;

@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -20,7 +21,6 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use sha2::{Digest, Sha256};
 
-use crate::common::examples::example_binary;
 use crate::common::{self, KEY, client, signed, try_send};
 use crate::support::TempDir;
 
@@ -49,7 +49,7 @@ impl Process {
         lines: &Lines,
         env: &[(&str, &str)],
     ) -> Process {
-        let mut child = Command::new(example_binary("inbox"))
+        let mut child = Command::new(example_binary())
             .envs(env.iter().copied())
             .env("PERISKOPE_INBOX", location)
             .env("ADDR", "127.0.0.1:0")
@@ -109,6 +109,11 @@ impl Drop for Process {
     }
 }
 
+/// The `inbox` example binary, built on first use.
+fn example_binary() -> PathBuf {
+    crate::process::example_binary(Path::new(env!("CARGO_MANIFEST_DIR")), "inbox")
+}
+
 /// The example's digest of a body.
 pub fn short_digest(body: &[u8]) -> String {
     Sha256::digest(body).iter().take(8).fold(String::new(), |mut hex, byte| {
@@ -127,7 +132,7 @@ async fn the_example_processes_each_fixture_once_and_refuses_a_second_process() 
     let lines = Lines::default();
     let example = Process::start(dir.db(), 0, 0, &lines);
 
-    let second = Command::new(example_binary("inbox"))
+    let second = Command::new(example_binary())
         .env("PERISKOPE_INBOX", dir.db())
         .env("ADDR", "127.0.0.1:0")
         .env("PERISKOPE_SIGNING_KEY", KEY)

@@ -7,6 +7,10 @@ mod acceptor;
 mod common;
 mod crash;
 mod postgres;
+// Only `example_binary` is used: the crash test reads the example's lines itself.
+#[allow(dead_code)]
+#[path = "../common/process.rs"]
+mod process;
 mod store;
 mod support;
 mod worker;

@@ -1,0 +1,69 @@
+//! The signing key: from `--key`, `--key-file` or `PERISKOPE_SIGNING_KEY`, never printed.
+
+use std::path::PathBuf;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
+use periskope_webhook::SigningKey;
+
+use crate::output::Failure;
+
+/// Where the signing key comes from.
+#[derive(Args, Debug)]
+pub struct KeyArgs {
+    /// The signing key exactly as Periskope's console shows it (`peri_...`). Other users of this
+    /// machine can see it in `ps`: prefer --key-file or the PERISKOPE_SIGNING_KEY variable.
+    #[arg(long, value_name = "KEY", env = "PERISKOPE_SIGNING_KEY", hide_env_values = true)]
+    key: Option<String>,
+
+    /// A file holding the signing key (one trailing newline is ignored). Takes precedence over
+    /// PERISKOPE_SIGNING_KEY.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+}
+
+/// Refuses `--key` with `--key-file`, and either with `--insecure`. (clap's own conflict check
+/// would also count PERISKOPE_SIGNING_KEY as `--key`: a key file or `--insecure` overrides it.)
+pub fn check_conflict(command: &mut clap::Command, matches: &ArgMatches) {
+    let Some((_, matches)) = matches.subcommand() else { return };
+    let given = |id: &str| matches.ids().any(|present| present == id);
+    let key_argument = given("key") && matches.value_source("key") == Some(ValueSource::CommandLine);
+    let conflict = if given("key_file") && key_argument {
+        "--key and --key-file cannot be used together"
+    } else if given("insecure") && matches.get_flag("insecure") && (key_argument || given("key_file")) {
+        "--insecure does not check signatures: give it no key"
+    } else {
+        return;
+    };
+    command.error(clap::error::ErrorKind::ArgumentConflict, conflict).exit();
+}
+
+impl KeyArgs {
+    /// The key, from the file if one was named, else from `--key` or the environment.
+    pub fn signing_key(&self) -> Result<SigningKey, Failure> {
+        let key = match &self.key_file {
+            Some(path) => {
+                let mut text = std::fs::read(path).map_err(|error| {
+                    Failure::io(format_args!("reading the key file {}", path.display()), error)
+                })?;
+                for ending in [&b"\n"[..], b"\r"] {
+                    if text.ends_with(ending) {
+                        text.pop();
+                    }
+                }
+                text
+            }
+            None => self
+                .key
+                .clone()
+                .ok_or_else(|| {
+                    Failure::Error(
+                        "no signing key: pass --key-file FILE, set PERISKOPE_SIGNING_KEY, or pass --key KEY"
+                            .to_owned(),
+                    )
+                })?
+                .into_bytes(),
+        };
+        SigningKey::new(key).map_err(|_| Failure::Error("the signing key is empty".to_owned()))
+    }
+}
