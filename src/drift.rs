@@ -22,6 +22,7 @@ use std::fmt::Write as _;
 
 use serde_ignored::Path;
 
+use crate::event::is_identifier;
 use crate::event::open_enum::OpenValue;
 use crate::event::{self, ObjectRef, WebhookEvent};
 
@@ -126,11 +127,4 @@ fn write_path(out: &mut String, path: &Path<'_>) {
             write_path(out, parent)
         }
     }
-}
-
-/// A field name rather than data used as a key (a WhatsApp id, an email, a label id).
-fn is_identifier(key: &str) -> bool {
-    let mut chars = key.chars();
-    chars.next().is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

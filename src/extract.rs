@@ -162,7 +162,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WebhookEvent {
     }
 }
 
-/// The delivery's metadata (signing key, length, duplicate flag, drift).
+/// The delivery's metadata (signing key, length, de-duplication outcome, drift).
 impl<S: Send + Sync> FromRequestParts<S> for DeliveryMetadata {
     type Rejection = ExtractRejection;
 

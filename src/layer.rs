@@ -24,6 +24,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::{Duration, SystemTime};
 
 use bytes::Buf;
 use bytes::Bytes;
@@ -37,7 +38,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::dedup::{Claim, DedupKey, DedupPolicy, NoDedup};
+use crate::dedup::{Claim, DedupOutcome, DedupPolicy, Lease, NoDedup};
 use crate::drift::Drift;
 use crate::event::{EventData, EventKind, WebhookEvent};
 use crate::filter::{EventFilter, KindSet};
@@ -71,6 +72,7 @@ struct Config {
     limit: usize,
     strict: bool,
     drift: bool,
+    max_age: Option<Duration>,
     /// `None`: [`Rejection::to_json_response`].
     on_rejection: Option<Arc<dyn OnRejection>>,
     filter: Arc<dyn EventFilter>,
@@ -89,6 +91,7 @@ impl fmt::Debug for Config {
             .field("limit", &self.limit)
             .field("strict", &self.strict)
             .field("drift", &self.drift)
+            .field("max_age", &self.max_age)
             .field("custom_rejections", &self.on_rejection.is_some())
             .finish_non_exhaustive()
     }
@@ -102,12 +105,15 @@ impl fmt::Debug for Config {
 ///    before a byte is read, a longer body 413 when the limit is crossed, a failing body 400;
 /// 3. the `x-periskope-signature` HMAC-SHA256 is checked in constant time against each key
 ///    (401 when missing, malformed, mismatched, or given twice differently);
-/// 4. the verified body, and only a verified one, is decoded (400 when it is not a delivery;
-///    a known event whose data does not fit is forwarded as [`EventData::Undecodable`], or
-///    rejected with 422 in [strict](Self::strict) mode);
-/// 5. events refused by the [filter](Self::filter_events) are answered `200 OK` (their `data`
+/// 4. the verified body, and only a verified one, is decoded (400 when it is not a delivery);
+/// 5. with a [replay window](Self::max_age), a delivery whose timestamp is outside it gets 400;
+/// 6. events refused by the [filter](Self::filter_events) are answered `200 OK` (their `data`
 ///    is not typed, but the body is checked as in step 4);
-/// 6. the inner service gets the request with a body replaying the same bytes, and
+/// 7. a known event whose data does not fit is forwarded as [`EventData::Undecodable`], or
+///    rejected with 422 in [strict](Self::strict) mode;
+/// 8. with [de-duplication](Self::deduplicate), a copy already handled is answered `200` and
+///    one being handled `409`;
+/// 9. the inner service gets the request with a body replaying the same bytes, and
 ///    [`WebhookEvent`], [`RawBody`] and [`DeliveryMetadata`] in its extensions.
 ///
 /// Rejections are responses, not errors: the service's error type is the inner service's.
@@ -194,6 +200,7 @@ impl PeriskopeWebhookLayer {
                 limit: DEFAULT_BODY_LIMIT,
                 strict: false,
                 drift: false,
+                max_age: None,
                 on_rejection: None,
                 filter: Arc::new(KindSet::all()),
                 #[cfg(feature = "tracing")]
@@ -215,6 +222,20 @@ impl<D> PeriskopeWebhookLayer<D> {
     /// instead of being forwarded as [`EventData::Undecodable`] (the default: nothing lost).
     pub fn strict(mut self, strict: bool) -> Self {
         Arc::make_mut(&mut self.config).strict = strict;
+        self
+    }
+
+    /// Refuses deliveries whose envelope `timestamp` is older than `max_age`, or more than a
+    /// minute in the future, with 400 `stale_delivery`; a missing or unreadable timestamp gets
+    /// 400 `missing_timestamp` (the window is a security measure, so it fails closed). Off by
+    /// default.
+    ///
+    /// It limits how long a captured delivery can be replayed (the signature has no nonce),
+    /// checked after the signature and before the filter and de-duplication. Periskope's retry
+    /// schedule is undocumented: a retry arriving after the window is refused too, and 400 is
+    /// presumably not retried, so choose a window longer than any retry you want handled.
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        Arc::make_mut(&mut self.config).max_age = Some(max_age);
         self
     }
 
@@ -371,14 +392,19 @@ impl<S, D> Pending<S, D> {
 
 pin_project! {
     #[project = StateProj]
-    enum State<Fut, Out, Col, C, St> {
+    enum State<Fut, Out, Col, C, L, St> {
         Collecting { #[pin] collect: Col },
-        Claiming { #[pin] claim: C, request: Option<Request<Full<Bytes>>>, key: Option<DedupKey> },
-        Calling { #[pin] future: Fut, key: Option<DedupKey> },
+        Claiming { #[pin] claim: C, request: Option<Request<Full<Bytes>>> },
+        // The lease lives here while the handler runs: dropping the future (cancellation) or
+        // unwinding through it (a panicking handler) releases the claim.
+        Calling { #[pin] future: Fut, lease: Option<L> },
         Settling { #[pin] settle: St, output: Option<Out> },
         Respond { response: Option<Answer> },
     }
 }
+
+type LeaseOf<D> = <D as DedupPolicy>::Lease;
+type SettleOf<D> = <LeaseOf<D> as Lease>::SettleFuture;
 
 pin_project! {
     /// The response future of [`PeriskopeWebhook`].
@@ -390,7 +416,7 @@ pin_project! {
         D: DedupPolicy,
     {
         #[pin]
-        state: State<S::Future, Result<S::Response, S::Error>, Collect<Limited<B>>, D::ClaimFuture, D::SettleFuture>,
+        state: State<S::Future, Result<S::Response, S::Error>, Collect<Limited<B>>, D::ClaimFuture, LeaseOf<D>, SettleOf<D>>,
         pending: Option<Pending<S, D>>,
     }
 }
@@ -422,12 +448,13 @@ where
                             #[cfg(feature = "axum")]
                             axum_core::extract::DefaultBodyLimit::max(pending.config.limit)
                                 .apply(&mut request);
-                            match request.extensions().get::<WebhookEvent>().filter(|_| D::ENABLED) {
-                                Some(event) => {
-                                    let (key, claim) = pending.dedup.claim(event);
-                                    State::Claiming { claim, request: Some(request), key: Some(key) }
-                                }
-                                None => State::Calling { future: pending.call(request), key: None },
+                            let claim = request
+                                .extensions()
+                                .get::<WebhookEvent>()
+                                .and_then(|event| pending.dedup.claim(event));
+                            match claim {
+                                Some(claim) => State::Claiming { claim, request: Some(request) },
+                                None => State::Calling { future: pending.call(request), lease: None },
                             }
                         }
                         Err(Refusal::Reject(rejection)) => State::Respond {
@@ -437,43 +464,61 @@ where
                     };
                     this.state.set(next);
                 }
-                StateProj::Claiming { claim, request, key } => {
+                StateProj::Claiming { claim, request } => {
                     let claim = ready!(claim.poll(cx));
                     let pending = pending.expect("ResponseFuture polled after completion");
                     let mut request = request.take().expect("a claim is answered once");
-                    let next = match claim {
-                        Claim::New => State::Calling { future: pending.call(request), key: key.take() },
-                        _ if pending.dedup.pass_through() => {
-                            if let Some(metadata) = request.extensions_mut().get_mut::<DeliveryMetadata>() {
-                                metadata.duplicate = true;
-                            }
-                            State::Calling { future: pending.call(request), key: None }
-                        }
-                        Claim::InFlight => State::Respond {
-                            response: Some(respond(
-                                &pending.config,
-                                Rejection::DuplicateInFlight,
-                                request.version(),
-                            )),
-                        },
-                        _ => State::Respond { response: Some(duplicate()) },
+                    let refuse = |rejection| State::Respond {
+                        response: Some(respond(&pending.config, rejection, request.version())),
                     };
-                    this.state.set(next);
+                    let (outcome, lease) = match claim {
+                        Ok(Claim::New(lease)) => (DedupOutcome::New, Some(lease)),
+                        Ok(Claim::Delivered) if pending.dedup.pass_through() => {
+                            (DedupOutcome::Duplicate, None)
+                        }
+                        Ok(Claim::InFlight) if pending.dedup.pass_through() => (DedupOutcome::InFlight, None),
+                        Ok(Claim::Delivered) => {
+                            this.state.set(State::Respond { response: Some(duplicate()) });
+                            continue;
+                        }
+                        Ok(Claim::InFlight) => {
+                            this.state.set(refuse(Rejection::DuplicateInFlight));
+                            continue;
+                        }
+                        Err(_error) if pending.dedup.reject_when_unavailable() => {
+                            #[cfg(feature = "tracing")]
+                            tracing::warn!(error = %_error, "periskope webhook de-duplication store unavailable");
+                            this.state.set(refuse(Rejection::DedupUnavailable));
+                            continue;
+                        }
+                        Err(_error) => {
+                            #[cfg(feature = "tracing")]
+                            tracing::warn!(
+                                error = %_error,
+                                "periskope webhook de-duplication store unavailable; delivery handed on"
+                            );
+                            (DedupOutcome::StoreUnavailable, None)
+                        }
+                    };
+                    if let Some(metadata) = request.extensions_mut().get_mut::<DeliveryMetadata>() {
+                        metadata.dedup = outcome;
+                    }
+                    this.state.set(State::Calling { future: pending.call(request), lease });
                 }
-                StateProj::Calling { future, key } => {
+                StateProj::Calling { future, lease } => {
                     let output = ready!(future.poll(cx));
-                    let Some(key) = key.take() else {
+                    let Some(lease) = lease.take() else {
                         return Poll::Ready(output.map(|response| response.map(ResponseBody::inner)));
                     };
-                    let pending = pending.expect("ResponseFuture polled after completion");
                     let delivered = output.as_ref().is_ok_and(|response| response.status().is_success());
-                    this.state.set(State::Settling {
-                        settle: pending.dedup.settle(key, delivered),
-                        output: Some(output),
-                    });
+                    this.state.set(State::Settling { settle: lease.settle(delivered), output: Some(output) });
                 }
                 StateProj::Settling { settle, output } => {
-                    ready!(settle.poll(cx));
+                    let _settled = ready!(settle.poll(cx));
+                    #[cfg(feature = "tracing")]
+                    if let Err(error) = &_settled {
+                        tracing::warn!(%error, "periskope webhook delivery handled but not recorded as delivered");
+                    }
                     let output = output.take().expect("ResponseFuture polled after completion");
                     return Poll::Ready(output.map(|response| response.map(ResponseBody::inner)));
                 }
@@ -497,7 +542,7 @@ impl From<Rejection> for Refusal {
     }
 }
 
-/// Steps 3 to 6 on a collected body: verify, decode, filter, fill the extensions.
+/// Steps 3 to 7 on a collected body: verify, decode, check the age, filter, fill the extensions.
 fn admit<B: Buf>(
     parts: &mut Parts,
     collected: Result<Collected<B>, BoxError>,
@@ -516,10 +561,22 @@ fn admit<B: Buf>(
         }
         Verification::Disabled => None,
     };
-    // An event the filter refuses is answered without typing its data; its body is still checked.
-    let event = WebhookEvent::decode_wanted(body.clone(), |kind| config.filter.accepts(kind))
-        .map_err(Rejection::Decode)?
-        .map_err(Refusal::Ignore)?;
+    let event = match config.max_age {
+        // The window runs before the filter, so it needs the timestamp: the event is typed whole.
+        Some(max_age) => {
+            let event = WebhookEvent::decode(body.clone()).map_err(Rejection::Decode)?;
+            check_age(&event, max_age, SystemTime::now())?;
+            if !config.filter.accepts(event.kind()) {
+                return Err(Refusal::Ignore(event.kind()));
+            }
+            event
+        }
+        // An event the filter refuses is answered without typing its data; its body is still
+        // checked.
+        None => WebhookEvent::decode_wanted(body.clone(), |kind| config.filter.accepts(kind))
+            .map_err(Rejection::Decode)?
+            .map_err(Refusal::Ignore)?,
+    };
     if config.strict {
         if let EventData::Undecodable { kind, error, .. } = &event.event().data {
             return Err(Rejection::UndecodableData { kind: *kind, error: error.clone() }.into());
@@ -543,6 +600,26 @@ fn admit<B: Buf>(
     parts.extensions.insert(RawBody(body.clone()));
     parts.extensions.insert(event);
     Ok(Full::new(body))
+}
+
+/// How far in the future a delivery's timestamp may be: clocks disagree a little.
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// The replay window: `event`'s envelope timestamp within `max_age` before `now`, and at
+/// most [`CLOCK_SKEW`] after it.
+fn check_age(event: &WebhookEvent, max_age: Duration, now: SystemTime) -> Result<(), Rejection> {
+    let sent = event
+        .event()
+        .timestamp
+        .as_ref()
+        .and_then(|timestamp| timestamp.parse())
+        .and_then(|time| time.to_system_time())
+        .ok_or(Rejection::MissingTimestamp)?;
+    let fresh = match now.duration_since(sent) {
+        Ok(age) => age <= max_age,
+        Err(ahead) => ahead.duration() <= CLOCK_SKEW,
+    };
+    if fresh { Ok(()) } else { Err(Rejection::StaleDelivery) }
 }
 
 /// An answer the middleware writes itself: its default JSON, or a custom rejection's body.

@@ -15,6 +15,7 @@
 
 use bytes::Bytes;
 
+use crate::dedup::DedupOutcome;
 use crate::drift::Drift;
 use crate::signature::KeyMatch;
 
@@ -28,9 +29,11 @@ pub struct DeliveryMetadata {
     pub key: Option<KeyMatch>,
     /// The body's length in bytes.
     pub body_len: usize,
-    /// Whether this delivery was handled before; set only by a de-duplication policy in
-    /// [pass-through](crate::dedup::Dedup::pass_through) mode.
-    pub duplicate: bool,
+    /// What de-duplication made of this delivery: [`DedupOutcome::Off`] without a policy;
+    /// with one, [`DedupOutcome::New`], a duplicate forwarded in
+    /// [pass-through](crate::dedup::Dedup::pass_through) mode, or
+    /// [`DedupOutcome::StoreUnavailable`] when the store could not answer.
+    pub dedup: DedupOutcome,
     /// What the typed model did not know in this delivery; set only when
     /// [`PeriskopeWebhookLayer::report_drift`](crate::PeriskopeWebhookLayer::report_drift) is on.
     pub drift: Option<Drift>,
@@ -39,7 +42,7 @@ pub struct DeliveryMetadata {
 impl DeliveryMetadata {
     /// Metadata for a body of `body_len` bytes verified by `key`.
     pub fn new(key: Option<KeyMatch>, body_len: usize) -> Self {
-        DeliveryMetadata { key, body_len, duplicate: false, drift: None }
+        DeliveryMetadata { key, body_len, dedup: DedupOutcome::Off, drift: None }
     }
 }
 

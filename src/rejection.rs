@@ -50,6 +50,15 @@ pub enum Rejection {
     /// De-duplication only: the same delivery is being handled right now: 409, so that the
     /// sender retries it later rather than it being lost if the first attempt fails.
     DuplicateInFlight,
+    /// De-duplication with [`Dedup::reject_when_unavailable`](crate::dedup::Dedup::reject_when_unavailable)
+    /// only: the store could not answer: 503, so that the sender retries later.
+    DedupUnavailable,
+    /// [Replay window](crate::PeriskopeWebhookLayer::max_age) only: the envelope `timestamp` is
+    /// older than the window, or more than a minute in the future: 400.
+    StaleDelivery,
+    /// [Replay window](crate::PeriskopeWebhookLayer::max_age) only: the envelope has no
+    /// `timestamp`, or one that cannot be read as a time: 400.
+    MissingTimestamp,
     /// Strict mode only: a known event whose `data` does not fit its type: 422.
     UndecodableData {
         /// The event's kind.
@@ -65,10 +74,14 @@ impl Rejection {
         match self {
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Rejection::BodyRead | Rejection::Decode(_) => StatusCode::BAD_REQUEST,
+            Rejection::BodyRead
+            | Rejection::Decode(_)
+            | Rejection::StaleDelivery
+            | Rejection::MissingTimestamp => StatusCode::BAD_REQUEST,
             Rejection::Signature(_) => StatusCode::UNAUTHORIZED,
             Rejection::UndecodableData { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Rejection::DuplicateInFlight => StatusCode::CONFLICT,
+            Rejection::DedupUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -82,6 +95,9 @@ impl Rejection {
             Rejection::Decode(error) => error.code(),
             Rejection::UndecodableData { .. } => "undecodable_data",
             Rejection::DuplicateInFlight => "duplicate_in_flight",
+            Rejection::DedupUnavailable => "dedup_unavailable",
+            Rejection::StaleDelivery => "stale_delivery",
+            Rejection::MissingTimestamp => "missing_timestamp",
         }
     }
 
@@ -102,9 +118,15 @@ impl fmt::Display for Rejection {
             Rejection::PayloadTooLarge { limit } => write!(f, "body is larger than {limit} bytes"),
             Rejection::BodyRead => f.write_str("the request body failed while being read"),
             Rejection::DuplicateInFlight => f.write_str("the same delivery is being handled; retry later"),
+            Rejection::DedupUnavailable => f.write_str("the de-duplication store cannot answer; retry later"),
+            Rejection::StaleDelivery => {
+                f.write_str("the delivery's timestamp is outside the accepted window")
+            }
+            Rejection::MissingTimestamp => f.write_str("the delivery has no readable timestamp"),
             Rejection::Signature(error) => write!(f, "{error}"),
             Rejection::Decode(error) => write!(f, "{error}"),
-            // The reason may quote a value from the body; the path alone says where to look.
+            // The reason may quote a value from the body; the path alone says where to look,
+            // and its map keys (WhatsApp ids, phone numbers) are masked.
             Rejection::UndecodableData { kind, error } => {
                 write!(f, "`{}` of {kind} does not fit its type", error.path())
             }

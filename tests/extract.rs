@@ -2,34 +2,22 @@
 //! fixtures reach the typed extractor of their family with their real field values; other
 //! events, undecodable ones and a route without the layer get the documented rejections.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::path::Path;
-use std::time::Duration;
 
 use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use common::{KEY, OTHER_KEY, Stack, client, fixture, send, serve, signed};
+use http::StatusCode;
+use http::header::CONTENT_TYPE;
 use periskope_webhook::extract::{
     ChatEvent, ChatNotificationEvent, ExtractRejection, MessageEvent, NoteEvent, PhoneEvent, ReactionEvent,
     TicketEvent,
 };
-use periskope_webhook::testing::signed_request_for_body;
 use periskope_webhook::{DeliveryMetadata, EventKind, PeriskopeWebhookLayer, RawBody, WebhookEvent};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-
-const KEY: &str = "peri_ea194594-c433-4ea7-8c94-af9e63c5df47";
-const STEP: Duration = Duration::from_secs(5);
-
-fn fixture(name: &str) -> Bytes {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-    Bytes::from(std::fs::read(&path).unwrap_or_else(|error| panic!("read {}: {error}", path.display())))
-}
 
 fn text(value: Option<&str>) -> Value {
     value.map_or(Value::Null, |text| Value::from(text.to_owned()))
@@ -165,28 +153,9 @@ fn app() -> Router {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Server and client
+// Client
 
-struct Server {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve() -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local address");
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app()).await.expect("axum serves");
-    });
-    Server { addr, task }
-}
-
+/// A reply as the cases read it: status, content type and JSON body.
 struct Reply {
     status: StatusCode,
     content_type: Option<String>,
@@ -201,27 +170,9 @@ impl Reply {
 }
 
 async fn post_signed(addr: SocketAddr, path: &str, body: impl Into<Bytes>) -> Reply {
-    let request: Request<Full<Bytes>> = signed_request_for_body(KEY, &format!("http://{addr}{path}"), body);
-    send(request).await
-}
-
-async fn send(request: Request<Full<Bytes>>) -> Reply {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let response =
-        tokio::time::timeout(STEP, client.request(request)).await.expect("in time").expect("reply");
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .map(|value| value.to_str().expect("ASCII").to_owned());
-    let body = tokio::time::timeout(STEP, response.into_body().collect())
-        .await
-        .expect("in time")
-        .expect("body")
-        .to_bytes();
-    let json = serde_json::from_slice(&body)
-        .unwrap_or_else(|error| panic!("JSON reply ({error}): {:?}", String::from_utf8_lossy(&body)));
-    Reply { status, content_type, json }
+    let reply = send(&client(), signed(&format!("http://{addr}{path}"), KEY, body)).await;
+    let content_type = reply.headers.get(CONTENT_TYPE).map(|value| value.to_str().expect("ASCII").to_owned());
+    Reply { status: reply.status, content_type, json: reply.json() }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -229,7 +180,7 @@ async fn send(request: Request<Full<Bytes>>) -> Reply {
 
 #[tokio::test]
 async fn each_family_reaches_its_typed_extractor_with_real_values() {
-    let server = serve().await;
+    let server = serve(Stack::Axum, app()).await;
     let cases: [(&str, &str, Value); 11] = [
         (
             "/message",
@@ -267,7 +218,7 @@ async fn each_family_reaches_its_typed_extractor_with_real_values() {
 
 #[tokio::test]
 async fn ticket_fixtures_carry_their_ticket() {
-    let server = serve().await;
+    let server = serve(Stack::Axum, app()).await;
     for name in ["ticket.created", "ticket.updated", "ticket.deleted"] {
         let body = fixture(&format!("{name}.envelope.json"));
         let sent: Value = serde_json::from_slice(&body).expect("JSON fixture");
@@ -282,7 +233,7 @@ async fn ticket_fixtures_carry_their_ticket() {
 
 #[tokio::test]
 async fn axum_body_extractors_read_a_delivery_over_axums_default_limit() {
-    let server = serve().await;
+    let server = serve(Stack::Axum, app()).await;
     // 3 MB: over axum's 2 MB default, under the layer's 25 MiB.
     let text = "x".repeat(3 * 1024 * 1024);
     let body = format!(r#"{{"event":"message.created","data":{{"message_id":"m-big","body":"{text}"}}}}"#);
@@ -296,7 +247,7 @@ async fn axum_body_extractors_read_a_delivery_over_axums_default_limit() {
 
 #[tokio::test]
 async fn the_whole_event_extractor_takes_every_event() {
-    let server = serve().await;
+    let server = serve(Stack::Axum, app()).await;
     let reply = post_signed(server.addr, "/any", fixture("org.phone.qr.envelope.json")).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json["kind"], "org.phone.qr");
@@ -319,7 +270,7 @@ async fn the_whole_event_extractor_takes_every_event() {
 
 #[tokio::test]
 async fn metadata_and_raw_body_are_extractors() {
-    let server = serve().await;
+    let server = serve(Stack::Axum, app()).await;
     let body = fixture("note.created.envelope.json");
     let reply = post_signed(server.addr, "/metadata", body.clone()).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
@@ -331,7 +282,7 @@ async fn metadata_and_raw_body_are_extractors() {
 
 #[tokio::test]
 async fn an_event_of_another_family_is_unprocessable() {
-    let server = serve().await;
+    let server = serve(Stack::Axum, app()).await;
     let body = fixture("message.created.envelope.json");
     let reply = post_signed(server.addr, "/ticket", body).await;
     reply.assert_code(StatusCode::UNPROCESSABLE_ENTITY, "unexpected_event_kind");
@@ -350,7 +301,7 @@ async fn an_event_of_another_family_is_unprocessable() {
 
 #[tokio::test]
 async fn unknown_and_undecodable_events_are_of_no_family() {
-    let server = serve().await;
+    let server = serve(Stack::Axum, app()).await;
     let unknown = r#"{"event":"ticket.label.updated","data":{"ticket":{"ticket_id":"T-1"}}}"#;
     let reply = post_signed(server.addr, "/ticket", unknown).await;
     reply.assert_code(StatusCode::UNPROCESSABLE_ENTITY, "unexpected_event_kind");
@@ -377,7 +328,7 @@ async fn unknown_and_undecodable_events_are_of_no_family() {
 
 #[tokio::test]
 async fn without_the_layer_the_server_is_misconfigured() {
-    let server = serve().await;
+    let server = serve(Stack::Axum, app()).await;
     for path in ["/bare/ticket", "/bare/any", "/bare/metadata"] {
         let reply = post_signed(server.addr, path, fixture("ticket.created.envelope.json")).await;
         reply.assert_code(StatusCode::INTERNAL_SERVER_ERROR, "periskope_layer_missing");
@@ -391,14 +342,10 @@ async fn without_the_layer_the_server_is_misconfigured() {
 
 #[tokio::test]
 async fn a_forged_request_never_reaches_an_extractor() {
-    let server = serve().await;
-    let request: Request<Full<Bytes>> = signed_request_for_body(
-        "peri_another-key",
-        &format!("http://{}/ticket", server.addr),
-        fixture("ticket.created.envelope.json"),
-    );
-    let reply = send(request).await;
-    reply.assert_code(StatusCode::UNAUTHORIZED, "signature_mismatch");
+    let server = serve(Stack::Axum, app()).await;
+    let forged =
+        signed(&format!("http://{}/ticket", server.addr), OTHER_KEY, fixture("ticket.created.envelope.json"));
+    send(&client(), forged).await.assert(StatusCode::UNAUTHORIZED, "signature_mismatch");
 }
 
 #[test]

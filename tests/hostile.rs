@@ -85,7 +85,7 @@ fn status_and_code(read: Read) -> String {
 async fn empty_body_signed_and_unsigned() {
     bounded(async {
         let recorder = Recorder::default();
-        let server = start(layer(), recorder.clone()).await;
+        let server = start(Stack::Axum, layer(), recorder.clone()).await;
         let client = client();
         let unsigned = post_with(&server.url, Bytes::new(), &[]);
         refused(
@@ -133,7 +133,7 @@ async fn empty_body_signed_and_unsigned() {
 async fn truncated_and_invalid_json() {
     bounded(async {
         let recorder = Recorder::default();
-        let server = start(layer(), recorder.clone()).await;
+        let server = start(Stack::Axum, layer(), recorder.clone()).await;
         let client = client();
         let fixture = fixture("message.created.envelope.json");
         let full = fixture.slice(..fixture.trim_ascii_end().len());
@@ -175,7 +175,7 @@ async fn truncated_and_invalid_json() {
 async fn invalid_utf8_inside_strings() {
     bounded(async {
         let recorder = Recorder::default();
-        let server = start(layer(), recorder.clone()).await;
+        let server = start(Stack::Axum, layer(), recorder.clone()).await;
         let client = client();
         let bodies: [&[u8]; 8] = [
             b"{\"event\":\"message.created\",\"data\":{\"body\":\"caf\xff\"}}",
@@ -212,8 +212,8 @@ async fn nesting_100_000_deep_does_not_overflow_the_stack() {
         let braces = "}".repeat(DEPTH);
         let recorder = Recorder::default();
         // The deepest body is about 2 MB, well within the default limit.
-        let server = start(layer(), recorder.clone()).await;
-        let strict = start(layer().strict(true), recorder.clone()).await;
+        let server = start(Stack::Axum, layer(), recorder.clone()).await;
+        let strict = start(Stack::Axum, layer().strict(true), recorder.clone()).await;
         let client = client();
 
         let refused_cases = [
@@ -268,8 +268,8 @@ async fn numbers_of_10_000_digits() {
     bounded(async {
         let digits = "9".repeat(10_000);
         let recorder = Recorder::default();
-        let server = start(layer(), recorder.clone()).await;
-        let strict = start(layer().strict(true), recorder.clone()).await;
+        let server = start(Stack::Axum, layer(), recorder.clone()).await;
+        let strict = start(Stack::Axum, layer().strict(true), recorder.clone()).await;
         let client = client();
 
         // Where nothing reads them, they are skipped without being converted: a typed event.
@@ -321,8 +321,8 @@ async fn numbers_of_10_000_digits() {
 async fn duplicate_keys() {
     bounded(async {
         let recorder = Recorder::default();
-        let server = start(layer(), recorder.clone()).await;
-        let strict = start(layer().strict(true), recorder.clone()).await;
+        let server = start(Stack::Axum, layer(), recorder.clone()).await;
+        let strict = start(Stack::Axum, layer().strict(true), recorder.clone()).await;
         let client = client();
 
         // Repeated envelope keys are refused: which `data` was meant is ambiguous.
@@ -373,7 +373,7 @@ async fn duplicate_keys() {
 async fn fifty_megabyte_string_over_the_default_limit() {
     bounded(async {
         let recorder = Recorder::default();
-        let server = start(layer(), recorder.clone()).await;
+        let server = start(Stack::Axum, layer(), recorder.clone()).await;
         let head_of = r#"{"event":"message.created","data":{"body":""#;
         let big = Bytes::from(format!(r#"{head_of}{}"}}}}"#, "x".repeat(50_000_000)));
         assert!(big.len() > 2 * DEFAULT_BODY_LIMIT - 4 * 1024 * 1024);
@@ -437,7 +437,7 @@ async fn fifty_megabyte_string_over_the_default_limit() {
 async fn lying_content_length() {
     bounded(async {
         let recorder = Recorder::default();
-        let server = start(layer(), recorder.clone()).await;
+        let server = start(Stack::Axum, layer(), recorder.clone()).await;
         let body = message("lie-fewer");
         let signature = sign(KEY, &body);
 
@@ -564,7 +564,7 @@ async fn lying_content_length() {
 async fn body_that_errors_midway() {
     bounded(async {
         let recorder = Recorder::default();
-        let server = start(layer(), recorder.clone()).await;
+        let server = start(Stack::Axum, layer(), recorder.clone()).await;
         let body = fixture("message.created.envelope.json");
         let signature = sign(KEY, &body);
 
@@ -583,40 +583,9 @@ async fn body_that_errors_midway() {
         expect_response(&mut stream, &mut Vec::new()).await.assert(400, "body_read_failed");
         recorder.assert_not_called("broken chunk framing");
 
-        // A Content-Length body cut by the client's half-close.
-        let mut stream = connect(server.addr).await;
-        write(
-            &mut stream,
-            head(
-                server.addr,
-                &format!("x-periskope-signature: {signature}\r\ncontent-length: {}\r\n", body.len()),
-            )
-            .as_bytes(),
-        )
-        .await;
-        write(&mut stream, &body[..100]).await;
-        within("shutdown", stream.shutdown()).await.expect("half-close");
-        expect_response(&mut stream, &mut Vec::new()).await.assert(400, "body_read_failed");
-        recorder.assert_not_called("cut by EOF");
-
-        // A client whose own body fails after two chunks aborts the request: whatever it sees,
-        // the handler must not run.
-        for exact in [None, Some(body.len() as u64)] {
-            let (sender, stream) = channel_body(exact);
-            let chunks = [body.slice(..100), body.slice(100..200)];
-            let feed = tokio::spawn(async move {
-                for chunk in chunks {
-                    let _ = sender.send(Ok(chunk)).await;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let _ = sender.send(Err("the client's body failed".into())).await;
-            });
-            if let Ok(reply) = try_send(&client(), streamed(&server.url, stream, &signature)).await {
-                reply.assert(StatusCode::BAD_REQUEST, "body_read_failed");
-            }
-            within("feed", feed).await.expect("feed task");
-            recorder.assert_not_called("client body error");
-        }
+        // A Content-Length body cut by the client's half-close, and a client whose own body
+        // fails midway: `tests/layer` (`connection_closed_midway_never_reaches_the_handler`,
+        // `body_failing_midway_never_reaches_the_handler`), on every stack.
         assert_still_serves(&server, &recorder, "body errors").await;
         server.stop().await;
     })
@@ -636,14 +605,17 @@ async fn stalled_client_is_timed_out_by_layers_outside() {
 
         // The whole request bounded: `Router::layer` puts it outside the webhook layer.
         let bounded_request = serve(
+            Stack::Axum,
             router(layer(), recorder.clone())
                 .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT)),
         )
         .await;
         // The body bounded by its idle time.
-        let bounded_body =
-            serve(router(layer(), recorder.clone()).layer(RequestBodyTimeoutLayer::new(BODY_IDLE_TIMEOUT)))
-                .await;
+        let bounded_body = serve(
+            Stack::Axum,
+            router(layer(), recorder.clone()).layer(RequestBodyTimeoutLayer::new(BODY_IDLE_TIMEOUT)),
+        )
+        .await;
         let head_for = |server: &Server| {
             head(
                 server.addr,
@@ -724,7 +696,7 @@ async fn stalled_client_is_timed_out_by_layers_outside() {
 async fn hostile_signature_headers() {
     bounded(async {
         let recorder = Recorder::default();
-        let server = start(layer(), recorder.clone()).await;
+        let server = start(Stack::Axum, layer(), recorder.clone()).await;
         let client = client();
         let body = fixture("ticket.created.envelope.json");
         let good = sign(KEY, &body);
@@ -827,7 +799,7 @@ async fn hostile_signature_headers() {
 async fn unconvertible_envelope_value_in_valid_json_is_an_invalid_envelope() {
     bounded(async {
         let recorder = Recorder::default();
-        let server = start(layer(), recorder.clone()).await;
+        let server = start(Stack::Axum, layer(), recorder.clone()).await;
         let client = client();
         let digits = "9".repeat(10_000);
         for body in [
@@ -859,7 +831,7 @@ async fn unconvertible_envelope_value_in_valid_json_is_an_invalid_envelope() {
 async fn refusal_before_the_body_is_read_says_connection_close() {
     bounded(async {
         let recorder = Recorder::default();
-        let server = start(layer().body_limit(1024), recorder.clone()).await;
+        let server = start(Stack::Axum, layer().body_limit(1024), recorder.clone()).await;
         let declared = "content-length: 5000\r\n";
         let chunked = "transfer-encoding: chunked\r\n";
         for framing in [declared, chunked] {

@@ -689,11 +689,11 @@ fn misfit_nested_members_is_undecodable_with_nested_path() {
 #[test]
 fn misfit_paths_through_maps_and_arrays() {
     let e = event(r#"{"event":"chat.created","data":{"members":{"9190@c.us":{"is_admin":"yes"}}}}"#);
-    assert_eq!(e.data_error().unwrap().path(), "data.members.9190@c.us.is_admin");
+    assert_eq!(e.data_error().unwrap().path(), "data.members.*.is_admin");
     let e = event(r#"{"event":"message.created","data":{"reactions":[{},{"orphan":"z"}]}}"#);
     assert_eq!(e.data_error().unwrap().path(), "data.reactions[1].orphan");
     let e = event(r#"{"event":"message.created","data":{"delivery_info":{"read":{"91@c.us":"soon"}}}}"#);
-    assert_eq!(e.data_error().unwrap().path(), "data.delivery_info.read.91@c.us");
+    assert_eq!(e.data_error().unwrap().path(), "data.delivery_info.read.*");
     let e = event(r#"{"event":"org.phone.updated","data":5}"#);
     assert_eq!(e.data_error().unwrap().path(), "data");
     assert_eq!(e.raw_data().unwrap().get(), "5");

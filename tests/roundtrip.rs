@@ -103,44 +103,33 @@ fn ack() -> BoxedStrategy<Option<Ack>> {
     proptest::option::of(prop_oneof![4 => -1i64..=7, 1 => any::<i64>()].prop_map(Ack::from_code)).boxed()
 }
 
+/// An open enumeration: one of its known values, or any other text (kept in `Other`).
+fn open_enum<T>(known: Vec<T>) -> BoxedStrategy<Option<T>>
+where
+    T: Clone + std::fmt::Debug + for<'s> From<&'s str> + 'static,
+{
+    proptest::option::of(prop_oneof![prop::sample::select(known), text().prop_map(|t| T::from(t.as_str()))])
+        .boxed()
+}
+
 fn message_type() -> BoxedStrategy<Option<MessageType>> {
-    proptest::option::of(prop_oneof![
-        prop::sample::select(MessageType::KNOWN.to_vec()),
-        text().prop_map(|t| MessageType::from(t.as_str())),
-    ])
-    .boxed()
+    open_enum(MessageType::KNOWN.to_vec())
 }
 
 fn chat_type() -> BoxedStrategy<Option<ChatType>> {
-    proptest::option::of(prop_oneof![
-        prop::sample::select(ChatType::KNOWN.to_vec()),
-        text().prop_map(|t| ChatType::from(t.as_str())),
-    ])
-    .boxed()
+    open_enum(ChatType::KNOWN.to_vec())
 }
 
 fn ticket_status() -> BoxedStrategy<Option<TicketStatus>> {
-    proptest::option::of(prop_oneof![
-        prop::sample::select(TicketStatus::KNOWN.to_vec()),
-        text().prop_map(|t| TicketStatus::from(t.as_str())),
-    ])
-    .boxed()
+    open_enum(TicketStatus::KNOWN.to_vec())
 }
 
 fn wa_state() -> BoxedStrategy<Option<WaState>> {
-    proptest::option::of(prop_oneof![
-        prop::sample::select(WaState::KNOWN.to_vec()),
-        text().prop_map(|t| WaState::from(t.as_str())),
-    ])
-    .boxed()
+    open_enum(WaState::KNOWN.to_vec())
 }
 
 fn notification_type() -> BoxedStrategy<Option<NotificationType>> {
-    proptest::option::of(prop_oneof![
-        prop::sample::select(NotificationType::KNOWN.to_vec()),
-        text().prop_map(|t| NotificationType::from(t.as_str())),
-    ])
-    .boxed()
+    open_enum(NotificationType::KNOWN.to_vec())
 }
 
 /// Any JSON value, nested a few levels.

@@ -1,43 +1,28 @@
-//! `EventRouter` behind `PeriskopeWebhookLayer`, over real HTTP on 127.0.0.1, served by hyper 1
-//! (hyper-util) and by axum 0.8 (`route_service`): each event reaches the handler named for
-//! its kind, and every outcome gets its documented status and code.
+//! `EventRouter` behind `PeriskopeWebhookLayer`, over real HTTP on 127.0.0.1, on each stack of
+//! `tests/common` (axum, hyper, tonic): each event reaches the handler named for its kind, and
+//! every outcome gets its documented status and code.
 //!
-//! Each case is written once against a [`Stack`] and instantiated for both by `for_each_stack!`.
+//! Each case is written once against a `Stack` and instantiated for each by `for_each_stack!`.
+
+mod common;
 
 use std::convert::Infallible;
 use std::error::Error;
-use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body::Body;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
+use common::{
+    KEY, OTHER_KEY, PATH, Reply, Server, Stack, client, fixture, for_each_stack, send, serve, signed,
+};
+use http::{Request, StatusCode};
+use http_body_util::Full;
 use periskope_webhook::router::HandlerError;
 use periskope_webhook::testing::signed_request_for_body;
 use periskope_webhook::{EventKind, EventRouter, PeriskopeWebhookLayer, WebhookEvent};
-use serde_json::Value;
-use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
 use tower::{Layer, Service, ServiceExt};
 
-const KEY: &str = "peri_ea194594-c433-4ea7-8c94-af9e63c5df47";
-const PATH: &str = "/webhooks/periskope";
-const STEP: Duration = Duration::from_secs(5);
 /// What the failing handler returns; it must never reach a response body.
 const SECRET: &str = "db password hunter2 rejected";
-
-fn fixture(name: &str) -> Bytes {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-    Bytes::from(std::fs::read(&path).unwrap_or_else(|error| panic!("read {}: {error}", path.display())))
-}
 
 const UNKNOWN: &str = r#"{"event":"chat.label.updated","data":{"label":"vip"},"org_id":"org-1"}"#;
 
@@ -189,102 +174,20 @@ fn fallback_router(calls: &Calls) -> EventRouter {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The stacks
+// The server and the client side
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stack {
-    /// hyper 1 via hyper-util's auto builder, the layer around the router.
-    Hyper,
-    /// axum 0.8: `Router::route_service(PATH, layer.layer(router))`.
-    Axum,
-}
-
-struct Server {
-    url: String,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Serves `router` at [`PATH`] on `stack`, behind the layer when `layered`.
+/// Serves `router` at every path on `stack`, behind the layer when `layered`.
 async fn start(stack: Stack, router: EventRouter, layered: bool) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local address");
-    let layer = PeriskopeWebhookLayer::new(KEY);
-    let task = match (stack, layered) {
-        (Stack::Hyper, true) => serve_hyper(listener, layer.layer(router)),
-        (Stack::Hyper, false) => serve_hyper(listener, router),
-        (Stack::Axum, true) => {
-            serve_axum(listener, axum::Router::new().route_service(PATH, layer.layer(router)))
-        }
-        (Stack::Axum, false) => serve_axum(listener, axum::Router::new().route_service(PATH, router)),
-    };
-    Server { url: url(addr), task }
-}
-
-fn url(addr: SocketAddr) -> String {
-    format!("http://{addr}{PATH}")
-}
-
-fn serve_axum(listener: TcpListener, app: axum::Router) -> JoinHandle<()> {
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("axum serves") })
-}
-
-fn serve_hyper<S, B>(listener: TcpListener, service: S) -> JoinHandle<()>
-where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn Error + Send + Sync>>,
-{
-    tokio::spawn(async move {
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        let mut connections = JoinSet::new();
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let service = TowerToHyperService::new(service.clone());
-            let builder = builder.clone();
-            connections.spawn(async move {
-                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
-            });
-        }
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// The client side
-
-struct Reply {
-    status: StatusCode,
-    body: String,
-    json: Value,
-}
-
-impl Reply {
-    #[track_caller]
-    fn assert(&self, status: StatusCode, code: &str) {
-        assert_eq!((self.status, self.json["code"].as_str()), (status, Some(code)), "{}", self.body);
+    if layered {
+        serve(stack, PeriskopeWebhookLayer::new(KEY).layer(router)).await
+    } else {
+        serve(stack, router).await
     }
 }
 
+/// POSTs `body`, signed with [`KEY`], and reads the reply.
 async fn post(url: &str, body: impl Into<Bytes>) -> Reply {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let request: Request<Full<Bytes>> = signed_request_for_body(KEY, url, body);
-    let response =
-        tokio::time::timeout(STEP, client.request(request)).await.expect("in time").expect("reply");
-    let status = response.status();
-    let body = tokio::time::timeout(STEP, response.into_body().collect())
-        .await
-        .expect("in time")
-        .expect("body")
-        .to_bytes();
-    let body = String::from_utf8(body.to_vec()).expect("UTF-8");
-    let json = serde_json::from_str(&body).unwrap_or_else(|error| panic!("JSON reply ({error}): {body:?}"));
-    Reply { status, body, json }
+    send(&client(), signed(url, KEY, body)).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -346,7 +249,8 @@ async fn a_failing_handler_is_a_500_without_its_error(stack: Stack) {
     let server = start(stack, full_router(&calls), true).await;
     let reply = post(&server.url, fixture("message.deleted.envelope.json")).await;
     reply.assert(StatusCode::INTERNAL_SERVER_ERROR, "handler_failed");
-    assert!(!reply.body.contains("hunter2") && !reply.body.contains("password"), "leaked: {}", reply.body);
+    let body = String::from_utf8_lossy(&reply.body);
+    assert!(!body.contains("hunter2") && !body.contains("password"), "leaked: {body}");
     assert_eq!(calls.one().handler, "message_deleted");
 }
 
@@ -366,11 +270,8 @@ async fn no_handler_is_a_200_so_periskope_does_not_retry(stack: Stack) {
 async fn the_layer_still_rejects_before_the_router(stack: Stack) {
     let calls = Calls::default();
     let server = start(stack, full_router(&calls), true).await;
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let forged: Request<Full<Bytes>> =
-        signed_request_for_body("peri_another-key", &server.url, fixture("message.created.envelope.json"));
-    let response = tokio::time::timeout(STEP, client.request(forged)).await.expect("in time").expect("reply");
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let forged = signed(&server.url, OTHER_KEY, fixture("message.created.envelope.json"));
+    send(&client(), forged).await.assert(StatusCode::UNAUTHORIZED, "signature_mismatch");
     calls.none();
 }
 
@@ -379,32 +280,8 @@ async fn without_the_layer_the_router_is_misconfigured(stack: Stack) {
     let server = start(stack, full_router(&calls), false).await;
     let reply = post(&server.url, fixture("message.created.envelope.json")).await;
     reply.assert(StatusCode::INTERNAL_SERVER_ERROR, "periskope_layer_missing");
-    assert!(reply.json["message"].as_str().is_some_and(|message| message.contains("misconfiguration")));
+    assert!(reply.json()["message"].as_str().is_some_and(|message| message.contains("misconfiguration")));
     calls.none();
-}
-
-macro_rules! for_each_stack {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            use super::Stack;
-
-            async fn run(stack: Stack) {
-                tokio::time::timeout(std::time::Duration::from_secs(20), super::$case(stack))
-                    .await
-                    .unwrap_or_else(|_| panic!("{stack:?}: case timed out"));
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn hyper() {
-                run(Stack::Hyper).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn axum() {
-                run(Stack::Axum).await
-            }
-        }
-    )*};
 }
 
 for_each_stack!(

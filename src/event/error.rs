@@ -1,7 +1,7 @@
 //! Why a body is not a Periskope delivery ([`DecodeError`]), and why a delivery's `data` did not
 //! fit its type ([`DataError`]).
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 /// The body is not a Periskope delivery: no event can be built from it.
 ///
@@ -82,7 +82,7 @@ pub struct DataError {
 
 impl DataError {
     pub(crate) fn new(path: &serde_path_to_error::Path, error: &serde_json::Error) -> Self {
-        DataError { path: format!("data{}", path_suffix(&path.to_string())), reason: strip_position(error) }
+        DataError { path: masked_path(path), reason: strip_position(error) }
     }
 
     pub(crate) fn trailing() -> Self {
@@ -93,7 +93,9 @@ impl DataError {
         DataError { path: "data".to_owned(), reason: "missing `data`".to_owned() }
     }
 
-    /// The JSON path of the offending value, e.g. `data.ticket.priority`.
+    /// The JSON path of the offending value, e.g. `data.ticket.priority`, with `[i]` for array
+    /// items. Map keys that are not plain identifiers (WhatsApp ids, phone numbers, emails) are
+    /// written `*`, as in [drift](crate::drift) reports: `data.members.*.is_admin`.
     pub fn path(&self) -> &str {
         &self.path
     }
@@ -112,12 +114,32 @@ impl fmt::Display for DataError {
 
 impl std::error::Error for DataError {}
 
-fn path_suffix(path: &str) -> String {
-    match path {
-        "." | "" => String::new(),
-        path if path.starts_with('[') => path.to_owned(),
-        path => format!(".{path}"),
+fn masked_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::from("data");
+    for segment in path {
+        match segment {
+            // Writing to a String cannot fail.
+            Segment::Seq { index } => drop(write!(out, "[{index}]")),
+            Segment::Map { key } => {
+                out.push('.');
+                out.push_str(if is_identifier(key) { key } else { "*" });
+            }
+            Segment::Enum { variant } => {
+                out.push('.');
+                out.push_str(if is_identifier(variant) { variant } else { "*" });
+            }
+            Segment::Unknown => out.push_str(".?"),
+        }
     }
+    out
+}
+
+/// A field name rather than data used as a map key (a WhatsApp id, an email, a label id).
+pub(crate) fn is_identifier(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars.next().is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// serde_json appends " at line L column C"; within `data` that position is meaningless.

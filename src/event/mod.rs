@@ -60,6 +60,7 @@ mod timestamp;
 pub use chat::{Chat, ChatMember, ChatType};
 pub(crate) use decode::ignored_fields;
 pub use envelope::{Event, EventData, ObjectRef};
+pub(crate) use error::is_identifier;
 pub use error::{DataError, DecodeError};
 pub use ids::WaId;
 pub use kind::{EventKind, Family};

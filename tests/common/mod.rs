@@ -1,12 +1,16 @@
-//! Helpers shared by `tests/hostile.rs`, `tests/load.rs`, `tests/secrets.rs` and (its client side)
-//! `tests/layer/`: an axum server
-//! behind the layer on 127.0.0.1, a handler that records what reaches it, an HTTP client, and a
-//! raw-TCP HTTP/1 exchange for requests a well-behaved client would never send.
+//! The one test harness: the stacks a webhook is served on ([`Stack`], [`serve`], [`Server`],
+//! `for_each_stack!`), a handler that records what reaches it behind the layer, an HTTP client,
+//! and a raw-TCP HTTP/1 exchange for requests a well-behaved client would never send.
 // Each test file uses a different subset.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod postgres;
+mod stack;
 
+pub(crate) use stack::for_each_stack;
+pub use stack::{Server, Stack, serve};
+
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,12 +27,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use periskope_webhook::signature::SIGNATURE_HEADER;
-use periskope_webhook::{PeriskopeWebhookLayer, RawBody, WebhookEvent};
+use periskope_webhook::{DeliveryMetadata, EventKind, PeriskopeWebhookLayer, RawBody, WebhookEvent};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
+use tower::{Layer, service_fn};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ClientBody = BoxBody<Bytes, BoxError>;
@@ -62,10 +65,19 @@ pub fn fixture(name: &str) -> Bytes {
 
 /// The `*.envelope.json` fixtures, sorted; each has a top-level `"org_id"` line.
 pub fn envelope_fixture_names() -> Vec<String> {
+    fixture_names(|name| name.ends_with(".envelope.json"))
+}
+
+/// Every delivery fixture: `*.envelope.json` and `field-observed.*.json`, sorted.
+pub fn delivery_fixture_names() -> Vec<String> {
+    fixture_names(|name| name.ends_with(".envelope.json") || name.starts_with("field-observed."))
+}
+
+fn fixture_names(keep: impl Fn(&str) -> bool) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())
         .expect("tests/fixtures exists")
         .map(|entry| entry.expect("dir entry").file_name().into_string().expect("UTF-8 name"))
-        .filter(|name| name.ends_with(".envelope.json"))
+        .filter(|name| keep(name))
         .collect();
     names.sort();
     names
@@ -96,17 +108,47 @@ pub fn sign(key: &str, body: &[u8]) -> String {
 // ---------------------------------------------------------------------------------------------
 // The handler and the server
 
-/// Every body that reached the inner handler, as it read it from the replayed body.
+/// One call of the inner handler.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    /// `None` when the request carried no `WebhookEvent`.
+    pub kind: Option<EventKind>,
+    pub name: Option<String>,
+    pub is_typed: bool,
+    pub data_error_path: Option<String>,
+    /// The bytes read from the request body the layer handed on.
+    pub body: Bytes,
+    pub raw_body: Option<Bytes>,
+    /// Whether `RawBody` and `WebhookEvent::body` are the same buffer (same pointer and length).
+    pub raw_shares_event_body: bool,
+    pub event_body: Option<Bytes>,
+    /// `Some` when `DeliveryMetadata` was present: the key (index, id) and the body length.
+    pub metadata: Option<(Option<(usize, String)>, usize)>,
+}
+
+/// Every call of the inner handler, in order.
 #[derive(Clone, Default)]
-pub struct Recorder(Arc<Mutex<Vec<Bytes>>>);
+pub struct Recorder(Arc<Mutex<Vec<Observed>>>);
 
 impl Recorder {
     pub fn calls(&self) -> usize {
         self.0.lock().unwrap().len()
     }
 
-    pub fn take(&self) -> Vec<Bytes> {
+    pub fn all(&self) -> Vec<Observed> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn take(&self) -> Vec<Observed> {
         std::mem::take(&mut *self.0.lock().unwrap())
+    }
+
+    /// The single call recorded since the last `take`, which must be the only one.
+    #[track_caller]
+    pub fn one(&self) -> Observed {
+        let mut all = self.take();
+        assert_eq!(all.len(), 1, "expected exactly one handler call, got {all:#?}");
+        all.pop().unwrap()
     }
 
     #[track_caller]
@@ -115,7 +157,9 @@ impl Recorder {
         assert!(
             seen.is_empty(),
             "{what}: the handler must not be called, it got {:?}",
-            seen.iter().map(|body| String::from_utf8_lossy(&body[..body.len().min(200)])).collect::<Vec<_>>()
+            seen.iter()
+                .map(|seen| String::from_utf8_lossy(&seen.body[..seen.body.len().min(200)]))
+                .collect::<Vec<_>>()
         );
     }
 
@@ -124,78 +168,60 @@ impl Recorder {
     pub fn assert_called_once_with(&self, what: &str, body: &[u8]) {
         let seen = self.take();
         assert_eq!(seen.len(), 1, "{what}: expected exactly one handler call, got {}", seen.len());
-        assert!(seen[0] == body, "{what}: the handler got other bytes than the ones signed");
+        assert!(seen[0].body == body, "{what}: the handler got other bytes than the ones signed");
     }
 }
 
-/// The inner handler: records the replayed body (checking it is the verified one) and answers
-/// 200 `{"code":"handled"}`.
-pub async fn record(recorder: Recorder, request: axum::extract::Request) -> Response<axum::body::Body> {
+/// The inner handler of every stack: records what it saw and answers 200 `{"code":"handled"}`.
+pub async fn record<B>(recorder: Recorder, request: Request<B>) -> Response<Full<Bytes>>
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
     let (parts, body) = request.into_parts();
-    let body = body.collect().await.expect("the replayed body reads").to_bytes();
-    let raw = parts.extensions.get::<RawBody>().expect("RawBody in the extensions");
-    let event = parts.extensions.get::<WebhookEvent>().expect("WebhookEvent in the extensions");
-    assert_eq!(raw.0, body, "RawBody is the replayed body");
-    assert_eq!(event.body(), &body, "the event was decoded from the replayed body");
-    recorder.0.lock().unwrap().push(body);
-    let mut response = Response::new(axum::body::Body::from(r#"{"code":"handled"}"#));
+    let body = body.collect().await.expect("the forwarded body reads").to_bytes();
+    let event = parts.extensions.get::<WebhookEvent>();
+    let raw = parts.extensions.get::<RawBody>();
+    let metadata = parts.extensions.get::<DeliveryMetadata>();
+    let observed = Observed {
+        kind: event.map(WebhookEvent::kind),
+        name: event.map(|e| e.name().to_owned()),
+        is_typed: event.is_some_and(|e| e.event().is_typed()),
+        data_error_path: event.and_then(|e| e.event().data_error().map(|error| error.path().to_owned())),
+        body,
+        raw_body: raw.map(|raw| raw.0.clone()),
+        raw_shares_event_body: match (raw, event) {
+            (Some(raw), Some(event)) => {
+                raw.0.as_ptr() == event.body().as_ptr() && raw.0.len() == event.body().len()
+            }
+            _ => false,
+        },
+        event_body: event.map(|e| e.body().clone()),
+        metadata: metadata
+            .map(|meta| (meta.key.as_ref().map(|key| (key.index(), key.id().to_owned())), meta.body_len)),
+    };
+    recorder.0.lock().unwrap().push(observed);
+    let mut response = Response::new(Full::new(Bytes::from_static(br#"{"code":"handled"}"#)));
     response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert("x-handler", HeaderValue::from_static("yes"));
     response
 }
 
-/// `POST PATH` answered by [`record`], behind `layer`.
+/// `POST PATH` answered by [`record`], behind `layer`, as an axum router (to stack more layers).
 pub fn router(layer: PeriskopeWebhookLayer, recorder: Recorder) -> Router {
     Router::new()
         .route(PATH, post(move |request: axum::extract::Request| record(recorder, request)))
         .layer(layer)
 }
 
-/// A running axum server; aborted when dropped.
-pub struct Server {
-    pub addr: SocketAddr,
-    pub url: String,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl Server {
-    /// Signals shutdown and waits (bounded) for the server task to end.
-    pub async fn stop(mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        // Graceful shutdown waits for open connections; some cases leave one hanging on purpose.
-        if tokio::time::timeout(Duration::from_secs(1), &mut self.task).await.is_err() {
-            self.task.abort();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Serves `app` with `axum::serve` on 127.0.0.1, on an ephemeral port.
-pub async fn serve(app: Router) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local address");
-    let (shutdown, signal) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = signal.await;
-            })
-            .await
-            .expect("axum serves");
+/// [`record`] behind `layer`, served by `stack`: the layer wraps a plain tower service, which
+/// the hyper stack calls with hyper's own request bodies.
+pub async fn start(stack: Stack, layer: PeriskopeWebhookLayer, recorder: Recorder) -> Server {
+    let inner = service_fn(move |request: Request<Full<Bytes>>| {
+        let recorder = recorder.clone();
+        async move { Ok::<_, Infallible>(record(recorder, request).await) }
     });
-    Server { addr, url: format!("http://{addr}{PATH}"), shutdown: Some(shutdown), task }
-}
-
-/// [`router`] served by [`serve`].
-pub async fn start(layer: PeriskopeWebhookLayer, recorder: Recorder) -> Server {
-    serve(router(layer, recorder)).await
+    serve(stack, layer.layer(inner)).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -248,6 +274,12 @@ impl Reply {
     /// The `code` of a JSON reply, or `""`.
     pub fn code(&self) -> String {
         json_code(&self.body)
+    }
+
+    /// The body as JSON; panics when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|error| panic!("JSON reply ({error}): {:?}", String::from_utf8_lossy(&self.body)))
     }
 
     /// Asserts the status and the JSON `code`.

@@ -50,3 +50,19 @@ pub fn delivery(body: Bytes) -> NewDelivery {
     let event = WebhookEvent::decode(body).expect("a delivery");
     NewDelivery::new(&event, &EventKeys::default().key(&event), SystemTime::now())
 }
+
+/// The de-duplication key the acceptor stores for `body`.
+pub fn key_of(body: &Bytes) -> String {
+    delivery(body.clone()).key
+}
+
+/// The message id of a `message.*` body.
+pub fn message_id(body: &Bytes) -> String {
+    let event = WebhookEvent::decode(body.clone()).expect("a delivery");
+    event
+        .event()
+        .message()
+        .and_then(|message| message.message_id.as_deref())
+        .expect("a message id")
+        .to_owned()
+}

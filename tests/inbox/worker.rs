@@ -14,8 +14,8 @@ use periskope_webhook::{EventRouter, PeriskopeWebhookLayer, WebhookEvent};
 use tokio::sync::oneshot;
 use tower::Layer;
 
-use crate::common::{self, KEY, PATH, client, send, signed, within};
-use crate::support::{TempDir, chat_message, delivery};
+use crate::common::{self, KEY, Stack, client, send, signed, within};
+use crate::support::{TempDir, chat_message, delivery, key_of};
 
 fn fast() -> WorkerConfig {
     let mut config = WorkerConfig::default();
@@ -127,7 +127,7 @@ async fn errors_panics_and_timeouts_fail_attempts_until_a_dead_letter() {
     }));
     let jobs = wait_until(inbox.store(), "three dead letters", all_in(JobState::Dead)).await;
     let error = |key: &str| {
-        let job = jobs.iter().find(|job| job.key == format!("message.created|{key}")).unwrap();
+        let job = jobs.iter().find(|job| job.key == key_of(&chat_message(key, key))).unwrap();
         assert_eq!(job.attempts, 3, "{job:?}");
         job.last_error.clone().unwrap()
     };
@@ -239,7 +239,7 @@ async fn graceful_shutdown_finishes_quick_jobs_and_releases_the_rest() {
     within("worker stops", worker).await.unwrap();
     let jobs = inbox.store().list(ListQuery::new(None, 10)).await.unwrap();
     let state = |key: &str| {
-        let job = jobs.iter().find(|job| job.key == format!("message.created|{key}")).unwrap();
+        let job = jobs.iter().find(|job| job.key == key_of(&chat_message(key, key))).unwrap();
         (job.state, job.attempts)
     };
     assert_eq!(state("quick"), (JobState::Done, 1), "finished within the grace period");
@@ -262,8 +262,7 @@ async fn a_delivery_over_http_reaches_the_handler_from_storage() {
     let worker = tokio::spawn(inbox.worker(router).config(config).run(async {
         let _ = stopped.await;
     }));
-    let app = Router::new().route_service(PATH, PeriskopeWebhookLayer::new(KEY).layer(inbox.acceptor()));
-    let server = common::serve(app).await;
+    let server = common::serve(Stack::Axum, PeriskopeWebhookLayer::new(KEY).layer(inbox.acceptor())).await;
     // Let the worker's first (empty) claim pass, so that the job below arrives while it waits.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let body = chat_message("c", "over-http");

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::for_each_stack;
+use crate::common::for_each_stack;
 use crate::support::*;
 
 fn layer() -> PeriskopeWebhookLayer {
@@ -66,7 +66,7 @@ async fn every_envelope_fixture_is_delivered(stack: Stack) {
     let recorder = Recorder::default();
     let server = start(stack, layer(), recorder.clone()).await;
     let client = client();
-    let names = envelope_fixtures();
+    let names = delivery_fixture_names();
     assert!(names.len() >= 20, "{names:?}");
     for name in names {
         let body = fixture(&name);
@@ -89,14 +89,14 @@ async fn signature_test_vector_is_accepted(stack: Stack) {
     let server = start(stack, PeriskopeWebhookLayer::new(&key), recorder.clone()).await;
     let client = client();
 
-    let reply = send(&client, post_with(&server.url, body.clone(), &[&expected])).await;
+    let reply = send(&client, post_with(&server.url, body.clone(), &[expected.as_bytes()])).await;
     reply.assert(StatusCode::OK, "handled");
     assert_delivered(&recorder.one(), EventKind::ReactionCreated, &body, Some((0, "key-0")));
 
     // The same signature over a body differing in its last byte.
     let mut changed = body.to_vec();
     *changed.last_mut().unwrap() = b' ';
-    let reply = send(&client, post_with(&server.url, changed, &[&expected])).await;
+    let reply = send(&client, post_with(&server.url, changed, &[expected.as_bytes()])).await;
     reply.assert(StatusCode::UNAUTHORIZED, "signature_mismatch");
     recorder.assert_not_called("changed body");
     server.stop().await;
@@ -118,16 +118,18 @@ async fn python_signature_is_accepted_and_a_changed_byte_is_not(stack: Stack) {
     let server = start(stack, layer(), recorder.clone()).await;
     let client = client();
 
-    let reply = send(&client, post_with(&server.url, body.clone(), &[&signature])).await;
+    let reply = send(&client, post_with(&server.url, body.clone(), &[signature.as_bytes()])).await;
     reply.assert(StatusCode::OK, "handled");
     assert_delivered(&recorder.one(), EventKind::MessageCreated, &body, Some((0, "key-0")));
 
-    let reply = send(&client, post_with(&server.url, changed.clone(), &[&signature])).await;
+    let reply = send(&client, post_with(&server.url, changed.clone(), &[signature.as_bytes()])).await;
     reply.assert(StatusCode::UNAUTHORIZED, "signature_mismatch");
     recorder.assert_not_called("one byte changed");
 
     // And the changed body with its own (python) signature is fine again.
-    let reply = send(&client, post_with(&server.url, changed.clone(), &[&python_hmac(KEY, &changed)])).await;
+    let reply =
+        send(&client, post_with(&server.url, changed.clone(), &[python_hmac(KEY, &changed).as_bytes()]))
+            .await;
     reply.assert(StatusCode::OK, "handled");
     assert_eq!(recorder.one().body, changed);
     server.stop().await;
@@ -170,19 +172,20 @@ async fn signature_header_errors(stack: Stack) {
     let non_hex = format!("{}z", &good[..63]);
     let too_long = format!("{good}0");
     for malformed in [&good[..63], &prefixed, &non_hex, &too_long, "", "v1=abc"] {
-        let reply = send(&client, post_with(&server.url, body.clone(), &[malformed])).await;
+        let reply = send(&client, post_with(&server.url, body.clone(), &[malformed.as_bytes()])).await;
         reply.assert(StatusCode::UNAUTHORIZED, "signature_malformed");
     }
 
-    let reply = send(&client, post_with(&server.url, body.clone(), &[&wrong_key])).await;
+    let reply = send(&client, post_with(&server.url, body.clone(), &[wrong_key.as_bytes()])).await;
     reply.assert(StatusCode::UNAUTHORIZED, "signature_mismatch");
 
     // A malformed copy next to a good one.
-    let reply = send(&client, post_with(&server.url, body.clone(), &[&good, &prefixed])).await;
+    let reply =
+        send(&client, post_with(&server.url, body.clone(), &[good.as_bytes(), prefixed.as_bytes()])).await;
     reply.assert(StatusCode::UNAUTHORIZED, "signature_malformed");
 
     // Two copies that disagree are refused, even when one of them is right, in either order.
-    for pair in [[good.as_str(), wrong_key.as_str()], [wrong_key.as_str(), good.as_str()]] {
+    for pair in [[good.as_bytes(), wrong_key.as_bytes()], [wrong_key.as_bytes(), good.as_bytes()]] {
         let reply = send(&client, post_with(&server.url, body.clone(), &pair)).await;
         reply.assert(StatusCode::UNAUTHORIZED, "signature_conflict");
     }
@@ -198,16 +201,18 @@ async fn uppercase_hex_and_identical_duplicates_are_accepted(stack: Stack) {
     let good = periskope_webhook::testing::signature(KEY, &body);
     let upper = good.to_ascii_uppercase();
 
-    let reply = send(&client, post_with(&server.url, body.clone(), &[&upper])).await;
+    let reply = send(&client, post_with(&server.url, body.clone(), &[upper.as_bytes()])).await;
     reply.assert(StatusCode::OK, "handled");
     assert_delivered(&recorder.one(), EventKind::NoteCreated, &body, Some((0, "key-0")));
 
-    let reply = send(&client, post_with(&server.url, body.clone(), &[&good, &good])).await;
+    let reply =
+        send(&client, post_with(&server.url, body.clone(), &[good.as_bytes(), good.as_bytes()])).await;
     reply.assert(StatusCode::OK, "handled");
     assert_delivered(&recorder.one(), EventKind::NoteCreated, &body, Some((0, "key-0")));
 
     // Duplicates that differ only in letter case decode to the same signature.
-    let reply = send(&client, post_with(&server.url, body.clone(), &[&good, &upper])).await;
+    let reply =
+        send(&client, post_with(&server.url, body.clone(), &[good.as_bytes(), upper.as_bytes()])).await;
     reply.assert(StatusCode::OK, "handled");
     assert_delivered(&recorder.one(), EventKind::NoteCreated, &body, Some((0, "key-0")));
     server.stop().await;
@@ -460,7 +465,8 @@ async fn unverified_bytes_are_never_parsed(stack: Stack) {
     let client = client();
     for body in [&br#"{"event":"message.created","data":{"#[..], b"[1,2]", b"\xff\xfe", br#"{"data":{}}"#] {
         let wrong = periskope_webhook::testing::signature(OTHER_KEY, body);
-        let reply = send(&client, post_with(&server.url, Bytes::from_static(body), &[&wrong])).await;
+        let reply =
+            send(&client, post_with(&server.url, Bytes::from_static(body), &[wrong.as_bytes()])).await;
         reply.assert(StatusCode::UNAUTHORIZED, "signature_mismatch");
         let reply = send(&client, post_with(&server.url, Bytes::from_static(body), &[])).await;
         reply.assert(StatusCode::UNAUTHORIZED, "signature_missing");
@@ -539,7 +545,7 @@ async fn filtered_events_are_answered_without_the_handler(stack: Stack) {
     recorder.assert_not_called("filtered out");
 
     // The filter runs after verification: a filtered-out kind with a bad signature is still 401.
-    let reply = send(&client, post_with(&server.url, message, &[&"0".repeat(64)])).await;
+    let reply = send(&client, post_with(&server.url, message, &["0".repeat(64).as_bytes()])).await;
     reply.assert(StatusCode::UNAUTHORIZED, "signature_mismatch");
 
     let ticket = fixture("ticket.created.envelope.json");
@@ -595,7 +601,7 @@ async fn insecure_mode_forwards_unsigned_requests(stack: Stack) {
     assert_delivered(&recorder.one(), EventKind::ReactionCreated, &body, None);
 
     // The header is not looked at.
-    let reply = send(&client, post_with(&server.url, body.clone(), &["not a signature"])).await;
+    let reply = send(&client, post_with(&server.url, body.clone(), &[b"not a signature"])).await;
     reply.assert(StatusCode::OK, "handled");
     assert_delivered(&recorder.one(), EventKind::ReactionCreated, &body, None);
 
