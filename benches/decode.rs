@@ -54,6 +54,12 @@ fn bench_drift(c: &mut Criterion) {
 /// fastest batch of each counts. On a shared machine whose speed drifts during a run, this
 /// ratio is steadier than criterion's, which measures one function after the other.
 fn interleaved_ratios(_: &mut Criterion) {
+    // Only when measuring (`cargo bench`), and not when profiling one function
+    // (`--profile-time`, e.g. under callgrind).
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|arg| arg == "--bench") || args.iter().any(|arg| arg == "--profile-time") {
+        return;
+    }
     println!("interleaved, fastest of 100 batches: body, bytes, Value, WebhookEvent::decode, ratio");
     for (name, body) in support::bodies() {
         let shared = Bytes::from(body);

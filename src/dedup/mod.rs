@@ -41,12 +41,16 @@
 
 mod key;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 mod store;
 
 use std::future::Ready;
 
 pub use key::{DedupKey, EventKeys, KeyFn};
 pub use memory::{MemoryLease, MemoryStore};
+#[cfg(feature = "redis")]
+pub use redis::{RedisLease, RedisStore};
 pub use store::{Claim, DedupStore, Lease, StoreError};
 
 use crate::event::WebhookEvent;
