@@ -139,6 +139,7 @@ mod filter;
 pub mod inbox;
 mod layer;
 mod metadata;
+pub mod metrics;
 mod rejection;
 mod response;
 pub mod router;
