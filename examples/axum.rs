@@ -14,11 +14,20 @@
 //! ```
 //!
 //! Without `PERISKOPE_SIGNING_KEY` it uses Periskope's public demo key (local testing only).
+//!
+//! With `METRICS=1` it also serves what the layer counts (feature `metrics`) as Prometheus text
+//! on `GET /metrics`, outside the webhook layer:
+//!
+//! ```text
+//! METRICS=1 cargo run --example axum
+//! curl http://127.0.0.1:3000/metrics
+//! ```
 
 mod support;
 
 use axum::Router;
-use axum::routing::post;
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusBuilder;
 use periskope_webhook::extract::TicketEvent;
 use periskope_webhook::{DeliveryMetadata, WebhookEvent};
 
@@ -42,10 +51,15 @@ async fn tickets(event: TicketEvent) -> &'static str {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let app = Router::new()
+    let mut app = Router::new()
         .route(support::PATH, post(webhook))
         .route(&format!("{}/tickets", support::PATH), post(tickets))
         .layer(support::webhook_layer());
+    if std::env::var_os("METRICS").is_some_and(|value| value == "1") {
+        let prometheus = PrometheusBuilder::new().install_recorder().map_err(std::io::Error::other)?;
+        // Added after `.layer(...)`, so the webhook layer does not wrap it.
+        app = app.route("/metrics", get(move || std::future::ready(prometheus.render())));
+    }
 
     let listener = tokio::net::TcpListener::bind(support::addr()).await?;
     println!("listening on http://{}", listener.local_addr()?);

@@ -43,6 +43,7 @@ use crate::drift::Drift;
 use crate::event::{EventData, EventKind, WebhookEvent};
 use crate::filter::{EventFilter, KindSet};
 use crate::metadata::{DeliveryMetadata, RawBody};
+use crate::metrics::{self, Outcome, Stopwatch};
 use crate::rejection::{OnRejection, Rejection};
 use crate::response::{BoxError, ResponseBody, json_answer};
 use crate::signature::{EmptyKey, IntoSigningKey, SigningKeys};
@@ -386,6 +387,7 @@ impl<S, D> Pending<S, D> {
     where
         S: Service<Request<Full<Bytes>>>,
     {
+        metrics::forwarded(&request);
         self.inner.take().expect("the inner service is called once").call(request)
     }
 }
@@ -478,7 +480,7 @@ where
                         }
                         Ok(Claim::InFlight) if pending.dedup.pass_through() => (DedupOutcome::InFlight, None),
                         Ok(Claim::Delivered) => {
-                            this.state.set(State::Respond { response: Some(duplicate()) });
+                            this.state.set(State::Respond { response: Some(duplicate(&request)) });
                             continue;
                         }
                         Ok(Claim::InFlight) => {
@@ -555,12 +557,16 @@ fn admit<B: Buf>(
         }
         Err(_) => return Err(Rejection::BodyRead.into()),
     };
+    metrics::body_read(body.len());
+    let verify = Stopwatch::start();
     let key = match &config.verification {
         Verification::Keys(keys) => {
             Some(keys.verify_headers(&parts.headers, &body).map_err(Rejection::Signature)?)
         }
         Verification::Disabled => None,
     };
+    verify.verified();
+    let decode = Stopwatch::start();
     let event = match config.max_age {
         // The window runs before the filter, so it needs the timestamp: the event is typed whole.
         Some(max_age) => {
@@ -577,6 +583,7 @@ fn admit<B: Buf>(
             .map_err(Rejection::Decode)?
             .map_err(Refusal::Ignore)?,
     };
+    decode.decoded();
     if config.strict {
         if let EventData::Undecodable { kind, error, .. } = &event.event().data {
             return Err(Rejection::UndecodableData { kind: *kind, error: error.clone() }.into());
@@ -640,6 +647,7 @@ impl Answer {
 fn respond(config: &Config, rejection: Rejection, version: Version) -> Answer {
     #[cfg(feature = "tracing")]
     log_rejection(config.rejection_log_level, &rejection);
+    metrics::rejected(&rejection);
     match &config.on_rejection {
         None => Answer::Json(complete(rejection.to_json_response(), rejection, version)),
         Some(on_rejection) => {
@@ -687,6 +695,7 @@ pub struct IgnoredEvent(pub EventKind);
 pub struct DuplicateDelivery;
 
 fn ignored(kind: EventKind) -> Answer {
+    metrics::delivery(kind, Outcome::Ignored);
     #[cfg(feature = "tracing")]
     tracing::debug!(kind = kind.as_str(), "periskope webhook event filtered out");
     let mut response = json_answer(StatusCode::OK, "event_ignored", &format!("{kind} is not handled here"));
@@ -694,7 +703,8 @@ fn ignored(kind: EventKind) -> Answer {
     Answer::Json(response)
 }
 
-fn duplicate() -> Answer {
+fn duplicate<B>(request: &Request<B>) -> Answer {
+    metrics::answered_duplicate(request);
     #[cfg(feature = "tracing")]
     tracing::debug!("periskope webhook duplicate answered");
     let mut response = json_answer(StatusCode::OK, "duplicate", "this delivery was already handled");

@@ -135,8 +135,11 @@ pub mod event;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
 mod filter;
+#[cfg(feature = "inbox")]
+pub mod inbox;
 mod layer;
 mod metadata;
+pub mod metrics;
 mod rejection;
 mod response;
 pub mod router;

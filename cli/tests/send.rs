@@ -237,3 +237,51 @@ fn usage_errors_exit_2() {
     assert_one_error_line(&output);
     assert!(stderr(&output).contains("no deliveries"), "{}", stderr(&output));
 }
+
+/// `GET path` on `addr` over plain HTTP/1.1; the body.
+fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(common::process::WAIT)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
+}
+
+#[test]
+fn the_axum_example_serves_the_counts_of_a_send_on_metrics() {
+    let binary = example_binary(&workspace_root(), "axum");
+    let example = Running::start(
+        "axum example with METRICS=1",
+        Command::new(binary).env("ADDR", "127.0.0.1:0").env("PERISKOPE_SIGNING_KEY", KEY).env("METRICS", "1"),
+    );
+    let output = run(send(&url(&example), KEY).arg(fixtures_dir()).arg("--tamper"));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+
+    let mut expected = std::collections::BTreeMap::<String, usize>::new();
+    for fixture in delivery_fixtures() {
+        let json: Value = serde_json::from_slice(&std::fs::read(&fixture).unwrap()).unwrap();
+        let kind = json.get("event").or_else(|| json.get("event_type")).and_then(Value::as_str).unwrap();
+        *expected
+            .entry(format!("periskope_webhook_deliveries_total{{kind=\"{kind}\",outcome=\"handled\"}}"))
+            .or_default() += 1;
+    }
+    expected.insert(
+        "periskope_webhook_rejections_total{code=\"signature_mismatch\"}".to_owned(),
+        delivery_fixtures().len(),
+    );
+    expected.insert("periskope_webhook_body_bytes_count".to_owned(), 2 * delivery_fixtures().len());
+
+    let text = get(example.addr, "/metrics");
+    for (series, count) in expected {
+        assert!(
+            text.lines().any(|line| line == format!("{series} {count}")),
+            "{series} {count} missing from:\n{text}"
+        );
+    }
+    for histogram in ["periskope_webhook_verify_seconds", "periskope_webhook_decode_seconds"] {
+        assert!(text.contains(&format!("# TYPE {histogram} ")), "{histogram} missing from:\n{text}");
+    }
+}

@@ -121,14 +121,16 @@ pub fn example_binary(workspace_root: &Path, name: &str) -> PathBuf {
     binary
 }
 
-/// Builds the library's examples into the target directory and profile this test was built for.
+/// Builds the library's examples into the target directory and profile this test was built for,
+/// with the workspace's features as `cargo test --workspace --all-features` unifies them, so that
+/// after that command this is a no-op rather than a rebuild of the examples' dependencies.
 fn build_examples(workspace_root: &Path, profile_dir: &Path) -> Result<(), String> {
     const BUILD_LIMIT: Duration = Duration::from_secs(600);
     let profile = profile_dir.file_name().and_then(|n| n.to_str()).expect("a profile directory");
     let profile = if profile == "debug" { "dev" } else { profile };
     let target_dir = profile_dir.parent().expect("the target directory");
     let mut cargo = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--package", "periskope-webhook", "--examples", "--all-features"])
+        .args(["build", "--quiet", "--workspace", "--examples", "--all-features"])
         .args(["--profile", profile, "--manifest-path"])
         .arg(workspace_root.join("Cargo.toml"))
         .arg("--target-dir")

@@ -1,0 +1,150 @@
+//! Metrics through the [`metrics`](https://docs.rs/metrics) facade (feature `metrics`): every
+//! delivery and rejection, and the time and bytes each request costs, for whichever exporter
+//! the application installs (Prometheus, StatsD, OpenTelemetry, ...).
+//!
+//! ```
+//! # #[cfg(feature = "metrics")] {
+//! use metrics_exporter_prometheus::PrometheusBuilder;
+//!
+//! // Once, at start-up: the exporter becomes the global recorder the layer records into.
+//! let prometheus = PrometheusBuilder::new().install_recorder().expect("no other recorder yet");
+//! // Then serve `prometheus.render()` on `GET /metrics` (see `examples/axum.rs`, `METRICS=1`).
+//! # let _ = prometheus;
+//! # }
+//! ```
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `periskope_webhook_deliveries_total` | counter | `kind` (the event name, or `unknown`), `outcome` (`handled`, `ignored`, `duplicate`) |
+//! | `periskope_webhook_rejections_total` | counter | `code` ([`Rejection::code`]) |
+//! | `periskope_webhook_verify_seconds` | histogram | |
+//! | `periskope_webhook_decode_seconds` | histogram | |
+//! | `periskope_webhook_body_bytes` | histogram | |
+//!
+//! Every verified delivery counts once: `handled` when it reached the inner service (a
+//! duplicate forwarded in pass-through mode counts as `duplicate`), `ignored` when the event
+//! filter answered it, `duplicate` when de-duplication answered it. Labels come from closed
+//! sets (the 20 event names and `unknown`, the rejection codes): never an id, a phone number or
+//! an unknown event's name. The histograms record the size of each body read in full, the time
+//! of each successful verification, and the time of each decode that yields an event for the
+//! inner service (an event the filter refuses is not typed, so not timed).
+//!
+//! Without the feature the recording functions are empty and compile to nothing.
+
+#[cfg(feature = "metrics")]
+use std::time::Instant;
+
+use http::Request;
+
+use crate::dedup::DedupOutcome;
+use crate::event::{EventKind, WebhookEvent};
+use crate::metadata::DeliveryMetadata;
+use crate::rejection::Rejection;
+
+/// Counter of verified deliveries, by `kind` and `outcome`.
+pub const DELIVERIES_TOTAL: &str = "periskope_webhook_deliveries_total";
+/// Counter of refused requests, by `code`.
+pub const REJECTIONS_TOTAL: &str = "periskope_webhook_rejections_total";
+/// Histogram of the seconds each successful signature verification took.
+pub const VERIFY_SECONDS: &str = "periskope_webhook_verify_seconds";
+/// Histogram of the seconds each decode of an event for the inner service took.
+pub const DECODE_SECONDS: &str = "periskope_webhook_decode_seconds";
+/// Histogram of the size in bytes of each body read in full.
+pub const BODY_BYTES: &str = "periskope_webhook_body_bytes";
+
+/// What became of a verified delivery: the `outcome` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Handled,
+    Ignored,
+    Duplicate,
+}
+
+impl Outcome {
+    #[cfg(feature = "metrics")]
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Handled => "handled",
+            Outcome::Ignored => "ignored",
+            Outcome::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// Counts a verified delivery.
+#[inline]
+pub(crate) fn delivery(kind: EventKind, outcome: Outcome) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(DELIVERIES_TOTAL, "kind" => kind.as_str(), "outcome" => outcome.as_str()).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (kind, outcome);
+}
+
+/// Counts a verified delivery handed to the inner service: `handled`, or `duplicate` when
+/// de-duplication forwards a copy in pass-through mode.
+#[inline]
+pub(crate) fn forwarded<B>(request: &Request<B>) {
+    let extensions = request.extensions();
+    if let Some(event) = extensions.get::<WebhookEvent>() {
+        let copy = extensions.get::<DeliveryMetadata>().is_some_and(|metadata| {
+            matches!(metadata.dedup, DedupOutcome::Duplicate | DedupOutcome::InFlight)
+        });
+        delivery(event.kind(), if copy { Outcome::Duplicate } else { Outcome::Handled });
+    }
+}
+
+/// Counts a verified delivery that de-duplication answered itself.
+#[inline]
+pub(crate) fn answered_duplicate<B>(request: &Request<B>) {
+    if let Some(event) = request.extensions().get::<WebhookEvent>() {
+        delivery(event.kind(), Outcome::Duplicate);
+    }
+}
+
+/// Counts a refused request.
+#[inline]
+pub(crate) fn rejected(rejection: &Rejection) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(REJECTIONS_TOTAL, "code" => rejection.code()).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = rejection;
+}
+
+/// Records the size of a body read in full.
+#[inline]
+pub(crate) fn body_read(bytes: usize) {
+    #[cfg(feature = "metrics")]
+    metrics::histogram!(BODY_BYTES).record(bytes as f64);
+    #[cfg(not(feature = "metrics"))]
+    let _ = bytes;
+}
+
+/// Times one step; empty without the feature.
+pub(crate) struct Stopwatch {
+    #[cfg(feature = "metrics")]
+    started: Instant,
+}
+
+impl Stopwatch {
+    #[inline]
+    pub(crate) fn start() -> Self {
+        Stopwatch {
+            #[cfg(feature = "metrics")]
+            started: Instant::now(),
+        }
+    }
+
+    /// Records the time since [`start`](Self::start) as a verification.
+    #[inline]
+    pub(crate) fn verified(self) {
+        #[cfg(feature = "metrics")]
+        metrics::histogram!(VERIFY_SECONDS).record(self.started.elapsed());
+    }
+
+    /// Records the time since [`start`](Self::start) as a decode.
+    #[inline]
+    pub(crate) fn decoded(self) {
+        #[cfg(feature = "metrics")]
+        metrics::histogram!(DECODE_SECONDS).record(self.started.elapsed());
+    }
+}
