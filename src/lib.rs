@@ -135,6 +135,8 @@ pub mod event;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
 mod filter;
+#[cfg(feature = "inbox")]
+pub mod inbox;
 mod layer;
 mod metadata;
 pub mod metrics;

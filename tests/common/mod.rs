@@ -4,6 +4,7 @@
 // Each test file uses a different subset.
 #![allow(dead_code, unused_imports, unused_macros)]
 
+pub mod postgres;
 mod stack;
 
 pub(crate) use stack::for_each_stack;

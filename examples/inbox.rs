@@ -1,0 +1,108 @@
+//! A Periskope webhook server with the durable inbox: each verified delivery is stored in a
+//! SQLite file before the `200`, and a worker handles it from there, with retries.
+//!
+//! ```text
+//! cargo run --example inbox        # terminal 1: stores into ./periskope-inbox.db
+//! cargo run -p periskope-webhook-cli -- send --key peri_ea194594-c433-4ea7-8c94-af9e63c5df47 \
+//!     http://127.0.0.1:3000/webhooks/periskope tests/fixtures   # terminal 2: every sample, signed
+//! ```
+//!
+//! - `PERISKOPE_INBOX`: the inbox file (default `periskope-inbox.db` in the current directory),
+//!   or a `postgres://` URL: then several copies of this server share one queue.
+//! - `ADDR`, `PERISKOPE_SIGNING_KEY`: as in the other examples.
+//! - `HANDLER_DELAY_MS`: how long the handler works on each delivery (default 0).
+//! - `INBOX_LEASE_MS`: how long a claimed job is held before another worker may take it over
+//!   (default 60 s); each attempt may run for half of it.
+//!
+//! For each delivery handled successfully it prints exactly one line,
+//! `processed <event name> <first 16 hex digits of the SHA-256 of the body>`. Stopped (Ctrl-C,
+//! or killed) and restarted on the same file, it resumes the jobs it had not finished.
+
+// Only the configuration helpers are used: the handler prints its own line.
+#[allow(dead_code)]
+mod support;
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use axum::Router;
+use periskope_webhook::inbox::{Inbox, InboxStore, PostgresStore, SqliteStore, WorkerConfig};
+use periskope_webhook::{EventRouter, PeriskopeWebhookLayer, WebhookEvent};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tower::Layer;
+
+/// The first 16 hex digits of the SHA-256 of `body`.
+fn short_digest(body: &[u8]) -> String {
+    Sha256::digest(body).iter().take(8).fold(String::with_capacity(16), |mut hex, byte| {
+        let _ = write!(hex, "{byte:02x}");
+        hex
+    })
+}
+
+/// A whole number of milliseconds from the environment, if set.
+fn millis(name: &str) -> Option<Duration> {
+    let value = std::env::var(name).ok()?;
+    match value.parse::<u64>() {
+        Ok(ms) => Some(Duration::from_millis(ms)),
+        Err(_) => exit(&format!("{name} must be a whole number of milliseconds")),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let location = std::env::var("PERISKOPE_INBOX").unwrap_or_else(|_| "periskope-inbox.db".to_owned());
+    let mut config = WorkerConfig::default();
+    if let Some(lease) = millis("INBOX_LEASE_MS") {
+        config.lease = lease;
+        config.attempt_timeout = lease / 2;
+    }
+    if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+        let store = PostgresStore::connect(&location).await.unwrap_or_else(|error| exit(&error.to_string()));
+        serve(Inbox::new(store), config).await;
+    } else {
+        let store = SqliteStore::open(&location).unwrap_or_else(|error| exit(&error.to_string()));
+        serve(Inbox::new(store), config).await;
+    }
+}
+
+async fn serve<St: InboxStore>(inbox: Inbox<St>, config: WorkerConfig) {
+    let delay = millis("HANDLER_DELAY_MS").unwrap_or(Duration::ZERO);
+    let events = EventRouter::new().fallback(move |event: WebhookEvent| async move {
+        tokio::time::sleep(delay).await;
+        println!("processed {} {}", event.name(), short_digest(event.body()));
+        Ok::<_, Infallible>(())
+    });
+
+    let (stop, stopping) = watch::channel(false);
+    let shutdown = |mut stopping: watch::Receiver<bool>| async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    };
+    let worker = tokio::spawn(inbox.worker(events).config(config).run(shutdown(stopping.clone())));
+
+    // No `.deduplicate(...)`: the inbox stores each occurrence once.
+    let layer = PeriskopeWebhookLayer::new(support::signing_key());
+    let app = Router::new().route_service(support::PATH, layer.layer(inbox.acceptor()));
+    let listener = tokio::net::TcpListener::bind(support::addr())
+        .await
+        .unwrap_or_else(|error| exit(&format!("cannot listen on {}: {error}", support::addr())));
+    match listener.local_addr() {
+        Ok(addr) => println!("listening on http://{addr}"),
+        Err(error) => exit(&error.to_string()),
+    }
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop.send(true);
+    });
+    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown(stopping)).await {
+        eprintln!("server error: {error}");
+    }
+    // The worker finishes or releases the jobs in flight.
+    let _ = worker.await;
+}
+
+fn exit(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(1)
+}

@@ -1,0 +1,155 @@
+//! [`Acceptor`]: the service behind [`PeriskopeWebhookLayer`](crate::PeriskopeWebhookLayer)
+//! that stores each verified delivery and answers `200` once it is durable.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::RETRY_AFTER;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use pin_project_lite::pin_project;
+use tokio::sync::Notify;
+use tower_service::Service;
+
+use super::{InboxStore, NewDelivery, Stored};
+use crate::dedup::KeyFn;
+use crate::event::WebhookEvent;
+use crate::metadata::DeliveryMetadata;
+use crate::response::{LAYER_MISSING_CODE, LAYER_MISSING_MESSAGE, json_answer};
+
+/// A tower [`Service`] that stores each verified delivery in an [`InboxStore`] and answers:
+///
+/// | outcome | status | `code` |
+/// |---|---|---|
+/// | stored durably | 200 | `accepted` |
+/// | the same occurrence is already stored | 200 | `duplicate` |
+/// | storage failed | 503 + `Retry-After` | `inbox_unavailable` |
+/// | no [`WebhookEvent`]: the layer does not wrap this service | 500 | `periskope_layer_missing` |
+///
+/// The outcome is also in the response extensions as [`Accepted`] (for the 2xx answers).
+/// Build it with [`Inbox::acceptor`](super::Inbox::acceptor), so that the worker of the same
+/// process wakes as soon as a job is stored.
+#[derive(Clone, Debug)]
+pub struct Acceptor<St, K> {
+    store: St,
+    keys: K,
+    wake: Option<Arc<Notify>>,
+}
+
+/// What the [`Acceptor`] did with a delivery it answered `200`, in the response extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Accepted(pub Stored);
+
+impl<St: InboxStore, K: KeyFn> Acceptor<St, K> {
+    /// An acceptor storing into `store`, keyed by `keys`, waking `wake` for each new job.
+    pub fn new(store: St, keys: K, wake: Option<Arc<Notify>>) -> Self {
+        Acceptor { store, keys, wake }
+    }
+}
+
+impl<St, K, B> Service<Request<B>> for Acceptor<St, K>
+where
+    St: InboxStore,
+    K: KeyFn,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = AcceptFuture<St::InsertFuture>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let Some(event) = request.extensions().get::<WebhookEvent>() else {
+            return AcceptFuture::ready(json_answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                LAYER_MISSING_CODE,
+                LAYER_MISSING_MESSAGE,
+            ));
+        };
+        let signing_key = request
+            .extensions()
+            .get::<DeliveryMetadata>()
+            .and_then(|metadata| metadata.key.as_ref())
+            .map(|key| key.id().to_owned());
+        let mut delivery = NewDelivery::new(event, &self.keys.key(event), SystemTime::now());
+        delivery.signing_key = signing_key;
+        AcceptFuture {
+            state: AcceptState::Storing { insert: self.store.insert(delivery), wake: self.wake.clone() },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Acceptor`].
+    pub struct AcceptFuture<F> {
+        #[pin]
+        state: AcceptState<F>,
+    }
+}
+
+pin_project! {
+    #[project = AcceptStateProj]
+    enum AcceptState<F> {
+        Storing { #[pin] insert: F, wake: Option<Arc<Notify>> },
+        Ready { response: Option<Response<Full<Bytes>>> },
+    }
+}
+
+impl<F> AcceptFuture<F> {
+    fn ready(response: Response<Full<Bytes>>) -> Self {
+        AcceptFuture { state: AcceptState::Ready { response: Some(response) } }
+    }
+}
+
+impl<F> Future for AcceptFuture<F>
+where
+    F: Future<Output = Result<Stored, super::InboxError>>,
+{
+    type Output = Result<Response<Full<Bytes>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        let response = match state.as_mut().project() {
+            AcceptStateProj::Storing { insert, wake } => match ready!(insert.poll(cx)) {
+                Ok(stored) => {
+                    if let (Stored::New, Some(wake)) = (stored, wake.as_ref()) {
+                        wake.notify_one();
+                    }
+                    let mut response = match stored {
+                        Stored::New => json_answer(StatusCode::OK, "accepted", "stored for processing"),
+                        Stored::Duplicate => {
+                            json_answer(StatusCode::OK, "duplicate", "this delivery is already stored")
+                        }
+                    };
+                    response.extensions_mut().insert(Accepted(stored));
+                    response
+                }
+                Err(_error) => {
+                    #[cfg(feature = "tracing")]
+                    tracing::error!(error = %_error, "periskope inbox could not store a delivery");
+                    let mut response = json_answer(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "inbox_unavailable",
+                        "the delivery could not be stored; retry later",
+                    );
+                    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("5"));
+                    response
+                }
+            },
+            // Like a fused future, rather than a panic.
+            AcceptStateProj::Ready { response } => match response.take() {
+                Some(response) => response,
+                None => return Poll::Pending,
+            },
+        };
+        state.set(AcceptState::Ready { response: None });
+        Poll::Ready(Ok(response))
+    }
+}

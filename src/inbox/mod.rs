@@ -1,0 +1,550 @@
+//! A durable inbox: store every verified delivery before answering `200`, then handle it from
+//! storage, with retries, in a worker (feature `inbox`).
+//!
+//! ```no_run
+//! use axum::Router;
+//! use periskope_webhook::inbox::{Inbox, SqliteStore};
+//! use periskope_webhook::{EventRouter, PeriskopeWebhookLayer, WebhookEvent};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let inbox = Inbox::new(SqliteStore::open("periskope-inbox.db")?);
+//!
+//! // The worker runs the handlers, from storage, with retries.
+//! let router = EventRouter::new().on_message_created(|event: WebhookEvent| async move {
+//!     println!("{:?}", event.event().message().and_then(|message| message.body.as_deref()));
+//!     Ok::<_, std::io::Error>(())
+//! });
+//! let worker = tokio::spawn(inbox.worker(router).run(async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! }));
+//!
+//! // The route only stores the verified delivery, and answers 200 once it is on disk.
+//! let app: Router = Router::new().route_service(
+//!     "/webhooks/periskope",
+//!     tower::Layer::layer(&PeriskopeWebhookLayer::new("peri_demo"), inbox.acceptor()),
+//! );
+//! # let _ = (app, worker);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A handler that does real work (syncing a CRM, replying through Periskope's API) risks the
+//! sender's timeout when it runs inline, and a crash after the `200` loses the delivery for good.
+//! With the inbox:
+//!
+//! - the [`Acceptor`] takes the handler's place behind
+//!   [`PeriskopeWebhookLayer`](crate::PeriskopeWebhookLayer): it stores the verified body, the
+//!   event name, the [de-duplication key](crate::dedup::KeyFn), the signing key's id and the
+//!   time received, and answers `200` only once the write is durable (committed and synced to
+//!   disk), `503` when storage fails, so that Periskope retries;
+//! - the same occurrence stored twice is a no-op that still answers `200`, so the layer's own
+//!   [de-duplication](crate::dedup) is unnecessary with the inbox: leave it off;
+//! - the [`Worker`] claims stored jobs with a lease, runs the handler (an
+//!   [`EventRouter`](crate::EventRouter), an axum `Router`, any tower service) with a
+//!   per-attempt timeout, and retries failures with exponential backoff and jitter until the
+//!   job becomes a dead letter.
+//!
+//! # Guarantees
+//! - **At least once.** A delivery answered `200` is handled at least once, across crashes
+//!   and restarts. It is handled twice only when a crash, a timeout or an expired lease
+//!   interrupted an attempt: make handlers idempotent, keyed by [`Attempt::key`].
+//! - **In order per chat.** Jobs of one chat (or one org phone, for `org.phone.*`) are handled
+//!   one at a time, in the order they were stored: a job waits while an earlier job of its chat
+//!   is pending, running or backing off. A dead letter no longer holds its chat back, so a
+//!   later job can then overtake it. Jobs of different chats run concurrently. Periskope's own
+//!   delivery order is not documented; this is the order in which deliveries arrived.
+//! - **Bounded attempts.** The attempt is counted when the job is claimed, so a job that
+//!   crashes the process every time still ends as a dead letter after
+//!   [`WorkerConfig::max_attempts`].
+//!
+//! # What it stores
+//! The inbox holds message bodies, names and phone numbers. Handled jobs are purged after
+//! [`WorkerConfig::retention`] (24 hours by default, as long as the usual de-duplication
+//! window: until then, the same occurrence is answered as a duplicate; after it, accepted
+//! again). Dead letters stay until you [retry](InboxStore::retry) or [purge](InboxStore::purge)
+//! them. Protect the file or database like the rest of your customer data.
+
+mod acceptor;
+#[cfg(feature = "inbox-postgres")]
+mod postgres;
+mod sqlite;
+mod worker;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+pub use acceptor::{AcceptFuture, Accepted, Acceptor};
+#[cfg(feature = "inbox-postgres")]
+pub use postgres::PostgresStore;
+pub use sqlite::{SqliteOptions, SqliteStore};
+pub use worker::{Attempt, Worker, WorkerConfig};
+
+use crate::dedup::{DedupKey, EventKeys, KeyFn};
+use crate::event::{Event, WebhookEvent};
+
+/// The id of a stored job: increasing in the order deliveries were stored.
+pub type JobId = i64;
+
+/// A verified delivery to store.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct NewDelivery {
+    /// The occurrence's de-duplication key: a second delivery with this key is not stored.
+    pub key: String,
+    /// The event name as sent.
+    pub event: String,
+    /// The chat (or org phone) the job is ordered within, if any.
+    pub ordering_key: Option<String>,
+    /// The raw body, exactly as received and verified.
+    pub body: Bytes,
+    /// The id of the signing key that verified the body, if verification was on.
+    pub signing_key: Option<String>,
+    /// When the delivery arrived.
+    pub received_at: SystemTime,
+}
+
+impl NewDelivery {
+    /// The delivery of `event` under `key`, received at `received_at`, ordered within its chat
+    /// ([`ordering_key`]).
+    pub fn new(event: &WebhookEvent, key: &DedupKey, received_at: SystemTime) -> Self {
+        NewDelivery {
+            key: key.as_str().to_owned(),
+            event: event.name().to_owned(),
+            ordering_key: ordering_key(event.event()),
+            body: event.body().clone(),
+            signing_key: None,
+            received_at,
+        }
+    }
+}
+
+/// What [`InboxStore::insert`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// The delivery is stored durably as a new job.
+    New,
+    /// A job with the same key is already stored: nothing was written.
+    Duplicate,
+}
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobState {
+    /// Waiting to be claimed (new, or backing off before a retry).
+    Pending,
+    /// Claimed by a worker; its lease runs until [`JobSummary::lease_until`].
+    Running,
+    /// Handled successfully; purged after the retention period.
+    Done,
+    /// Failed [`WorkerConfig::max_attempts`] times; kept until retried or purged.
+    Dead,
+}
+
+impl JobState {
+    /// Every state, in life order.
+    pub const ALL: [JobState; 4] = [JobState::Pending, JobState::Running, JobState::Done, JobState::Dead];
+
+    /// The state's name: `pending`, `running`, `done` or `dead`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Dead => "dead",
+        }
+    }
+
+    /// The state named `name`, as [`JobState::as_str`] spells it.
+    pub fn from_name(name: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|state| state.as_str() == name)
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job handed to a worker by [`InboxStore::claim`]: its lease is `(id, attempt)`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClaimedJob {
+    /// The job.
+    pub id: JobId,
+    /// This attempt's number, from 1; counted when the job was claimed.
+    pub attempt: u32,
+    /// The event name.
+    pub event: String,
+    /// The de-duplication key.
+    pub key: String,
+    /// The raw body.
+    pub body: Bytes,
+    /// The id of the signing key that verified the body.
+    pub signing_key: Option<String>,
+    /// When the delivery arrived.
+    pub received_at: SystemTime,
+}
+
+impl ClaimedJob {
+    /// The lease this claim holds.
+    pub fn lease(&self) -> Lease {
+        Lease { id: self.id, attempt: self.attempt }
+    }
+}
+
+/// A claim on a job: settling it does nothing once another claim (after the lease expired)
+/// has counted a later attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The job.
+    pub id: JobId,
+    /// The attempt the claim counted.
+    pub attempt: u32,
+}
+
+/// How [`InboxStore::claim`] claims.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct ClaimRequest {
+    /// At most this many jobs.
+    pub limit: usize,
+    /// How long the claim holds each job before another worker may take it.
+    pub lease: Duration,
+    /// A job that already had this many attempts becomes a dead letter instead of being
+    /// claimed (its last attempt's lease expired: the worker crashed or hung).
+    pub max_attempts: u32,
+    /// The current time.
+    pub now: SystemTime,
+}
+
+impl ClaimRequest {
+    /// Up to `limit` jobs, leased for `lease`, dead after `max_attempts`, claimed now.
+    pub fn new(limit: usize, lease: Duration, max_attempts: u32) -> Self {
+        ClaimRequest { limit, lease, max_attempts, now: SystemTime::now() }
+    }
+}
+
+/// One job as the operations API lists it (no body).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JobSummary {
+    /// The job.
+    pub id: JobId,
+    /// The event name.
+    pub event: String,
+    /// The de-duplication key (it can hold phone numbers: do not log it).
+    pub key: String,
+    /// Its state.
+    pub state: JobState,
+    /// Attempts counted so far.
+    pub attempts: u32,
+    /// The last failed attempt's error.
+    pub last_error: Option<String>,
+    /// When the delivery arrived.
+    pub received_at: SystemTime,
+    /// When a pending job may next be claimed.
+    pub run_at: SystemTime,
+    /// Until when a running job's lease holds.
+    pub lease_until: Option<SystemTime>,
+    /// When the job was handled.
+    pub handled_at: Option<SystemTime>,
+}
+
+/// One job with its body, for inspection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JobRecord {
+    /// Everything [`InboxStore::list`] shows.
+    pub summary: JobSummary,
+    /// The raw body as received.
+    pub body: Bytes,
+    /// The id of the signing key that verified the body.
+    pub signing_key: Option<String>,
+    /// The chat (or org phone) the job is ordered within.
+    pub ordering_key: Option<String>,
+}
+
+/// Which jobs [`InboxStore::list`] returns: oldest first, after `after` if given.
+#[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
+pub struct ListQuery {
+    /// Only jobs in this state; all states when `None`.
+    pub state: Option<JobState>,
+    /// Only jobs with a larger id (for paging).
+    pub after: Option<JobId>,
+    /// At most this many; 100 when 0.
+    pub limit: usize,
+}
+
+impl ListQuery {
+    /// Up to `limit` jobs in `state` (any state when `None`), oldest first.
+    pub fn new(state: Option<JobState>, limit: usize) -> Self {
+        ListQuery { state, after: None, limit }
+    }
+
+    /// The page after job `id`.
+    pub fn after(mut self, id: JobId) -> Self {
+        self.after = Some(id);
+        self
+    }
+
+    pub(crate) fn effective_limit(&self) -> usize {
+        if self.limit == 0 { 100 } else { self.limit }
+    }
+}
+
+/// The jobs [`InboxStore::retry`] and [`InboxStore::purge`] act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// One job.
+    Job(JobId),
+    /// Every job in a state.
+    State(JobState),
+}
+
+/// Figures for metrics, from [`InboxStore::stats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InboxStats {
+    /// Jobs waiting to be claimed, backing-off ones included.
+    pub pending: u64,
+    /// Jobs claimed by a worker right now.
+    pub running: u64,
+    /// Handled jobs not yet purged by retention.
+    pub done: u64,
+    /// Dead letters.
+    pub dead: u64,
+    /// Attempts counted on pending and running jobs (how much retrying is going on).
+    pub attempts_in_queue: u64,
+    /// Age of the oldest pending or running job.
+    pub oldest_pending_age: Option<Duration>,
+}
+
+impl InboxStats {
+    /// The queue depth: pending plus running jobs.
+    pub fn queue_depth(&self) -> u64 {
+        self.pending + self.running
+    }
+}
+
+/// Why the inbox could not store or read.
+///
+/// Messages name the file and the engine's reason; they never hold a body or a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InboxError {
+    /// The store could not be opened: missing directory, unreadable or corrupt file.
+    Open {
+        /// The file or database.
+        location: String,
+        /// The engine's reason.
+        reason: String,
+    },
+    /// Another process (or store in this process) has the embedded file open.
+    Locked {
+        /// The file.
+        location: String,
+    },
+    /// The schema was written by a newer version of this crate.
+    NewerSchema {
+        /// The schema version found.
+        found: i64,
+        /// The newest version this crate knows.
+        supported: i64,
+    },
+    /// A read or write failed (disk full, I/O error, connection lost).
+    Storage(String),
+    /// The store was shut down.
+    Closed,
+}
+
+impl fmt::Display for InboxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InboxError::Open { location, reason } => {
+                write!(f, "cannot open the inbox at {location}: {reason}")
+            }
+            InboxError::Locked { location } => write!(
+                f,
+                "the inbox at {location} is in use by another process; one process owns an embedded inbox \
+                 (use the PostgreSQL store to share a queue between replicas)"
+            ),
+            InboxError::NewerSchema { found, supported } => write!(
+                f,
+                "the inbox schema is version {found}, newer than this version of periskope-webhook \
+                 understands ({supported})"
+            ),
+            InboxError::Storage(reason) => write!(f, "inbox storage failed: {reason}"),
+            InboxError::Closed => f.write_str("the inbox store is shut down"),
+        }
+    }
+}
+
+impl std::error::Error for InboxError {}
+
+/// Where the inbox keeps its jobs: [`SqliteStore`] (one process, a file), or PostgreSQL (several
+/// replicas sharing one queue).
+///
+/// Every method is atomic. Writes are durable when their future resolves `Ok`.
+pub trait InboxStore: Clone + Send + Sync + 'static {
+    /// The answer of [`InboxStore::insert`].
+    type InsertFuture: Future<Output = Result<Stored, InboxError>> + Send + 'static;
+
+    /// Stores `delivery` as a pending job, unless a job with its key is stored already.
+    fn insert(&self, delivery: NewDelivery) -> Self::InsertFuture;
+
+    /// Claims up to `request.limit` jobs that are due (pending and past their `run_at`, or
+    /// running with an expired lease) and not held back by an earlier job of their chat,
+    /// oldest first; counts an attempt on each and leases it.
+    fn claim(
+        &self,
+        request: ClaimRequest,
+    ) -> impl Future<Output = Result<Vec<ClaimedJob>, InboxError>> + Send;
+
+    /// Marks the job handled, if `lease` still holds it.
+    fn complete(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send;
+
+    /// Records a failed attempt, if `lease` still holds the job: pending again from `retry_at`,
+    /// or a dead letter when `retry_at` is `None`.
+    fn fail(
+        &self,
+        lease: Lease,
+        error: String,
+        retry_at: Option<SystemTime>,
+    ) -> impl Future<Output = Result<(), InboxError>> + Send;
+
+    /// Gives the job back without counting the attempt (graceful shutdown), if `lease` still
+    /// holds it.
+    fn release(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send;
+
+    /// Lists jobs, oldest first, without bodies.
+    fn list(&self, query: ListQuery) -> impl Future<Output = Result<Vec<JobSummary>, InboxError>> + Send;
+
+    /// One job with its body.
+    fn get(&self, id: JobId) -> impl Future<Output = Result<Option<JobRecord>, InboxError>> + Send;
+
+    /// Makes dead or pending jobs due now, with their attempts reset; returns how many.
+    /// Running and done jobs are left alone.
+    fn retry(
+        &self,
+        selection: Selection,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<u64, InboxError>> + Send;
+
+    /// Deletes jobs; returns how many. A purged key is accepted again.
+    fn purge(&self, selection: Selection) -> impl Future<Output = Result<u64, InboxError>> + Send;
+
+    /// Deletes jobs handled before `before` (retention); returns how many.
+    fn purge_handled(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send;
+
+    /// Counts for metrics.
+    fn stats(&self, now: SystemTime) -> impl Future<Output = Result<InboxStats, InboxError>> + Send;
+}
+
+/// A store and the signal that wakes the worker when the acceptor stored a job: build the
+/// [`Acceptor`] and the [`Worker`] of one process from the same `Inbox`.
+#[derive(Clone, Debug)]
+pub struct Inbox<St> {
+    store: St,
+    wake: Arc<Notify>,
+}
+
+impl<St: InboxStore> Inbox<St> {
+    /// An inbox over `store`.
+    pub fn new(store: St) -> Self {
+        Inbox { store, wake: Arc::new(Notify::new()) }
+    }
+
+    /// The store, for the operations API.
+    pub fn store(&self) -> &St {
+        &self.store
+    }
+
+    /// The service that stores deliveries, keyed by [`EventKeys::default`].
+    pub fn acceptor(&self) -> Acceptor<St, EventKeys> {
+        self.acceptor_with_keys(EventKeys::default())
+    }
+
+    /// The service that stores deliveries, keyed by `keys`.
+    pub fn acceptor_with_keys<K: KeyFn>(&self, keys: K) -> Acceptor<St, K> {
+        Acceptor::new(self.store.clone(), keys, Some(Arc::clone(&self.wake)))
+    }
+
+    /// A worker running `handler` on stored jobs, with [`WorkerConfig::default`].
+    pub fn worker<H>(&self, handler: H) -> Worker<St, H> {
+        Worker::new(self.store.clone(), handler, Some(Arc::clone(&self.wake)))
+    }
+}
+
+/// The chat (or org phone) whose jobs are handled in order.
+pub fn ordering_key(event: &Event<'_>) -> Option<String> {
+    let chat = if let Some(message) = event.message() {
+        message.chat_id.as_deref()
+    } else if let Some(reaction) = event.reaction() {
+        reaction.chat_id.as_deref()
+    } else if let Some(chat) = event.chat() {
+        chat.chat_id.as_deref()
+    } else if let Some(notification) = event.chat_notification() {
+        notification.chat_id.as_deref()
+    } else if let Some(note) = event.note() {
+        note.chat_id.as_deref()
+    } else if let Some(info) = event.ticket() {
+        let chat = info.chat.as_ref().and_then(|chat| chat.chat_id.as_deref());
+        chat.or_else(|| info.message.as_ref().and_then(|message| message.chat_id.as_deref()))
+    } else if let Some(phone) = event.phone() {
+        return phone.phone_id.as_deref().map(|phone| format!("phone|{phone}"));
+    } else {
+        None
+    };
+    chat.map(|chat| format!("chat|{chat}"))
+}
+
+/// Milliseconds since the Unix epoch, as the stores keep times.
+pub(crate) fn to_millis(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(since) => i64::try_from(since.as_millis()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+pub(crate) fn from_millis(millis: i64) -> SystemTime {
+    if millis >= 0 {
+        UNIX_EPOCH + Duration::from_millis(millis.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_millis(millis.unsigned_abs())
+    }
+}
+
+/// The error recorded on a job whose last attempt never settled.
+pub(crate) const LEASE_EXPIRED: &str = "the last attempt's lease expired (the worker stopped or hung)";
+
+/// The longest error text kept for a job.
+pub(crate) const MAX_ERROR_LEN: usize = 2000;
+
+/// A [`Selection`] as the stores' query parameters: a job id, or a state name.
+pub(crate) fn selection_params(selection: Selection) -> (Option<JobId>, Option<&'static str>) {
+    match selection {
+        Selection::Job(id) => (Some(id), None),
+        Selection::State(state) => (None, Some(state.as_str())),
+    }
+}
+
+/// Keeps at most `limit` characters of an error text, so one runaway message cannot bloat a row.
+pub(crate) fn bounded_error(mut error: String, limit: usize) -> String {
+    if error.len() > limit {
+        let mut end = limit;
+        while !error.is_char_boundary(end) {
+            end -= 1;
+        }
+        error.truncate(end);
+        error.push('…');
+    }
+    error
+}

@@ -1,0 +1,473 @@
+//! [`PostgresStore`]: the inbox in PostgreSQL, one queue shared by several replicas
+//! (feature `inbox-postgres`).
+//!
+//! Workers claim with `FOR UPDATE SKIP LOCKED`, so that two replicas never claim the same job;
+//! a claim's lease lets another replica take the job over when a worker dies. Each write is
+//! committed before its future resolves (PostgreSQL's default `synchronous_commit = on` syncs
+//! the WAL, and concurrent commits share one sync). The schema is created or migrated on
+//! connect, under an advisory lock, so replicas starting together migrate once.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tokio_postgres::{Client, NoTls, Row};
+
+use super::{
+    ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
+    LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, NewDelivery, Selection, Stored, bounded_error,
+    from_millis, selection_params, to_millis,
+};
+
+/// The schema version this crate writes.
+const SCHEMA_VERSION: i32 = 1;
+
+/// The advisory lock key migrations hold ("periskop" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7065_7269_736b_6f70;
+
+/// Connections opened by [`PostgresStore::connect`]: concurrent requests spread over them, and
+/// PostgreSQL syncs their concurrent commits together.
+const DEFAULT_CONNECTIONS: usize = 8;
+
+const SCHEMA: &str = "
+CREATE TABLE periskope_inbox_jobs (
+    id BIGSERIAL PRIMARY KEY,
+    dedup_key TEXT NOT NULL UNIQUE,
+    event TEXT NOT NULL,
+    ordering_key TEXT,
+    body BYTEA NOT NULL,
+    signing_key TEXT,
+    received_at BIGINT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    run_at BIGINT NOT NULL,
+    lease_until BIGINT,
+    last_error TEXT,
+    handled_at BIGINT
+);
+CREATE INDEX periskope_inbox_due ON periskope_inbox_jobs (state, run_at);
+CREATE INDEX periskope_inbox_order ON periskope_inbox_jobs (ordering_key, id) WHERE ordering_key IS NOT NULL;
+CREATE INDEX periskope_inbox_handled ON periskope_inbox_jobs (handled_at) WHERE state = 'done';
+";
+
+const SUMMARY_COLUMNS: &str =
+    "id, event, dedup_key, state, attempts, last_error, received_at, run_at, lease_until, handled_at";
+
+/// The inbox in PostgreSQL: every replica connects to the same database and shares the queue.
+///
+/// Cloning shares the connections. A connection that breaks is not re-established: its calls
+/// fail (deliveries are answered `503`, claims are retried), so restart the process, or build
+/// a new store, when the database went away.
+#[derive(Clone)]
+pub struct PostgresStore {
+    clients: Arc<[Client]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").field("connections", &self.clients.len()).finish()
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, InboxError>> + Send>>;
+
+fn storage_error(error: tokio_postgres::Error) -> InboxError {
+    InboxError::Storage(error.to_string())
+}
+
+impl PostgresStore {
+    /// Connects to `config` (`postgres://user@host:port/db` or `host=... user=...`) with 8
+    /// connections, and creates or migrates the schema. Must run inside a tokio runtime, which
+    /// drives the connections.
+    pub async fn connect(config: &str) -> Result<PostgresStore, InboxError> {
+        PostgresStore::connect_with(config, DEFAULT_CONNECTIONS).await
+    }
+
+    /// [`PostgresStore::connect`] with `connections` connections (at least 1).
+    pub async fn connect_with(config: &str, connections: usize) -> Result<PostgresStore, InboxError> {
+        let parsed: tokio_postgres::Config = config.parse().map_err(|error| InboxError::Open {
+            location: "postgres".to_owned(),
+            reason: format!("{error}"),
+        })?;
+        let location = describe(&parsed);
+        let mut clients = Vec::with_capacity(connections.max(1));
+        for _ in 0..connections.max(1) {
+            let (client, connection) = parsed.connect(NoTls).await.map_err(|error| InboxError::Open {
+                location: location.clone(),
+                reason: error.to_string(),
+            })?;
+            tokio::spawn(async move {
+                if let Err(_error) = connection.await {
+                    #[cfg(feature = "tracing")]
+                    tracing::error!(error = %_error, "periskope inbox lost a PostgreSQL connection");
+                }
+            });
+            clients.push(client);
+        }
+        migrate(&clients[0]).await.map_err(|error| match error {
+            Migration::Postgres(error) => InboxError::Open { location, reason: error.to_string() },
+            Migration::Newer(found) => {
+                InboxError::NewerSchema { found: i64::from(found), supported: i64::from(SCHEMA_VERSION) }
+            }
+        })?;
+        Ok(PostgresStore { clients: clients.into(), next: Arc::new(AtomicUsize::new(0)) })
+    }
+
+    /// The next connection, round robin.
+    fn client(&self) -> (Arc<[Client]>, usize) {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+        (Arc::clone(&self.clients), index)
+    }
+}
+
+/// Host, port and database, never the password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("postgres://{host}:{port}/{}", config.get_dbname().unwrap_or(""))
+}
+
+enum Migration {
+    Postgres(tokio_postgres::Error),
+    Newer(i32),
+}
+
+impl From<tokio_postgres::Error> for Migration {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Migration::Postgres(error)
+    }
+}
+
+/// Creates or upgrades the schema under an advisory lock: replicas starting together wait for
+/// the first one's migration instead of racing it.
+async fn migrate(client: &Client) -> Result<(), Migration> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+    let result = async {
+        client
+            .batch_execute("CREATE TABLE IF NOT EXISTS periskope_inbox_schema (version INTEGER NOT NULL)")
+            .await?;
+        let version: Option<i32> =
+            client.query_opt("SELECT max(version) FROM periskope_inbox_schema", &[]).await?.and_then(|row| row.get(0));
+        match version {
+            None => {
+                client
+                    .batch_execute(&format!(
+                        "BEGIN; {SCHEMA} INSERT INTO periskope_inbox_schema (version) VALUES ({SCHEMA_VERSION}); COMMIT;"
+                    ))
+                    .await?;
+            }
+            Some(SCHEMA_VERSION) => {}
+            Some(newer) => return Err(Migration::Newer(newer)),
+        }
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
+    result
+}
+
+fn attempts(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+impl InboxStore for PostgresStore {
+    /// Boxed: a network round trip dwarfs the allocation.
+    type InsertFuture = BoxFuture<Stored>;
+
+    fn insert(&self, delivery: NewDelivery) -> Self::InsertFuture {
+        let (clients, index) = self.client();
+        Box::pin(async move {
+            let received_at = to_millis(delivery.received_at);
+            let inserted = clients[index]
+                .execute(
+                    "INSERT INTO periskope_inbox_jobs
+                         (dedup_key, event, ordering_key, body, signing_key, received_at, run_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $6)
+                     ON CONFLICT (dedup_key) DO NOTHING",
+                    &[
+                        &delivery.key,
+                        &delivery.event,
+                        &delivery.ordering_key,
+                        &&delivery.body[..],
+                        &delivery.signing_key,
+                        &received_at,
+                    ],
+                )
+                .await
+                .map_err(storage_error)?;
+            Ok(if inserted == 0 { Stored::Duplicate } else { Stored::New })
+        })
+    }
+
+    fn claim(
+        &self,
+        request: ClaimRequest,
+    ) -> impl Future<Output = Result<Vec<ClaimedJob>, InboxError>> + Send {
+        let (clients, index) = self.client();
+        async move {
+            let now = to_millis(request.now);
+            let lease_until = to_millis(request.now + request.lease);
+            let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
+            let max_attempts = attempts(request.max_attempts);
+            let rows = clients[index]
+                .query(
+                    "WITH due AS (
+                         SELECT id FROM periskope_inbox_jobs AS job
+                         WHERE ((state = 'pending' AND run_at <= $1) OR (state = 'running' AND lease_until <= $1))
+                           AND (ordering_key IS NULL OR NOT EXISTS (
+                                 SELECT 1 FROM periskope_inbox_jobs AS earlier
+                                 WHERE earlier.ordering_key = job.ordering_key AND earlier.id < job.id
+                                   AND earlier.state IN ('pending', 'running')))
+                         ORDER BY id LIMIT $2
+                         FOR UPDATE OF job SKIP LOCKED
+                     ), dead AS (
+                         UPDATE periskope_inbox_jobs AS job
+                         SET state = 'dead', lease_until = NULL,
+                             last_error = coalesce(job.last_error || '; ', '') || $5
+                         FROM due WHERE job.id = due.id AND job.attempts >= $3
+                         RETURNING job.id
+                     )
+                     UPDATE periskope_inbox_jobs AS job
+                     SET state = 'running', attempts = job.attempts + 1, lease_until = $4
+                     FROM due WHERE job.id = due.id AND job.attempts < $3
+                     RETURNING job.id, job.attempts, job.event, job.dedup_key, job.body, job.signing_key,
+                               job.received_at",
+                    &[&now, &limit, &max_attempts, &lease_until, &LEASE_EXPIRED],
+                )
+                .await
+                .map_err(storage_error)?;
+            let mut jobs: Vec<ClaimedJob> = rows.iter().map(claimed_job).collect();
+            jobs.sort_by_key(|job| job.id);
+            Ok(jobs)
+        }
+    }
+
+    fn complete(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send {
+        let (clients, index) = self.client();
+        async move {
+            clients[index]
+                .execute(
+                    "UPDATE periskope_inbox_jobs SET state = 'done', handled_at = $3, lease_until = NULL
+                     WHERE id = $1 AND attempts = $2 AND state = 'running'",
+                    &[&lease.id, &attempts(lease.attempt), &to_millis(now)],
+                )
+                .await
+                .map_err(storage_error)?;
+            Ok(())
+        }
+    }
+
+    fn fail(
+        &self,
+        lease: Lease,
+        error: String,
+        retry_at: Option<SystemTime>,
+    ) -> impl Future<Output = Result<(), InboxError>> + Send {
+        let (clients, index) = self.client();
+        let error = bounded_error(error, MAX_ERROR_LEN);
+        async move {
+            let (state, run_at) = match retry_at {
+                Some(at) => (JobState::Pending, Some(to_millis(at))),
+                None => (JobState::Dead, None),
+            };
+            clients[index]
+                .execute(
+                    "UPDATE periskope_inbox_jobs
+                     SET state = $3, run_at = coalesce($4, run_at), last_error = $5, lease_until = NULL
+                     WHERE id = $1 AND attempts = $2 AND state = 'running'",
+                    &[&lease.id, &attempts(lease.attempt), &state.as_str(), &run_at, &error],
+                )
+                .await
+                .map_err(storage_error)?;
+            Ok(())
+        }
+    }
+
+    fn release(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send {
+        let (clients, index) = self.client();
+        async move {
+            clients[index]
+                .execute(
+                    "UPDATE periskope_inbox_jobs
+                     SET state = 'pending', attempts = attempts - 1, run_at = $3, lease_until = NULL
+                     WHERE id = $1 AND attempts = $2 AND state = 'running'",
+                    &[&lease.id, &attempts(lease.attempt), &to_millis(now)],
+                )
+                .await
+                .map_err(storage_error)?;
+            Ok(())
+        }
+    }
+
+    fn list(&self, query: ListQuery) -> impl Future<Output = Result<Vec<JobSummary>, InboxError>> + Send {
+        let (clients, index) = self.client();
+        async move {
+            let limit = i64::try_from(query.effective_limit()).unwrap_or(i64::MAX);
+            let state = query.state.map(JobState::as_str);
+            let rows = clients[index]
+                .query(
+                    &format!(
+                        "SELECT {SUMMARY_COLUMNS} FROM periskope_inbox_jobs
+                         WHERE ($1::TEXT IS NULL OR state = $1) AND id > $2 ORDER BY id LIMIT $3"
+                    ),
+                    &[&state, &query.after.unwrap_or(0), &limit],
+                )
+                .await
+                .map_err(storage_error)?;
+            rows.iter().map(job_summary).collect()
+        }
+    }
+
+    fn get(&self, id: JobId) -> impl Future<Output = Result<Option<JobRecord>, InboxError>> + Send {
+        let (clients, index) = self.client();
+        async move {
+            let row = clients[index]
+                .query_opt(
+                    &format!(
+                        "SELECT {SUMMARY_COLUMNS}, body, signing_key, ordering_key FROM periskope_inbox_jobs WHERE id = $1"
+                    ),
+                    &[&id],
+                )
+                .await
+                .map_err(storage_error)?;
+            row.map(|row| {
+                Ok(JobRecord {
+                    summary: job_summary(&row)?,
+                    body: Bytes::from(row.get::<_, Vec<u8>>(10)),
+                    signing_key: row.get(11),
+                    ordering_key: row.get(12),
+                })
+            })
+            .transpose()
+        }
+    }
+
+    fn retry(
+        &self,
+        selection: Selection,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        let (clients, index) = self.client();
+        async move {
+            let (id, state) = selection_params(selection);
+            let changed = clients[index]
+                .execute(
+                    "UPDATE periskope_inbox_jobs SET state = 'pending', attempts = 0, run_at = $3, lease_until = NULL
+                     WHERE state IN ('pending', 'dead') AND ($1::BIGINT IS NULL OR id = $1)
+                       AND ($2::TEXT IS NULL OR state = $2)",
+                    &[&id, &state, &to_millis(now)],
+                )
+                .await
+                .map_err(storage_error)?;
+            Ok(changed)
+        }
+    }
+
+    fn purge(&self, selection: Selection) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        let (clients, index) = self.client();
+        async move {
+            let (id, state) = selection_params(selection);
+            let deleted = clients[index]
+                .execute(
+                    "DELETE FROM periskope_inbox_jobs
+                     WHERE ($1::BIGINT IS NULL OR id = $1) AND ($2::TEXT IS NULL OR state = $2)",
+                    &[&id, &state],
+                )
+                .await
+                .map_err(storage_error)?;
+            Ok(deleted)
+        }
+    }
+
+    fn purge_handled(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        let (clients, index) = self.client();
+        async move {
+            let deleted = clients[index]
+                .execute(
+                    "DELETE FROM periskope_inbox_jobs WHERE state = 'done' AND handled_at < $1",
+                    &[&to_millis(before)],
+                )
+                .await
+                .map_err(storage_error)?;
+            Ok(deleted)
+        }
+    }
+
+    fn stats(&self, now: SystemTime) -> impl Future<Output = Result<InboxStats, InboxError>> + Send {
+        let (clients, index) = self.client();
+        async move {
+            let rows = clients[index]
+                .query(
+                    "SELECT state, count(*), coalesce(sum(attempts), 0)::BIGINT, min(received_at)
+                     FROM periskope_inbox_jobs GROUP BY state",
+                    &[],
+                )
+                .await
+                .map_err(storage_error)?;
+            let mut stats = InboxStats::default();
+            let mut oldest: Option<i64> = None;
+            for row in rows {
+                let number: u64 = row.get::<_, i64>(1).unsigned_abs();
+                match JobState::from_name(row.get(0)) {
+                    Some(state @ (JobState::Pending | JobState::Running)) => {
+                        if state == JobState::Pending {
+                            stats.pending = number;
+                        } else {
+                            stats.running = number;
+                        }
+                        stats.attempts_in_queue += row.get::<_, i64>(2).unsigned_abs();
+                        let received: i64 = row.get(3);
+                        oldest = Some(oldest.map_or(received, |oldest| oldest.min(received)));
+                    }
+                    Some(JobState::Done) => stats.done = number,
+                    Some(JobState::Dead) => stats.dead = number,
+                    None => {}
+                }
+            }
+            stats.oldest_pending_age =
+                oldest.map(|received| now.duration_since(from_millis(received)).unwrap_or(Duration::ZERO));
+            Ok(stats)
+        }
+    }
+}
+
+fn claimed_job(row: &Row) -> ClaimedJob {
+    ClaimedJob {
+        id: row.get(0),
+        attempt: row.get::<_, i32>(1).unsigned_abs(),
+        event: row.get(2),
+        key: row.get(3),
+        body: Bytes::from(row.get::<_, Vec<u8>>(4)),
+        signing_key: row.get(5),
+        received_at: from_millis(row.get(6)),
+    }
+}
+
+fn job_summary(row: &Row) -> Result<JobSummary, InboxError> {
+    let state: &str = row.get(3);
+    Ok(JobSummary {
+        id: row.get(0),
+        event: row.get(1),
+        key: row.get(2),
+        state: JobState::from_name(state)
+            .ok_or_else(|| InboxError::Storage(format!("unknown job state {state}")))?,
+        attempts: row.get::<_, i32>(4).unsigned_abs(),
+        last_error: row.get(5),
+        received_at: from_millis(row.get(6)),
+        run_at: from_millis(row.get(7)),
+        lease_until: row.get::<_, Option<i64>>(8).map(from_millis),
+        handled_at: row.get::<_, Option<i64>>(9).map(from_millis),
+    })
+}

@@ -1,0 +1,646 @@
+//! [`SqliteStore`]: the embedded inbox, one SQLite file owned by one process.
+//!
+//! One thread owns the connection. It takes every operation waiting in its queue, runs them in
+//! one transaction (each in its own savepoint, so that one failure does not undo the others),
+//! commits with one fsync, and only then answers each caller: deliveries that arrive together
+//! share a sync (group commit), which is what lets the inbox acknowledge thousands of
+//! deliveries per second when one fsync takes most of a millisecond.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, params};
+use tokio::sync::oneshot;
+
+use super::{
+    ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
+    LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, NewDelivery, Selection, Stored, bounded_error,
+    from_millis, selection_params, to_millis,
+};
+
+/// The schema version this crate writes; kept in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+/// At most this many queued operations share one transaction.
+const MAX_BATCH: usize = 1024;
+
+const SCHEMA: &str = "
+CREATE TABLE periskope_inbox_jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dedup_key TEXT NOT NULL UNIQUE,
+    event TEXT NOT NULL,
+    ordering_key TEXT,
+    body BLOB NOT NULL,
+    signing_key TEXT,
+    received_at INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    run_at INTEGER NOT NULL,
+    lease_until INTEGER,
+    last_error TEXT,
+    handled_at INTEGER
+);
+CREATE INDEX periskope_inbox_due ON periskope_inbox_jobs (state, run_at);
+CREATE INDEX periskope_inbox_order ON periskope_inbox_jobs (ordering_key, id) WHERE ordering_key IS NOT NULL;
+CREATE INDEX periskope_inbox_handled ON periskope_inbox_jobs (handled_at) WHERE state = 'done';
+CREATE TABLE periskope_inbox_owner (id INTEGER PRIMARY KEY CHECK (id = 1), opened_at INTEGER NOT NULL);
+";
+
+const SUMMARY_COLUMNS: &str =
+    "id, event, dedup_key, state, attempts, last_error, received_at, run_at, lease_until, handled_at";
+
+/// How to open a [`SqliteStore`].
+#[derive(Clone, Debug, Default)]
+pub struct SqliteOptions {
+    max_size: Option<u64>,
+}
+
+impl SqliteOptions {
+    /// Caps the file at about `bytes`: once full, deliveries are answered `503` (Periskope
+    /// retries them) until jobs are handled and purged. Default: no cap.
+    pub fn max_size(mut self, bytes: u64) -> Self {
+        self.max_size = Some(bytes);
+        self
+    }
+
+    /// Opens (creating or migrating) the inbox at `path`.
+    ///
+    /// Fails with [`InboxError::Locked`] when another process has it open, and with
+    /// [`InboxError::Open`] when the file is not an inbox (corrupt, or another kind of file).
+    pub fn open(&self, path: impl AsRef<Path>) -> Result<SqliteStore, InboxError> {
+        let path = path.as_ref().to_path_buf();
+        let connection = open_connection(&path, self)?;
+        let (sender, receiver) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("periskope-inbox-sqlite".to_owned())
+            .spawn(move || run_writer(connection, receiver))
+            .map_err(|error| open_error(&path, error))?;
+        Ok(SqliteStore {
+            shared: Arc::new(Shared {
+                sender: Mutex::new(Some(sender)),
+                thread: Mutex::new(Some(thread)),
+                path,
+            }),
+        })
+    }
+}
+
+/// The embedded inbox: a SQLite file (WAL, `synchronous=FULL`) owned by one process.
+///
+/// Every clone shares one connection thread; the file is closed when the last clone is
+/// dropped. A second process opening the same file gets [`InboxError::Locked`]. When the
+/// store opens, the jobs a previous process left running (it crashed or was killed) are due
+/// again at once: the attempt they were on stays counted.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    sender: Mutex<Option<Sender<Operation>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    path: PathBuf,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread once it has answered what is queued; waiting for it
+        // releases the file before a new store opens it.
+        drop(self.sender.lock().map(|mut sender| sender.take()));
+        if let Some(thread) = self.thread.lock().ok().and_then(|mut thread| thread.take()) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// An operation run on the connection thread, inside the batch's transaction; it returns how to
+/// answer its caller once the transaction's fate is known.
+/// `None` when the batch's transaction already failed: the operation is not run.
+type Operation = Box<dyn FnOnce(Option<&Connection>) -> Answer + Send>;
+
+/// Answers the caller: with `None` when the transaction committed, or with why it did not.
+type Answer = Box<dyn FnOnce(Option<&InboxError>) + Send>;
+
+impl SqliteStore {
+    /// Opens (creating or migrating) the inbox at `path` with default [`SqliteOptions`].
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, InboxError> {
+        SqliteOptions::default().open(path)
+    }
+
+    /// Options for [`SqliteOptions::open`].
+    pub fn options() -> SqliteOptions {
+        SqliteOptions::default()
+    }
+
+    /// The file this store keeps its jobs in.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Runs `operation` on the connection thread, in a transaction that is committed before the
+    /// answer arrives.
+    fn call<T, F>(&self, operation: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (sender, receiver) = oneshot::channel();
+        let operation: Operation = Box::new(move |connection: Option<&Connection>| {
+            let result = match connection {
+                Some(connection) => in_savepoint(connection, operation).map_err(storage_error),
+                None => Err(InboxError::Storage("the transaction failed before this write".to_owned())),
+            };
+            Box::new(move |failed: Option<&InboxError>| {
+                let _ = sender.send(match failed {
+                    Some(error) => Err(error.clone()),
+                    None => result,
+                });
+            })
+        });
+        let queued = self.shared.sender.lock().ok().and_then(|queue| queue.as_ref()?.send(operation).ok());
+        Pending { receiver: queued.map(|()| receiver) }
+    }
+}
+
+/// The answer of an operation queued on the connection thread.
+#[derive(Debug)]
+pub struct Pending<T> {
+    receiver: Option<oneshot::Receiver<Result<T, InboxError>>>,
+}
+
+impl<T> Future for Pending<T> {
+    type Output = Result<T, InboxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(receiver) = self.receiver.as_mut() else {
+            return Poll::Ready(Err(InboxError::Closed));
+        };
+        Pin::new(receiver).poll(cx).map(|answer| answer.unwrap_or(Err(InboxError::Closed)))
+    }
+}
+
+fn open_error(path: &Path, reason: impl ToString) -> InboxError {
+    InboxError::Open { location: path.display().to_string(), reason: reason.to_string() }
+}
+
+fn storage_error(error: rusqlite::Error) -> InboxError {
+    InboxError::Storage(error.to_string())
+}
+
+fn open_connection(path: &Path, options: &SqliteOptions) -> Result<Connection, InboxError> {
+    let flags =
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = Connection::open_with_flags(path, flags).map_err(|error| open_error(path, error))?;
+    let classify = |error: rusqlite::Error| match error.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            InboxError::Locked { location: path.display().to_string() }
+        }
+        _ => open_error(path, error),
+    };
+    // The file is this process's alone: waiting for another owner's lock would only delay the
+    // error.
+    connection.busy_timeout(Duration::ZERO).map_err(|error| open_error(path, error))?;
+    // Exclusive locking keeps the file locked from the first write until the connection closes
+    // (a killed process's lock goes with it); it is set before WAL so that the WAL index lives
+    // in this process's memory, not in a shared-memory file.
+    connection.pragma_update(None, "locking_mode", "EXCLUSIVE").map_err(classify)?;
+    let journal: String =
+        connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)).map_err(classify)?;
+    if !journal.eq_ignore_ascii_case("wal") {
+        return Err(open_error(path, format!("cannot switch to WAL (journal mode {journal})")));
+    }
+    // FULL: a commit is synced to disk, WAL included, before it returns; the 200 waits for it.
+    connection.pragma_update(None, "synchronous", "FULL").map_err(classify)?;
+    if let Some(bytes) = options.max_size {
+        let page_size: i64 =
+            connection.query_row("PRAGMA page_size", [], |row| row.get(0)).map_err(classify)?;
+        let pages = (bytes / page_size.max(512).unsigned_abs()).max(1);
+        connection
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(classify)?;
+    }
+    migrate(&connection).map_err(|error| match error {
+        Migration::Sqlite(error) => classify(error),
+        Migration::Newer(found) => InboxError::NewerSchema { found, supported: SCHEMA_VERSION },
+    })?;
+    Ok(connection)
+}
+
+enum Migration {
+    Sqlite(rusqlite::Error),
+    Newer(i64),
+}
+
+impl From<rusqlite::Error> for Migration {
+    fn from(error: rusqlite::Error) -> Self {
+        Migration::Sqlite(error)
+    }
+}
+
+/// Creates or upgrades the schema, takes the file's lock with a write, and makes the jobs a
+/// dead process left running due again.
+fn migrate(connection: &Connection) -> Result<(), Migration> {
+    connection.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        match version {
+            0 => connection.execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))?,
+            SCHEMA_VERSION => {}
+            newer => return Err(Migration::Newer(newer)),
+        }
+        let now = to_millis(SystemTime::now());
+        connection.execute(
+            "INSERT INTO periskope_inbox_owner (id, opened_at) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET opened_at = excluded.opened_at",
+            [now],
+        )?;
+        connection.execute(
+            "UPDATE periskope_inbox_jobs SET state = 'pending', run_at = ?1, lease_until = NULL
+             WHERE state = 'running'",
+            [now],
+        )?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => connection.execute_batch("COMMIT")?,
+        Err(_) => {
+            let _ = connection.execute_batch("ROLLBACK");
+        }
+    }
+    result
+}
+
+/// The connection thread: group commit of whatever is queued.
+fn run_writer(connection: Connection, queue: Receiver<Operation>) {
+    let mut batch: Vec<Operation> = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = queue.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(operation) => batch.push(operation),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        run_batch(&connection, batch.drain(..));
+    }
+}
+
+fn run_batch(connection: &Connection, batch: impl Iterator<Item = Operation>) {
+    let mut answers: Vec<Answer> = Vec::with_capacity(MAX_BATCH);
+    let mut failure = connection.execute_batch("BEGIN IMMEDIATE").err().map(storage_error);
+    for operation in batch {
+        // Once the transaction is gone, nothing more runs; every caller gets the error.
+        answers.push(operation(failure.is_none().then_some(connection)));
+        if failure.is_none() && connection.is_autocommit() {
+            // A failure serious enough (disk full, I/O) made SQLite roll the whole transaction
+            // back: every operation before this one is undone too.
+            failure = Some(InboxError::Storage("the transaction was rolled back".to_owned()));
+        }
+    }
+    if failure.is_none() {
+        if let Err(error) = connection.execute_batch("COMMIT") {
+            failure = Some(storage_error(error));
+        }
+    }
+    if failure.is_some() && !connection.is_autocommit() {
+        let _ = connection.execute_batch("ROLLBACK");
+    }
+    for answer in answers {
+        answer(failure.as_ref());
+    }
+}
+
+/// Runs `operation` in a savepoint: on error its effects are undone and the rest of the batch
+/// is kept.
+fn in_savepoint<T>(
+    connection: &Connection,
+    operation: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    connection.execute_batch("SAVEPOINT operation")?;
+    let result = operation(connection);
+    if result.is_err() && !connection.is_autocommit() {
+        let _ = connection.execute_batch("ROLLBACK TO operation");
+    }
+    if !connection.is_autocommit() {
+        connection.execute_batch("RELEASE operation")?;
+    }
+    result
+}
+
+impl InboxStore for SqliteStore {
+    type InsertFuture = Pending<Stored>;
+
+    fn insert(&self, delivery: NewDelivery) -> Self::InsertFuture {
+        self.call(move |connection| {
+            let received_at = to_millis(delivery.received_at);
+            let inserted = connection
+                .prepare_cached(
+                    "INSERT INTO periskope_inbox_jobs
+                         (dedup_key, event, ordering_key, body, signing_key, received_at, run_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                     ON CONFLICT (dedup_key) DO NOTHING",
+                )?
+                .execute(params![
+                    delivery.key,
+                    delivery.event,
+                    delivery.ordering_key,
+                    &delivery.body[..],
+                    delivery.signing_key,
+                    received_at,
+                ])?;
+            Ok(if inserted == 0 { Stored::Duplicate } else { Stored::New })
+        })
+    }
+
+    fn claim(
+        &self,
+        request: ClaimRequest,
+    ) -> impl Future<Output = Result<Vec<ClaimedJob>, InboxError>> + Send {
+        self.call(move |connection| {
+            let now = to_millis(request.now);
+            let lease_until = to_millis(request.now + request.lease);
+            let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
+            let due: Vec<(JobId, u32)> = connection
+                .prepare_cached(
+                    "SELECT id, attempts FROM periskope_inbox_jobs AS job
+                     WHERE ((state = 'pending' AND run_at <= ?1) OR (state = 'running' AND lease_until <= ?1))
+                       AND (ordering_key IS NULL OR NOT EXISTS (
+                             SELECT 1 FROM periskope_inbox_jobs AS earlier
+                             WHERE earlier.ordering_key = job.ordering_key AND earlier.id < job.id
+                               AND earlier.state IN ('pending', 'running')))
+                     ORDER BY id LIMIT ?2",
+                )?
+                .query_map(params![now, limit], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut claimed = Vec::with_capacity(due.len());
+            for (id, attempts) in due {
+                if attempts >= request.max_attempts {
+                    connection.prepare_cached(
+                        "UPDATE periskope_inbox_jobs SET state = 'dead', lease_until = NULL,
+                             last_error = coalesce(last_error || '; ', '') || ?2
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![id, LEASE_EXPIRED])?;
+                    continue;
+                }
+                let job = connection
+                    .prepare_cached(
+                        "UPDATE periskope_inbox_jobs SET state = 'running', attempts = attempts + 1, lease_until = ?2
+                         WHERE id = ?1
+                         RETURNING id, attempts, event, dedup_key, body, signing_key, received_at",
+                    )?
+                    .query_row(params![id, lease_until], claimed_job)?;
+                claimed.push(job);
+            }
+            Ok(claimed)
+        })
+    }
+
+    fn complete(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send {
+        self.call(move |connection| {
+            connection
+                .prepare_cached(
+                    "UPDATE periskope_inbox_jobs SET state = 'done', handled_at = ?3, lease_until = NULL
+                     WHERE id = ?1 AND attempts = ?2 AND state = 'running'",
+                )?
+                .execute(params![lease.id, lease.attempt, to_millis(now)])?;
+            Ok(())
+        })
+    }
+
+    fn fail(
+        &self,
+        lease: Lease,
+        error: String,
+        retry_at: Option<SystemTime>,
+    ) -> impl Future<Output = Result<(), InboxError>> + Send {
+        let error = bounded_error(error, MAX_ERROR_LEN);
+        self.call(move |connection| {
+            let (state, run_at) = match retry_at {
+                Some(at) => (JobState::Pending, Some(to_millis(at))),
+                None => (JobState::Dead, None),
+            };
+            connection
+                .prepare_cached(
+                    "UPDATE periskope_inbox_jobs
+                     SET state = ?3, run_at = coalesce(?4, run_at), last_error = ?5, lease_until = NULL
+                     WHERE id = ?1 AND attempts = ?2 AND state = 'running'",
+                )?
+                .execute(params![lease.id, lease.attempt, state.as_str(), run_at, error])?;
+            Ok(())
+        })
+    }
+
+    fn release(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send {
+        self.call(move |connection| {
+            connection
+                .prepare_cached(
+                    "UPDATE periskope_inbox_jobs
+                     SET state = 'pending', attempts = attempts - 1, run_at = ?3, lease_until = NULL
+                     WHERE id = ?1 AND attempts = ?2 AND state = 'running'",
+                )?
+                .execute(params![lease.id, lease.attempt, to_millis(now)])?;
+            Ok(())
+        })
+    }
+
+    fn list(&self, query: ListQuery) -> impl Future<Output = Result<Vec<JobSummary>, InboxError>> + Send {
+        self.call(move |connection| {
+            let limit = i64::try_from(query.effective_limit()).unwrap_or(i64::MAX);
+            connection
+                .prepare_cached(&format!(
+                    "SELECT {SUMMARY_COLUMNS} FROM periskope_inbox_jobs
+                     WHERE (?1 IS NULL OR state = ?1) AND id > ?2 ORDER BY id LIMIT ?3"
+                ))?
+                .query_map(
+                    params![query.state.map(JobState::as_str), query.after.unwrap_or(0), limit],
+                    job_summary,
+                )?
+                .collect()
+        })
+    }
+
+    fn get(&self, id: JobId) -> impl Future<Output = Result<Option<JobRecord>, InboxError>> + Send {
+        self.call(move |connection| {
+            connection
+                .prepare_cached(&format!(
+                    "SELECT {SUMMARY_COLUMNS}, body, signing_key, ordering_key FROM periskope_inbox_jobs WHERE id = ?1"
+                ))?
+                .query_row([id], |row| {
+                    Ok(JobRecord {
+                        summary: job_summary(row)?,
+                        body: Bytes::from(row.get::<_, Vec<u8>>(10)?),
+                        signing_key: row.get(11)?,
+                        ordering_key: row.get(12)?,
+                    })
+                })
+                .optional()
+        })
+    }
+
+    fn retry(
+        &self,
+        selection: Selection,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        self.call(move |connection| {
+            let (id, state) = selection_params(selection);
+            let changed = connection
+                .prepare_cached(
+                    "UPDATE periskope_inbox_jobs SET state = 'pending', attempts = 0, run_at = ?3, lease_until = NULL
+                     WHERE state IN ('pending', 'dead') AND (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR state = ?2)",
+                )?
+                .execute(params![id, state, to_millis(now)])?;
+            Ok(changed as u64)
+        })
+    }
+
+    fn purge(&self, selection: Selection) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        self.call(move |connection| {
+            let (id, state) = selection_params(selection);
+            let deleted = connection
+                .prepare_cached(
+                    "DELETE FROM periskope_inbox_jobs WHERE (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR state = ?2)",
+                )?
+                .execute(params![id, state])?;
+            Ok(deleted as u64)
+        })
+    }
+
+    fn purge_handled(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        self.call(move |connection| {
+            let deleted = connection
+                .prepare_cached("DELETE FROM periskope_inbox_jobs WHERE state = 'done' AND handled_at < ?1")?
+                .execute([to_millis(before)])?;
+            Ok(deleted as u64)
+        })
+    }
+
+    fn stats(&self, now: SystemTime) -> impl Future<Output = Result<InboxStats, InboxError>> + Send {
+        self.call(move |connection| {
+            let mut stats = InboxStats::default();
+            let mut statement = connection.prepare_cached(
+                "SELECT state, count(*), sum(attempts), min(received_at) FROM periskope_inbox_jobs GROUP BY state",
+            )?;
+            let mut rows = statement.query([])?;
+            let mut oldest: Option<i64> = None;
+            while let Some(row) = rows.next()? {
+                let count: u64 = row.get::<_, i64>(1)?.unsigned_abs();
+                match JobState::from_name(&row.get::<_, String>(0)?) {
+                    Some(state @ (JobState::Pending | JobState::Running)) => {
+                        if state == JobState::Pending {
+                            stats.pending = count;
+                        } else {
+                            stats.running = count;
+                        }
+                        stats.attempts_in_queue += row.get::<_, i64>(2)?.unsigned_abs();
+                        let received: i64 = row.get(3)?;
+                        oldest = Some(oldest.map_or(received, |oldest| oldest.min(received)));
+                    }
+                    Some(JobState::Done) => stats.done = count,
+                    Some(JobState::Dead) => stats.dead = count,
+                    None => {}
+                }
+            }
+            stats.oldest_pending_age =
+                oldest.map(|received| now.duration_since(from_millis(received)).unwrap_or(Duration::ZERO));
+            Ok(stats)
+        })
+    }
+}
+
+fn claimed_job(row: &Row<'_>) -> rusqlite::Result<ClaimedJob> {
+    Ok(ClaimedJob {
+        id: row.get(0)?,
+        attempt: row.get(1)?,
+        event: row.get(2)?,
+        key: row.get(3)?,
+        body: Bytes::from(row.get::<_, Vec<u8>>(4)?),
+        signing_key: row.get(5)?,
+        received_at: from_millis(row.get(6)?),
+    })
+}
+
+fn job_summary(row: &Row<'_>) -> rusqlite::Result<JobSummary> {
+    let state: String = row.get(3)?;
+    Ok(JobSummary {
+        id: row.get(0)?,
+        event: row.get(1)?,
+        key: row.get(2)?,
+        state: JobState::from_name(&state).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                3,
+                rusqlite::types::Type::Text,
+                format!("unknown state {state}").into(),
+            )
+        })?,
+        attempts: row.get(4)?,
+        last_error: row.get(5)?,
+        received_at: from_millis(row.get(6)?),
+        run_at: from_millis(row.get(7)?),
+        lease_until: row.get::<_, Option<i64>>(8)?.map(from_millis),
+        handled_at: row.get::<_, Option<i64>>(9)?.map(from_millis),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str) -> Self {
+            let path =
+                std::env::temp_dir().join(format!("periskope-inbox-unit-{}-{name}.db", std::process::id()));
+            let file = TempFile(path);
+            file.remove();
+            file
+        }
+
+        fn remove(&self) {
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+            }
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            self.remove();
+        }
+    }
+
+    fn pragma(store: &SqliteStore, name: &'static str) -> String {
+        let query = store.call(move |connection| {
+            connection.query_row(&format!("PRAGMA {name}"), [], |row| {
+                Ok(match row.get_ref(0)? {
+                    rusqlite::types::ValueRef::Integer(value) => value.to_string(),
+                    rusqlite::types::ValueRef::Text(text) => String::from_utf8_lossy(text).into_owned(),
+                    other => format!("{other:?}"),
+                })
+            })
+        });
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(query).unwrap()
+    }
+
+    /// A SIGKILL test cannot see an fsync that was skipped: the settings themselves are checked.
+    #[test]
+    fn commits_are_synced_to_disk_in_wal_mode_with_an_exclusive_lock() {
+        let file = TempFile::new("pragmas");
+        let store = SqliteStore::open(&file.0).unwrap();
+        // 2 = FULL: the WAL is synced on every commit, before the answer.
+        assert_eq!(pragma(&store, "synchronous"), "2");
+        assert_eq!(pragma(&store, "journal_mode"), "wal");
+        assert_eq!(pragma(&store, "locking_mode"), "exclusive");
+        assert_eq!(pragma(&store, "user_version"), SCHEMA_VERSION.to_string());
+    }
+}

@@ -1,0 +1,364 @@
+//! [`Worker`]: runs the handler on stored jobs, with leases, timeouts, retries and dead letters.
+
+use std::any::Any;
+use std::error::Error;
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::Full;
+use tokio::sync::{Notify, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tower_service::Service;
+
+use super::{ClaimRequest, ClaimedJob, InboxStore, JobId, Lease};
+use crate::event::WebhookEvent;
+use crate::metadata::RawBody;
+use crate::response::BoxError;
+use crate::router::HandlerError;
+
+/// How a [`Worker`] runs jobs. Every field has a default ([`WorkerConfig::default`]).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct WorkerConfig {
+    /// Jobs handled at once (default 8).
+    pub concurrency: usize,
+    /// Attempts before a job becomes a dead letter (default 8).
+    pub max_attempts: u32,
+    /// How long one attempt may run before it counts as failed (default 30 s).
+    pub attempt_timeout: Duration,
+    /// How long a claim holds a job before another worker may take it over (default 60 s). It
+    /// is never shorter than the attempt timeout plus 1 s.
+    pub lease: Duration,
+    /// The delay before the first retry (default 1 s); it doubles with each attempt, with
+    /// jitter (a random delay between half and all of it).
+    pub backoff_base: Duration,
+    /// The longest delay between attempts (default 10 min).
+    pub backoff_max: Duration,
+    /// How often the store is asked for due jobs when nothing wakes the worker (default 1 s):
+    /// retries coming due, jobs stored by other processes.
+    pub poll_interval: Duration,
+    /// On shutdown, how long jobs in flight may finish before they are released (default 10 s).
+    pub shutdown_grace: Duration,
+    /// How long handled jobs are kept (default 24 hours). Until then, the same occurrence is
+    /// answered as a duplicate; after it, it is accepted again. Keep it at least as long as
+    /// Periskope may redeliver.
+    pub retention: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 8,
+            max_attempts: 8,
+            attempt_timeout: Duration::from_secs(30),
+            lease: Duration::from_secs(60),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(10 * 60),
+            poll_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(10),
+            retention: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+impl WorkerConfig {
+    fn effective_lease(&self) -> Duration {
+        self.lease.max(self.attempt_timeout + Duration::from_secs(1))
+    }
+
+    /// The delay before the attempt after `attempt`: `backoff_base * 2^(attempt - 1)`, at most
+    /// `backoff_max`, of which a random half is jitter.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let doubled = self.backoff_base.saturating_mul(1u32 << attempt.saturating_sub(1).min(31));
+        let delay = doubled.min(self.backoff_max);
+        let half = delay / 2;
+        let random = RandomState::new().build_hasher().finish();
+        let jitter = half.mul_f64((random >> 11) as f64 / (1u64 << 53) as f64);
+        half + jitter
+    }
+}
+
+/// What the handler learns about the job it runs, in the request extensions
+/// (`Extension<Attempt>` in axum).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    job: JobId,
+    number: u32,
+    max_attempts: u32,
+    key: String,
+    signing_key: Option<String>,
+    received_at: SystemTime,
+}
+
+impl Attempt {
+    /// The job's id in the store.
+    pub fn job(&self) -> JobId {
+        self.job
+    }
+
+    /// Which attempt this is, from 1.
+    pub fn number(&self) -> u32 {
+        self.number
+    }
+
+    /// Whether a failure now makes the job a dead letter.
+    pub fn is_last(&self) -> bool {
+        self.number >= self.max_attempts
+    }
+
+    /// The occurrence's de-duplication key: the idempotency key for the handler's side effects
+    /// (it can hold phone numbers: do not log it).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The id of the signing key that verified the delivery.
+    pub fn signing_key(&self) -> Option<&str> {
+        self.signing_key.as_deref()
+    }
+
+    /// When the delivery arrived.
+    pub fn received_at(&self) -> SystemTime {
+        self.received_at
+    }
+}
+
+/// Runs a handler on the jobs of an [`InboxStore`].
+///
+/// The handler is a tower service, as behind the layer: an [`EventRouter`](crate::EventRouter),
+/// an axum `Router` (the request is `POST /`), or any `Service<Request<Full<Bytes>>>`. Its request
+/// carries the [`WebhookEvent`], the [`RawBody`] and the [`Attempt`] in its extensions and the
+/// body as received. A `2xx` answer handles the job; any other answer, an error, a panic or the
+/// [timeout](WorkerConfig::attempt_timeout) fails the attempt, and the job is retried after a
+/// backoff, or becomes a dead letter after [`WorkerConfig::max_attempts`].
+///
+/// [`Worker::run`] claims jobs until its shutdown future completes; then it stops claiming, gives
+/// the jobs in flight [`WorkerConfig::shutdown_grace`] to finish, and releases the others
+/// (their attempt is not counted). If the `run` future is dropped instead, the attempts in
+/// flight are aborted and their jobs are taken over when their lease expires (the embedded
+/// store takes them back at once when it next opens).
+pub struct Worker<St, H> {
+    store: St,
+    handler: H,
+    config: WorkerConfig,
+    wake: Arc<Notify>,
+}
+
+impl<St, H> fmt::Debug for Worker<St, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// How an attempt ended.
+enum Outcome {
+    Handled,
+    Failed(String),
+    /// Shutdown came before it finished.
+    Released,
+}
+
+impl<St, H> Worker<St, H> {
+    /// A worker running `handler` on the jobs of `store`; `wake`, when given, is notified by the
+    /// acceptor of the same process for each job it stores. Prefer
+    /// [`Inbox::worker`](super::Inbox::worker).
+    pub fn new(store: St, handler: H, wake: Option<Arc<Notify>>) -> Self {
+        Worker { store, handler, config: WorkerConfig::default(), wake: wake.unwrap_or_default() }
+    }
+
+    /// Replaces the configuration.
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
+    }
+}
+
+impl<St, H, ResBody> Worker<St, H>
+where
+    St: InboxStore,
+    H: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone + Send + 'static,
+    H::Future: Send + 'static,
+    H::Error: Into<BoxError>,
+    ResBody: Send + 'static,
+{
+    /// Runs jobs until `shutdown` completes, then shuts down gracefully (see [`Worker`]).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Worker { store, handler, config, wake } = self;
+        let config = Arc::new(config);
+        let concurrency = config.concurrency.max(1);
+        let (stop, stopping) = watch::channel(false);
+        let mut in_flight = JoinSet::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut retention = tokio::time::interval(
+            config.retention.min(Duration::from_secs(60)).max(Duration::from_millis(100)),
+        );
+        retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let free = concurrency - in_flight.len();
+            let mut claimed_all = false;
+            if free > 0 {
+                let request = ClaimRequest {
+                    limit: free,
+                    lease: config.effective_lease(),
+                    max_attempts: config.max_attempts,
+                    now: SystemTime::now(),
+                };
+                match store.claim(request).await {
+                    Ok(jobs) => {
+                        claimed_all = jobs.len() == free;
+                        for job in jobs {
+                            let attempt = run_attempt(
+                                store.clone(),
+                                handler.clone(),
+                                job,
+                                Arc::clone(&config),
+                                stopping.clone(),
+                            );
+                            in_flight.spawn(attempt);
+                        }
+                    }
+                    Err(_error) => {
+                        #[cfg(feature = "tracing")]
+                        tracing::error!(error = %_error, "periskope inbox could not claim jobs");
+                    }
+                }
+            }
+            if claimed_all && in_flight.len() < concurrency {
+                continue;
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = wake.notified() => {}
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                () = tokio::time::sleep(config.poll_interval) => {}
+                _ = retention.tick() => {
+                    let before = SystemTime::now().checked_sub(config.retention).unwrap_or(SystemTime::UNIX_EPOCH);
+                    if let Err(_error) = store.purge_handled(before).await {
+                        #[cfg(feature = "tracing")]
+                        tracing::error!(error = %_error, "periskope inbox could not purge handled jobs");
+                    }
+                }
+            }
+        }
+        let grace = tokio::time::sleep(config.shutdown_grace);
+        let mut grace = std::pin::pin!(grace);
+        loop {
+            tokio::select! {
+                joined = in_flight.join_next() => if joined.is_none() { break },
+                () = &mut grace, if !*stop.borrow() => { let _ = stop.send(true); }
+            }
+        }
+    }
+}
+
+/// Aborts the handler's task when the attempt is dropped (worker dropped, timeout, shutdown).
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn run_attempt<St, H, ResBody>(
+    store: St,
+    mut handler: H,
+    job: ClaimedJob,
+    config: Arc<WorkerConfig>,
+    mut stopping: watch::Receiver<bool>,
+) where
+    St: InboxStore,
+    H: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Send + 'static,
+    H::Future: Send + 'static,
+    H::Error: Into<BoxError>,
+    ResBody: Send + 'static,
+{
+    let lease = job.lease();
+    let outcome = match handler_request(job, config.max_attempts) {
+        Err(reason) => Outcome::Failed(reason),
+        Ok(request) => {
+            let mut task = AbortOnDrop(tokio::spawn(async move {
+                poll_fn(|cx| handler.poll_ready(cx)).await.map_err(Into::into)?;
+                handler.call(request).await.map_err(Into::into)
+            }));
+            tokio::select! {
+                joined = tokio::time::timeout(config.attempt_timeout, &mut task.0) => match joined {
+                    Ok(Ok(Ok(response))) => judge(response),
+                    Ok(Ok(Err(error))) => Outcome::Failed(format!("the handler failed: {error}")),
+                    Ok(Err(join_error)) => Outcome::Failed(match join_error.try_into_panic() {
+                        Ok(panic) => format!("the handler panicked: {}", panic_message(&*panic)),
+                        Err(_) => "the handler's task was cancelled".to_owned(),
+                    }),
+                    Err(_) => Outcome::Failed(format!("the attempt timed out after {:?}", config.attempt_timeout)),
+                },
+                Ok(_) = stopping.wait_for(|stop| *stop) => Outcome::Released,
+            }
+        }
+    };
+    settle(&store, &config, lease, outcome).await;
+}
+
+/// The request the handler gets: the body as received, and the event, raw body and attempt in
+/// its extensions. A body that no longer decodes (it was verified and decoded when stored, so
+/// only a different version of this crate could refuse it) fails the attempt.
+fn handler_request(job: ClaimedJob, max_attempts: u32) -> Result<Request<Full<Bytes>>, String> {
+    let event = WebhookEvent::decode(job.body.clone())
+        .map_err(|error| format!("the stored body no longer decodes: {}", error.code()))?;
+    let mut request = Request::new(Full::new(job.body.clone()));
+    *request.method_mut() = Method::POST;
+    let extensions = request.extensions_mut();
+    extensions.insert(event);
+    extensions.insert(RawBody(job.body));
+    extensions.insert(Attempt {
+        job: job.id,
+        number: job.attempt,
+        max_attempts,
+        key: job.key,
+        signing_key: job.signing_key,
+        received_at: job.received_at,
+    });
+    Ok(request)
+}
+
+fn judge<B>(response: Response<B>) -> Outcome {
+    if response.status().is_success() {
+        return Outcome::Handled;
+    }
+    match response.extensions().get::<HandlerError>() {
+        Some(failure) => Outcome::Failed(match failure.source() {
+            Some(cause) => format!("{failure}: {cause}"),
+            None => failure.to_string(),
+        }),
+        None => Outcome::Failed(format!("the handler answered {}", response.status())),
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+async fn settle<St: InboxStore>(store: &St, config: &WorkerConfig, lease: Lease, outcome: Outcome) {
+    let now = SystemTime::now();
+    let settled = match outcome {
+        Outcome::Handled => store.complete(lease, now).await,
+        Outcome::Released => store.release(lease, now).await,
+        Outcome::Failed(error) => {
+            let retry_at = (lease.attempt < config.max_attempts).then(|| now + config.backoff(lease.attempt));
+            store.fail(lease, error, retry_at).await
+        }
+    };
+    if let Err(_error) = settled {
+        // The job stays claimed; it is retried once its lease expires.
+        #[cfg(feature = "tracing")]
+        tracing::error!(error = %_error, "periskope inbox could not record an attempt");
+    }
+}

@@ -1,0 +1,140 @@
+//! A throw-away PostgreSQL cluster for the tests of one test binary, and one database per test.
+//!
+//! The cluster lives in a temp dir owned by the `postgres` user (the server refuses to run as
+//! root), listens on a free 127.0.0.1 port, and is watched by a small shell loop that stops the
+//! server and removes the directory as soon as the test process is gone, however it ended.
+//! Without PostgreSQL 15 the tests are skipped with a printed reason, unless
+//! `PERISKOPE_REQUIRE_SERVERS=1`, under which they fail.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+pub struct Cluster {
+    pub port: u16,
+    dir: PathBuf,
+}
+
+/// The cluster of this test binary, started on first use; `None` (with the reason printed)
+/// when PostgreSQL is not installed and servers are not required.
+pub fn cluster() -> Option<&'static Cluster> {
+    static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+    match CLUSTER.get_or_init(start) {
+        Ok(cluster) => Some(cluster),
+        Err(reason) if std::env::var("PERISKOPE_REQUIRE_SERVERS").as_deref() == Ok("1") => {
+            panic!("PERISKOPE_REQUIRE_SERVERS=1 and PostgreSQL cannot run: {reason}")
+        }
+        Err(reason) => {
+            eprintln!("skipped: PostgreSQL is not available ({reason})");
+            None
+        }
+    }
+}
+
+fn run(command: &mut Command) -> Result<(), String> {
+    let output = command.stdin(Stdio::null()).output().map_err(|error| format!("{command:?}: {error}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?} failed: {}", String::from_utf8_lossy(&output.stderr)))
+    }
+}
+
+fn as_postgres(program: &str) -> Command {
+    let mut command = Command::new("runuser");
+    command.args(["-u", "postgres", "--", &format!("{BIN}/{program}")]);
+    command
+}
+
+fn start() -> Result<Cluster, String> {
+    if !Path::new(BIN).join("initdb").is_file() {
+        return Err(format!("{BIN}/initdb not found (apt-get install postgresql)"));
+    }
+    let dir = std::env::temp_dir().join(format!("periskope-pg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|error| error.to_string())?;
+    run(Command::new("chown").arg("postgres").arg(&dir))?;
+    let data = dir.join("data");
+    run(as_postgres("initdb").arg("-D").arg(&data).args(["-A", "trust", "-U", "postgres", "--no-sync"]))?;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    // The server runs in the foreground of a shell that waits for this process to end, then
+    // stops it and removes the cluster.
+    let watchdog = format!(
+        "{BIN}/postgres -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 -c max_connections=200 \
+           >{dir}/log 2>&1 & server=$!; \
+         while [ -d /proc/{parent} ] && kill -0 $server 2>/dev/null; do sleep 0.2; done; \
+         kill -INT $server 2>/dev/null; wait $server; rm -rf {dir}",
+        data = data.display(),
+        dir = dir.display(),
+        parent = std::process::id(),
+    );
+    Command::new("runuser")
+        .args(["-u", "postgres", "--", "sh", "-c", &watchdog])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|error| error.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = Command::new(format!("{BIN}/pg_isready"))
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if ready {
+            return Ok(Cluster { port, dir });
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+            return Err(format!("the server did not start within 30 s: {log}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Cluster {
+    /// A fresh, empty database; dropped with the returned guard.
+    pub fn database(&'static self) -> Database {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("test_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        run(Command::new(format!("{BIN}/createdb")).args(self.client_args()).arg(&name)).expect("createdb");
+        Database { cluster: self, name }
+    }
+
+    fn client_args(&self) -> [String; 6] {
+        ["-h".into(), "127.0.0.1".into(), "-p".into(), self.port.to_string(), "-U".into(), "postgres".into()]
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// A database of the cluster, dropped (connections included) when this guard is.
+pub struct Database {
+    cluster: &'static Cluster,
+    name: String,
+}
+
+impl Database {
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{}", self.cluster.port, self.name)
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = run(Command::new(format!("{BIN}/dropdb"))
+            .args(self.cluster.client_args())
+            .args(["--force", &self.name]));
+    }
+}

@@ -1,0 +1,179 @@
+//! The PostgreSQL store against a real server (a throw-away cluster, `tests/common/postgres.rs`):
+//! the generic store cases, concurrent migrations, and claims from many connections at once
+//! that never hand one job to two claimers.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use periskope_webhook::inbox::{ClaimRequest, InboxStore, JobState, ListQuery, PostgresStore};
+
+use crate::common::postgres::{Database, cluster};
+use crate::common::{KEY, client, send, signed, within};
+use crate::crash::{Lines, Process, short_digest};
+use crate::support::{chat_message, delivery};
+
+/// A fresh database and a store connected to it; `None` when PostgreSQL is not available.
+async fn store() -> Option<(Database, PostgresStore)> {
+    let database = cluster()?.database();
+    let store = PostgresStore::connect(&database.url()).await.expect("connect to the test database");
+    Some((database, store))
+}
+
+macro_rules! generic_cases {
+    ($($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread")]
+            async fn $case() {
+                let Some((_database, store)) = store().await else { return };
+                crate::store::$case(store).await;
+            }
+        )*
+    };
+}
+
+generic_cases!(
+    the_same_occurrence_is_stored_once_until_it_is_purged,
+    attempts_are_counted_at_claim_and_a_job_that_never_settles_ends_dead,
+    jobs_of_one_chat_are_claimed_one_at_a_time_in_order,
+    operations_list_inspect_retry_and_purge_with_stats,
+);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_starting_together_migrate_once() {
+    let Some(cluster) = cluster() else { return };
+    let database = cluster.database();
+    let url = database.url();
+    let connects: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PostgresStore::connect_with(&url, 1).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for connect in connects {
+        stores.push(connect.await.unwrap().expect("every replica connects"));
+    }
+    stores[0].insert(delivery(chat_message("c", "m"))).await.unwrap();
+    assert_eq!(stores[5].list(ListQuery::new(None, 10)).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_claimers_never_share_a_job() {
+    let Some((database, store)) = store().await else { return };
+    const JOBS: usize = 300;
+    for n in 0..JOBS {
+        // No chat: every job is claimable at once, so the claimers really compete.
+        let body =
+            bytes::Bytes::from(format!(r#"{{"event":"message.created","data":{{"message_id":"m{n}"}}}}"#));
+        store.insert(delivery(body)).await.unwrap();
+    }
+    let claimers: Vec<_> = (0..6)
+        .map(|_| {
+            let url = database.url();
+            tokio::spawn(async move {
+                let replica = PostgresStore::connect_with(&url, 2).await.unwrap();
+                let mut claimed = Vec::new();
+                loop {
+                    let jobs = replica.claim(ClaimRequest::new(7, Duration::from_secs(60), 5)).await.unwrap();
+                    if jobs.is_empty() {
+                        return claimed;
+                    }
+                    for job in jobs {
+                        replica.complete(job.lease(), SystemTime::now()).await.unwrap();
+                        claimed.push(job.id);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    let mut busy_claimers = 0;
+    for claimer in claimers {
+        let claimed = claimer.await.unwrap();
+        busy_claimers += usize::from(!claimed.is_empty());
+        for id in claimed {
+            assert!(seen.insert(id), "job {id} was claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), JOBS);
+    assert!(busy_claimers > 1, "the claims never overlapped");
+    let stats = store.stats(SystemTime::now()).await.unwrap();
+    assert_eq!((stats.done, stats.queue_depth()), (JOBS as u64, 0));
+    let done = store.list(ListQuery::new(Some(JobState::Done), 1000)).await.unwrap();
+    assert!(done.iter().all(|job| job.attempts == 1));
+}
+
+/// Two copies of the `inbox` example share one PostgreSQL queue; one is SIGKILLed while it
+/// handles jobs. Every acknowledged delivery is handled, each job by one worker at a time, and
+/// the killed worker's jobs are taken over by the other once their lease expires.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_worker_processes_share_the_queue_and_take_over_a_killed_ones_jobs() {
+    let Some(cluster) = cluster() else { return };
+    let database = cluster.database();
+    let lines = Lines::default();
+    const LEASE_MS: &str = "2000";
+    let env = [("INBOX_LEASE_MS", LEASE_MS)];
+    let mut first = Process::start_with(database.url(), 300, 0, &lines, &env);
+    let second = Process::start_with(database.url(), 300, 1, &lines, &env);
+
+    let client = client();
+    let mut acknowledged = HashSet::new();
+    for n in 0..40 {
+        // One chat per message, so that both workers have work at once.
+        let body = chat_message(&format!("chat-{n}"), &format!("shared-{n}"));
+        let url = if n % 2 == 0 { first.url() } else { second.url() };
+        send(&client, signed(&url, KEY, body.clone())).await.assert(http::StatusCode::OK, "accepted");
+        acknowledged.insert(short_digest(&body));
+    }
+    // Kill the first worker in the middle of its handling.
+    within("the first worker handles something", async {
+        while !lines.lock().unwrap().iter().any(|(run, _)| *run == 0) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let killed_at = std::time::Instant::now();
+    first.kill();
+
+    let store = PostgresStore::connect_with(&database.url(), 1).await.unwrap();
+    let handled = || {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, line)| line.rsplit(' ').next().map(str::to_owned))
+            .collect::<HashSet<_>>()
+    };
+    within("every acknowledged delivery is handled", async {
+        while !acknowledged.is_subset(&handled()) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let taken_over_after = killed_at.elapsed();
+    within("every job is done", async {
+        while store.stats(SystemTime::now()).await.unwrap().done < 40 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    second.interrupt();
+
+    let jobs = store.list(ListQuery::new(None, 100)).await.unwrap();
+    let taken_over: Vec<_> = jobs.iter().filter(|job| job.attempts == 2).collect();
+    assert!(jobs.iter().all(|job| job.state == JobState::Done && job.attempts <= 2), "{jobs:?}");
+    assert!(!taken_over.is_empty(), "the killed worker held no job");
+    assert!(taken_over.len() <= 8, "more jobs taken over than the killed worker could hold");
+    assert!(taken_over_after >= Duration::from_millis(1500), "taken over before the lease expired");
+    let lines = lines.lock().unwrap().clone();
+    let duplicates = lines.len() - handled().len();
+    assert!(
+        duplicates <= taken_over.len(),
+        "{duplicates} deliveries handled twice, but only {} jobs were taken over",
+        taken_over.len()
+    );
+    println!(
+        "postgres: 2 workers, 40 deliveries, {} taken over after the kill, {duplicates} handled twice",
+        taken_over.len()
+    );
+}

@@ -1,0 +1,213 @@
+//! The stores through the `InboxStore` trait: claims, leases, dead letters, the operations API,
+//! retention; each case runs on SQLite here and on PostgreSQL in `postgres.rs`. Then what only
+//! the embedded file has: reopening, locking, and files it must refuse.
+
+use std::time::{Duration, SystemTime};
+
+use periskope_webhook::inbox::{
+    ClaimRequest, InboxError, InboxStore, JobState, ListQuery, Selection, SqliteStore, Stored,
+};
+
+use crate::support::{TempDir, chat_message, delivery, key_of, message_id};
+
+fn claim(limit: usize, max_attempts: u32, now: SystemTime) -> ClaimRequest {
+    let mut request = ClaimRequest::new(limit, Duration::from_secs(60), max_attempts);
+    request.now = now;
+    request
+}
+
+pub async fn the_same_occurrence_is_stored_once_until_it_is_purged<St: InboxStore>(store: St) {
+    let body = chat_message("c1", "m1");
+    assert_eq!(store.insert(delivery(body.clone())).await.unwrap(), Stored::New);
+    assert_eq!(store.insert(delivery(body.clone())).await.unwrap(), Stored::Duplicate);
+    let jobs = store.list(ListQuery::new(None, 10)).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!((jobs[0].event.as_str(), jobs[0].key.clone()), ("message.created", key_of(&body)));
+
+    // Handled, then purged by retention: the same occurrence is accepted again.
+    let now = SystemTime::now();
+    let job = store.claim(claim(10, 3, now)).await.unwrap().remove(0);
+    assert_eq!(job.body, body);
+    store.complete(job.lease(), now).await.unwrap();
+    assert_eq!(store.insert(delivery(body.clone())).await.unwrap(), Stored::Duplicate);
+    assert_eq!(
+        store.purge_handled(now - Duration::from_secs(1)).await.unwrap(),
+        0,
+        "handled after the cutoff"
+    );
+    assert_eq!(store.purge_handled(now + Duration::from_secs(1)).await.unwrap(), 1);
+    assert_eq!(store.insert(delivery(body)).await.unwrap(), Stored::New);
+}
+
+pub async fn attempts_are_counted_at_claim_and_a_job_that_never_settles_ends_dead<St: InboxStore>(store: St) {
+    store.insert(delivery(chat_message("c1", "m1"))).await.unwrap();
+    let start = SystemTime::now();
+    let first = store.claim(claim(10, 2, start)).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].attempt, 1);
+    // Leased: not claimable again before the lease expires.
+    assert!(store.claim(claim(10, 2, start + Duration::from_secs(59))).await.unwrap().is_empty());
+    let second = store.claim(claim(10, 2, start + Duration::from_secs(61))).await.unwrap();
+    assert_eq!(second[0].attempt, 2, "an expired lease is taken over, with the attempt counted");
+    // The first claim's settlement is fenced off: it no longer holds the job.
+    store.complete(first[0].lease(), start).await.unwrap();
+    assert_eq!(store.get(first[0].id).await.unwrap().unwrap().summary.state, JobState::Running);
+    // Its lease expires too, with no attempt left: a dead letter, not a third run.
+    assert!(store.claim(claim(10, 2, start + Duration::from_secs(200))).await.unwrap().is_empty());
+    let dead = store.get(first[0].id).await.unwrap().unwrap().summary;
+    assert_eq!((dead.state, dead.attempts), (JobState::Dead, 2));
+    assert!(dead.last_error.unwrap().contains("lease expired"));
+}
+
+pub async fn jobs_of_one_chat_are_claimed_one_at_a_time_in_order<St: InboxStore>(store: St) {
+    for (chat, id) in [("a", "a1"), ("b", "b1"), ("a", "a2"), ("a", "a3"), ("b", "b2")] {
+        store.insert(delivery(chat_message(chat, id))).await.unwrap();
+    }
+    let now = SystemTime::now();
+    let ids = |jobs: &[periskope_webhook::inbox::ClaimedJob]| {
+        jobs.iter().map(|job| message_id(&job.body)).collect::<Vec<_>>()
+    };
+    let first = store.claim(claim(10, 3, now)).await.unwrap();
+    assert_eq!(ids(&first), ["a1", "b1"]);
+    // a1 fails and backs off: a2 still waits behind it.
+    store.fail(first[0].lease(), "boom".to_owned(), Some(now + Duration::from_secs(5))).await.unwrap();
+    store.complete(first[1].lease(), now).await.unwrap();
+    assert_eq!(ids(&store.claim(claim(10, 3, now)).await.unwrap()), ["b2"]);
+    let retried = store.claim(claim(10, 3, now + Duration::from_secs(6))).await.unwrap();
+    assert_eq!(ids(&retried), ["a1"]);
+    assert_eq!(retried[0].attempt, 2);
+    store.complete(retried[0].lease(), now).await.unwrap();
+    assert_eq!(ids(&store.claim(claim(10, 3, now)).await.unwrap()), ["a2"]);
+}
+
+pub async fn operations_list_inspect_retry_and_purge_with_stats<St: InboxStore>(store: St) {
+    for id in ["m1", "m2", "m3"] {
+        store.insert(delivery(chat_message(id, id))).await.unwrap();
+    }
+    let now = SystemTime::now();
+    let jobs = store.claim(claim(2, 1, now)).await.unwrap();
+    store.fail(jobs[0].lease(), "the CRM said no".to_owned(), None).await.unwrap();
+
+    let stats = store.stats(now + Duration::from_secs(3)).await.unwrap();
+    assert_eq!((stats.pending, stats.running, stats.dead, stats.done), (1, 1, 1, 0));
+    assert_eq!((stats.queue_depth(), stats.attempts_in_queue), (2, 1));
+    assert!(stats.oldest_pending_age.unwrap() >= Duration::from_secs(3));
+
+    let dead = store.list(ListQuery::new(Some(JobState::Dead), 10)).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].last_error.as_deref(), Some("the CRM said no"));
+    let record = store.get(dead[0].id).await.unwrap().unwrap();
+    assert_eq!(record.body, chat_message("m1", "m1"));
+    assert_eq!(record.ordering_key.as_deref(), Some("chat|m1"));
+    assert_eq!(store.list(ListQuery::new(None, 2)).await.unwrap().len(), 2);
+    assert_eq!(store.list(ListQuery::new(None, 10).after(dead[0].id)).await.unwrap().len(), 2);
+
+    // Retrying a dead letter makes it due now with its attempts reset.
+    assert_eq!(store.retry(Selection::State(JobState::Dead), now).await.unwrap(), 1);
+    let retried = store.get(dead[0].id).await.unwrap().unwrap().summary;
+    assert_eq!((retried.state, retried.attempts), (JobState::Pending, 0));
+    assert_eq!(store.retry(Selection::Job(jobs[1].id), now).await.unwrap(), 0, "a running job is left alone");
+
+    assert_eq!(store.purge(Selection::Job(dead[0].id)).await.unwrap(), 1);
+    assert_eq!(store.purge(Selection::State(JobState::Pending)).await.unwrap(), 1);
+    assert!(store.get(dead[0].id).await.unwrap().is_none());
+    assert_eq!(store.stats(now).await.unwrap().queue_depth(), 1);
+    assert_eq!(
+        store.insert(delivery(chat_message("m1", "m1"))).await.unwrap(),
+        Stored::New,
+        "purged: accepted again"
+    );
+}
+
+/// The generic cases on the embedded store.
+mod sqlite {
+    use periskope_webhook::inbox::SqliteStore;
+
+    use crate::support::TempDir;
+
+    #[tokio::test]
+    async fn the_same_occurrence_is_stored_once_until_it_is_purged() {
+        let dir = TempDir::new("dedup");
+        super::the_same_occurrence_is_stored_once_until_it_is_purged(SqliteStore::open(dir.db()).unwrap())
+            .await;
+    }
+
+    #[tokio::test]
+    async fn attempts_are_counted_at_claim_and_a_job_that_never_settles_ends_dead() {
+        let dir = TempDir::new("lease");
+        super::attempts_are_counted_at_claim_and_a_job_that_never_settles_ends_dead(
+            SqliteStore::open(dir.db()).unwrap(),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn jobs_of_one_chat_are_claimed_one_at_a_time_in_order() {
+        let dir = TempDir::new("order");
+        super::jobs_of_one_chat_are_claimed_one_at_a_time_in_order(SqliteStore::open(dir.db()).unwrap())
+            .await;
+    }
+
+    #[tokio::test]
+    async fn operations_list_inspect_retry_and_purge_with_stats() {
+        let dir = TempDir::new("ops");
+        super::operations_list_inspect_retry_and_purge_with_stats(SqliteStore::open(dir.db()).unwrap()).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reopened_file_keeps_its_jobs_and_takes_back_the_running_ones() {
+    let dir = TempDir::new("reopen");
+    let store = SqliteStore::open(dir.db()).unwrap();
+    store.insert(delivery(chat_message("c", "m1"))).await.unwrap();
+    let job = store.claim(claim(1, 3, SystemTime::now())).await.unwrap().remove(0);
+    drop(store);
+
+    let store = SqliteStore::open(dir.db()).unwrap();
+    let summary = store.get(job.id).await.unwrap().unwrap().summary;
+    assert_eq!(
+        (summary.state, summary.attempts),
+        (JobState::Pending, 1),
+        "the interrupted attempt stays counted"
+    );
+    let again = store.claim(claim(1, 3, SystemTime::now())).await.unwrap();
+    assert_eq!(again[0].attempt, 2);
+}
+
+#[tokio::test]
+async fn a_second_store_on_the_same_file_is_refused_until_the_first_closes() {
+    let dir = TempDir::new("locked");
+    let first = SqliteStore::open(dir.db()).unwrap();
+    let error = SqliteStore::open(dir.db()).unwrap_err();
+    assert!(matches!(error, InboxError::Locked { .. }), "{error:?}");
+    assert!(error.to_string().contains("in use by another process"), "{error}");
+    drop(first);
+    SqliteStore::open(dir.db()).expect("the lock goes with the first store");
+}
+
+#[test]
+fn corrupt_or_unreadable_files_are_clear_errors() {
+    let dir = TempDir::new("corrupt");
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![0x5a; 64 * 1024]).unwrap();
+    let error = SqliteStore::open(&garbage).unwrap_err();
+    assert!(matches!(error, InboxError::Open { .. }), "{error:?}");
+    assert!(error.to_string().contains("not a database"), "{error}");
+
+    // A directory where the file should be, and a file under a missing directory.
+    for path in [dir.path().to_path_buf(), dir.path().join("missing").join("inbox.db")] {
+        let error = SqliteStore::open(&path).unwrap_err();
+        assert!(matches!(error, InboxError::Open { .. }), "{}: {error:?}", path.display());
+    }
+
+    // A valid inbox whose pages were then overwritten.
+    let damaged = dir.path().join("damaged.db");
+    drop(SqliteStore::open(&damaged).unwrap());
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    for byte in &mut bytes[100..] {
+        *byte = 0xff;
+    }
+    std::fs::write(&damaged, bytes).unwrap();
+    let error = SqliteStore::open(&damaged).unwrap_err();
+    assert!(matches!(error, InboxError::Open { .. }), "{error:?}");
+}

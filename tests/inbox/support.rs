@@ -1,0 +1,68 @@
+//! Temporary inbox files and deliveries for the inbox suites.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use periskope_webhook::WebhookEvent;
+use periskope_webhook::dedup::{EventKeys, KeyFn};
+use periskope_webhook::inbox::NewDelivery;
+
+/// A directory under the system temp dir, removed with everything in it when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(what: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("periskope-inbox-{what}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create a temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The inbox file in this directory.
+    pub fn db(&self) -> PathBuf {
+        self.0.join("inbox.db")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `message.created` in `chat` whose message id is `id`.
+pub fn chat_message(chat: &str, id: &str) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"event":"message.created","data":{{"message_id":"{id}","chat_id":"{chat}","body":"hello {id}"}},"org_id":"org-1"}}"#
+    ))
+}
+
+/// What the acceptor would store for `body`.
+pub fn delivery(body: Bytes) -> NewDelivery {
+    let event = WebhookEvent::decode(body).expect("a delivery");
+    NewDelivery::new(&event, &EventKeys::default().key(&event), SystemTime::now())
+}
+
+/// The de-duplication key the acceptor stores for `body`.
+pub fn key_of(body: &Bytes) -> String {
+    delivery(body.clone()).key
+}
+
+/// The message id of a `message.*` body.
+pub fn message_id(body: &Bytes) -> String {
+    let event = WebhookEvent::decode(body.clone()).expect("a delivery");
+    event
+        .event()
+        .message()
+        .and_then(|message| message.message_id.as_deref())
+        .expect("a message id")
+        .to_owned()
+}

@@ -1,0 +1,275 @@
+//! The worker on the embedded store: attempts told to the handler, retries with backoff, dead
+//! letters after errors, panics and timeouts, in-order handling per chat, graceful shutdown,
+//! and the whole path from an HTTP delivery to the handler.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::routing::post;
+use axum::{Extension, Router};
+use http::StatusCode;
+use periskope_webhook::inbox::{Attempt, Inbox, InboxStore, JobState, ListQuery, SqliteStore, WorkerConfig};
+use periskope_webhook::{EventRouter, PeriskopeWebhookLayer, WebhookEvent};
+use tokio::sync::oneshot;
+use tower::Layer;
+
+use crate::common::{self, KEY, Stack, client, send, signed, within};
+use crate::support::{TempDir, chat_message, delivery, key_of};
+
+fn fast() -> WorkerConfig {
+    let mut config = WorkerConfig::default();
+    config.backoff_base = Duration::from_millis(5);
+    config.backoff_max = Duration::from_millis(20);
+    config.poll_interval = Duration::from_millis(10);
+    config.max_attempts = 3;
+    config
+}
+
+/// Polls `condition` on the store's jobs until it holds, bounded in time.
+async fn wait_until<F>(
+    store: &SqliteStore,
+    what: &str,
+    condition: F,
+) -> Vec<periskope_webhook::inbox::JobSummary>
+where
+    F: Fn(&[periskope_webhook::inbox::JobSummary]) -> bool,
+{
+    within(what, async {
+        loop {
+            let jobs = store.list(ListQuery::new(None, 1000)).await.unwrap();
+            if condition(&jobs) {
+                return jobs;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
+fn all_in(state: JobState) -> impl Fn(&[periskope_webhook::inbox::JobSummary]) -> bool {
+    move |jobs| !jobs.is_empty() && jobs.iter().all(|job| job.state == state)
+}
+
+#[tokio::test]
+async fn failed_attempts_are_retried_with_the_attempt_number_and_error_recorded() {
+    let dir = TempDir::new("retry");
+    let inbox = Inbox::new(SqliteStore::open(dir.db()).unwrap());
+    inbox.store().insert(delivery(chat_message("c", "m1"))).await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let handler = {
+        let seen = Arc::clone(&seen);
+        Router::new().route(
+            "/",
+            post(move |Extension(attempt): Extension<Attempt>, event: WebhookEvent| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    seen.lock().unwrap().push((attempt.number(), attempt.is_last(), event.name().to_owned()));
+                    if attempt.number() < 3 { StatusCode::BAD_GATEWAY } else { StatusCode::OK }
+                }
+            }),
+        )
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(inbox.worker(handler).config(fast()).run(async {
+        let _ = stopped.await;
+    }));
+    let jobs = wait_until(inbox.store(), "the job is handled", all_in(JobState::Done)).await;
+    assert_eq!(jobs[0].attempts, 3);
+    assert_eq!(jobs[0].last_error.as_deref(), Some("the handler answered 502 Bad Gateway"));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (1, false, "message.created".to_owned()),
+            (2, false, "message.created".to_owned()),
+            (3, true, "message.created".to_owned())
+        ]
+    );
+    let _ = stop.send(());
+    within("worker stops", worker).await.unwrap();
+}
+
+#[tokio::test]
+async fn errors_panics_and_timeouts_fail_attempts_until_a_dead_letter() {
+    let dir = TempDir::new("dead");
+    let inbox = Inbox::new(SqliteStore::open(dir.db()).unwrap());
+    for id in ["error", "panic", "slow"] {
+        inbox.store().insert(delivery(chat_message(id, id))).await.unwrap();
+    }
+    let calls = Arc::new(AtomicUsize::new(0));
+    let router = {
+        let calls = Arc::clone(&calls);
+        EventRouter::new().on_message_created(move |event: WebhookEvent| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let id = event
+                    .event()
+                    .message()
+                    .and_then(|m| m.message_id.as_deref())
+                    .unwrap_or_default()
+                    .to_owned();
+                match id.as_str() {
+                    "error" => Err("the CRM is down".to_owned()),
+                    "panic" => panic!("handler bug"),
+                    _ => {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        Ok(())
+                    }
+                }
+            }
+        })
+    };
+    let mut config = fast();
+    config.attempt_timeout = Duration::from_millis(50);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(inbox.worker(router).config(config).run(async {
+        let _ = stopped.await;
+    }));
+    let jobs = wait_until(inbox.store(), "three dead letters", all_in(JobState::Dead)).await;
+    let error = |key: &str| {
+        let job = jobs.iter().find(|job| job.key == key_of(&chat_message(key, key))).unwrap();
+        assert_eq!(job.attempts, 3, "{job:?}");
+        job.last_error.clone().unwrap()
+    };
+    assert_eq!(error("error"), "the message.created handler failed: the CRM is down");
+    assert_eq!(error("panic"), "the handler panicked: handler bug");
+    assert_eq!(error("slow"), "the attempt timed out after 50ms");
+    assert_eq!(calls.load(Ordering::SeqCst), 9);
+    let stats = inbox.store().stats(std::time::SystemTime::now()).await.unwrap();
+    assert_eq!((stats.dead, stats.queue_depth()), (3, 0));
+    let _ = stop.send(());
+    within("worker stops", worker).await.unwrap();
+}
+
+#[tokio::test]
+async fn jobs_of_a_chat_are_handled_in_order_and_chats_concurrently() {
+    let dir = TempDir::new("ordering");
+    let inbox = Inbox::new(SqliteStore::open(dir.db()).unwrap());
+    const CHATS: usize = 4;
+    const PER_CHAT: usize = 15;
+    for n in 0..PER_CHAT {
+        for chat in 0..CHATS {
+            inbox
+                .store()
+                .insert(delivery(chat_message(&format!("chat{chat}"), &format!("{chat}-{n}"))))
+                .await
+                .unwrap();
+        }
+    }
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let router = {
+        let (handled, running, most) = (Arc::clone(&handled), Arc::clone(&running), Arc::clone(&most));
+        EventRouter::new().on_message_created(move |event: WebhookEvent| {
+            let (handled, running, most) = (Arc::clone(&handled), Arc::clone(&running), Arc::clone(&most));
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                let id = event.event().message().and_then(|m| m.message_id.as_deref()).unwrap().to_owned();
+                // Uneven work, so that a worker free to reorder would.
+                let (chat, n) = id.split_once('-').unwrap();
+                let n: usize = n.parse().unwrap();
+                tokio::time::sleep(Duration::from_millis(((n * 7 + chat.len()) % 5) as u64)).await;
+                // The third job of chat 0 fails once: its successors must wait for its retry.
+                let first_failure =
+                    chat == "0" && n == 2 && !handled.lock().unwrap().contains(&"fail".to_owned());
+                running.fetch_sub(1, Ordering::SeqCst);
+                if first_failure {
+                    handled.lock().unwrap().push("fail".to_owned());
+                    return Err("once");
+                }
+                handled.lock().unwrap().push(id);
+                Ok(())
+            }
+        })
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(inbox.worker(router).config(fast()).run(async {
+        let _ = stopped.await;
+    }));
+    wait_until(inbox.store(), "all handled", |jobs| {
+        jobs.len() == CHATS * PER_CHAT && all_in(JobState::Done)(jobs)
+    })
+    .await;
+    let handled = handled.lock().unwrap().clone();
+    for chat in 0..CHATS {
+        let order: Vec<&String> = handled.iter().filter(|id| id.starts_with(&format!("{chat}-"))).collect();
+        let expected: Vec<String> = (0..PER_CHAT).map(|n| format!("{chat}-{n}")).collect();
+        assert_eq!(order, expected.iter().collect::<Vec<_>>(), "chat {chat} out of order");
+    }
+    assert!(most.load(Ordering::SeqCst) > 1, "different chats never ran concurrently");
+    assert!(most.load(Ordering::SeqCst) <= CHATS, "two jobs of one chat ran at once");
+    let _ = stop.send(());
+    within("worker stops", worker).await.unwrap();
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_quick_jobs_and_releases_the_rest() {
+    let dir = TempDir::new("shutdown");
+    let inbox = Inbox::new(SqliteStore::open(dir.db()).unwrap());
+    inbox.store().insert(delivery(chat_message("quick", "quick"))).await.unwrap();
+    inbox.store().insert(delivery(chat_message("stuck", "stuck"))).await.unwrap();
+    let started = Arc::new(AtomicUsize::new(0));
+    let router = {
+        let started = Arc::clone(&started);
+        EventRouter::new().on_message_created(move |event: WebhookEvent| {
+            started.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let stuck = event.event().message().and_then(|m| m.message_id.as_deref()) == Some("stuck");
+                tokio::time::sleep(if stuck { Duration::from_secs(60) } else { Duration::from_millis(200) })
+                    .await;
+                Ok::<_, std::convert::Infallible>(())
+            }
+        })
+    };
+    let mut config = fast();
+    config.shutdown_grace = Duration::from_millis(500);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(inbox.worker(router).config(config).run(async {
+        let _ = stopped.await;
+    }));
+    within("both start", async {
+        while started.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let _ = stop.send(());
+    within("worker stops", worker).await.unwrap();
+    let jobs = inbox.store().list(ListQuery::new(None, 10)).await.unwrap();
+    let state = |key: &str| {
+        let job = jobs.iter().find(|job| job.key == key_of(&chat_message(key, key))).unwrap();
+        (job.state, job.attempts)
+    };
+    assert_eq!(state("quick"), (JobState::Done, 1), "finished within the grace period");
+    assert_eq!(state("stuck"), (JobState::Pending, 0), "released, its attempt not counted");
+}
+
+#[tokio::test]
+async fn a_delivery_over_http_reaches_the_handler_from_storage() {
+    let dir = TempDir::new("e2e");
+    let inbox = Inbox::new(SqliteStore::open(dir.db()).unwrap());
+    let (seen, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let router = EventRouter::new().on_message_created(move |event: WebhookEvent| {
+        let _ = seen.send(event.body().clone());
+        async { Ok::<_, std::convert::Infallible>(()) }
+    });
+    let mut config = fast();
+    // Only the acceptor's wake-up can bring the job in quickly.
+    config.poll_interval = Duration::from_secs(60);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(inbox.worker(router).config(config).run(async {
+        let _ = stopped.await;
+    }));
+    let server = common::serve(Stack::Axum, PeriskopeWebhookLayer::new(KEY).layer(inbox.acceptor())).await;
+    // Let the worker's first (empty) claim pass, so that the job below arrives while it waits.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let body = chat_message("c", "over-http");
+    send(&client(), signed(&server.url, KEY, body.clone())).await.assert(StatusCode::OK, "accepted");
+    assert_eq!(within("the handler runs", received.recv()).await, Some(body));
+    wait_until(inbox.store(), "the job is done", all_in(JobState::Done)).await;
+    let _ = stop.send(());
+    within("worker stops", worker).await.unwrap();
+    server.stop().await;
+}
