@@ -23,7 +23,7 @@ use super::{Claim, DedupKey, DedupStore, Lease, StoreError};
 ///
 /// Clones share one table. For several replicas behind a load balancer, each has its own
 /// table and a duplicate can reach two replicas: use a shared store there
-/// ([`RedisStore`](super::RedisStore) with the `redis` feature).
+/// (`RedisStore`, with the `redis` feature).
 #[derive(Clone)]
 pub struct MemoryStore {
     shared: Arc<Shared>,

@@ -39,7 +39,7 @@ pub trait Lease {
 /// A store of de-duplication keys, shared by every clone of the middleware.
 ///
 /// Implemented by [`MemoryStore`](super::MemoryStore) (one process) and, with the `redis`
-/// feature, [`RedisStore`](super::RedisStore) (several replicas).
+/// feature, `RedisStore` (several replicas).
 ///
 /// An implementation bounds each call in time (about a second is a good default) and answers
 /// [`StoreError`] when it cannot answer: the middleware then hands the delivery to the handler
