@@ -20,6 +20,10 @@
 //! | `periskope_webhook_verify_seconds` | histogram | |
 //! | `periskope_webhook_decode_seconds` | histogram | |
 //! | `periskope_webhook_body_bytes` | histogram | |
+//! | `periskope_webhook_inbox_queue_depth` | gauge, by [`record_inbox`] (feature `inbox`) | |
+//! | `periskope_webhook_inbox_attempts` | gauge, by [`record_inbox`] | |
+//! | `periskope_webhook_inbox_dead_letters` | gauge, by [`record_inbox`] | |
+//! | `periskope_webhook_inbox_oldest_pending_seconds` | gauge, by [`record_inbox`] | |
 //!
 //! Every verified delivery counts once: `handled` when it reached the inner service (a
 //! duplicate forwarded in pass-through mode counts as `duplicate`), `ignored` when the event
@@ -147,4 +151,46 @@ impl Stopwatch {
         #[cfg(feature = "metrics")]
         metrics::histogram!(DECODE_SECONDS).record(self.started.elapsed());
     }
+}
+
+/// Gauge of the inbox's pending and running jobs.
+#[cfg(all(feature = "metrics", feature = "inbox"))]
+pub const INBOX_QUEUE_DEPTH: &str = "periskope_webhook_inbox_queue_depth";
+/// Gauge of the attempts counted on the inbox's pending and running jobs.
+#[cfg(all(feature = "metrics", feature = "inbox"))]
+pub const INBOX_ATTEMPTS: &str = "periskope_webhook_inbox_attempts";
+/// Gauge of the inbox's dead letters.
+#[cfg(all(feature = "metrics", feature = "inbox"))]
+pub const INBOX_DEAD_LETTERS: &str = "periskope_webhook_inbox_dead_letters";
+/// Gauge of the age in seconds of the inbox's oldest pending or running job (0 when none).
+#[cfg(all(feature = "metrics", feature = "inbox"))]
+pub const INBOX_OLDEST_PENDING_SECONDS: &str = "periskope_webhook_inbox_oldest_pending_seconds";
+
+/// Reads the inbox's figures from `store` ([`InboxStore::stats`](crate::inbox::InboxStore::stats))
+/// and sets the inbox gauges. The store answers one query per call: call it every few seconds.
+///
+/// ```no_run
+/// # async fn run(store: periskope_webhook::inbox::SqliteStore) {
+/// let mut every = tokio::time::interval(std::time::Duration::from_secs(15));
+/// loop {
+///     every.tick().await;
+///     if let Err(error) = periskope_webhook::metrics::record_inbox(&store).await {
+///         eprintln!("inbox metrics: {error}");
+///     }
+/// }
+/// # }
+/// ```
+///
+/// # Errors
+/// When the store cannot be read; the gauges keep their last values.
+#[cfg(all(feature = "metrics", feature = "inbox"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "metrics", feature = "inbox"))))]
+pub async fn record_inbox<St: crate::inbox::InboxStore>(store: &St) -> Result<(), crate::inbox::InboxError> {
+    let stats = store.stats(std::time::SystemTime::now()).await?;
+    metrics::gauge!(INBOX_QUEUE_DEPTH).set(stats.queue_depth() as f64);
+    metrics::gauge!(INBOX_ATTEMPTS).set(stats.attempts_in_queue as f64);
+    metrics::gauge!(INBOX_DEAD_LETTERS).set(stats.dead as f64);
+    metrics::gauge!(INBOX_OLDEST_PENDING_SECONDS)
+        .set(stats.oldest_pending_age.map_or(0.0, |age| age.as_secs_f64()));
+    Ok(())
 }

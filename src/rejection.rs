@@ -165,6 +165,7 @@ where
 }
 
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl<F, T> OnRejection for F
 where
     F: Fn(&Rejection) -> T + Send + Sync + 'static,

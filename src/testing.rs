@@ -49,6 +49,34 @@ pub fn body_for(event: &Event<'_>) -> Bytes {
     Bytes::from(serde_json::to_vec(event).expect("an Event serialises: every map key is a string"))
 }
 
+/// `json` as `JSON.stringify` writes it, which is what Periskope sends and signs: the whitespace
+/// between tokens removed, everything else (key order, strings with their non-ASCII characters
+/// and escapes, numbers) byte for byte. Turns a pretty-printed fixture into a delivery's body;
+/// already compact JSON stays as it is.
+///
+/// ```
+/// use periskope_webhook::testing::compact_json;
+///
+/// let pretty = b"{\n  \"event\": \"note.created\",\n  \"data\": { \"body\": \"caf\xc3\xa9  ok\" }\n}\n";
+/// assert_eq!(compact_json(pretty), "{\"event\":\"note.created\",\"data\":{\"body\":\"café  ok\"}}".as_bytes());
+/// ```
+pub fn compact_json(json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in json {
+        if in_string {
+            in_string = escaped || byte != b'"';
+            escaped = !escaped && byte == b'\\';
+        } else if byte.is_ascii_whitespace() {
+            continue;
+        } else {
+            in_string = byte == b'"';
+        }
+        out.push(byte);
+    }
+    out
+}
+
 /// The `x-periskope-signature` value for `body` signed with `key` (lowercase hex).
 ///
 /// # Panics
@@ -82,4 +110,24 @@ pub fn signed_request_for_body<B: From<Bytes>>(key: &str, uri: &str, body: impl 
         .header(SIGNATURE_HEADER, signature)
         .body(B::from(body))
         .expect("a valid URI")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_keeps_strings_escapes_and_order() {
+        let json = "{ \"b\" : \"x \\\" y\\\\\", \"a\" : [ 1 , \"  é \" ],\n  \"c\": \"\\\\\" }";
+        assert_eq!(
+            String::from_utf8(compact_json(json.as_bytes())).unwrap(),
+            "{\"b\":\"x \\\" y\\\\\",\"a\":[1,\"  é \"],\"c\":\"\\\\\"}"
+        );
+    }
+
+    #[test]
+    fn compact_of_compact_is_the_same() {
+        let body = br#"{"event":"x","data":{"s":"a b","n":[1,2.50,-3e4]}}"#;
+        assert_eq!(compact_json(body), body);
+    }
 }

@@ -9,7 +9,7 @@
 mod process;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use http::{Request, StatusCode, header};
@@ -32,19 +32,7 @@ fn start(name: &str) -> Example {
 
 /// Every delivery fixture: the envelopes and the field-observed variants.
 fn deliveries() -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("tests/fixtures")
-        .map(|entry| entry.expect("a directory entry").path())
-        .filter(|path| {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            name.ends_with(".envelope.json")
-                || (name.starts_with("field-observed.") && name.ends_with(".json"))
-        })
-        .collect();
-    files.sort();
-    assert!(files.len() >= 20, "expected the delivery fixtures, found {files:?}");
-    files
+    process::delivery_fixtures(Path::new(env!("CARGO_MANIFEST_DIR")))
         .into_iter()
         .map(|path| {
             let body = std::fs::read(&path).expect("a readable fixture");

@@ -169,3 +169,55 @@ fn labels_never_carry_an_unknown_event_name() {
     let expected = (DELIVERIES_TOTAL.to_owned(), labels(&[("kind", "unknown"), ("outcome", "handled")]));
     assert_eq!(counters, BTreeMap::from([(expected, 1)]));
 }
+
+/// The inbox gauges read the store: three deliveries stored, one of them claimed and failed for
+/// good, leave a queue of two, no attempt on it, one dead letter, and a pending job with an age.
+#[cfg(feature = "inbox")]
+#[test]
+fn inbox_gauges_match_the_store() {
+    use periskope_webhook::dedup::{EventKeys, KeyFn};
+    use periskope_webhook::inbox::{ClaimRequest, InboxStore, NewDelivery, SqliteStore};
+    use periskope_webhook::metrics::{
+        INBOX_ATTEMPTS, INBOX_DEAD_LETTERS, INBOX_OLDEST_PENDING_SECONDS, INBOX_QUEUE_DEPTH, record_inbox,
+    };
+    use std::time::SystemTime;
+
+    let dir = std::env::temp_dir().join(format!("periskope-metrics-inbox-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = SqliteStore::open(dir.join("inbox.db")).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let received = SystemTime::now() - Duration::from_secs(30);
+    runtime.block_on(async {
+        for id in ["m1", "m2", "m3"] {
+            let body =
+                format!(r#"{{"event":"message.created","data":{{"message_id":"{id}","chat_id":"c{id}"}}}}"#);
+            let event = WebhookEvent::decode(Bytes::from(body)).unwrap();
+            store
+                .insert(NewDelivery::new(&event, &EventKeys::default().key(&event), received))
+                .await
+                .unwrap();
+        }
+        let claimed = store.claim(ClaimRequest::new(1, Duration::from_secs(60), 1)).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        store.fail(claimed[0].lease(), "gave up".to_owned(), None).await.unwrap();
+    });
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || runtime.block_on(record_inbox(&store))).unwrap();
+    let gauges: BTreeMap<String, f64> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| match value {
+            DebugValue::Gauge(value) => Some((key.key().name().to_owned(), value.into_inner())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gauges[INBOX_QUEUE_DEPTH], 2.0);
+    assert_eq!(gauges[INBOX_ATTEMPTS], 0.0);
+    assert_eq!(gauges[INBOX_DEAD_LETTERS], 1.0);
+    assert!(gauges[INBOX_OLDEST_PENDING_SECONDS] >= 29.0, "{gauges:?}");
+    drop(store);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -330,7 +330,7 @@ fn main_ids<'e>(event: &'e Event<'_>) -> Vec<(&'static str, &'e str)> {
 /// (`919289665999@c.us`), written `*`: ids can be logged without the numbers in them. Digits
 /// inside a longer alphanumeric word (a message id such as `3EB01F4653BB9DD05E9859`, a UUID)
 /// are not a phone number and stay.
-fn mask_phone_digits(id: &str) -> String {
+pub(crate) fn mask_phone_digits(id: &str) -> String {
     let mut masked = String::with_capacity(id.len());
     let mut word = String::new();
     let flush = |word: &mut String, masked: &mut String| {

@@ -1,6 +1,7 @@
 //! `periskope-webhook`: sign, verify, send and receive Periskope webhooks from the command line.
 
 mod delivery;
+mod inbox;
 mod key;
 mod listen;
 mod output;
@@ -35,7 +36,8 @@ Examples:
   periskope-webhook sign body.json
   periskope-webhook verify --signature 02a4cc84... body.json
   periskope-webhook listen --save captured/
-  periskope-webhook send http://127.0.0.1:3000/webhooks/periskope tests/fixtures --tamper";
+  periskope-webhook send http://127.0.0.1:3000/webhooks/periskope tests/fixtures --tamper
+  periskope-webhook inbox --store periskope-inbox.db list --state dead";
 
 #[derive(Parser)]
 #[command(name = "periskope-webhook", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
@@ -54,6 +56,7 @@ enum Command {
     Verify(sign::VerifyArgs),
     Send(send::SendArgs),
     Listen(listen::ListenArgs),
+    Inbox(inbox::InboxArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => sign::verify(args, &output),
         Command::Send(args) => send::send(args, &output),
         Command::Listen(args) => listen::listen(args, &output),
+        Command::Inbox(args) => inbox::inbox(args, &output),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

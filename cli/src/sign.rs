@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use periskope_webhook::signature::sign as signature_of;
+use periskope_webhook::testing::compact_json;
 use periskope_webhook::{SignatureError, SigningKeys};
 use serde_json::json;
 
-use crate::delivery::compact;
 use crate::key::KeyArgs;
 use crate::output::{Failure, Output};
 
@@ -77,7 +77,7 @@ pub fn verify(args: VerifyArgs, output: &Output) -> Result<(), Failure> {
 fn mismatch_hint(keys: &SigningKeys, signature: &str, body: &[u8], error: SignatureError) -> &'static str {
     let compacts_to_match = error == SignatureError::Mismatch
         && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
-        && keys.verify(signature.as_bytes(), &compact(body)).is_ok();
+        && keys.verify(signature.as_bytes(), &compact_json(body)).is_ok();
     if compacts_to_match {
         " (it matches the compact form of this JSON: verify the bytes exactly as received)"
     } else {

@@ -31,7 +31,7 @@ use super::{
 ///
 /// Borrows its strings from the body it was decoded from; [`crate::event::WebhookEvent`] keeps
 /// the body and the event together as one owned, cheaply cloned value.
-#[derive(Clone, Debug, PartialEq, yoke::Yokeable)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Event<'a> {
     /// The `data` object, typed by the event name.

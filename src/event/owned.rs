@@ -17,8 +17,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use self_cell::self_cell;
 use serde::Deserialize;
-use yoke::Yoke;
 
 use super::decode::{Decoded, decode_wanted, utf8};
 use super::{DecodeError, Event, EventKind, RawJson};
@@ -31,14 +31,23 @@ use super::{DecodeError, Event, EventKind, RawJson};
 /// `http::Extensions`, across tasks, or into a queue.
 #[derive(Clone)]
 pub struct WebhookEvent {
-    inner: Arc<Yoke<Event<'static>, Box<Bytes>>>,
+    inner: Arc<BodyAndEvent>,
 }
+
+self_cell!(
+    /// The body and the event borrowing from it, in one allocation.
+    struct BodyAndEvent {
+        owner: Bytes,
+        #[covariant]
+        dependent: Event,
+    }
+);
 
 impl WebhookEvent {
     /// Decodes a delivery body, sharing its buffer.
     pub fn decode(body: Bytes) -> Result<Self, DecodeError> {
-        let yoke = Yoke::try_attach_to_cart(Box::new(body), |body: &Bytes| Event::from_slice(body))?;
-        Ok(WebhookEvent { inner: Arc::new(yoke) })
+        let decoded = BodyAndEvent::try_new(body, |body: &Bytes| Event::from_slice(body))?;
+        Ok(WebhookEvent { inner: Arc::new(decoded) })
     }
 
     /// Decodes `body` if `wanted` accepts its kind; otherwise gives the kind, having checked the
@@ -51,15 +60,15 @@ impl WebhookEvent {
             Invalid(DecodeError),
             Unwanted(EventKind),
         }
-        let yoke = Yoke::try_attach_to_cart(Box::new(body), |body: &Bytes| {
+        let decoded = BodyAndEvent::try_new(body, |body: &Bytes| {
             let text = utf8(body).map_err(Outcome::Invalid)?;
             match decode_wanted(text, &wanted).map_err(Outcome::Invalid)? {
                 Decoded::Event(event) => Ok(event),
                 Decoded::Unwanted(kind) => Err(Outcome::Unwanted(kind)),
             }
         });
-        match yoke {
-            Ok(yoke) => Ok(Ok(WebhookEvent { inner: Arc::new(yoke) })),
+        match decoded {
+            Ok(decoded) => Ok(Ok(WebhookEvent { inner: Arc::new(decoded) })),
             Err(Outcome::Unwanted(kind)) => Ok(Err(kind)),
             Err(Outcome::Invalid(error)) => Err(error),
         }
@@ -76,7 +85,7 @@ impl WebhookEvent {
 
     /// The decoded event, borrowing from [`WebhookEvent::body`].
     pub fn event(&self) -> &Event<'_> {
-        self.inner.get()
+        self.inner.borrow_dependent()
     }
 
     /// The event's kind.
@@ -91,7 +100,7 @@ impl WebhookEvent {
 
     /// The body exactly as received.
     pub fn body(&self) -> &Bytes {
-        self.inner.backing_cart()
+        self.inner.borrow_owner()
     }
 
     /// The `data` value exactly as received, as a slice of the body; `None` without `data`.

@@ -155,3 +155,21 @@ fn build_examples(workspace_root: &Path, profile_dir: &Path) -> Result<(), Strin
         }
     }
 }
+
+/// The delivery fixtures under `workspace_root`'s `tests/fixtures` (the envelopes and the
+/// field-observed variants), sorted: what the programs under test are sent.
+pub fn delivery_fixtures(workspace_root: &Path) -> Vec<PathBuf> {
+    let dir = workspace_root.join("tests").join("fixtures");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/fixtures")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.ends_with(".envelope.json")
+                || (name.starts_with("field-observed.") && name.ends_with(".json"))
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 20, "expected the delivery fixtures, found {files:?}");
+    files
+}

@@ -57,18 +57,7 @@ pub fn fixtures_dir() -> PathBuf {
 /// The delivery fixtures (the envelopes and the field-observed variants), which `send` finds
 /// among the other fixtures of that directory.
 pub fn delivery_fixtures() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
-        .expect("tests/fixtures")
-        .map(|entry| entry.expect("a directory entry").path())
-        .filter(|path| {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            name.ends_with(".envelope.json")
-                || (name.starts_with("field-observed.") && name.ends_with(".json"))
-        })
-        .collect();
-    files.sort();
-    assert!(files.len() >= 20, "expected the delivery fixtures, found {files:?}");
-    files
+    process::delivery_fixtures(&workspace_root())
 }
 
 /// `periskope-webhook listen` on a free port with `key`, plus `args`.

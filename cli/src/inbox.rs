@@ -1,0 +1,285 @@
+//! `inbox`: look into a durable inbox (the embedded file or PostgreSQL), retry and purge jobs.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+#[cfg(feature = "postgres")]
+use periskope_webhook::inbox::PostgresStore;
+use periskope_webhook::inbox::{
+    InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary, ListQuery, Selection,
+    SqliteStore,
+};
+use serde_json::{Value, json};
+
+use crate::listen::mask_phone_digits;
+use crate::output::{Failure, Output};
+
+/// Look into a durable inbox: list, show, retry and purge its jobs.
+///
+/// The inbox is the embedded SQLite file a server keeps its deliveries in, or the PostgreSQL
+/// database several replicas share. An embedded file is owned by one process: stop the server
+/// before opening its file here.
+#[derive(Args, Debug)]
+pub struct InboxArgs {
+    /// The inbox: the embedded SQLite file, or a PostgreSQL URL
+    /// (postgres://user:password@host/database) when built with the `postgres` feature. The URL
+    /// is visible in `ps`: prefer PERISKOPE_INBOX for one with a password. It is never printed.
+    #[arg(long, value_name = "FILE|URL", env = "PERISKOPE_INBOX", hide_env_values = true)]
+    store: String,
+
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Subcommand, Debug)]
+enum Action {
+    /// List jobs, oldest first, without their bodies.
+    List {
+        /// Only jobs in this state: pending, running, done or dead.
+        #[arg(long, value_parser = parse_state)]
+        state: Option<JobState>,
+        /// At most this many jobs.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Only jobs after this id (the next page).
+        #[arg(long, value_name = "ID")]
+        after: Option<JobId>,
+    },
+    /// Show one job: its state, attempts, last error, de-duplication key and, with --body, the
+    /// body exactly as received.
+    Show {
+        /// The job's id, as `list` prints it.
+        id: JobId,
+        /// Also print the body (it holds the message, names and phone numbers).
+        #[arg(long)]
+        body: bool,
+        /// Print the keys in full; by default every run of five or more digits (a phone number,
+        /// in a WhatsApp id) is printed as `*`.
+        #[arg(long)]
+        show_ids: bool,
+    },
+    /// Make dead or pending jobs due now, with their attempts reset: one job, or every job in a
+    /// state (usually --state dead, after fixing what made them fail).
+    Retry(Target),
+    /// Delete jobs: one, or every job in a state. Periskope's next delivery of a purged event
+    /// is accepted again.
+    Purge(Target),
+    /// Count jobs per state, and show the attempts in the queue and the oldest pending job's age.
+    Stats,
+}
+
+/// One job, or every job in a state.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct Target {
+    /// The job's id.
+    id: Option<JobId>,
+    /// Every job in this state: pending, running, done or dead.
+    #[arg(long, value_parser = parse_state)]
+    state: Option<JobState>,
+}
+
+impl Target {
+    fn selection(&self) -> Selection {
+        match (self.id, self.state) {
+            (Some(id), _) => Selection::Job(id),
+            (None, Some(state)) => Selection::State(state),
+            // clap requires one of the two.
+            (None, None) => Selection::State(JobState::Dead),
+        }
+    }
+}
+
+fn parse_state(name: &str) -> Result<JobState, String> {
+    JobState::from_name(name).ok_or_else(|| "expected pending, running, done or dead".to_owned())
+}
+
+pub fn inbox(args: InboxArgs, output: &Output) -> Result<(), Failure> {
+    let is_url = args.store.starts_with("postgres://") || args.store.starts_with("postgresql://");
+    crate::block_on(async move {
+        if is_url {
+            #[cfg(feature = "postgres")]
+            {
+                let store = PostgresStore::connect_with(&args.store, 1).await.map_err(failed)?;
+                return run(store, args.action, output).await;
+            }
+            #[cfg(not(feature = "postgres"))]
+            return Err(Failure::Error(
+                "this periskope-webhook was built without PostgreSQL support (feature `postgres`)".to_owned(),
+            ));
+        }
+        let store = SqliteStore::open(&args.store).map_err(failed)?;
+        run(store, args.action, output).await
+    })?
+}
+
+fn failed(error: InboxError) -> Failure {
+    Failure::Error(error.to_string())
+}
+
+async fn run<St: InboxStore>(store: St, action: Action, output: &Output) -> Result<(), Failure> {
+    match action {
+        Action::List { state, limit, after } => {
+            let mut query = ListQuery::new(state, limit.max(1));
+            if let Some(after) = after {
+                query = query.after(after);
+            }
+            let jobs = store.list(query).await.map_err(failed)?;
+            for job in &jobs {
+                output.line(summary_line(job), summary_json(job));
+            }
+            if jobs.is_empty() && !output.json() {
+                output.note("no jobs", Value::Null);
+            }
+        }
+        Action::Show { id, body, show_ids } => {
+            let Some(job) = store.get(id).await.map_err(failed)? else {
+                return Err(Failure::Error(format!("no job {id} in this inbox")));
+            };
+            show(&job, body, show_ids, output);
+        }
+        Action::Retry(target) => {
+            let count = store.retry(target.selection(), SystemTime::now()).await.map_err(failed)?;
+            output.line(
+                format_args!("{count} job{} due again", plural(count)),
+                json!({ "type": "retried", "jobs": count }),
+            );
+        }
+        Action::Purge(target) => {
+            let count = store.purge(target.selection()).await.map_err(failed)?;
+            output.line(
+                format_args!("{count} job{} deleted", plural(count)),
+                json!({ "type": "purged", "jobs": count }),
+            );
+        }
+        Action::Stats => {
+            let stats = store.stats(SystemTime::now()).await.map_err(failed)?;
+            output.line(stats_line(&stats), stats_json(&stats));
+        }
+    }
+    Ok(())
+}
+
+fn plural(count: u64) -> &'static str {
+    if count == 1 { "" } else { "s" }
+}
+
+/// `ID  STATE  EVENT  attempts  received  [last error]`; the key is left out (it can hold a
+/// phone number): `show` prints it.
+fn summary_line(job: &JobSummary) -> String {
+    let mut line = format!(
+        "{:>6}  {:<7}  {}  attempts={}  received {}",
+        job.id,
+        job.state.as_str(),
+        job.event,
+        job.attempts,
+        rfc3339(job.received_at)
+    );
+    if job.state == JobState::Pending && job.run_at > SystemTime::now() {
+        line.push_str(&format!("  retry at {}", rfc3339(job.run_at)));
+    }
+    if let Some(error) = &job.last_error {
+        line.push_str(&format!("  last error: {error}"));
+    }
+    line
+}
+
+fn summary_json(job: &JobSummary) -> Value {
+    json!({
+        "type": "job",
+        "id": job.id,
+        "state": job.state.as_str(),
+        "event": job.event,
+        "attempts": job.attempts,
+        "last_error": job.last_error,
+        "received_at": rfc3339(job.received_at),
+        "run_at": rfc3339(job.run_at),
+        "lease_until": job.lease_until.map(rfc3339),
+        "handled_at": job.handled_at.map(rfc3339),
+    })
+}
+
+fn show(job: &JobRecord, with_body: bool, show_ids: bool, output: &Output) {
+    let summary = &job.summary;
+    let reveal = |id: &str| if show_ids { id.to_owned() } else { mask_phone_digits(id) };
+    let key = reveal(&summary.key);
+    let ordering_key = job.ordering_key.as_deref().map(reveal);
+    let mut object = summary_json(summary);
+    object["key"] = json!(key);
+    object["ordering_key"] = json!(ordering_key);
+    object["signing_key"] = json!(job.signing_key);
+    object["bytes"] = json!(job.body.len());
+    if with_body {
+        object["body"] = json!(String::from_utf8_lossy(&job.body));
+    }
+    let mut text = summary_line(summary);
+    text.push_str(&format!("\n  key: {key}"));
+    if let Some(ordering) = &ordering_key {
+        text.push_str(&format!("\n  ordered within: {ordering}"));
+    }
+    text.push_str(&format!(
+        "\n  verified by: {}",
+        job.signing_key.as_deref().unwrap_or("nothing (verification was off)")
+    ));
+    if let Some(handled) = summary.handled_at {
+        text.push_str(&format!("\n  handled at: {}", rfc3339(handled)));
+    }
+    text.push_str(&format!("\n  body: {} bytes", job.body.len()));
+    if with_body {
+        text.push_str(&format!("\n{}", String::from_utf8_lossy(&job.body)));
+    }
+    output.line(text, object);
+}
+
+fn stats_line(stats: &InboxStats) -> String {
+    let oldest =
+        stats.oldest_pending_age.map_or_else(|| "none".to_owned(), |age| format!("{} s", age.as_secs()));
+    format!(
+        "pending {}, running {}, done {}, dead {}; attempts in the queue {}; oldest pending {oldest}",
+        stats.pending, stats.running, stats.done, stats.dead, stats.attempts_in_queue
+    )
+}
+
+fn stats_json(stats: &InboxStats) -> Value {
+    json!({
+        "type": "stats",
+        "pending": stats.pending,
+        "running": stats.running,
+        "done": stats.done,
+        "dead": stats.dead,
+        "queue_depth": stats.queue_depth(),
+        "attempts_in_queue": stats.attempts_in_queue,
+        "oldest_pending_seconds": stats.oldest_pending_age.map(|age| age.as_secs_f64()),
+    })
+}
+
+/// `time` in UTC as RFC 3339, to the second: `2026-11-30T02:47:09Z`.
+fn rfc3339(time: SystemTime) -> String {
+    let seconds = time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
+    let (days, of_day) = (seconds / 86_400, seconds % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm, for dates after 1970).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", of_day / 3600, of_day / 60 % 60, of_day % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        let at = |seconds: u64| rfc3339(UNIX_EPOCH + Duration::from_secs(seconds));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_737_359_508), "2025-01-20T07:51:48Z");
+        assert_eq!(at(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
+}
