@@ -58,18 +58,19 @@ const SUMMARY_COLUMNS: &str =
 
 /// The inbox in PostgreSQL: every replica connects to the same database and shares the queue.
 ///
-/// Cloning shares the connections. A connection that breaks is not re-established: its calls
-/// fail (deliveries are answered `503`, claims are retried), so restart the process, or build
-/// a new store, when the database went away.
+/// Cloning shares the connections. A connection that broke (the server restarted, a proxy or
+/// an administrator closed it) is opened again by the next call that picks it; the calls that
+/// reach it before its loss is noticed fail with [`InboxError::Storage`] (deliveries are
+/// answered `503` and sent again by Periskope, claims are retried by the worker), and nothing
+/// committed is lost.
 #[derive(Clone)]
 pub struct PostgresStore {
-    clients: Arc<[Client]>,
-    next: Arc<AtomicUsize>,
+    connections: Arc<Connections>,
 }
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresStore").field("connections", &self.clients.len()).finish()
+        f.debug_struct("PostgresStore").field("connections", &self.connections.slots.len()).finish()
     }
 }
 
@@ -78,6 +79,10 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, InboxError>> + Send>>;
 fn storage_error(error: tokio_postgres::Error) -> InboxError {
     InboxError::Storage(error.to_string())
 }
+
+/// How long opening one connection may take when the configuration sets no `connect_timeout`:
+/// a call waiting on a reconnect to an unreachable server must fail, not hang.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl PostgresStore {
     /// Connects to `config` (`postgres://user@host:port/db` or `host=... user=...`) with 8
@@ -89,39 +94,72 @@ impl PostgresStore {
 
     /// [`PostgresStore::connect`] with `connections` connections (at least 1).
     pub async fn connect_with(config: &str, connections: usize) -> Result<PostgresStore, InboxError> {
-        let parsed: tokio_postgres::Config = config.parse().map_err(|error| InboxError::Open {
+        let mut parsed: tokio_postgres::Config = config.parse().map_err(|error| InboxError::Open {
             location: "postgres".to_owned(),
             reason: format!("{error}"),
         })?;
+        if parsed.get_connect_timeout().is_none() {
+            parsed.connect_timeout(CONNECT_TIMEOUT);
+        }
         let location = describe(&parsed);
-        let mut clients = Vec::with_capacity(connections.max(1));
+        let mut slots = Vec::with_capacity(connections.max(1));
         for _ in 0..connections.max(1) {
-            let (client, connection) = parsed.connect(NoTls).await.map_err(|error| InboxError::Open {
+            let client = open(&parsed).await.map_err(|error| InboxError::Open {
                 location: location.clone(),
                 reason: error.to_string(),
             })?;
-            tokio::spawn(async move {
-                if let Err(_error) = connection.await {
-                    #[cfg(feature = "tracing")]
-                    tracing::error!(error = %_error, "periskope inbox lost a PostgreSQL connection");
-                }
-            });
-            clients.push(client);
+            slots.push(tokio::sync::Mutex::new(Arc::new(client)));
         }
-        migrate(&clients[0]).await.map_err(|error| match error {
+        let connections = Connections { config: parsed, slots: slots.into(), next: AtomicUsize::new(0) };
+        let first = connections.next().await?;
+        migrate(&first).await.map_err(|error| match error {
             Migration::Postgres(error) => InboxError::Open { location, reason: error.to_string() },
             Migration::Newer(found) => {
                 InboxError::NewerSchema { found: i64::from(found), supported: i64::from(SCHEMA_VERSION) }
             }
         })?;
-        Ok(PostgresStore { clients: clients.into(), next: Arc::new(AtomicUsize::new(0)) })
+        Ok(PostgresStore { connections: Arc::new(connections) })
     }
 
-    /// The next connection, round robin.
-    fn client(&self) -> (Arc<[Client]>, usize) {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
-        (Arc::clone(&self.clients), index)
+    /// The connections, to pick one inside a call's future.
+    fn connections(&self) -> Arc<Connections> {
+        Arc::clone(&self.connections)
     }
+}
+
+/// The store's connections, each opened again on first use after it broke.
+struct Connections {
+    config: tokio_postgres::Config,
+    slots: Box<[tokio::sync::Mutex<Arc<Client>>]>,
+    next: AtomicUsize,
+}
+
+impl Connections {
+    /// The next connection, round robin; a closed one is replaced first.
+    ///
+    /// The slot's lock is held only to check it and, when it is closed, to reopen it, so one
+    /// caller reconnects while the others that picked the slot wait for it. A caller dropped
+    /// while reconnecting releases the lock and leaves the slot closed: the next one retries.
+    async fn next(&self) -> Result<Arc<Client>, InboxError> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let mut slot = self.slots[index].lock().await;
+        if slot.is_closed() {
+            *slot = Arc::new(open(&self.config).await.map_err(storage_error)?);
+        }
+        Ok(Arc::clone(&slot))
+    }
+}
+
+/// Opens one connection and spawns the task that drives it.
+async fn open(config: &tokio_postgres::Config) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(_error) = connection.await {
+            #[cfg(feature = "tracing")]
+            tracing::error!(error = %_error, "periskope inbox lost a PostgreSQL connection");
+        }
+    });
+    Ok(client)
 }
 
 /// Host, port and database, never the password.
@@ -187,10 +225,12 @@ impl InboxStore for PostgresStore {
     type InsertFuture = BoxFuture<Stored>;
 
     fn insert(&self, delivery: NewDelivery) -> Self::InsertFuture {
-        let (clients, index) = self.client();
+        let connections = self.connections();
         Box::pin(async move {
             let received_at = to_millis(delivery.received_at);
-            let inserted = clients[index]
+            let inserted = connections
+                .next()
+                .await?
                 .execute(
                     "INSERT INTO periskope_inbox_jobs
                          (dedup_key, event, ordering_key, body, signing_key, received_at, run_at)
@@ -215,13 +255,15 @@ impl InboxStore for PostgresStore {
         &self,
         request: ClaimRequest,
     ) -> impl Future<Output = Result<Vec<ClaimedJob>, InboxError>> + Send {
-        let (clients, index) = self.client();
+        let connections = self.connections();
         async move {
             let now = to_millis(request.now);
             let lease_until = to_millis(request.now + request.lease);
             let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
             let max_attempts = attempts(request.max_attempts);
-            let rows = clients[index]
+            let rows = connections
+                .next()
+                .await?
                 .query(
                     "WITH due AS (
                          SELECT id FROM periskope_inbox_jobs AS job
@@ -255,9 +297,11 @@ impl InboxStore for PostgresStore {
     }
 
     fn complete(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send {
-        let (clients, index) = self.client();
+        let connections = self.connections();
         async move {
-            clients[index]
+            connections
+                .next()
+                .await?
                 .execute(
                     "UPDATE periskope_inbox_jobs SET state = 'done', handled_at = $3, lease_until = NULL
                      WHERE id = $1 AND attempts = $2 AND state = 'running'",
@@ -275,14 +319,16 @@ impl InboxStore for PostgresStore {
         error: String,
         retry_at: Option<SystemTime>,
     ) -> impl Future<Output = Result<(), InboxError>> + Send {
-        let (clients, index) = self.client();
+        let connections = self.connections();
         let error = bounded_error(error, MAX_ERROR_LEN);
         async move {
             let (state, run_at) = match retry_at {
                 Some(at) => (JobState::Pending, Some(to_millis(at))),
                 None => (JobState::Dead, None),
             };
-            clients[index]
+            connections
+                .next()
+                .await?
                 .execute(
                     "UPDATE periskope_inbox_jobs
                      SET state = $3, run_at = coalesce($4, run_at), last_error = $5, lease_until = NULL
@@ -296,9 +342,11 @@ impl InboxStore for PostgresStore {
     }
 
     fn release(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send {
-        let (clients, index) = self.client();
+        let connections = self.connections();
         async move {
-            clients[index]
+            connections
+                .next()
+                .await?
                 .execute(
                     "UPDATE periskope_inbox_jobs
                      SET state = 'pending', attempts = attempts - 1, run_at = $3, lease_until = NULL
@@ -312,11 +360,13 @@ impl InboxStore for PostgresStore {
     }
 
     fn list(&self, query: ListQuery) -> impl Future<Output = Result<Vec<JobSummary>, InboxError>> + Send {
-        let (clients, index) = self.client();
+        let connections = self.connections();
         async move {
             let limit = i64::try_from(query.effective_limit()).unwrap_or(i64::MAX);
             let state = query.state.map(JobState::as_str);
-            let rows = clients[index]
+            let rows = connections
+                .next()
+                .await?
                 .query(
                     &format!(
                         "SELECT {SUMMARY_COLUMNS} FROM periskope_inbox_jobs
@@ -331,9 +381,11 @@ impl InboxStore for PostgresStore {
     }
 
     fn get(&self, id: JobId) -> impl Future<Output = Result<Option<JobRecord>, InboxError>> + Send {
-        let (clients, index) = self.client();
+        let connections = self.connections();
         async move {
-            let row = clients[index]
+            let row = connections
+                .next()
+                .await?
                 .query_opt(
                     &format!(
                         "SELECT {SUMMARY_COLUMNS}, body, signing_key, ordering_key FROM periskope_inbox_jobs WHERE id = $1"
@@ -359,10 +411,12 @@ impl InboxStore for PostgresStore {
         selection: Selection,
         now: SystemTime,
     ) -> impl Future<Output = Result<u64, InboxError>> + Send {
-        let (clients, index) = self.client();
+        let connections = self.connections();
         async move {
             let (id, state) = selection_params(selection);
-            let changed = clients[index]
+            let changed = connections
+                .next()
+                .await?
                 .execute(
                     "UPDATE periskope_inbox_jobs SET state = 'pending', attempts = 0, run_at = $3, lease_until = NULL
                      WHERE state IN ('pending', 'dead') AND ($1::BIGINT IS NULL OR id = $1)
@@ -376,10 +430,12 @@ impl InboxStore for PostgresStore {
     }
 
     fn purge(&self, selection: Selection) -> impl Future<Output = Result<u64, InboxError>> + Send {
-        let (clients, index) = self.client();
+        let connections = self.connections();
         async move {
             let (id, state) = selection_params(selection);
-            let deleted = clients[index]
+            let deleted = connections
+                .next()
+                .await?
                 .execute(
                     "DELETE FROM periskope_inbox_jobs
                      WHERE ($1::BIGINT IS NULL OR id = $1) AND ($2::TEXT IS NULL OR state = $2)",
@@ -392,9 +448,11 @@ impl InboxStore for PostgresStore {
     }
 
     fn purge_handled(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
-        let (clients, index) = self.client();
+        let connections = self.connections();
         async move {
-            let deleted = clients[index]
+            let deleted = connections
+                .next()
+                .await?
                 .execute(
                     "DELETE FROM periskope_inbox_jobs WHERE state = 'done' AND handled_at < $1",
                     &[&to_millis(before)],
@@ -406,9 +464,11 @@ impl InboxStore for PostgresStore {
     }
 
     fn stats(&self, now: SystemTime) -> impl Future<Output = Result<InboxStats, InboxError>> + Send {
-        let (clients, index) = self.client();
+        let connections = self.connections();
         async move {
-            let rows = clients[index]
+            let rows = connections
+                .next()
+                .await?
                 .query(
                     "SELECT state, count(*), coalesce(sum(attempts), 0)::BIGINT, min(received_at)
                      FROM periskope_inbox_jobs GROUP BY state",

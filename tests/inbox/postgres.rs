@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use periskope_webhook::inbox::{ClaimRequest, InboxStore, JobState, ListQuery, PostgresStore};
+use periskope_webhook::inbox::{ClaimRequest, InboxError, InboxStore, JobState, ListQuery, PostgresStore};
 
 use crate::common::postgres::{Database, cluster};
 use crate::common::{KEY, client, send, signed, within};
@@ -55,6 +55,64 @@ async fn replicas_starting_together_migrate_once() {
     }
     stores[0].insert(delivery(chat_message("c", "m"))).await.unwrap();
     assert_eq!(stores[5].list(ListQuery::new(None, 10)).await.unwrap().len(), 1);
+}
+
+/// Connections the server closed (`pg_terminate_backend`, as a restart or an administrator
+/// would) are opened again by the calls that pick them: after a few failed calls (those that
+/// reach a connection before its loss is noticed) every call succeeds, and what was stored
+/// before is still there.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_the_server_closed_are_opened_again() {
+    let Some(cluster) = cluster() else { return };
+    let database = cluster.database();
+    const CONNECTIONS: usize = 2;
+    let store = PostgresStore::connect_with(&database.url(), CONNECTIONS).await.unwrap();
+    store.insert(delivery(chat_message("c", "before"))).await.unwrap();
+
+    let (admin, connection) = tokio_postgres::connect(&database.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let terminated = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(terminated.len(), CONNECTIONS, "the store's connections were terminated");
+
+    let mut stored = vec!["before".to_owned()];
+    let (mut failures, mut successes_in_a_row) = (0, 0);
+    for n in 0..20 {
+        let id = format!("after-{n}");
+        match store.insert(delivery(chat_message("c", &id))).await {
+            Ok(_) => {
+                stored.push(id);
+                successes_in_a_row += 1;
+            }
+            Err(InboxError::Storage(_)) => {
+                failures += 1;
+                successes_in_a_row = 0;
+            }
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+        if successes_in_a_row == 4 * CONNECTIONS {
+            break;
+        }
+    }
+    assert_eq!(successes_in_a_row, 4 * CONNECTIONS, "the store recovered ({failures} calls failed first)");
+    assert!(failures <= 2 * CONNECTIONS, "{failures} failed calls for {CONNECTIONS} broken connections");
+
+    let mut found: Vec<String> = Vec::new();
+    for job in store.list(ListQuery::new(None, 100)).await.unwrap() {
+        let record = store.get(job.id).await.unwrap().expect("a listed job");
+        let body = String::from_utf8(record.body.to_vec()).unwrap();
+        let id = body.split(r#""message_id":""#).nth(1).and_then(|rest| rest.split('"').next()).unwrap();
+        found.push(id.to_owned());
+    }
+    found.sort();
+    stored.sort();
+    assert_eq!(found, stored, "every acknowledged delivery is stored, and only those");
 }
 
 #[tokio::test(flavor = "multi_thread")]
