@@ -108,6 +108,10 @@ pub fn inbox(args: InboxArgs, output: &Output) -> Result<(), Failure> {
                 "this periskope-webhook was built without PostgreSQL support (feature `postgres`)".to_owned(),
             ));
         }
+        // Opening creates a missing file: a mistyped path would show an empty inbox.
+        if !std::path::Path::new(&args.store).is_file() {
+            return Err(Failure::Error(format!("no inbox file at {}", args.store)));
+        }
         let store = SqliteStore::open(&args.store).map_err(failed)?;
         run(store, args.action, output).await
     })?

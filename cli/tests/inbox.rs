@@ -134,6 +134,20 @@ fn retry_makes_a_dead_letter_pending_again_and_purge_deletes_jobs() {
 }
 
 #[test]
+fn a_missing_file_is_one_line_and_exit_2_and_is_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("inbox.db");
+    for action in [&["list"][..], &["stats"], &["retry", "--state", "dead"], &["purge", "--state", "dead"]] {
+        let output = run(inbox(&db).args(action));
+        assert_eq!(output.status.code(), Some(2), "{action:?}");
+        let error = stderr(&output);
+        assert_eq!(error.lines().count(), 1, "{error}");
+        assert!(error.contains("no inbox file at"), "{error}");
+        assert!(!db.exists(), "{action:?} created the file");
+    }
+}
+
+#[test]
 fn a_missing_directory_is_one_line_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let output = run(inbox(&dir.path().join("missing").join("inbox.db")).arg("list"));
