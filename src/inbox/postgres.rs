@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row};
 
 use super::{
@@ -148,6 +149,25 @@ impl Connections {
         }
         Ok(Arc::clone(&slot))
     }
+
+    /// Runs `statement` on the next connection; the number of rows it changed.
+    async fn execute(&self, statement: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, InboxError> {
+        self.next().await?.execute(statement, params).await.map_err(storage_error)
+    }
+
+    /// Runs `statement` on the next connection; its rows.
+    async fn query(&self, statement: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, InboxError> {
+        self.next().await?.query(statement, params).await.map_err(storage_error)
+    }
+
+    /// Runs `statement` on the next connection; its row, if any.
+    async fn query_opt(
+        &self,
+        statement: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, InboxError> {
+        self.next().await?.query_opt(statement, params).await.map_err(storage_error)
+    }
 }
 
 /// Opens one connection and spawns the task that drives it.
@@ -229,8 +249,6 @@ impl InboxStore for PostgresStore {
         Box::pin(async move {
             let received_at = to_millis(delivery.received_at);
             let inserted = connections
-                .next()
-                .await?
                 .execute(
                     "INSERT INTO periskope_inbox_jobs
                          (dedup_key, event, ordering_key, body, signing_key, received_at, run_at)
@@ -245,8 +263,7 @@ impl InboxStore for PostgresStore {
                         &received_at,
                     ],
                 )
-                .await
-                .map_err(storage_error)?;
+                .await?;
             Ok(if inserted == 0 { Stored::Duplicate } else { Stored::New })
         })
     }
@@ -262,8 +279,6 @@ impl InboxStore for PostgresStore {
             let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
             let max_attempts = attempts(request.max_attempts);
             let rows = connections
-                .next()
-                .await?
                 .query(
                     "WITH due AS (
                          SELECT id FROM periskope_inbox_jobs AS job
@@ -288,8 +303,7 @@ impl InboxStore for PostgresStore {
                                job.received_at",
                     &[&now, &limit, &max_attempts, &lease_until, &LEASE_EXPIRED],
                 )
-                .await
-                .map_err(storage_error)?;
+                .await?;
             let mut jobs: Vec<ClaimedJob> = rows.iter().map(claimed_job).collect();
             jobs.sort_by_key(|job| job.id);
             Ok(jobs)
@@ -300,15 +314,12 @@ impl InboxStore for PostgresStore {
         let connections = self.connections();
         async move {
             connections
-                .next()
-                .await?
                 .execute(
                     "UPDATE periskope_inbox_jobs SET state = 'done', handled_at = $3, lease_until = NULL
                      WHERE id = $1 AND attempts = $2 AND state = 'running'",
                     &[&lease.id, &attempts(lease.attempt), &to_millis(now)],
                 )
-                .await
-                .map_err(storage_error)?;
+                .await?;
             Ok(())
         }
     }
@@ -327,16 +338,13 @@ impl InboxStore for PostgresStore {
                 None => (JobState::Dead, None),
             };
             connections
-                .next()
-                .await?
                 .execute(
                     "UPDATE periskope_inbox_jobs
                      SET state = $3, run_at = coalesce($4, run_at), last_error = $5, lease_until = NULL
                      WHERE id = $1 AND attempts = $2 AND state = 'running'",
                     &[&lease.id, &attempts(lease.attempt), &state.as_str(), &run_at, &error],
                 )
-                .await
-                .map_err(storage_error)?;
+                .await?;
             Ok(())
         }
     }
@@ -345,16 +353,13 @@ impl InboxStore for PostgresStore {
         let connections = self.connections();
         async move {
             connections
-                .next()
-                .await?
                 .execute(
                     "UPDATE periskope_inbox_jobs
                      SET state = 'pending', attempts = attempts - 1, run_at = $3, lease_until = NULL
                      WHERE id = $1 AND attempts = $2 AND state = 'running'",
                     &[&lease.id, &attempts(lease.attempt), &to_millis(now)],
                 )
-                .await
-                .map_err(storage_error)?;
+                .await?;
             Ok(())
         }
     }
@@ -365,8 +370,6 @@ impl InboxStore for PostgresStore {
             let limit = i64::try_from(query.effective_limit()).unwrap_or(i64::MAX);
             let state = query.state.map(JobState::as_str);
             let rows = connections
-                .next()
-                .await?
                 .query(
                     &format!(
                         "SELECT {SUMMARY_COLUMNS} FROM periskope_inbox_jobs
@@ -374,8 +377,7 @@ impl InboxStore for PostgresStore {
                     ),
                     &[&state, &query.after.unwrap_or(0), &limit],
                 )
-                .await
-                .map_err(storage_error)?;
+                .await?;
             rows.iter().map(job_summary).collect()
         }
     }
@@ -384,16 +386,13 @@ impl InboxStore for PostgresStore {
         let connections = self.connections();
         async move {
             let row = connections
-                .next()
-                .await?
                 .query_opt(
                     &format!(
                         "SELECT {SUMMARY_COLUMNS}, body, signing_key, ordering_key FROM periskope_inbox_jobs WHERE id = $1"
                     ),
                     &[&id],
                 )
-                .await
-                .map_err(storage_error)?;
+                .await?;
             row.map(|row| {
                 Ok(JobRecord {
                     summary: job_summary(&row)?,
@@ -415,16 +414,13 @@ impl InboxStore for PostgresStore {
         async move {
             let (id, state) = selection_params(selection);
             let changed = connections
-                .next()
-                .await?
                 .execute(
                     "UPDATE periskope_inbox_jobs SET state = 'pending', attempts = 0, run_at = $3, lease_until = NULL
                      WHERE state IN ('pending', 'dead') AND ($1::BIGINT IS NULL OR id = $1)
                        AND ($2::TEXT IS NULL OR state = $2)",
                     &[&id, &state, &to_millis(now)],
                 )
-                .await
-                .map_err(storage_error)?;
+                .await?;
             Ok(changed)
         }
     }
@@ -434,15 +430,12 @@ impl InboxStore for PostgresStore {
         async move {
             let (id, state) = selection_params(selection);
             let deleted = connections
-                .next()
-                .await?
                 .execute(
                     "DELETE FROM periskope_inbox_jobs
                      WHERE ($1::BIGINT IS NULL OR id = $1) AND ($2::TEXT IS NULL OR state = $2)",
                     &[&id, &state],
                 )
-                .await
-                .map_err(storage_error)?;
+                .await?;
             Ok(deleted)
         }
     }
@@ -451,14 +444,11 @@ impl InboxStore for PostgresStore {
         let connections = self.connections();
         async move {
             let deleted = connections
-                .next()
-                .await?
                 .execute(
                     "DELETE FROM periskope_inbox_jobs WHERE state = 'done' AND handled_at < $1",
                     &[&to_millis(before)],
                 )
-                .await
-                .map_err(storage_error)?;
+                .await?;
             Ok(deleted)
         }
     }
@@ -467,15 +457,12 @@ impl InboxStore for PostgresStore {
         let connections = self.connections();
         async move {
             let rows = connections
-                .next()
-                .await?
                 .query(
                     "SELECT state, count(*), coalesce(sum(attempts), 0)::BIGINT, min(received_at)
                      FROM periskope_inbox_jobs GROUP BY state",
                     &[],
                 )
-                .await
-                .map_err(storage_error)?;
+                .await?;
             let mut stats = InboxStats::default();
             let mut oldest: Option<i64> = None;
             for row in rows {
