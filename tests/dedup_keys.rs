@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use periskope_webhook::dedup::{DedupKey, EventKeys, KeyFn};
+use periskope_webhook::event::Family;
 use periskope_webhook::{EventKind, WebhookEvent};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -55,37 +56,28 @@ impl Occurrence {
     /// The `data` object of this occurrence as delivered through `org_phone`.
     fn data(&self, org_phone: &str) -> Value {
         let Occurrence { kind, id, ack, emoji, at, ticket, .. } = self;
-        match kind {
-            EventKind::MessageCreated
-            | EventKind::MessageUpdated
-            | EventKind::MessageDeleted
-            | EventKind::MessageAckUpdated
-            | EventKind::MessageFlagged
-            | EventKind::MessageUnflagged
-            | EventKind::MessageTicketAttached => json!({
+        match kind.family() {
+            Some(Family::Message) => json!({
                 "message_id": id, "org_phone": org_phone, "ack": ack.to_string(), "updated_at": at,
                 "flag_metadata": {"flagged_at": at}, "message_ticket_id": ticket, "body": "hello",
             }),
-            EventKind::ReactionCreated | EventKind::ReactionUpdated => json!({
+            Some(Family::Reaction) => json!({
                 "reaction_id": id, "reaction": emoji, "timestamp": at, "org_phone": org_phone,
             }),
-            EventKind::ChatNotificationCreated => {
+            Some(Family::ChatNotification) => {
                 json!({"notification_id": id, "org_phone": org_phone, "type": "add"})
             }
-            EventKind::NoteCreated => json!({"message_id": id, "org_phone": org_phone, "body": "note"}),
-            EventKind::TicketCreated | EventKind::TicketUpdated | EventKind::TicketDeleted => json!({
+            Some(Family::Note) => json!({"message_id": id, "org_phone": org_phone, "body": "note"}),
+            Some(Family::Ticket) => json!({
                 "ticket": {"ticket_id": id, "subject": "s"}, "chat": {"org_phone": org_phone},
             }),
-            EventKind::OrgPhoneConnected
-            | EventKind::OrgPhoneDisconnected
-            | EventKind::OrgPhoneUpdated
-            | EventKind::OrgPhoneQr => json!({
+            Some(Family::Phone) => json!({
                 "phone_id": id, "org_phone": org_phone, "updated_at": at, "qr_code": ticket,
             }),
-            EventKind::ChatCreated | EventKind::ChatCustomPropertiesUpdated => json!({
+            Some(Family::Chat) => json!({
                 "chat_id": id, "org_phone": org_phone, "updated_at": at,
             }),
-            other => unreachable!("{other} is not generated"),
+            _ => unreachable!("{kind} is not generated"),
         }
     }
 
