@@ -13,10 +13,12 @@
 //! - `HANDLER_DELAY_MS`: how long the handler works on each delivery (default 0).
 //! - `INBOX_LEASE_MS`: how long a claimed job is held before another worker may take it over
 //!   (default 60 s); each attempt may run for half of it.
+//! - `INBOX_SHUTDOWN_GRACE_MS`: on Ctrl-C or SIGTERM, how long jobs in flight may finish before
+//!   they are given back for the next run (default 10 s).
 //!
 //! For each delivery handled successfully it prints exactly one line,
 //! `processed <event name> <first 16 hex digits of the SHA-256 of the body>`. Stopped (Ctrl-C,
-//! or killed) and restarted on the same file, it resumes the jobs it had not finished.
+//! SIGTERM, or killed) and restarted on the same file, it resumes the jobs it had not finished.
 
 // Only the configuration helpers are used: the handler prints its own line.
 #[allow(dead_code)]
@@ -28,10 +30,8 @@ use std::time::Duration;
 
 use axum::Router;
 use periskope_webhook::inbox::{Inbox, InboxStore, PostgresStore, SqliteStore, WorkerConfig};
-use periskope_webhook::{EventRouter, PeriskopeWebhookLayer, WebhookEvent};
+use periskope_webhook::{EventRouter, PeriskopeWebhookLayer, WebhookEvent, shutdown_signal};
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
-use tower::Layer;
 
 /// The first 16 hex digits of the SHA-256 of `body`.
 fn short_digest(body: &[u8]) -> String {
@@ -58,6 +58,9 @@ async fn main() {
         config.lease = lease;
         config.attempt_timeout = lease / 2;
     }
+    if let Some(grace) = millis("INBOX_SHUTDOWN_GRACE_MS") {
+        config.shutdown_grace = grace;
+    }
     if location.starts_with("postgres://") || location.starts_with("postgresql://") {
         let store = PostgresStore::connect(&location).await.unwrap_or_else(|error| exit(&error.to_string()));
         serve(Inbox::new(store), config).await;
@@ -75,15 +78,12 @@ async fn serve<St: InboxStore>(inbox: Inbox<St>, config: WorkerConfig) {
         Ok::<_, Infallible>(())
     });
 
-    let (stop, stopping) = watch::channel(false);
-    let shutdown = |mut stopping: watch::Receiver<bool>| async move {
-        let _ = stopping.wait_for(|stop| *stop).await;
-    };
-    let worker = tokio::spawn(inbox.worker(events).config(config).run(shutdown(stopping.clone())));
+    let worker = inbox.worker(events).config(config).spawn();
+    let shutdown = shutdown_signal();
 
     // No `.deduplicate(...)`: the inbox stores each occurrence once.
     let layer = PeriskopeWebhookLayer::new(support::signing_key());
-    let app = Router::new().route_service(support::PATH, layer.layer(inbox.acceptor()));
+    let app = Router::new().route_service(support::PATH, layer.service(inbox.acceptor()));
     let listener = tokio::net::TcpListener::bind(support::addr())
         .await
         .unwrap_or_else(|error| exit(&format!("cannot listen on {}: {error}", support::addr())));
@@ -91,15 +91,14 @@ async fn serve<St: InboxStore>(inbox: Inbox<St>, config: WorkerConfig) {
         Ok(addr) => println!("listening on http://{addr}"),
         Err(error) => exit(&error.to_string()),
     }
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        let _ = stop.send(true);
-    });
-    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown(stopping)).await {
+    // Ctrl-C or SIGTERM: first stop accepting and answer the requests in flight, then give the
+    // worker's jobs in flight their grace and release the rest.
+    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
         eprintln!("server error: {error}");
     }
-    // The worker finishes or releases the jobs in flight.
-    let _ = worker.await;
+    if let Err(error) = worker.shutdown().await {
+        exit(&format!("the worker failed: {error}"));
+    }
 }
 
 fn exit(message: &str) -> ! {

@@ -7,9 +7,14 @@
 //! assert!(tickets.accepts(EventKind::TicketUpdated));
 //! assert!(!tickets.accepts(EventKind::MessageCreated));
 //! assert!(KindSet::all().accepts(EventKind::Unknown));
+//!
+//! // A whole family, and one more kind.
+//! use periskope_webhook::event::Family;
+//! let tickets_and_messages = KindSet::family(Family::Ticket).with(EventKind::MessageCreated);
+//! assert!(tickets_and_messages.accepts(EventKind::TicketDeleted));
 //! ```
 
-use crate::event::EventKind;
+use crate::event::{EventKind, Family};
 
 /// Decides whether an event of a given kind reaches the inner service.
 ///
@@ -43,6 +48,12 @@ impl KindSet {
     /// Every kind, unknown ones included: the middleware's default.
     pub const fn all() -> Self {
         KindSet(u32::MAX)
+    }
+
+    /// Every kind of `family`: `KindSet::family(Family::Ticket)` is `ticket.created`,
+    /// `ticket.updated` and `ticket.deleted`. Add other kinds with [`KindSet::with`].
+    pub fn family(family: Family) -> Self {
+        family.kinds().collect()
     }
 
     /// This set with `kind` added.
@@ -92,5 +103,20 @@ mod tests {
         }
         let only_unknown = KindSet::empty().with(EventKind::Unknown);
         assert!(EventKind::ALL.iter().all(|kind| !only_unknown.contains(*kind)));
+    }
+
+    #[test]
+    fn a_family_set_holds_exactly_the_kinds_of_that_family() {
+        for family in EventKind::ALL.into_iter().filter_map(EventKind::family) {
+            let set = KindSet::family(family);
+            for kind in EventKind::ALL.into_iter().chain([EventKind::Unknown]) {
+                assert_eq!(set.contains(kind), kind.family() == Some(family), "{kind} in {family:?}");
+            }
+        }
+        let tickets = KindSet::family(Family::Ticket);
+        assert!(tickets.contains(EventKind::TicketCreated));
+        assert!(tickets.contains(EventKind::TicketUpdated));
+        assert!(tickets.contains(EventKind::TicketDeleted));
+        assert!(!tickets.contains(EventKind::MessageTicketAttached));
     }
 }

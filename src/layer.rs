@@ -282,11 +282,26 @@ impl<D> PeriskopeWebhookLayer<D> {
     }
 }
 
+impl<D: Clone> PeriskopeWebhookLayer<D> {
+    /// Wraps `inner` (a handler, an [`EventRouter`](crate::EventRouter), an inbox acceptor):
+    /// what [`Layer::layer`] does, without importing the trait.
+    ///
+    /// ```
+    /// use periskope_webhook::{EventRouter, PeriskopeWebhookLayer};
+    ///
+    /// let service = PeriskopeWebhookLayer::new("peri_demo").service(EventRouter::new());
+    /// let app: axum::Router = axum::Router::new().route_service("/webhooks/periskope", service);
+    /// ```
+    pub fn service<S>(&self, inner: S) -> PeriskopeWebhook<S, D> {
+        PeriskopeWebhook { inner, config: Arc::clone(&self.config), dedup: self.dedup.clone() }
+    }
+}
+
 impl<S, D: Clone> Layer<S> for PeriskopeWebhookLayer<D> {
     type Service = PeriskopeWebhook<S, D>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        PeriskopeWebhook { inner, config: Arc::clone(&self.config), dedup: self.dedup.clone() }
+        self.service(inner)
     }
 }
 

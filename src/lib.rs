@@ -143,6 +143,8 @@ pub mod metrics;
 mod rejection;
 mod response;
 pub mod router;
+#[cfg(feature = "inbox")]
+mod shutdown;
 pub mod signature;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
@@ -152,6 +154,11 @@ pub mod testing;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The hardening notes' snippets, as doctests too.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/HARDENING.md")]
+struct HardeningDoctests;
 
 pub use dedup::{Dedup, DedupKey, DedupStore, EventKeys, MemoryStore, NoDedup};
 pub use event::{Event, EventData, EventKind, WebhookEvent};
@@ -164,6 +171,9 @@ pub use metadata::{DeliveryMetadata, RawBody};
 pub use rejection::{OnRejection, Rejection};
 pub use response::{BoxError, ResponseBody};
 pub use router::EventRouter;
+#[cfg(feature = "inbox")]
+#[cfg_attr(docsrs, doc(cfg(feature = "inbox")))]
+pub use shutdown::{ShutdownSignal, shutdown_signal};
 pub use signature::{
     EmptyKey, IntoSigningKey, KeyMatch, SIGNATURE_HEADER, SignatureError, SigningKey, SigningKeys,
 };

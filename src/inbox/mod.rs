@@ -66,6 +66,8 @@
 //! them. Protect the file or database like the rest of your customer data.
 
 mod acceptor;
+#[cfg(feature = "testing")]
+mod memory;
 #[cfg(feature = "inbox-postgres")]
 mod postgres;
 mod sqlite;
@@ -80,10 +82,13 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 pub use acceptor::{AcceptFuture, Accepted, Acceptor};
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub use memory::MemoryInboxStore;
 #[cfg(feature = "inbox-postgres")]
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
-pub use worker::{Attempt, Worker, WorkerConfig};
+pub use worker::{Attempt, Worker, WorkerConfig, WorkerHandle};
 
 use crate::dedup::{DedupKey, EventKeys, KeyFn};
 use crate::event::{Event, WebhookEvent};

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::Full;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tower_service::Service;
 
@@ -360,5 +360,67 @@ async fn settle<St: InboxStore>(store: &St, config: &WorkerConfig, lease: Lease,
         // The job stays claimed; it is retried once its lease expires.
         #[cfg(feature = "tracing")]
         tracing::error!(error = %_error, "periskope inbox could not record an attempt");
+    }
+}
+
+impl<St, H, ResBody> Worker<St, H>
+where
+    St: InboxStore,
+    H: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone + Send + 'static,
+    H::Future: Send + 'static,
+    H::Error: Into<BoxError>,
+    ResBody: Send + 'static,
+{
+    /// Runs the worker on a task of the current tokio runtime until [`WorkerHandle::shutdown`]
+    /// (or the handle's drop) tells it to stop.
+    pub fn spawn(self) -> WorkerHandle {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(self.run(async move {
+            // A dropped handle stops the worker too.
+            let _ = stopped.await;
+        }));
+        WorkerHandle { stop, task }
+    }
+
+    /// Runs jobs until none is pending or running, then returns: a test stores deliveries, runs
+    /// this, and checks what the handlers did, without sleeping. A job that keeps failing is
+    /// retried after its backoff until it is a dead letter, so keep the backoff short in tests.
+    pub async fn run_until_idle(self) {
+        let store = self.store.clone();
+        self.run(async move {
+            loop {
+                if let Ok(stats) = store.stats(SystemTime::now()).await {
+                    if stats.queue_depth() == 0 {
+                        return;
+                    }
+                }
+                tokio::time::sleep(IDLE_POLL).await;
+            }
+        })
+        .await;
+    }
+}
+
+/// How often [`Worker::run_until_idle`] looks at the queue.
+const IDLE_POLL: Duration = Duration::from_millis(5);
+
+/// A worker running on its own task, from [`Worker::spawn`].
+///
+/// Dropping the handle stops the worker as [`WorkerHandle::shutdown`] does, without waiting
+/// for it.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Stops claiming jobs, gives those in flight [`WorkerConfig::shutdown_grace`] to finish,
+    /// releases the others, and returns once the worker has stopped. An error means the
+    /// worker's task panicked or was cancelled.
+    pub async fn shutdown(self) -> Result<(), tokio::task::JoinError> {
+        let WorkerHandle { stop, task } = self;
+        let _ = stop.send(());
+        task.await
     }
 }

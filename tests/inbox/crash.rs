@@ -87,19 +87,24 @@ impl Process {
     }
 
     /// Ctrl-C, as a user stops it; waits for a clean exit.
-    pub fn interrupt(mut self) {
+    pub fn interrupt(self) {
+        self.stop_with("INT", WAIT);
+    }
+
+    /// Sends `signal` (`INT`, `TERM`) and waits up to `limit` for a clean exit; how long it took.
+    pub fn stop_with(mut self, signal: &str, limit: Duration) -> Duration {
         let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-INT", &pid]).status().expect("run kill");
+        let sent = Instant::now();
+        let status = Command::new("kill").args([&format!("-{signal}"), &pid]).status().expect("run kill");
         assert!(status.success());
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
+        while sent.elapsed() < limit {
             if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "the example exited with {status} on Ctrl-C");
-                return;
+                assert!(status.success(), "the example exited with {status} on SIG{signal}");
+                return sent.elapsed();
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("the example did not stop on Ctrl-C");
+        panic!("the example did not stop within {limit:?} of SIG{signal}");
     }
 }
 

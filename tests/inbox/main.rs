@@ -6,11 +6,13 @@ mod acceptor;
 #[path = "../common/mod.rs"]
 mod common;
 mod crash;
+mod memory;
 mod postgres;
 // Only `example_binary` is used: the crash test reads the example's lines itself.
 #[allow(dead_code)]
 #[path = "../common/process.rs"]
 mod process;
+mod shutdown;
 mod store;
 mod support;
 mod worker;

@@ -1,0 +1,324 @@
+//! [`MemoryInboxStore`]: an inbox in memory, for tests (features `inbox` and `testing`).
+//!
+//! ```
+//! use periskope_webhook::inbox::{Inbox, InboxStore, MemoryInboxStore};
+//! use periskope_webhook::{EventRouter, WebhookEvent};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let inbox = Inbox::new(MemoryInboxStore::new());
+//! // ... send signed deliveries through `inbox.acceptor()` behind the layer ...
+//! inbox.worker(EventRouter::new()).run_until_idle().await;
+//! assert_eq!(inbox.store().stats(std::time::SystemTime::now()).await.unwrap().queue_depth(), 0);
+//! # }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::{Future, Ready, ready};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use super::{
+    ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
+    LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, NewDelivery, Selection, Stored, bounded_error,
+};
+
+/// An [`InboxStore`] that keeps its jobs in this process's memory.
+///
+/// **Not durable**: everything is gone with the process, so it is for tests (unit tests of
+/// handlers behind the inbox, with [`Worker::run_until_idle`](super::Worker::run_until_idle)),
+/// never for production. It follows the same rules as the durable stores: one job per
+/// de-duplication key, leases, attempts, per-chat order, dead letters. Clones share the jobs.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryInboxStore {
+    jobs: Arc<Mutex<Jobs>>,
+}
+
+#[derive(Debug, Default)]
+struct Jobs {
+    by_id: BTreeMap<JobId, Job>,
+    by_key: HashMap<String, JobId>,
+    last_id: JobId,
+}
+
+#[derive(Debug)]
+struct Job {
+    delivery: NewDelivery,
+    state: JobState,
+    attempts: u32,
+    last_error: Option<String>,
+    run_at: SystemTime,
+    lease_until: Option<SystemTime>,
+    handled_at: Option<SystemTime>,
+}
+
+impl Job {
+    fn summary(&self, id: JobId) -> JobSummary {
+        JobSummary {
+            id,
+            event: self.delivery.event.clone(),
+            key: self.delivery.key.clone(),
+            state: self.state,
+            attempts: self.attempts,
+            last_error: self.last_error.clone(),
+            received_at: self.delivery.received_at,
+            run_at: self.run_at,
+            lease_until: self.lease_until,
+            handled_at: self.handled_at,
+        }
+    }
+
+    fn is_due(&self, now: SystemTime) -> bool {
+        match self.state {
+            JobState::Pending => self.run_at <= now,
+            JobState::Running => self.lease_until.is_none_or(|until| until <= now),
+            JobState::Done | JobState::Dead => false,
+        }
+    }
+
+    fn is_queued(&self) -> bool {
+        matches!(self.state, JobState::Pending | JobState::Running)
+    }
+
+    /// Whether `lease` is the claim that holds this job now.
+    fn held_by(&self, lease: Lease) -> bool {
+        self.state == JobState::Running && self.attempts == lease.attempt
+    }
+}
+
+impl MemoryInboxStore {
+    /// An empty inbox.
+    pub fn new() -> Self {
+        MemoryInboxStore::default()
+    }
+
+    fn jobs(&self) -> MutexGuard<'_, Jobs> {
+        // A panic while the lock was held cannot leave a job half-written: every change below
+        // is a single assignment or a whole insertion.
+        self.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Applies `change` to the job `lease` holds, if it still holds it.
+    fn settle(&self, lease: Lease, change: impl FnOnce(&mut Job)) -> Ready<Result<(), InboxError>> {
+        if let Some(job) = self.jobs().by_id.get_mut(&lease.id).filter(|job| job.held_by(lease)) {
+            change(job);
+            job.lease_until = None;
+        }
+        ready(Ok(()))
+    }
+}
+
+fn selected(selection: Selection, id: JobId, job: &Job) -> bool {
+    match selection {
+        Selection::Job(wanted) => id == wanted,
+        Selection::State(state) => job.state == state,
+    }
+}
+
+/// `time + by`, or the latest time the durable stores can keep.
+fn later(time: SystemTime, by: Duration) -> SystemTime {
+    time.checked_add(by).unwrap_or(std::time::UNIX_EPOCH + Duration::from_millis(i64::MAX.unsigned_abs()))
+}
+
+impl InboxStore for MemoryInboxStore {
+    type InsertFuture = Ready<Result<Stored, InboxError>>;
+
+    fn insert(&self, delivery: NewDelivery) -> Self::InsertFuture {
+        let mut jobs = self.jobs();
+        if jobs.by_key.contains_key(&delivery.key) {
+            return ready(Ok(Stored::Duplicate));
+        }
+        jobs.last_id += 1;
+        let id = jobs.last_id;
+        jobs.by_key.insert(delivery.key.clone(), id);
+        let run_at = delivery.received_at;
+        let job = Job {
+            delivery,
+            state: JobState::Pending,
+            attempts: 0,
+            last_error: None,
+            run_at,
+            lease_until: None,
+            handled_at: None,
+        };
+        jobs.by_id.insert(id, job);
+        ready(Ok(Stored::New))
+    }
+
+    fn claim(
+        &self,
+        request: ClaimRequest,
+    ) -> impl Future<Output = Result<Vec<ClaimedJob>, InboxError>> + Send {
+        let mut jobs = self.jobs();
+        // A chat is busy while one of its jobs is running, and holds back its later jobs while
+        // an earlier one is queued: decided on the jobs as they are before this claim.
+        let mut first_queued: HashMap<&str, JobId> = HashMap::new();
+        let mut running: Vec<&str> = Vec::new();
+        for (id, job) in jobs.by_id.iter().filter(|(_, job)| job.is_queued()) {
+            if let Some(chat) = job.delivery.ordering_key.as_deref() {
+                first_queued.entry(chat).or_insert(*id);
+                if job.state == JobState::Running && !job.is_due(request.now) {
+                    running.push(chat);
+                }
+            }
+        }
+        let due: Vec<JobId> =
+            jobs.by_id
+                .iter()
+                .filter(|(id, job)| {
+                    job.is_due(request.now)
+                        && job.delivery.ordering_key.as_deref().is_none_or(|chat| {
+                            first_queued.get(chat) == Some(*id) && !running.contains(&chat)
+                        })
+                })
+                .map(|(id, _)| *id)
+                .take(request.limit)
+                .collect();
+        let mut claimed = Vec::with_capacity(due.len());
+        for id in due {
+            let Some(job) = jobs.by_id.get_mut(&id) else { continue };
+            if job.attempts >= request.max_attempts {
+                job.state = JobState::Dead;
+                job.lease_until = None;
+                job.last_error = Some(match job.last_error.take() {
+                    Some(error) => format!("{error}; {LEASE_EXPIRED}"),
+                    None => LEASE_EXPIRED.to_owned(),
+                });
+                continue;
+            }
+            job.state = JobState::Running;
+            job.attempts += 1;
+            job.lease_until = Some(later(request.now, request.lease));
+            claimed.push(ClaimedJob {
+                id,
+                attempt: job.attempts,
+                event: job.delivery.event.clone(),
+                key: job.delivery.key.clone(),
+                body: job.delivery.body.clone(),
+                signing_key: job.delivery.signing_key.clone(),
+                received_at: job.delivery.received_at,
+            });
+        }
+        ready(Ok(claimed))
+    }
+
+    fn complete(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send {
+        self.settle(lease, |job| {
+            job.state = JobState::Done;
+            job.handled_at = Some(now);
+        })
+    }
+
+    fn fail(
+        &self,
+        lease: Lease,
+        error: String,
+        retry_at: Option<SystemTime>,
+    ) -> impl Future<Output = Result<(), InboxError>> + Send {
+        self.settle(lease, |job| {
+            job.last_error = Some(bounded_error(error, MAX_ERROR_LEN));
+            match retry_at {
+                Some(at) => {
+                    job.state = JobState::Pending;
+                    job.run_at = at;
+                }
+                None => job.state = JobState::Dead,
+            }
+        })
+    }
+
+    fn release(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send {
+        self.settle(lease, |job| {
+            job.state = JobState::Pending;
+            job.attempts = job.attempts.saturating_sub(1);
+            job.run_at = now;
+        })
+    }
+
+    fn list(&self, query: ListQuery) -> impl Future<Output = Result<Vec<JobSummary>, InboxError>> + Send {
+        let jobs = self.jobs();
+        let after = query.after.unwrap_or(0);
+        let listed = jobs
+            .by_id
+            .range(after.saturating_add(1)..)
+            .filter(|(_, job)| query.state.is_none_or(|state| job.state == state))
+            .take(query.effective_limit())
+            .map(|(id, job)| job.summary(*id))
+            .collect();
+        ready(Ok(listed))
+    }
+
+    fn get(&self, id: JobId) -> impl Future<Output = Result<Option<JobRecord>, InboxError>> + Send {
+        let record = self.jobs().by_id.get(&id).map(|job| JobRecord {
+            summary: job.summary(id),
+            body: Bytes::clone(&job.delivery.body),
+            signing_key: job.delivery.signing_key.clone(),
+            ordering_key: job.delivery.ordering_key.clone(),
+        });
+        ready(Ok(record))
+    }
+
+    fn retry(
+        &self,
+        selection: Selection,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        let mut changed = 0;
+        for (id, job) in self.jobs().by_id.iter_mut() {
+            if matches!(job.state, JobState::Pending | JobState::Dead) && selected(selection, *id, job) {
+                job.state = JobState::Pending;
+                job.attempts = 0;
+                job.run_at = now;
+                job.lease_until = None;
+                changed += 1;
+            }
+        }
+        ready(Ok(changed))
+    }
+
+    fn purge(&self, selection: Selection) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        ready(Ok(remove(&mut self.jobs(), |id, job| selected(selection, id, job))))
+    }
+
+    fn purge_handled(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        ready(Ok(remove(&mut self.jobs(), |_, job| {
+            job.state == JobState::Done && job.handled_at.is_some_and(|handled| handled < before)
+        })))
+    }
+
+    fn stats(&self, now: SystemTime) -> impl Future<Output = Result<InboxStats, InboxError>> + Send {
+        let jobs = self.jobs();
+        let mut stats = InboxStats::default();
+        let mut oldest: Option<SystemTime> = None;
+        for job in jobs.by_id.values() {
+            match job.state {
+                JobState::Pending => stats.pending += 1,
+                JobState::Running => stats.running += 1,
+                JobState::Done => stats.done += 1,
+                JobState::Dead => stats.dead += 1,
+            }
+            if job.is_queued() {
+                stats.attempts_in_queue += u64::from(job.attempts);
+                let received = job.delivery.received_at;
+                oldest = Some(oldest.map_or(received, |oldest| oldest.min(received)));
+            }
+        }
+        stats.oldest_pending_age =
+            oldest.map(|received| now.duration_since(received).unwrap_or(Duration::ZERO));
+        ready(Ok(stats))
+    }
+}
+
+/// Deletes the jobs `doomed` picks, and their keys; returns how many.
+fn remove(jobs: &mut Jobs, doomed: impl Fn(JobId, &Job) -> bool) -> u64 {
+    let ids: Vec<JobId> =
+        jobs.by_id.iter().filter(|(id, job)| doomed(**id, job)).map(|(id, _)| *id).collect();
+    for id in &ids {
+        if let Some(job) = jobs.by_id.remove(id) {
+            jobs.by_key.remove(&job.delivery.key);
+        }
+    }
+    ids.len() as u64
+}
