@@ -78,7 +78,19 @@ impl std::fmt::Debug for PostgresStore {
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, InboxError>> + Send>>;
 
 fn storage_error(error: tokio_postgres::Error) -> InboxError {
-    InboxError::Storage(error.to_string())
+    InboxError::Storage(reason(&error))
+}
+
+/// The server's own message and SQLSTATE for a database error, the cause for the others; never
+/// the server's detail, which quotes the values of the row (bodies, keys).
+fn reason(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error.to_string(),
+    }
 }
 
 /// How long opening one connection may take when the configuration sets no `connect_timeout`:
@@ -105,16 +117,15 @@ impl PostgresStore {
         let location = describe(&parsed);
         let mut slots = Vec::with_capacity(connections.max(1));
         for _ in 0..connections.max(1) {
-            let client = open(&parsed).await.map_err(|error| InboxError::Open {
-                location: location.clone(),
-                reason: error.to_string(),
-            })?;
+            let client = open(&parsed)
+                .await
+                .map_err(|error| InboxError::Open { location: location.clone(), reason: reason(&error) })?;
             slots.push(tokio::sync::Mutex::new(Arc::new(client)));
         }
         let connections = Connections { config: parsed, slots: slots.into(), next: AtomicUsize::new(0) };
         let first = connections.next().await?;
         migrate(&first).await.map_err(|error| match error {
-            Migration::Postgres(error) => InboxError::Open { location, reason: error.to_string() },
+            Migration::Postgres(error) => InboxError::Open { location, reason: reason(&error) },
             Migration::Newer(found) => {
                 InboxError::NewerSchema { found: i64::from(found), supported: i64::from(SCHEMA_VERSION) }
             }

@@ -1,6 +1,6 @@
 //! The PostgreSQL store against a real server (a throw-away cluster, `tests/common/postgres.rs`):
-//! the generic store cases, concurrent migrations, and claims from many connections at once
-//! that never hand one job to two claimers.
+//! the generic store cases, concurrent migrations, claims from many connections at once that
+//! never hand one job to two claimers, and the database's own error messages.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
@@ -234,4 +234,27 @@ async fn two_worker_processes_share_the_queue_and_take_over_a_killed_ones_jobs()
         "postgres: 2 workers, 40 deliveries, {} taken over after the kill, {duplicates} handled twice",
         taken_over.len()
     );
+}
+
+/// A connection of the test's own, beside the store's.
+async fn admin(database: &Database) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&database.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// A failed statement's error carries PostgreSQL's own message and SQLSTATE, not just
+/// `db error`, and nothing of the delivery (the server's detail quotes the row).
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_errors_keep_the_database_message_and_nothing_of_the_delivery() {
+    let Some((database, store)) = store().await else { return };
+    admin(&database)
+        .await
+        .batch_execute("ALTER TABLE periskope_inbox_jobs ADD CONSTRAINT no_new_jobs CHECK (received_at < 0)")
+        .await
+        .unwrap();
+    let error = store.insert(delivery(chat_message("chat-secret", "message-secret"))).await.unwrap_err();
+    let InboxError::Storage(message) = &error else { panic!("{error:?}") };
+    assert!(message.contains("no_new_jobs") && message.contains("23514"), "{message}");
+    assert!(!message.contains("secret") && !message.contains("hello"), "{message}");
 }
