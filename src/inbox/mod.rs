@@ -81,7 +81,7 @@ use tokio::sync::Notify;
 
 pub use acceptor::{AcceptFuture, Accepted, Acceptor};
 #[cfg(feature = "inbox-postgres")]
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use worker::{Attempt, Worker, WorkerConfig};
 

@@ -6,6 +6,9 @@
 //! committed before its future resolves (PostgreSQL's default `synchronous_commit = on` syncs
 //! the WAL, and concurrent commits share one sync). The schema is created or migrated on
 //! connect, under an advisory lock, so replicas starting together migrate once.
+//!
+//! Every call is bounded in time ([`PostgresOptions::timeout`]), on the client and on the
+//! server.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,6 +35,10 @@ const MIGRATION_LOCK: i64 = 0x7065_7269_736b_6f70;
 /// Connections opened by [`PostgresStore::connect`]: concurrent requests spread over them, and
 /// PostgreSQL syncs their concurrent commits together.
 const DEFAULT_CONNECTIONS: usize = 8;
+
+/// How long one call may take by default: long enough for a busy server, short enough that a
+/// locked table or a lost server answers `503` and lets the worker see shutdown.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 const SCHEMA: &str = "
 CREATE TABLE periskope_inbox_jobs (
@@ -97,16 +104,41 @@ fn reason(error: &tokio_postgres::Error) -> String {
 /// a call waiting on a reconnect to an unreachable server must fail, not hang.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-impl PostgresStore {
-    /// Connects to `config` (`postgres://user@host:port/db` or `host=... user=...`) with 8
-    /// connections, and creates or migrates the schema. Must run inside a tokio runtime, which
-    /// drives the connections.
-    pub async fn connect(config: &str) -> Result<PostgresStore, InboxError> {
-        PostgresStore::connect_with(config, DEFAULT_CONNECTIONS).await
+/// How to connect a [`PostgresStore`]: [`PostgresStore::options`].
+#[derive(Clone, Debug)]
+pub struct PostgresOptions {
+    connections: usize,
+    timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions { connections: DEFAULT_CONNECTIONS, timeout: DEFAULT_TIMEOUT }
+    }
+}
+
+impl PostgresOptions {
+    /// Opens `connections` connections (at least 1). Default: 8.
+    pub fn connections(mut self, connections: usize) -> Self {
+        self.connections = connections.max(1);
+        self
     }
 
-    /// [`PostgresStore::connect`] with `connections` connections (at least 1).
-    pub async fn connect_with(config: &str, connections: usize) -> Result<PostgresStore, InboxError> {
+    /// Bounds every call in time (at least 1 ms). Default: 30 s.
+    ///
+    /// A call (waiting for its connection, reopening it, the statement) that takes longer fails
+    /// with [`InboxError::Storage`]: a delivery is answered `503`, a worker's claim is retried.
+    /// The server stops the statement too: each connection sets `statement_timeout` to this
+    /// value, unless the configuration (connection string, role, database or server) sets one.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Connects to `config` (`postgres://user@host:port/db` or `host=... user=...`), and
+    /// creates or migrates the schema. Must run inside a tokio runtime, which drives the
+    /// connections.
+    pub async fn connect(&self, config: &str) -> Result<PostgresStore, InboxError> {
         let mut parsed: tokio_postgres::Config = config.parse().map_err(|error| InboxError::Open {
             location: "postgres".to_owned(),
             reason: format!("{error}"),
@@ -115,22 +147,47 @@ impl PostgresStore {
             parsed.connect_timeout(CONNECT_TIMEOUT);
         }
         let location = describe(&parsed);
-        let mut slots = Vec::with_capacity(connections.max(1));
-        for _ in 0..connections.max(1) {
-            let client = open(&parsed)
+        let open_error = |reason: String| InboxError::Open { location: location.clone(), reason };
+        let mut slots = Vec::with_capacity(self.connections);
+        for _ in 0..self.connections {
+            let client = tokio::time::timeout(self.timeout, open(&parsed, self.timeout))
                 .await
-                .map_err(|error| InboxError::Open { location: location.clone(), reason: reason(&error) })?;
+                .map_err(|_| open_error(timed_out(self.timeout)))?
+                .map_err(|error| open_error(reason(&error)))?;
             slots.push(tokio::sync::Mutex::new(Arc::new(client)));
         }
-        let connections = Connections { config: parsed, slots: slots.into(), next: AtomicUsize::new(0) };
+        let connections = Connections {
+            config: parsed,
+            slots: slots.into(),
+            next: AtomicUsize::new(0),
+            timeout: self.timeout,
+        };
         let first = connections.next().await?;
         migrate(&first).await.map_err(|error| match error {
-            Migration::Postgres(error) => InboxError::Open { location, reason: reason(&error) },
+            Migration::Postgres(error) => open_error(reason(&error)),
             Migration::Newer(found) => {
                 InboxError::NewerSchema { found: i64::from(found), supported: i64::from(SCHEMA_VERSION) }
             }
         })?;
         Ok(PostgresStore { connections: Arc::new(connections) })
+    }
+}
+
+impl PostgresStore {
+    /// How to connect: connections and time bound.
+    pub fn options() -> PostgresOptions {
+        PostgresOptions::default()
+    }
+
+    /// Connects to `config` with the default [`PostgresOptions`] (8 connections, calls bounded
+    /// by 30 s).
+    pub async fn connect(config: &str) -> Result<PostgresStore, InboxError> {
+        PostgresStore::options().connect(config).await
+    }
+
+    /// [`PostgresStore::connect`] with `connections` connections (at least 1).
+    pub async fn connect_with(config: &str, connections: usize) -> Result<PostgresStore, InboxError> {
+        PostgresStore::options().connections(connections).connect(config).await
     }
 
     /// The connections, to pick one inside a call's future.
@@ -144,6 +201,8 @@ struct Connections {
     config: tokio_postgres::Config,
     slots: Box<[tokio::sync::Mutex<Arc<Client>>]>,
     next: AtomicUsize,
+    /// How long one call may take, from picking its connection to its answer.
+    timeout: Duration,
 }
 
 impl Connections {
@@ -156,19 +215,20 @@ impl Connections {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let mut slot = self.slots[index].lock().await;
         if slot.is_closed() {
-            *slot = Arc::new(open(&self.config).await.map_err(storage_error)?);
+            *slot = Arc::new(open(&self.config, self.timeout).await.map_err(storage_error)?);
         }
         Ok(Arc::clone(&slot))
     }
 
     /// Runs `statement` on the next connection; the number of rows it changed.
     async fn execute(&self, statement: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, InboxError> {
-        self.next().await?.execute(statement, params).await.map_err(storage_error)
+        self.bounded(async { self.next().await?.execute(statement, params).await.map_err(storage_error) })
+            .await
     }
 
     /// Runs `statement` on the next connection; its rows.
     async fn query(&self, statement: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, InboxError> {
-        self.next().await?.query(statement, params).await.map_err(storage_error)
+        self.bounded(async { self.next().await?.query(statement, params).await.map_err(storage_error) }).await
     }
 
     /// Runs `statement` on the next connection; its row, if any.
@@ -177,12 +237,27 @@ impl Connections {
         statement: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, InboxError> {
-        self.next().await?.query_opt(statement, params).await.map_err(storage_error)
+        self.bounded(async { self.next().await?.query_opt(statement, params).await.map_err(storage_error) })
+            .await
+    }
+
+    /// `call`, failed once it took longer than the timeout. Dropping it leaves the statement to
+    /// the server, which stops it at its `statement_timeout`.
+    async fn bounded<T>(&self, call: impl Future<Output = Result<T, InboxError>>) -> Result<T, InboxError> {
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(InboxError::Storage(timed_out(self.timeout))))
     }
 }
 
-/// Opens one connection and spawns the task that drives it.
-async fn open(config: &tokio_postgres::Config) -> Result<Client, tokio_postgres::Error> {
+fn timed_out(timeout: Duration) -> String {
+    format!("PostgreSQL did not answer within {timeout:?}")
+}
+
+/// Opens one connection, spawns the task that drives it, and bounds its statements by
+/// `timeout` on the server, unless the configuration already set a `statement_timeout`: the
+/// server then stops a statement its caller gave up on, instead of holding locks for it.
+async fn open(config: &tokio_postgres::Config, timeout: Duration) -> Result<Client, tokio_postgres::Error> {
     let (client, connection) = config.connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(_error) = connection.await {
@@ -190,6 +265,14 @@ async fn open(config: &tokio_postgres::Config) -> Result<Client, tokio_postgres:
             tracing::error!(error = %_error, "periskope inbox lost a PostgreSQL connection");
         }
     });
+    // PostgreSQL takes at most i32::MAX milliseconds.
+    let millis = timeout.as_millis().clamp(1, u128::from(i32::MAX.unsigned_abs())).to_string();
+    client
+        .execute(
+            "SELECT set_config('statement_timeout', $1, false) WHERE current_setting('statement_timeout') = '0'",
+            &[&millis],
+        )
+        .await?;
     Ok(client)
 }
 

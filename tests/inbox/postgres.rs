@@ -1,16 +1,19 @@
 //! The PostgreSQL store against a real server (a throw-away cluster, `tests/common/postgres.rs`):
 //! the generic store cases, concurrent migrations, claims from many connections at once that
-//! never hand one job to two claimers, and the database's own error messages.
+//! never hand one job to two claimers, the database's own error messages, and calls bounded in
+//! time.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use periskope_webhook::inbox::{ClaimRequest, InboxError, InboxStore, JobState, ListQuery, PostgresStore};
+use periskope_webhook::inbox::{
+    ClaimRequest, InboxError, InboxStore, JobState, ListQuery, PostgresStore, Stored,
+};
 
 use crate::common::postgres::{Database, cluster};
 use crate::common::{KEY, client, send, signed, within};
 use crate::crash::{Lines, Process, short_digest};
-use crate::support::{chat_message, delivery};
+use crate::support::{chat_message, delivery, message_id};
 
 /// A fresh database and a store connected to it; `None` when PostgreSQL is not available.
 async fn store() -> Option<(Database, PostgresStore)> {
@@ -243,6 +246,22 @@ async fn admin(database: &Database) -> tokio_postgres::Client {
     client
 }
 
+fn claim_now() -> ClaimRequest {
+    ClaimRequest::new(10, Duration::from_secs(60), 5)
+}
+
+/// How many of this database's backends wait on a lock.
+async fn waiting_on_locks(admin: &tokio_postgres::Client) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// A failed statement's error carries PostgreSQL's own message and SQLSTATE, not just
 /// `db error`, and nothing of the delivery (the server's detail quotes the row).
 #[tokio::test(flavor = "multi_thread")]
@@ -257,4 +276,43 @@ async fn storage_errors_keep_the_database_message_and_nothing_of_the_delivery() 
     let InboxError::Storage(message) = &error else { panic!("{error:?}") };
     assert!(message.contains("no_new_jobs") && message.contains("23514"), "{message}");
     assert!(!message.contains("secret") && !message.contains("hello"), "{message}");
+}
+
+/// With the jobs table locked by another session, `insert` and `claim` fail once the configured
+/// time is up instead of hanging, the server stops their statements too, and both work again
+/// once the lock is released.
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_on_a_locked_table_fail_within_the_timeout_and_work_once_it_is_released() {
+    let Some(cluster) = cluster() else { return };
+    let database = cluster.database();
+    let store = PostgresStore::options()
+        .connections(2)
+        .timeout(Duration::from_millis(300))
+        .connect(&database.url())
+        .await
+        .unwrap();
+    store.insert(delivery(chat_message("c", "before"))).await.unwrap();
+    let mut admin = admin(&database).await;
+    let lock = admin.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE periskope_inbox_jobs IN ACCESS EXCLUSIVE MODE").await.unwrap();
+
+    let during = delivery(chat_message("c", "during"));
+    let inserted = within("the insert gives up", store.insert(during.clone())).await;
+    assert!(matches!(inserted, Err(InboxError::Storage(_))), "{inserted:?}");
+    let claimed = within("the claim gives up", store.claim(claim_now())).await;
+    assert!(matches!(claimed, Err(InboxError::Storage(_))), "{claimed:?}");
+    let (watcher, connection) =
+        tokio_postgres::connect(&database.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    within("the server stops the statements", async {
+        while waiting_on_locks(&watcher).await > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    lock.rollback().await.unwrap();
+    assert_eq!(store.insert(during).await.unwrap(), Stored::New);
+    let jobs = store.claim(claim_now()).await.unwrap();
+    assert_eq!(jobs.iter().map(|job| message_id(&job.body)).collect::<Vec<_>>(), ["before"]);
 }
