@@ -8,7 +8,8 @@
 //! connect, under an advisory lock, so replicas starting together migrate once.
 //!
 //! Every call is bounded in time ([`PostgresOptions::timeout`]), on the client and on the
-//! server.
+//! server. `TEXT` cannot hold NUL: the texts of a job are stored escaped and read back as they
+//! were sent.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -349,11 +350,11 @@ impl InboxStore for PostgresStore {
                      VALUES ($1, $2, $3, $4, $5, $6, $6)
                      ON CONFLICT (dedup_key) DO NOTHING",
                     &[
-                        &delivery.key,
-                        &delivery.event,
-                        &delivery.ordering_key,
+                        &escape(&delivery.key),
+                        &escape(&delivery.event),
+                        &delivery.ordering_key.as_deref().map(escape),
                         &&delivery.body[..],
-                        &delivery.signing_key,
+                        &delivery.signing_key.as_deref().map(escape),
                         &received_at,
                     ],
                 )
@@ -425,7 +426,7 @@ impl InboxStore for PostgresStore {
         retry_at: Option<SystemTime>,
     ) -> impl Future<Output = Result<(), InboxError>> + Send {
         let connections = self.connections();
-        let error = bounded_error(error, MAX_ERROR_LEN);
+        let error = escape(&bounded_error(error, MAX_ERROR_LEN));
         async move {
             let (state, run_at) = match retry_at {
                 Some(at) => (JobState::Pending, Some(to_millis(at))),
@@ -491,8 +492,8 @@ impl InboxStore for PostgresStore {
                 Ok(JobRecord {
                     summary: job_summary(&row)?,
                     body: Bytes::from(row.get::<_, Vec<u8>>(10)),
-                    signing_key: row.get(11),
-                    ordering_key: row.get(12),
+                    signing_key: row.get::<_, Option<String>>(11).map(unescape),
+                    ordering_key: row.get::<_, Option<String>>(12).map(unescape),
                 })
             })
             .transpose()
@@ -588,10 +589,10 @@ fn claimed_job(row: &Row) -> ClaimedJob {
     ClaimedJob {
         id: row.get(0),
         attempt: row.get::<_, i32>(1).unsigned_abs(),
-        event: row.get(2),
-        key: row.get(3),
+        event: unescape(row.get(2)),
+        key: unescape(row.get(3)),
         body: Bytes::from(row.get::<_, Vec<u8>>(4)),
-        signing_key: row.get(5),
+        signing_key: row.get::<_, Option<String>>(5).map(unescape),
         received_at: from_millis(row.get(6)),
     }
 }
@@ -600,15 +601,56 @@ fn job_summary(row: &Row) -> Result<JobSummary, InboxError> {
     let state: &str = row.get(3);
     Ok(JobSummary {
         id: row.get(0),
-        event: row.get(1),
-        key: row.get(2),
+        event: unescape(row.get(1)),
+        key: unescape(row.get(2)),
         state: JobState::from_name(state)
             .ok_or_else(|| InboxError::Storage(format!("unknown job state {state}")))?,
         attempts: row.get::<_, i32>(4).unsigned_abs(),
-        last_error: row.get(5),
+        last_error: row.get::<_, Option<String>>(5).map(unescape),
         received_at: from_millis(row.get(6)),
         run_at: from_millis(row.get(7)),
         lease_until: row.get::<_, Option<i64>>(8).map(from_millis),
         handled_at: row.get::<_, Option<i64>>(9).map(from_millis),
     })
+}
+
+/// `text` as this store writes it: `TEXT` cannot hold NUL, which a signed delivery may carry
+/// in its ids or event name, so NUL is written `\0` and a backslash `\\`. Distinct texts stay
+/// distinct, so de-duplication keys and chats compare exactly.
+fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for character in text.chars() {
+        match character {
+            '\\' => escaped.push_str("\\\\"),
+            '\0' => escaped.push_str("\\0"),
+            other => escaped.push(other),
+        }
+    }
+    escaped
+}
+
+/// The text [`escape`] wrote. A backslash before anything else (a row written before
+/// escaping) is kept as it is.
+fn unescape(text: String) -> String {
+    if !text.contains('\\') {
+        return text;
+    }
+    let mut unescaped = String::with_capacity(text.len());
+    let mut characters = text.chars();
+    while let Some(character) = characters.next() {
+        if character != '\\' {
+            unescaped.push(character);
+            continue;
+        }
+        match characters.next() {
+            Some('0') => unescaped.push('\0'),
+            Some('\\') => unescaped.push('\\'),
+            Some(other) => {
+                unescaped.push('\\');
+                unescaped.push(other);
+            }
+            None => unescaped.push('\\'),
+        }
+    }
+    unescaped
 }
