@@ -7,9 +7,12 @@
 //! the WAL, and concurrent commits share one sync). The schema is created or migrated on
 //! connect, under an advisory lock, so replicas starting together migrate once.
 //!
-//! Every call is bounded in time ([`PostgresOptions::timeout`]), on the client and on the
-//! server. `TEXT` cannot hold NUL: the texts of a job are stored escaped and read back as they
-//! were sent.
+//! Per-chat order holds however commits interleave: an insert holds its chat's advisory lock
+//! from before its id is drawn until its commit, so the ids of a chat follow the order of its
+//! commits; and a claim hands out no job of a chat while another job of that chat runs under a
+//! live lease, whatever its id. Every call is bounded in time ([`PostgresOptions::timeout`]),
+//! on the client and on the server. `TEXT` cannot hold NUL: the texts of a job are stored
+//! escaped and read back as they were sent.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -343,11 +346,15 @@ impl InboxStore for PostgresStore {
         let connections = self.connections();
         Box::pin(async move {
             let received_at = to_millis(delivery.received_at);
+            // The chat's lock is taken before the id is drawn and held until the commit, so that
+            // the ids of a chat follow the order of its commits: a claim that sees a job of a
+            // chat sees every job of that chat with a smaller id.
             let inserted = connections
                 .execute(
-                    "INSERT INTO periskope_inbox_jobs
+                    "WITH chat AS (SELECT pg_advisory_xact_lock(hashtextextended($3::TEXT, 0)))
+                     INSERT INTO periskope_inbox_jobs
                          (dedup_key, event, ordering_key, body, signing_key, received_at, run_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $6)
+                     SELECT $1::TEXT, $2::TEXT, $3::TEXT, $4::BYTEA, $5::TEXT, $6::BIGINT, $6::BIGINT FROM chat
                      ON CONFLICT (dedup_key) DO NOTHING",
                     &[
                         &escape(&delivery.key),
@@ -379,9 +386,10 @@ impl InboxStore for PostgresStore {
                          SELECT id FROM periskope_inbox_jobs AS job
                          WHERE ((state = 'pending' AND run_at <= $1) OR (state = 'running' AND lease_until <= $1))
                            AND (ordering_key IS NULL OR NOT EXISTS (
-                                 SELECT 1 FROM periskope_inbox_jobs AS earlier
-                                 WHERE earlier.ordering_key = job.ordering_key AND earlier.id < job.id
-                                   AND earlier.state IN ('pending', 'running')))
+                                 SELECT 1 FROM periskope_inbox_jobs AS other
+                                 WHERE other.ordering_key = job.ordering_key AND other.id <> job.id
+                                   AND ((other.id < job.id AND other.state IN ('pending', 'running'))
+                                        OR (other.state = 'running' AND other.lease_until > $1))))
                          ORDER BY id LIMIT $2
                          FOR UPDATE OF job SKIP LOCKED
                      ), dead AS (

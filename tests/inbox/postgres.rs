@@ -1,7 +1,7 @@
 //! The PostgreSQL store against a real server (a throw-away cluster, `tests/common/postgres.rs`):
 //! the generic store cases, concurrent migrations, claims from many connections at once that
-//! never hand one job to two claimers, text PostgreSQL cannot hold as such, the database's own
-//! error messages, and calls bounded in time.
+//! never hand one job to two claimers, per-chat order whatever the order of commits, text
+//! PostgreSQL cannot hold as such, the database's own error messages, and calls bounded in time.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
@@ -264,6 +264,112 @@ async fn waiting_on_locks(admin: &tokio_postgres::Client) -> i64 {
         .await
         .unwrap()
         .get(0)
+}
+
+/// The earlier job of a chat commits only after a later one was claimed (a replica whose commit
+/// was slow, or one that stored it without the chat lock, like an older version): it is not
+/// claimed while the later one runs under a live lease.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_committed_late_waits_while_a_later_job_of_its_chat_runs() {
+    let Some((database, store)) = store().await else { return };
+    let mut admin = admin(&database).await;
+    let slow = admin.transaction().await.unwrap();
+    let earlier = delivery(chat_message("x", "earlier"));
+    slow.execute(
+        "INSERT INTO periskope_inbox_jobs (dedup_key, event, ordering_key, body, received_at, run_at)
+         VALUES ($1, $2, $3, $4, 0, 0)",
+        &[&earlier.key, &earlier.event, &earlier.ordering_key, &&earlier.body[..]],
+    )
+    .await
+    .unwrap();
+    store.insert(delivery(chat_message("x", "later"))).await.unwrap();
+    let later = store.claim(claim_now()).await.unwrap();
+    assert_eq!(later.iter().map(|job| message_id(&job.body)).collect::<Vec<_>>(), ["later"]);
+
+    slow.commit().await.unwrap();
+    assert!(
+        store.claim(claim_now()).await.unwrap().is_empty(),
+        "a job was claimed while a job of its chat runs"
+    );
+
+    // The later job's worker died: once its lease expired, the earlier job is not stuck behind
+    // it, and the later one runs again after the earlier one.
+    let claim_at = |at: SystemTime| {
+        let mut request = claim_now();
+        request.now = at;
+        request
+    };
+    let expired = SystemTime::now() + Duration::from_secs(61);
+    let next = store.claim(claim_at(expired)).await.unwrap();
+    assert_eq!(next.iter().map(|job| message_id(&job.body)).collect::<Vec<_>>(), ["earlier"]);
+    store.complete(next[0].lease(), expired).await.unwrap();
+    let last = store.claim(claim_at(expired)).await.unwrap();
+    assert_eq!(
+        last.iter().map(|job| (message_id(&job.body), job.attempt)).collect::<Vec<_>>(),
+        [("later".to_owned(), 2)]
+    );
+}
+
+/// Two deliveries of one chat stored at once: the first one's commit is slow (a trigger holds its
+/// statement after its id was drawn, until the test opens a gate). The second waits for that
+/// commit, so that the ids of a chat follow the order of its commits: the first is handled first.
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_of_one_chat_are_handled_in_the_order_their_commits_land() {
+    let Some((database, store)) = store().await else { return };
+    let admin = admin(&database).await;
+    admin
+        .batch_execute(
+            "SELECT pg_advisory_lock(1, 1);
+             CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF convert_from(NEW.body, 'UTF8') LIKE '%slow-commit%' THEN
+                     PERFORM pg_advisory_xact_lock_shared(1, 1);
+                 END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER slow_commit AFTER INSERT ON periskope_inbox_jobs
+                 FOR EACH ROW EXECUTE FUNCTION slow_commit();",
+        )
+        .await
+        .unwrap();
+    let insert = |id: &'static str| {
+        let store = store.clone();
+        tokio::spawn(async move { store.insert(delivery(chat_message("x", id))).await })
+    };
+    let slow = insert("slow-commit");
+    within("the first delivery waits at the gate", async {
+        while waiting_on_locks(&admin).await < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let quick = insert("quick");
+    within("the second delivery is stored or waits", async {
+        while !quick.is_finished() && waiting_on_locks(&admin).await < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+
+    let mut handled = Vec::new();
+    for job in store.claim(claim_now()).await.unwrap() {
+        handled.push(message_id(&job.body));
+        store.complete(job.lease(), SystemTime::now()).await.unwrap();
+    }
+    admin.execute("SELECT pg_advisory_unlock(1, 1)", &[]).await.unwrap();
+    assert_eq!(within("the first is stored", slow).await.unwrap().unwrap(), Stored::New);
+    assert_eq!(within("the second is stored", quick).await.unwrap().unwrap(), Stored::New);
+    loop {
+        let jobs = store.claim(claim_now()).await.unwrap();
+        if jobs.is_empty() {
+            break;
+        }
+        for job in jobs {
+            handled.push(message_id(&job.body));
+            store.complete(job.lease(), SystemTime::now()).await.unwrap();
+        }
+    }
+    assert_eq!(handled, ["slow-commit", "quick"]);
 }
 
 /// PostgreSQL's `TEXT` cannot hold NUL, which a signed delivery may carry in its ids and event
