@@ -86,7 +86,7 @@ pub use acceptor::{AcceptFuture, Accepted, Acceptor};
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub use memory::MemoryInboxStore;
 #[cfg(feature = "inbox-postgres")]
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use worker::{Attempt, Worker, WorkerConfig, WorkerHandle};
 

@@ -6,6 +6,13 @@
 //! committed before its future resolves (PostgreSQL's default `synchronous_commit = on` syncs
 //! the WAL, and concurrent commits share one sync). The schema is created or migrated on
 //! connect, under an advisory lock, so replicas starting together migrate once.
+//!
+//! Per-chat order holds however commits interleave: an insert holds its chat's advisory lock
+//! from before its id is drawn until its commit, so the ids of a chat follow the order of its
+//! commits; and a claim hands out no job of a chat while another job of that chat runs under a
+//! live lease, whatever its id. Every call is bounded in time ([`PostgresOptions::timeout`]),
+//! on the client and on the server. `TEXT` cannot hold NUL: the texts of a job are stored
+//! escaped and read back as they were sent.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,6 +39,10 @@ const MIGRATION_LOCK: i64 = 0x7065_7269_736b_6f70;
 /// Connections opened by [`PostgresStore::connect`]: concurrent requests spread over them, and
 /// PostgreSQL syncs their concurrent commits together.
 const DEFAULT_CONNECTIONS: usize = 8;
+
+/// How long one call may take by default: long enough for a busy server, short enough that a
+/// locked table or a lost server answers `503` and lets the worker see shutdown.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 const SCHEMA: &str = "
 CREATE TABLE periskope_inbox_jobs (
@@ -78,23 +89,60 @@ impl std::fmt::Debug for PostgresStore {
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, InboxError>> + Send>>;
 
 fn storage_error(error: tokio_postgres::Error) -> InboxError {
-    InboxError::Storage(error.to_string())
+    InboxError::Storage(reason(&error))
+}
+
+/// The server's own message and SQLSTATE for a database error, the cause for the others; never
+/// the server's detail, which quotes the values of the row (bodies, keys).
+fn reason(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error.to_string(),
+    }
 }
 
 /// How long opening one connection may take when the configuration sets no `connect_timeout`:
 /// a call waiting on a reconnect to an unreachable server must fail, not hang.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-impl PostgresStore {
-    /// Connects to `config` (`postgres://user@host:port/db` or `host=... user=...`) with 8
-    /// connections, and creates or migrates the schema. Must run inside a tokio runtime, which
-    /// drives the connections.
-    pub async fn connect(config: &str) -> Result<PostgresStore, InboxError> {
-        PostgresStore::connect_with(config, DEFAULT_CONNECTIONS).await
+/// How to connect a [`PostgresStore`]: [`PostgresStore::options`].
+#[derive(Clone, Debug)]
+pub struct PostgresOptions {
+    connections: usize,
+    timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions { connections: DEFAULT_CONNECTIONS, timeout: DEFAULT_TIMEOUT }
+    }
+}
+
+impl PostgresOptions {
+    /// Opens `connections` connections (at least 1). Default: 8.
+    pub fn connections(mut self, connections: usize) -> Self {
+        self.connections = connections.max(1);
+        self
     }
 
-    /// [`PostgresStore::connect`] with `connections` connections (at least 1).
-    pub async fn connect_with(config: &str, connections: usize) -> Result<PostgresStore, InboxError> {
+    /// Bounds every call in time (at least 1 ms). Default: 30 s.
+    ///
+    /// A call (waiting for its connection, reopening it, the statement) that takes longer fails
+    /// with [`InboxError::Storage`]: a delivery is answered `503`, a worker's claim is retried.
+    /// The server stops the statement too: each connection sets `statement_timeout` to this
+    /// value, unless the configuration (connection string, role, database or server) sets one.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Connects to `config` (`postgres://user@host:port/db` or `host=... user=...`), and
+    /// creates or migrates the schema. Must run inside a tokio runtime, which drives the
+    /// connections.
+    pub async fn connect(&self, config: &str) -> Result<PostgresStore, InboxError> {
         let mut parsed: tokio_postgres::Config = config.parse().map_err(|error| InboxError::Open {
             location: "postgres".to_owned(),
             reason: format!("{error}"),
@@ -103,23 +151,47 @@ impl PostgresStore {
             parsed.connect_timeout(CONNECT_TIMEOUT);
         }
         let location = describe(&parsed);
-        let mut slots = Vec::with_capacity(connections.max(1));
-        for _ in 0..connections.max(1) {
-            let client = open(&parsed).await.map_err(|error| InboxError::Open {
-                location: location.clone(),
-                reason: error.to_string(),
-            })?;
+        let open_error = |reason: String| InboxError::Open { location: location.clone(), reason };
+        let mut slots = Vec::with_capacity(self.connections);
+        for _ in 0..self.connections {
+            let client = tokio::time::timeout(self.timeout, open(&parsed, self.timeout))
+                .await
+                .map_err(|_| open_error(timed_out(self.timeout)))?
+                .map_err(|error| open_error(reason(&error)))?;
             slots.push(tokio::sync::Mutex::new(Arc::new(client)));
         }
-        let connections = Connections { config: parsed, slots: slots.into(), next: AtomicUsize::new(0) };
+        let connections = Connections {
+            config: parsed,
+            slots: slots.into(),
+            next: AtomicUsize::new(0),
+            timeout: self.timeout,
+        };
         let first = connections.next().await?;
         migrate(&first).await.map_err(|error| match error {
-            Migration::Postgres(error) => InboxError::Open { location, reason: error.to_string() },
+            Migration::Postgres(error) => open_error(reason(&error)),
             Migration::Newer(found) => {
                 InboxError::NewerSchema { found: i64::from(found), supported: i64::from(SCHEMA_VERSION) }
             }
         })?;
         Ok(PostgresStore { connections: Arc::new(connections) })
+    }
+}
+
+impl PostgresStore {
+    /// How to connect: connections and time bound.
+    pub fn options() -> PostgresOptions {
+        PostgresOptions::default()
+    }
+
+    /// Connects to `config` with the default [`PostgresOptions`] (8 connections, calls bounded
+    /// by 30 s).
+    pub async fn connect(config: &str) -> Result<PostgresStore, InboxError> {
+        PostgresStore::options().connect(config).await
+    }
+
+    /// [`PostgresStore::connect`] with `connections` connections (at least 1).
+    pub async fn connect_with(config: &str, connections: usize) -> Result<PostgresStore, InboxError> {
+        PostgresStore::options().connections(connections).connect(config).await
     }
 
     /// The connections, to pick one inside a call's future.
@@ -133,6 +205,8 @@ struct Connections {
     config: tokio_postgres::Config,
     slots: Box<[tokio::sync::Mutex<Arc<Client>>]>,
     next: AtomicUsize,
+    /// How long one call may take, from picking its connection to its answer.
+    timeout: Duration,
 }
 
 impl Connections {
@@ -145,19 +219,20 @@ impl Connections {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let mut slot = self.slots[index].lock().await;
         if slot.is_closed() {
-            *slot = Arc::new(open(&self.config).await.map_err(storage_error)?);
+            *slot = Arc::new(open(&self.config, self.timeout).await.map_err(storage_error)?);
         }
         Ok(Arc::clone(&slot))
     }
 
     /// Runs `statement` on the next connection; the number of rows it changed.
     async fn execute(&self, statement: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, InboxError> {
-        self.next().await?.execute(statement, params).await.map_err(storage_error)
+        self.bounded(async { self.next().await?.execute(statement, params).await.map_err(storage_error) })
+            .await
     }
 
     /// Runs `statement` on the next connection; its rows.
     async fn query(&self, statement: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, InboxError> {
-        self.next().await?.query(statement, params).await.map_err(storage_error)
+        self.bounded(async { self.next().await?.query(statement, params).await.map_err(storage_error) }).await
     }
 
     /// Runs `statement` on the next connection; its row, if any.
@@ -166,12 +241,27 @@ impl Connections {
         statement: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, InboxError> {
-        self.next().await?.query_opt(statement, params).await.map_err(storage_error)
+        self.bounded(async { self.next().await?.query_opt(statement, params).await.map_err(storage_error) })
+            .await
+    }
+
+    /// `call`, failed once it took longer than the timeout. Dropping it leaves the statement to
+    /// the server, which stops it at its `statement_timeout`.
+    async fn bounded<T>(&self, call: impl Future<Output = Result<T, InboxError>>) -> Result<T, InboxError> {
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(InboxError::Storage(timed_out(self.timeout))))
     }
 }
 
-/// Opens one connection and spawns the task that drives it.
-async fn open(config: &tokio_postgres::Config) -> Result<Client, tokio_postgres::Error> {
+fn timed_out(timeout: Duration) -> String {
+    format!("PostgreSQL did not answer within {timeout:?}")
+}
+
+/// Opens one connection, spawns the task that drives it, and bounds its statements by
+/// `timeout` on the server, unless the configuration already set a `statement_timeout`: the
+/// server then stops a statement its caller gave up on, instead of holding locks for it.
+async fn open(config: &tokio_postgres::Config, timeout: Duration) -> Result<Client, tokio_postgres::Error> {
     let (client, connection) = config.connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(_error) = connection.await {
@@ -179,6 +269,14 @@ async fn open(config: &tokio_postgres::Config) -> Result<Client, tokio_postgres:
             tracing::error!(error = %_error, "periskope inbox lost a PostgreSQL connection");
         }
     });
+    // PostgreSQL takes at most i32::MAX milliseconds.
+    let millis = timeout.as_millis().clamp(1, u128::from(i32::MAX.unsigned_abs())).to_string();
+    client
+        .execute(
+            "SELECT set_config('statement_timeout', $1, false) WHERE current_setting('statement_timeout') = '0'",
+            &[&millis],
+        )
+        .await?;
     Ok(client)
 }
 
@@ -248,18 +346,22 @@ impl InboxStore for PostgresStore {
         let connections = self.connections();
         Box::pin(async move {
             let received_at = to_millis(delivery.received_at);
+            // The chat's lock is taken before the id is drawn and held until the commit, so that
+            // the ids of a chat follow the order of its commits: a claim that sees a job of a
+            // chat sees every job of that chat with a smaller id.
             let inserted = connections
                 .execute(
-                    "INSERT INTO periskope_inbox_jobs
+                    "WITH chat AS (SELECT pg_advisory_xact_lock(hashtextextended($3::TEXT, 0)))
+                     INSERT INTO periskope_inbox_jobs
                          (dedup_key, event, ordering_key, body, signing_key, received_at, run_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $6)
+                     SELECT $1::TEXT, $2::TEXT, $3::TEXT, $4::BYTEA, $5::TEXT, $6::BIGINT, $6::BIGINT FROM chat
                      ON CONFLICT (dedup_key) DO NOTHING",
                     &[
-                        &delivery.key,
-                        &delivery.event,
-                        &delivery.ordering_key,
+                        &escape(&delivery.key),
+                        &escape(&delivery.event),
+                        &delivery.ordering_key.as_deref().map(escape),
                         &&delivery.body[..],
-                        &delivery.signing_key,
+                        &delivery.signing_key.as_deref().map(escape),
                         &received_at,
                     ],
                 )
@@ -284,9 +386,10 @@ impl InboxStore for PostgresStore {
                          SELECT id FROM periskope_inbox_jobs AS job
                          WHERE ((state = 'pending' AND run_at <= $1) OR (state = 'running' AND lease_until <= $1))
                            AND (ordering_key IS NULL OR NOT EXISTS (
-                                 SELECT 1 FROM periskope_inbox_jobs AS earlier
-                                 WHERE earlier.ordering_key = job.ordering_key AND earlier.id < job.id
-                                   AND earlier.state IN ('pending', 'running')))
+                                 SELECT 1 FROM periskope_inbox_jobs AS other
+                                 WHERE other.ordering_key = job.ordering_key AND other.id <> job.id
+                                   AND ((other.id < job.id AND other.state IN ('pending', 'running'))
+                                        OR (other.state = 'running' AND other.lease_until > $1))))
                          ORDER BY id LIMIT $2
                          FOR UPDATE OF job SKIP LOCKED
                      ), dead AS (
@@ -331,7 +434,7 @@ impl InboxStore for PostgresStore {
         retry_at: Option<SystemTime>,
     ) -> impl Future<Output = Result<(), InboxError>> + Send {
         let connections = self.connections();
-        let error = bounded_error(error, MAX_ERROR_LEN);
+        let error = escape(&bounded_error(error, MAX_ERROR_LEN));
         async move {
             let (state, run_at) = match retry_at {
                 Some(at) => (JobState::Pending, Some(to_millis(at))),
@@ -397,8 +500,8 @@ impl InboxStore for PostgresStore {
                 Ok(JobRecord {
                     summary: job_summary(&row)?,
                     body: Bytes::from(row.get::<_, Vec<u8>>(10)),
-                    signing_key: row.get(11),
-                    ordering_key: row.get(12),
+                    signing_key: row.get::<_, Option<String>>(11).map(unescape),
+                    ordering_key: row.get::<_, Option<String>>(12).map(unescape),
                 })
             })
             .transpose()
@@ -494,10 +597,10 @@ fn claimed_job(row: &Row) -> ClaimedJob {
     ClaimedJob {
         id: row.get(0),
         attempt: row.get::<_, i32>(1).unsigned_abs(),
-        event: row.get(2),
-        key: row.get(3),
+        event: unescape(row.get(2)),
+        key: unescape(row.get(3)),
         body: Bytes::from(row.get::<_, Vec<u8>>(4)),
-        signing_key: row.get(5),
+        signing_key: row.get::<_, Option<String>>(5).map(unescape),
         received_at: from_millis(row.get(6)),
     }
 }
@@ -506,15 +609,56 @@ fn job_summary(row: &Row) -> Result<JobSummary, InboxError> {
     let state: &str = row.get(3);
     Ok(JobSummary {
         id: row.get(0),
-        event: row.get(1),
-        key: row.get(2),
+        event: unescape(row.get(1)),
+        key: unescape(row.get(2)),
         state: JobState::from_name(state)
             .ok_or_else(|| InboxError::Storage(format!("unknown job state {state}")))?,
         attempts: row.get::<_, i32>(4).unsigned_abs(),
-        last_error: row.get(5),
+        last_error: row.get::<_, Option<String>>(5).map(unescape),
         received_at: from_millis(row.get(6)),
         run_at: from_millis(row.get(7)),
         lease_until: row.get::<_, Option<i64>>(8).map(from_millis),
         handled_at: row.get::<_, Option<i64>>(9).map(from_millis),
     })
+}
+
+/// `text` as this store writes it: `TEXT` cannot hold NUL, which a signed delivery may carry
+/// in its ids or event name, so NUL is written `\0` and a backslash `\\`. Distinct texts stay
+/// distinct, so de-duplication keys and chats compare exactly.
+fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for character in text.chars() {
+        match character {
+            '\\' => escaped.push_str("\\\\"),
+            '\0' => escaped.push_str("\\0"),
+            other => escaped.push(other),
+        }
+    }
+    escaped
+}
+
+/// The text [`escape`] wrote. A backslash before anything else (a row written before
+/// escaping) is kept as it is.
+fn unescape(text: String) -> String {
+    if !text.contains('\\') {
+        return text;
+    }
+    let mut unescaped = String::with_capacity(text.len());
+    let mut characters = text.chars();
+    while let Some(character) = characters.next() {
+        if character != '\\' {
+            unescaped.push(character);
+            continue;
+        }
+        match characters.next() {
+            Some('0') => unescaped.push('\0'),
+            Some('\\') => unescaped.push('\\'),
+            Some(other) => {
+                unescaped.push('\\');
+                unescaped.push(other);
+            }
+            None => unescaped.push('\\'),
+        }
+    }
+    unescaped
 }

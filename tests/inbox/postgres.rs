@@ -1,16 +1,23 @@
 //! The PostgreSQL store against a real server (a throw-away cluster, `tests/common/postgres.rs`):
-//! the generic store cases, concurrent migrations, and claims from many connections at once
-//! that never hand one job to two claimers.
+//! the generic store cases, concurrent migrations, claims from many connections at once that
+//! never hand one job to two claimers, per-chat order whatever the order of commits, text
+//! PostgreSQL cannot hold as such, the database's own error messages, and calls bounded in time.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use periskope_webhook::inbox::{ClaimRequest, InboxError, InboxStore, JobState, ListQuery, PostgresStore};
+use bytes::Bytes;
+use http::StatusCode;
+use periskope_webhook::PeriskopeWebhookLayer;
+use periskope_webhook::inbox::{
+    ClaimRequest, Inbox, InboxError, InboxStore, JobState, ListQuery, PostgresStore, Stored,
+};
+use tower::Layer;
 
 use crate::common::postgres::{Database, cluster};
-use crate::common::{KEY, client, send, signed, within};
+use crate::common::{self, KEY, Stack, client, send, signed, within};
 use crate::crash::{Lines, Process, short_digest};
-use crate::support::{chat_message, delivery};
+use crate::support::{chat_message, delivery, message_id};
 
 /// A fresh database and a store connected to it; `None` when PostgreSQL is not available.
 async fn store() -> Option<(Database, PostgresStore)> {
@@ -234,4 +241,245 @@ async fn two_worker_processes_share_the_queue_and_take_over_a_killed_ones_jobs()
         "postgres: 2 workers, 40 deliveries, {} taken over after the kill, {duplicates} handled twice",
         taken_over.len()
     );
+}
+
+/// A connection of the test's own, beside the store's.
+async fn admin(database: &Database) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&database.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+fn claim_now() -> ClaimRequest {
+    ClaimRequest::new(10, Duration::from_secs(60), 5)
+}
+
+/// How many of this database's backends wait on a lock.
+async fn waiting_on_locks(admin: &tokio_postgres::Client) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The earlier job of a chat commits only after a later one was claimed (a replica whose commit
+/// was slow, or one that stored it without the chat lock, like an older version): it is not
+/// claimed while the later one runs under a live lease.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_committed_late_waits_while_a_later_job_of_its_chat_runs() {
+    let Some((database, store)) = store().await else { return };
+    let mut admin = admin(&database).await;
+    let slow = admin.transaction().await.unwrap();
+    let earlier = delivery(chat_message("x", "earlier"));
+    slow.execute(
+        "INSERT INTO periskope_inbox_jobs (dedup_key, event, ordering_key, body, received_at, run_at)
+         VALUES ($1, $2, $3, $4, 0, 0)",
+        &[&earlier.key, &earlier.event, &earlier.ordering_key, &&earlier.body[..]],
+    )
+    .await
+    .unwrap();
+    store.insert(delivery(chat_message("x", "later"))).await.unwrap();
+    let later = store.claim(claim_now()).await.unwrap();
+    assert_eq!(later.iter().map(|job| message_id(&job.body)).collect::<Vec<_>>(), ["later"]);
+
+    slow.commit().await.unwrap();
+    assert!(
+        store.claim(claim_now()).await.unwrap().is_empty(),
+        "a job was claimed while a job of its chat runs"
+    );
+
+    // The later job's worker died: once its lease expired, the earlier job is not stuck behind
+    // it, and the later one runs again after the earlier one.
+    let claim_at = |at: SystemTime| {
+        let mut request = claim_now();
+        request.now = at;
+        request
+    };
+    let expired = SystemTime::now() + Duration::from_secs(61);
+    let next = store.claim(claim_at(expired)).await.unwrap();
+    assert_eq!(next.iter().map(|job| message_id(&job.body)).collect::<Vec<_>>(), ["earlier"]);
+    store.complete(next[0].lease(), expired).await.unwrap();
+    let last = store.claim(claim_at(expired)).await.unwrap();
+    assert_eq!(
+        last.iter().map(|job| (message_id(&job.body), job.attempt)).collect::<Vec<_>>(),
+        [("later".to_owned(), 2)]
+    );
+}
+
+/// Two deliveries of one chat stored at once: the first one's commit is slow (a trigger holds its
+/// statement after its id was drawn, until the test opens a gate). The second waits for that
+/// commit, so that the ids of a chat follow the order of its commits: the first is handled first.
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_of_one_chat_are_handled_in_the_order_their_commits_land() {
+    let Some((database, store)) = store().await else { return };
+    let admin = admin(&database).await;
+    admin
+        .batch_execute(
+            "SELECT pg_advisory_lock(1, 1);
+             CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF convert_from(NEW.body, 'UTF8') LIKE '%slow-commit%' THEN
+                     PERFORM pg_advisory_xact_lock_shared(1, 1);
+                 END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER slow_commit AFTER INSERT ON periskope_inbox_jobs
+                 FOR EACH ROW EXECUTE FUNCTION slow_commit();",
+        )
+        .await
+        .unwrap();
+    let insert = |id: &'static str| {
+        let store = store.clone();
+        tokio::spawn(async move { store.insert(delivery(chat_message("x", id))).await })
+    };
+    let slow = insert("slow-commit");
+    within("the first delivery waits at the gate", async {
+        while waiting_on_locks(&admin).await < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let quick = insert("quick");
+    within("the second delivery is stored or waits", async {
+        while !quick.is_finished() && waiting_on_locks(&admin).await < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+
+    let mut handled = Vec::new();
+    for job in store.claim(claim_now()).await.unwrap() {
+        handled.push(message_id(&job.body));
+        store.complete(job.lease(), SystemTime::now()).await.unwrap();
+    }
+    admin.execute("SELECT pg_advisory_unlock(1, 1)", &[]).await.unwrap();
+    assert_eq!(within("the first is stored", slow).await.unwrap().unwrap(), Stored::New);
+    assert_eq!(within("the second is stored", quick).await.unwrap().unwrap(), Stored::New);
+    loop {
+        let jobs = store.claim(claim_now()).await.unwrap();
+        if jobs.is_empty() {
+            break;
+        }
+        for job in jobs {
+            handled.push(message_id(&job.body));
+            store.complete(job.lease(), SystemTime::now()).await.unwrap();
+        }
+    }
+    assert_eq!(handled, ["slow-commit", "quick"]);
+}
+
+/// PostgreSQL's `TEXT` cannot hold NUL, which a signed delivery may carry in its ids and event
+/// name (`\u0000` in JSON): such deliveries are stored, listed, claimed and de-duplicated as on
+/// SQLite, with every text read back as sent; a backslash stays distinct from an escape.
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_with_nul_in_ids_and_event_names_are_stored_and_read_back() {
+    let Some((_database, store)) = store().await else { return };
+    let inbox = Inbox::new(store.clone());
+    let server = common::serve(Stack::Axum, PeriskopeWebhookLayer::new(KEY).layer(inbox.acceptor())).await;
+    let client = client();
+    let bodies = [
+        r#"{"event":"message.created","data":{"message_id":"m\u0000a","chat_id":"c\u0000x","body":"hi"},"org_id":"o"}"#,
+        r#"{"event":"message.created","data":{"message_id":"m\\0a","chat_id":"c\\\\x","body":"hi"},"org_id":"o"}"#,
+        r#"{"event":"message.created\u0000x","data":{"message_id":"m\u0000b","chat_id":"c\u0000x"},"org_id":"o"}"#,
+    ]
+    .map(Bytes::from);
+    for body in &bodies {
+        send(&client, signed(&server.url, KEY, body.clone())).await.assert(StatusCode::OK, "accepted");
+    }
+    for body in &bodies {
+        send(&client, signed(&server.url, KEY, body.clone())).await.assert(StatusCode::OK, "duplicate");
+    }
+    server.stop().await;
+
+    let sent: Vec<_> = bodies.iter().map(|body| delivery(body.clone())).collect();
+    assert!(sent[2].event.contains('\0'), "the event name holds NUL");
+    let listed = store.list(ListQuery::new(None, 10)).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|job| (job.event.clone(), job.key.clone())).collect::<Vec<_>>(),
+        sent.iter().map(|delivery| (delivery.event.clone(), delivery.key.clone())).collect::<Vec<_>>(),
+    );
+    for (job, delivery) in listed.iter().zip(&sent) {
+        let record = store.get(job.id).await.unwrap().unwrap();
+        assert_eq!(record.ordering_key, delivery.ordering_key);
+        assert_eq!(record.signing_key.as_deref(), Some("key-0"));
+    }
+    let mut claimed = Vec::new();
+    loop {
+        let jobs = store.claim(claim_now()).await.unwrap();
+        if jobs.is_empty() {
+            break;
+        }
+        for job in jobs {
+            store.complete(job.lease(), SystemTime::now()).await.unwrap();
+            claimed.push((job.event, job.key, job.body, job.signing_key));
+        }
+    }
+    claimed.sort();
+    let mut expected: Vec<_> = sent
+        .iter()
+        .map(|delivery| {
+            (delivery.event.clone(), delivery.key.clone(), delivery.body.clone(), Some("key-0".to_owned()))
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(claimed, expected);
+}
+
+/// A failed statement's error carries PostgreSQL's own message and SQLSTATE, not just
+/// `db error`, and nothing of the delivery (the server's detail quotes the row).
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_errors_keep_the_database_message_and_nothing_of_the_delivery() {
+    let Some((database, store)) = store().await else { return };
+    admin(&database)
+        .await
+        .batch_execute("ALTER TABLE periskope_inbox_jobs ADD CONSTRAINT no_new_jobs CHECK (received_at < 0)")
+        .await
+        .unwrap();
+    let error = store.insert(delivery(chat_message("chat-secret", "message-secret"))).await.unwrap_err();
+    let InboxError::Storage(message) = &error else { panic!("{error:?}") };
+    assert!(message.contains("no_new_jobs") && message.contains("23514"), "{message}");
+    assert!(!message.contains("secret") && !message.contains("hello"), "{message}");
+}
+
+/// With the jobs table locked by another session, `insert` and `claim` fail once the configured
+/// time is up instead of hanging, the server stops their statements too, and both work again
+/// once the lock is released.
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_on_a_locked_table_fail_within_the_timeout_and_work_once_it_is_released() {
+    let Some(cluster) = cluster() else { return };
+    let database = cluster.database();
+    let store = PostgresStore::options()
+        .connections(2)
+        .timeout(Duration::from_millis(300))
+        .connect(&database.url())
+        .await
+        .unwrap();
+    store.insert(delivery(chat_message("c", "before"))).await.unwrap();
+    let mut admin = admin(&database).await;
+    let lock = admin.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE periskope_inbox_jobs IN ACCESS EXCLUSIVE MODE").await.unwrap();
+
+    let during = delivery(chat_message("c", "during"));
+    let inserted = within("the insert gives up", store.insert(during.clone())).await;
+    assert!(matches!(inserted, Err(InboxError::Storage(_))), "{inserted:?}");
+    let claimed = within("the claim gives up", store.claim(claim_now())).await;
+    assert!(matches!(claimed, Err(InboxError::Storage(_))), "{claimed:?}");
+    let (watcher, connection) =
+        tokio_postgres::connect(&database.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    within("the server stops the statements", async {
+        while waiting_on_locks(&watcher).await > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    lock.rollback().await.unwrap();
+    assert_eq!(store.insert(during).await.unwrap(), Stored::New);
+    let jobs = store.claim(claim_now()).await.unwrap();
+    assert_eq!(jobs.iter().map(|job| message_id(&job.body)).collect::<Vec<_>>(), ["before"]);
 }
