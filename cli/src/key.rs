@@ -67,3 +67,19 @@ impl KeyArgs {
         SigningKey::new(key).map_err(|_| Failure::Error("the signing key is empty".to_owned()))
     }
 }
+
+/// A label of the key that verified a delivery, with what a default label means: `key-0` is
+/// [`SigningKeys`](periskope_webhook::SigningKeys)' name for the first key the server was
+/// given, `key-1` for the second, and so on; a label the application chose is printed as it is.
+pub fn explain_label(label: &str) -> String {
+    let Some(index) = label.strip_prefix("key-").and_then(|index| index.parse::<usize>().ok()) else {
+        return label.to_owned();
+    };
+    let ordinal = match index {
+        0 => "first".to_owned(),
+        1 => "second".to_owned(),
+        2 => "third".to_owned(),
+        n => format!("{}th", n + 1),
+    };
+    format!("{label} (the {ordinal} signing key the server was given)")
+}

@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use periskope_webhook::redact::mask_phone_digits;
 use periskope_webhook::signature::SIGNATURE_HEADER;
 use periskope_webhook::{
     DeliveryMetadata, Event, EventData, PeriskopeWebhookLayer, Rejection, SigningKeys, WebhookEvent,
@@ -326,30 +327,6 @@ fn main_ids<'e>(event: &'e Event<'_>) -> Vec<(&'static str, &'e str)> {
     ids
 }
 
-/// `id` with each run of five or more digits, such as the phone number in a WhatsApp id
-/// (`919289665999@c.us`), written `*`: ids can be logged without the numbers in them. Digits
-/// inside a longer alphanumeric word (a message id such as `3EB01F4653BB9DD05E9859`, a UUID)
-/// are not a phone number and stay.
-pub(crate) fn mask_phone_digits(id: &str) -> String {
-    let mut masked = String::with_capacity(id.len());
-    let mut word = String::new();
-    let flush = |word: &mut String, masked: &mut String| {
-        let phone_like = word.len() >= 5 && word.bytes().all(|byte| byte.is_ascii_digit());
-        masked.push_str(if phone_like { "*" } else { word });
-        word.clear();
-    };
-    for c in id.chars() {
-        if c.is_ascii_alphanumeric() {
-            word.push(c);
-        } else {
-            flush(&mut word, &mut masked);
-            masked.push(c);
-        }
-    }
-    flush(&mut word, &mut masked);
-    masked
-}
-
 /// The directory `--save` writes to, and the number of the next delivery.
 struct Capture {
     dir: PathBuf,
@@ -397,7 +374,7 @@ impl Capture {
             kept.insert(name.to_string(), Value::String(joined));
         }
         let signature = match metadata.and_then(|metadata| metadata.key.as_ref()) {
-            Some(key) => format!("verified with {}", key.id()),
+            Some(key) => format!("verified with {}", crate::key::explain_label(key.id())),
             None => "not checked (--insecure)".to_owned(),
         };
         let record = json!({ "method": "POST", "path": path, "signature": signature, "headers": kept });
@@ -421,24 +398,6 @@ fn file_safe(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn phone_numbers_are_masked_and_other_ids_kept() {
-        let cases = [
-            ("919289665999@c.us", "*@c.us"),
-            ("120363297269676566@g.us", "*@g.us"),
-            (
-                "true_120363297269676566@g.us_3EB01D1702AD13661CDAEA_919289665999@c.us",
-                "true_*@g.us_3EB01D1702AD13661CDAEA_*@c.us",
-            ),
-            ("2997dd64-89bf-48d3-9a22-b314fca017e5", "2997dd64-89bf-48d3-9a22-b314fca017e5"),
-            ("+91 92896 65999", "+91 * *"),
-            ("1234", "1234"),
-        ];
-        for (id, masked) in cases {
-            assert_eq!(mask_phone_digits(id), masked, "{id}");
-        }
-    }
 
     #[test]
     fn event_names_become_safe_file_names() {

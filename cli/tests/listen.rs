@@ -116,7 +116,7 @@ fn a_capture_is_replayed_by_send() {
     )
     .unwrap();
     assert_eq!(headers["headers"]["content-type"], "application/json");
-    assert_eq!(headers["signature"], "verified with key-0");
+    assert_eq!(headers["signature"], "verified with key-0 (the first signing key the server was given)");
     assert!(headers["headers"].get("x-periskope-signature").is_none(), "{headers}");
 
     // Replayed to a fresh listener: every delivery again, the same lines, and the headers
