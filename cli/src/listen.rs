@@ -1,6 +1,7 @@
 //! `listen`: a local receiver behind the real middleware, printing one line per request.
 
 use std::convert::Infallible;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -334,11 +335,17 @@ struct Capture {
 }
 
 impl Capture {
-    /// Creates `dir` if needed; numbering goes on after the deliveries already in it.
+    /// Creates `dir` if needed, readable by this user only (on Unix, mode 0700, and so are
+    /// missing parents); numbering goes on after the deliveries already in it. An existing
+    /// directory keeps its mode: the user chose it.
     fn open(dir: &Path) -> Result<Self, Failure> {
         let failed =
             |error| Failure::io(format_args!("preparing the capture directory {}", dir.display()), error);
-        std::fs::create_dir_all(dir).map_err(failed)?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(failed)?;
         let mut last = 0;
         for entry in std::fs::read_dir(dir).map_err(failed)? {
             let name = entry.map_err(failed)?.file_name();
@@ -379,10 +386,22 @@ impl Capture {
         };
         let record = json!({ "method": "POST", "path": path, "signature": signature, "headers": kept });
         let record = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
-        std::fs::write(self.dir.join(format!("{stem}{HEADERS_SUFFIX}")), record)?;
-        std::fs::write(self.dir.join(format!("{stem}.json")), delivery.body())?;
+        write_private(&self.dir.join(format!("{stem}{HEADERS_SUFFIX}")), &record)?;
+        write_private(&self.dir.join(format!("{stem}.json")), delivery.body())?;
         Ok(format!("{stem}.json"))
     }
+}
+
+/// Writes `bytes` to a new file at `path` that only this user can read (on Unix, mode 0600):
+/// bodies and headers hold messages, names and phone numbers. An existing file is not
+/// overwritten: the write fails, the delivery is answered 500, and its retry takes the next
+/// number.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
 }
 
 /// An event name as a file name part: letters, digits, `.`, `_` and `-` only, 64 at most.
