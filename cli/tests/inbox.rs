@@ -29,13 +29,15 @@ fn delivery(chat: &str, id: &str) -> NewDelivery {
 }
 
 /// An inbox with a dead letter (a message in a chat with a phone number, whose handler's error
-/// quotes that number) and a pending job;
+/// quotes that number, received with verification off) and a pending job (verified by key-0);
 /// returns their ids. The store is closed on return, so the binary can open the file.
 fn fill(db: &Path) -> (JobId, JobId) {
     block_on(async {
         let store = SqliteStore::open(db).unwrap();
         store.insert(delivery(&format!("{PHONE}@c.us"), "m1")).await.unwrap();
-        store.insert(delivery("other-chat", "m2")).await.unwrap();
+        let mut verified = delivery("other-chat", "m2");
+        verified.signing_key = Some("key-0".to_owned());
+        store.insert(verified).await.unwrap();
         let claimed = store.claim(ClaimRequest::new(1, Duration::from_secs(60), 1)).await.unwrap();
         store.fail(claimed[0].lease(), format!("the CRM said no to {PHONE}@c.us"), None).await.unwrap();
         let jobs = store.list(ListQuery::new(None, 10)).await.unwrap();
@@ -112,6 +114,11 @@ fn list_and_show_print_jobs_without_bodies_or_phone_numbers_unless_asked() {
     let output = run(inbox(&db).args(["--json", "list", "--state", "dead", "--show-ids"]));
     let objects = json_lines(&stdout(&output));
     assert_eq!(objects[0]["last_error"], format!("the CRM said no to {PHONE}@c.us"));
+
+    // Which key verified a delivery, in words: `key-0` is the server's first key.
+    let output = run(inbox(&db).args(["show", &pending.to_string()]));
+    let text = stdout(&output);
+    assert!(text.contains("verified by: key-0 (the first signing key the server was given)"), "{text}");
 
     // A missing job: one line, exit 2.
     let output = run(inbox(&db).args(["show", "999"]));
