@@ -91,7 +91,7 @@ fn mask_word(word: &str, masked: &mut String) {
 #[derive(Clone, PartialEq, Eq)]
 pub enum StoreLocation {
     /// A PostgreSQL URL or connection string, for
-    /// [`PostgresStore::connect`](crate::inbox::PostgresStore::connect); a URL's scheme is
+    /// `PostgresStore::connect` (feature `inbox-postgres`); a URL's scheme is
     /// written in lowercase, the form that reads it as a URL.
     Postgres(String),
     /// The embedded file, for [`SqliteStore::open`](crate::inbox::SqliteStore::open).
