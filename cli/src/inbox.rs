@@ -113,7 +113,7 @@ fn parse_state(name: &str) -> Result<JobState, String> {
 }
 
 pub fn inbox(args: InboxArgs, output: &Output) -> Result<(), Failure> {
-    // `global` arguments cannot be required in clap: checked here, with the same usage error.
+    // clap cannot require a `global` argument: a missing one is checked here (exit 2, as usage).
     let Some(store) = args.store else {
         return Err(Failure::Error(
             "no inbox: pass --store FILE|URL (before or after the subcommand) or set PERISKOPE_INBOX"
