@@ -8,7 +8,8 @@
 //! ```
 //!
 //! - `PERISKOPE_INBOX`: the inbox file (default `periskope-inbox.db` in the current directory),
-//!   or a `postgres://` URL: then several copies of this server share one queue.
+//!   or a `postgres://` URL or `host=... password=...` connection string: then several copies
+//!   of this server share one queue.
 //! - `ADDR`, `PERISKOPE_SIGNING_KEY`: as in the other examples.
 //! - `HANDLER_DELAY_MS`: how long the handler works on each delivery (default 0).
 //! - `INBOX_LEASE_MS`: how long a claimed job is held before another worker may take it over
@@ -30,6 +31,7 @@ use std::time::Duration;
 
 use axum::Router;
 use periskope_webhook::inbox::{Inbox, InboxStore, PostgresStore, SqliteStore, WorkerConfig};
+use periskope_webhook::redact::StoreLocation;
 use periskope_webhook::{EventRouter, PeriskopeWebhookLayer, WebhookEvent, shutdown_signal};
 use sha2::{Digest, Sha256};
 
@@ -61,12 +63,17 @@ async fn main() {
     if let Some(grace) = millis("INBOX_SHUTDOWN_GRACE_MS") {
         config.shutdown_grace = grace;
     }
-    if location.starts_with("postgres://") || location.starts_with("postgresql://") {
-        let store = PostgresStore::connect(&location).await.unwrap_or_else(|error| exit(&error.to_string()));
-        serve(Inbox::new(store), config).await;
-    } else {
-        let store = SqliteStore::open(&location).unwrap_or_else(|error| exit(&error.to_string()));
-        serve(Inbox::new(store), config).await;
+    // Never printed whole: a PostgreSQL URL or connection string can hold a password.
+    match StoreLocation::parse(&location).unwrap_or_else(|error| exit(&error.to_string())) {
+        StoreLocation::Postgres(database) => {
+            let store =
+                PostgresStore::connect(&database).await.unwrap_or_else(|error| exit(&error.to_string()));
+            serve(Inbox::new(store), config).await;
+        }
+        StoreLocation::File(path) => {
+            let store = SqliteStore::open(&path).unwrap_or_else(|error| exit(&error.to_string()));
+            serve(Inbox::new(store), config).await;
+        }
     }
 }
 

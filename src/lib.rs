@@ -140,6 +140,7 @@ pub mod inbox;
 mod layer;
 mod metadata;
 pub mod metrics;
+pub mod redact;
 mod rejection;
 mod response;
 pub mod router;

@@ -46,7 +46,8 @@
 //!
 //! A handler's error never reaches the response body (it may hold anything the application
 //! knows); it is in the response's extensions as a [`HandlerError`] for an outer layer to log,
-//! and logged at `error` level with the `tracing` feature. Periskope retries a delivery that
+//! and logged at `error` level with the `tracing` feature, its phone numbers masked by
+//! [`mask_phone_digits`](crate::redact::mask_phone_digits). Periskope retries a delivery that
 //! is not answered `2xx`, which is what a failed handler wants.
 //!
 //! An event with no handler is answered `200 no_handler` on purpose: a retry would meet the
@@ -354,8 +355,14 @@ impl Future for RouteFuture {
 }
 
 fn failed(kind: EventKind, error: BoxError) -> Response<Full<Bytes>> {
+    // The text can quote what the handler saw, phone numbers included (`CRM refused contact
+    // 919...@c.us`): logged with them masked, as ids are.
     #[cfg(feature = "tracing")]
-    tracing::error!(event = kind.as_str(), error = %error, "periskope event handler failed");
+    tracing::error!(
+        event = kind.as_str(),
+        error = %crate::redact::mask_phone_digits(&error.to_string()),
+        "periskope event handler failed"
+    );
     // The text stays server-side: it may hold anything the application knows.
     let mut response = json_answer(
         StatusCode::INTERNAL_SERVER_ERROR,

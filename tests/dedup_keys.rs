@@ -171,24 +171,86 @@ proptest! {
     }
 
     #[test]
-    fn the_digest_ignores_order_and_org_phone_only(
-        name in prop_oneof![Just("chat.label.updated"), Just("org.member.created")],
+    fn the_digest_ignores_order_org_phone_and_the_envelope_timestamp_only(
+        name in prop_oneof![Just("chat.label.updated"), Just("org.member.created"), Just("message.created")],
         fields in prop::collection::btree_map("[a-z]{1,3}", prop_oneof![Just(json!(1)), Just(json!("x|y")), Just(json!(null)), Just(json!([1, "a"]))], 0..5),
         other in prop::collection::btree_map("[a-z]{1,3}", Just(json!(2)), 1..3),
         (phone_a, phone_b) in (phone(), phone()),
+        (sent_a, sent_b) in (envelope_time(), envelope_time()),
         (order_a, order_b) in (prop::collection::vec(0usize..8, 3), prop::collection::vec(0usize..8, 3)),
     ) {
-        let body = |data: &serde_json::Map<String, Value>, phone: &str, order: &[usize]| {
+        // `message.created` without a `message_id` (the fields are 1 to 3 letters) is digested too.
+        let body = |data: &serde_json::Map<String, Value>, phone: &str, sent: &Option<Value>, order: &[usize]| {
             let mut data = data.clone();
             data.insert("org_phone".to_owned(), json!(phone));
-            shuffled(&json!({"event": name, "data": data, "org_phone": phone}), order)
+            let mut envelope = json!({"event": name, "data": data, "org_phone": phone});
+            if let Some(sent) = sent {
+                envelope["timestamp"] = sent.clone();
+            }
+            shuffled(&envelope, order)
         };
         let data: serde_json::Map<String, Value> = fields.into_iter().collect();
-        let first = key_of(&body(&data, &phone_a, &order_a), EventKeys::default());
+        let first = key_of(&body(&data, &phone_a, &sent_a, &order_a), EventKeys::default());
         prop_assert!(first.as_str().starts_with("body|"));
-        prop_assert_eq!(&first, &key_of(&body(&data, &phone_b, &order_b), EventKeys::default()));
+        prop_assert_eq!(&first, &key_of(&body(&data, &phone_b, &sent_b, &order_b), EventKeys::default()));
+        // Per phone, the copies through one phone sent at other times still share a key.
+        prop_assert_eq!(
+            key_of(&body(&data, &phone_a, &sent_a, &order_a), EventKeys::per_phone()),
+            key_of(&body(&data, &phone_a, &sent_b, &order_b), EventKeys::per_phone())
+        );
         let mut changed = data.clone();
         changed.extend(other.into_iter().map(|(name, value)| (format!("{name}_"), value)));
-        prop_assert_ne!(first, key_of(&body(&changed, &phone_a, &order_a), EventKeys::default()));
+        prop_assert_ne!(first, key_of(&body(&changed, &phone_a, &sent_a, &order_a), EventKeys::default()));
+    }
+}
+
+/// An envelope `timestamp` as Periskope may send it, or none.
+fn envelope_time() -> impl Strategy<Value = Option<Value>> {
+    prop_oneof![
+        Just(None),
+        (0i64..3).prop_map(|at| Some(json!(1_700_000_000_000 + at))),
+        Just(Some(json!("2025-01-20T07:51:48.209Z"))),
+        Just(Some(json!("2025-01-20 07:51:49+00"))),
+    ]
+}
+
+#[test]
+fn copies_sent_at_other_times_share_a_digest_key() {
+    // An unknown event, and a message without an id: both keyed by a digest of the body.
+    for data in [
+        r#""event":"chat.label.updated","data":{"label":"vip"}"#,
+        r#""event":"message.created","data":{"body":"hi"}"#,
+    ] {
+        let copy = |phone: &str, sent: &str| {
+            format!(r#"{{{data},"org_id":"org-1","org_phone":"{phone}","timestamp":"{sent}"}}"#)
+        };
+        let first = key_of(&copy("919999900001@c.us", "2025-01-20T07:51:48.209Z"), EventKeys::default());
+        let second = key_of(&copy("919999900002@c.us", "2025-01-20T07:51:49.731Z"), EventKeys::default());
+        assert!(first.as_str().starts_with("body|"), "{data}");
+        assert_eq!(first, second, "{data}");
+    }
+}
+
+#[test]
+fn times_in_keys_keep_their_full_precision() {
+    // PostgreSQL writes microseconds: two edits 1 µs apart are two occurrences.
+    let edit = |at: &str| {
+        format!(r#"{{"event":"message.updated","data":{{"message_id":"m1","updated_at":"{at}"}}}}"#)
+    };
+    let reaction = |at: &str| {
+        format!(
+            r#"{{"event":"reaction.updated","data":{{"reaction_id":"r1","reaction":"👍","timestamp":"{at}"}}}}"#
+        )
+    };
+    let ticket = |at: &str| {
+        format!(r#"{{"event":"ticket.updated","data":{{"ticket":{{"ticket_id":"t1"}}}},"timestamp":"{at}"}}"#)
+    };
+    for body in [edit, reaction, ticket] {
+        let first = key_of(&body("2025-01-17T08:44:02.123456+00:00"), EventKeys::default());
+        let next = key_of(&body("2025-01-17T08:44:02.123457+00:00"), EventKeys::default());
+        assert_ne!(first, next, "{}", body("…"));
+        // The same instant, written otherwise, is still one key.
+        let same = key_of(&body("2025-01-17 10:44:02.1234560+02"), EventKeys::default());
+        assert_eq!(first, same, "{}", body("…"));
     }
 }

@@ -424,4 +424,29 @@ mod logs {
         assert_no_key("the drift log", &log);
         assert_no_body_content("the drift log", &log);
     }
+
+    #[tokio::test]
+    async fn handler_error_logs_carry_no_phone_number() {
+        use periskope_webhook::{EventRouter, WebhookEvent};
+
+        // The usual failing handler: its error quotes the contact and group it was working on.
+        let router = EventRouter::new().on_message_created(|_: WebhookEvent| async move {
+            Err::<(), _>(format!(
+                "CRM refused contact {PHONE} in group 120363297269676566@g.us (tel +{PHONE_DIGITS}, ref 7f3a)"
+            ))
+        });
+        let service = layer().layer(router);
+        let _turn = LAYER_CALLS.lock().await;
+        let (response, log) = captured(service.oneshot(signed(delivery("")))).await;
+        assert_eq!(response.expect("infallible").status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let line =
+            log.lines().find(|line| line.contains("periskope event handler failed")).unwrap_or_else(|| {
+                panic!("no handler failure logged:\n{log}");
+            });
+        assert!(line.contains("ERROR") && line.contains("message.created"), "{line}");
+        // What the error says stays readable; only the numbers are masked.
+        assert!(line.contains("CRM refused contact *@c.us in group *@g.us (tel +*, ref 7f3a)"), "{line}");
+        assert_no_key("the handler failure log", &log);
+        assert_no_body_content("the handler failure log", &log);
+    }
 }

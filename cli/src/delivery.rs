@@ -18,19 +18,27 @@ pub struct Delivery {
     pub body: Vec<u8>,
 }
 
-/// Every delivery under `paths`, in order: a file is sent as it is (it must be JSON); a
-/// directory gives its `.json` files that are deliveries (objects with `event` or
-/// `event_type`), in name order, and each other entry is skipped with a note. The headers
-/// files `listen --save` writes next to each body are passed over silently.
+/// Every delivery under `paths`, in order: a file is sent as it is (it must be JSON), and so is
+/// standard input for `-`, as `sign` and `verify` read it; a directory gives its `.json` files
+/// that are deliveries (objects with `event` or `event_type`), in name order, and each other
+/// entry is skipped with a note. The headers files `listen --save` writes next to each body are
+/// passed over silently.
 pub fn load(paths: &[PathBuf], output: &Output) -> Result<Vec<Delivery>, Failure> {
     let mut deliveries = Vec::new();
     for path in paths {
+        if path == Path::new("-") {
+            let bytes = crate::sign::read_input(path)?;
+            let json = serde_json::from_slice(&bytes)
+                .map_err(|error| Failure::Error(format!("standard input: not JSON ({error})")))?;
+            deliveries.push(delivery("standard input".to_owned(), &bytes, json));
+            continue;
+        }
         let metadata = std::fs::metadata(path)
             .map_err(|error| Failure::io(format_args!("reading {}", path.display()), error))?;
         if !metadata.is_dir() {
             let json =
                 read_json(path)?.map_err(|reason| Failure::Error(format!("{}: {reason}", path.display())))?;
-            deliveries.push(delivery(path, &json.0, json.1));
+            deliveries.push(delivery(path.display().to_string(), &json.0, json.1));
             continue;
         }
         for entry in directory(path)? {
@@ -87,7 +95,7 @@ fn read_delivery(path: &Path) -> Result<Entry, Failure> {
     if !is_delivery {
         return Ok(Entry::Skipped("not a delivery (no `event` or `event_type`)".to_owned()));
     }
-    Ok(Entry::Delivery(delivery(path, &bytes, value)))
+    Ok(Entry::Delivery(delivery(path.display().to_string(), &bytes, value)))
 }
 
 /// The file's bytes and their JSON, or why they are not JSON.
@@ -100,11 +108,12 @@ fn read_json(path: &Path) -> Result<Result<(Vec<u8>, Value), String>, Failure> {
     })
 }
 
-fn delivery(path: &Path, bytes: &[u8], value: Value) -> Delivery {
+/// The delivery read from `source` (a file's path, or standard input).
+fn delivery(source: String, bytes: &[u8], value: Value) -> Delivery {
     let name = ["event", "event_type"]
         .iter()
         .find_map(|field| value.get(field).and_then(Value::as_str))
         .unwrap_or("?")
         .to_owned();
-    Delivery { source: path.display().to_string(), name, body: compact_json(bytes) }
+    Delivery { source, name, body: compact_json(bytes) }
 }

@@ -9,9 +9,9 @@ use periskope_webhook::inbox::{
     InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary, ListQuery, Selection,
     SqliteStore,
 };
+use periskope_webhook::redact::{StoreLocation, mask_phone_digits};
 use serde_json::{Value, json};
 
-use crate::listen::mask_phone_digits;
 use crate::output::{Failure, Output};
 
 /// Look into a durable inbox: list, show, retry and purge its jobs.
@@ -21,11 +21,13 @@ use crate::output::{Failure, Output};
 /// before opening its file here.
 #[derive(Args, Debug)]
 pub struct InboxArgs {
-    /// The inbox: the embedded SQLite file, or a PostgreSQL URL
-    /// (postgres://user:password@host/database) when built with the `postgres` feature. The URL
-    /// is visible in `ps`: prefer PERISKOPE_INBOX for one with a password. It is never printed.
-    #[arg(long, value_name = "FILE|URL", env = "PERISKOPE_INBOX", hide_env_values = true)]
-    store: String,
+    /// The inbox: the embedded SQLite file, or, when built with the `postgres` feature, a
+    /// PostgreSQL URL (postgres://user:password@host/database, scheme in any case) or libpq
+    /// connection string (host=... user=... password=...: any value with `=` in it). Before or
+    /// after the subcommand. The value is visible in `ps`: prefer PERISKOPE_INBOX for one with a
+    /// password. It is never printed whole: messages name the host and database at most.
+    #[arg(long, value_name = "FILE|URL", env = "PERISKOPE_INBOX", hide_env_values = true, global = true)]
+    store: Option<String>,
 
     #[command(subcommand)]
     action: Action,
@@ -44,6 +46,8 @@ enum Action {
         /// Only jobs after this id (the next page).
         #[arg(long, value_name = "ID")]
         after: Option<JobId>,
+        #[command(flatten)]
+        ids: Ids,
     },
     /// Show one job: its state, attempts, last error, de-duplication key and, with --body, the
     /// body exactly as received.
@@ -53,10 +57,8 @@ enum Action {
         /// Also print the body (it holds the message, names and phone numbers).
         #[arg(long)]
         body: bool,
-        /// Print the keys in full; by default every run of five or more digits (a phone number,
-        /// in a WhatsApp id) is printed as `*`.
-        #[arg(long)]
-        show_ids: bool,
+        #[command(flatten)]
+        ids: Ids,
     },
     /// Make dead or pending jobs due now, with their attempts reset: one job, or every job in a
     /// state (usually --state dead, after fixing what made them fail).
@@ -66,6 +68,22 @@ enum Action {
     Purge(Target),
     /// Count jobs per state, and show the attempts in the queue and the oldest pending job's age.
     Stats,
+}
+
+/// Whether ids and error texts are printed in full.
+#[derive(Args, Debug, Clone, Copy)]
+struct Ids {
+    /// Print keys and error texts in full; by default every phone number in them (a run of five
+    /// or more digits, as in a WhatsApp id) is printed as `*`.
+    #[arg(long)]
+    show_ids: bool,
+}
+
+impl Ids {
+    /// `text` as printed: in full with --show-ids, else its phone numbers masked.
+    fn show(self, text: &str) -> String {
+        if self.show_ids { text.to_owned() } else { mask_phone_digits(text) }
+    }
 }
 
 /// One job, or every job in a state.
@@ -95,25 +113,35 @@ fn parse_state(name: &str) -> Result<JobState, String> {
 }
 
 pub fn inbox(args: InboxArgs, output: &Output) -> Result<(), Failure> {
-    let is_url = args.store.starts_with("postgres://") || args.store.starts_with("postgresql://");
+    // clap cannot require a `global` argument: a missing one is checked here (exit 2, as usage).
+    let Some(store) = args.store else {
+        return Err(Failure::Error(
+            "no inbox: pass --store FILE|URL (before or after the subcommand) or set PERISKOPE_INBOX"
+                .to_owned(),
+        ));
+    };
+    let location = StoreLocation::parse(&store).map_err(|error| Failure::Error(error.to_string()))?;
     crate::block_on(async move {
-        if is_url {
+        match &location {
             #[cfg(feature = "postgres")]
-            {
-                let store = PostgresStore::connect_with(&args.store, 1).await.map_err(failed)?;
-                return run(store, args.action, output).await;
+            StoreLocation::Postgres(config) => {
+                let store = PostgresStore::connect_with(config, 1).await.map_err(failed)?;
+                run(store, args.action, output).await
             }
             #[cfg(not(feature = "postgres"))]
-            return Err(Failure::Error(
-                "this periskope-webhook was built without PostgreSQL support (feature `postgres`)".to_owned(),
-            ));
+            StoreLocation::Postgres(_) => Err(Failure::Error(format!(
+                "the inbox is a {location}, and this periskope-webhook was built without PostgreSQL \
+                 support (feature `postgres`)"
+            ))),
+            StoreLocation::File(path) => {
+                // Opening creates a missing file: a mistyped path would show an empty inbox.
+                if !path.is_file() {
+                    return Err(Failure::Error(format!("no inbox file at {location}")));
+                }
+                let store = SqliteStore::open(path).map_err(failed)?;
+                run(store, args.action, output).await
+            }
         }
-        // Opening creates a missing file: a mistyped path would show an empty inbox.
-        if !std::path::Path::new(&args.store).is_file() {
-            return Err(Failure::Error(format!("no inbox file at {}", args.store)));
-        }
-        let store = SqliteStore::open(&args.store).map_err(failed)?;
-        run(store, args.action, output).await
     })?
 }
 
@@ -123,24 +151,24 @@ fn failed(error: InboxError) -> Failure {
 
 async fn run<St: InboxStore>(store: St, action: Action, output: &Output) -> Result<(), Failure> {
     match action {
-        Action::List { state, limit, after } => {
+        Action::List { state, limit, after, ids } => {
             let mut query = ListQuery::new(state, limit.max(1));
             if let Some(after) = after {
                 query = query.after(after);
             }
             let jobs = store.list(query).await.map_err(failed)?;
             for job in &jobs {
-                output.line(summary_line(job), summary_json(job));
+                output.line(summary_line(job, ids), summary_json(job, ids));
             }
             if jobs.is_empty() && !output.json() {
                 output.note("no jobs", Value::Null);
             }
         }
-        Action::Show { id, body, show_ids } => {
+        Action::Show { id, body, ids } => {
             let Some(job) = store.get(id).await.map_err(failed)? else {
                 return Err(Failure::Error(format!("no job {id} in this inbox")));
             };
-            show(&job, body, show_ids, output);
+            show(&job, body, ids, output);
         }
         Action::Retry(target) => {
             let count = store.retry(target.selection(), SystemTime::now()).await.map_err(failed)?;
@@ -169,8 +197,9 @@ fn plural(count: u64) -> &'static str {
 }
 
 /// `ID  STATE  EVENT  attempts  received  [last error]`; the key is left out (it can hold a
-/// phone number): `show` prints it.
-fn summary_line(job: &JobSummary) -> String {
+/// phone number): `show` prints it. The error is the handler's text, which can quote anything
+/// the handler saw (`CRM refused contact 919...@c.us`): masked as ids are.
+fn summary_line(job: &JobSummary, ids: Ids) -> String {
     let mut line = format!(
         "{:>6}  {:<7}  {}  attempts={}  received {}",
         job.id,
@@ -183,19 +212,19 @@ fn summary_line(job: &JobSummary) -> String {
         line.push_str(&format!("  retry at {}", rfc3339(job.run_at)));
     }
     if let Some(error) = &job.last_error {
-        line.push_str(&format!("  last error: {error}"));
+        line.push_str(&format!("  last error: {}", ids.show(error)));
     }
     line
 }
 
-fn summary_json(job: &JobSummary) -> Value {
+fn summary_json(job: &JobSummary, ids: Ids) -> Value {
     json!({
         "type": "job",
         "id": job.id,
         "state": job.state.as_str(),
         "event": job.event,
         "attempts": job.attempts,
-        "last_error": job.last_error,
+        "last_error": job.last_error.as_deref().map(|error| ids.show(error)),
         "received_at": rfc3339(job.received_at),
         "run_at": rfc3339(job.run_at),
         "lease_until": job.lease_until.map(rfc3339),
@@ -203,12 +232,11 @@ fn summary_json(job: &JobSummary) -> Value {
     })
 }
 
-fn show(job: &JobRecord, with_body: bool, show_ids: bool, output: &Output) {
+fn show(job: &JobRecord, with_body: bool, ids: Ids, output: &Output) {
     let summary = &job.summary;
-    let reveal = |id: &str| if show_ids { id.to_owned() } else { mask_phone_digits(id) };
-    let key = reveal(&summary.key);
-    let ordering_key = job.ordering_key.as_deref().map(reveal);
-    let mut object = summary_json(summary);
+    let key = ids.show(&summary.key);
+    let ordering_key = job.ordering_key.as_deref().map(|key| ids.show(key));
+    let mut object = summary_json(summary, ids);
     object["key"] = json!(key);
     object["ordering_key"] = json!(ordering_key);
     object["signing_key"] = json!(job.signing_key);
@@ -216,15 +244,16 @@ fn show(job: &JobRecord, with_body: bool, show_ids: bool, output: &Output) {
     if with_body {
         object["body"] = json!(String::from_utf8_lossy(&job.body));
     }
-    let mut text = summary_line(summary);
+    let mut text = summary_line(summary, ids);
     text.push_str(&format!("\n  key: {key}"));
     if let Some(ordering) = &ordering_key {
         text.push_str(&format!("\n  ordered within: {ordering}"));
     }
-    text.push_str(&format!(
-        "\n  verified by: {}",
-        job.signing_key.as_deref().unwrap_or("nothing (verification was off)")
-    ));
+    let verified_by = job
+        .signing_key
+        .as_deref()
+        .map_or_else(|| "nothing (verification was off)".to_owned(), crate::key::explain_label);
+    text.push_str(&format!("\n  verified by: {verified_by}"));
     if let Some(handled) = summary.handled_at {
         text.push_str(&format!("\n  handled at: {}", rfc3339(handled)));
     }

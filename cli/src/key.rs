@@ -22,10 +22,11 @@ pub struct KeyArgs {
     key_file: Option<PathBuf>,
 }
 
-/// Refuses `--key` with `--key-file`, and either with `--insecure`. (clap's own conflict check
-/// would also count PERISKOPE_SIGNING_KEY as `--key`: a key file or `--insecure` overrides it.)
+/// Refuses `--key` with `--key-file`, and either with `--insecure`, with the usage of the
+/// subcommand they were given to. (clap's own conflict check would also count
+/// PERISKOPE_SIGNING_KEY as `--key`: a key file or `--insecure` overrides it.)
 pub fn check_conflict(command: &mut clap::Command, matches: &ArgMatches) {
-    let Some((_, matches)) = matches.subcommand() else { return };
+    let Some((name, matches)) = matches.subcommand() else { return };
     let given = |id: &str| matches.ids().any(|present| present == id);
     let key_argument = given("key") && matches.value_source("key") == Some(ValueSource::CommandLine);
     let conflict = if given("key_file") && key_argument {
@@ -35,7 +36,11 @@ pub fn check_conflict(command: &mut clap::Command, matches: &ArgMatches) {
     } else {
         return;
     };
-    command.error(clap::error::ErrorKind::ArgumentConflict, conflict).exit();
+    let error = match command.find_subcommand_mut(name) {
+        Some(subcommand) => subcommand.error(clap::error::ErrorKind::ArgumentConflict, conflict),
+        None => command.error(clap::error::ErrorKind::ArgumentConflict, conflict),
+    };
+    error.exit();
 }
 
 impl KeyArgs {
@@ -66,4 +71,20 @@ impl KeyArgs {
         };
         SigningKey::new(key).map_err(|_| Failure::Error("the signing key is empty".to_owned()))
     }
+}
+
+/// A label of the key that verified a delivery, with what a default label means: `key-0` is
+/// [`SigningKeys`](periskope_webhook::SigningKeys)' name for the first key the server was
+/// given, `key-1` for the second, and so on; a label the application chose is printed as it is.
+pub fn explain_label(label: &str) -> String {
+    let Some(index) = label.strip_prefix("key-").and_then(|index| index.parse::<usize>().ok()) else {
+        return label.to_owned();
+    };
+    let ordinal = match index {
+        0 => "first".to_owned(),
+        1 => "second".to_owned(),
+        2 => "third".to_owned(),
+        n => format!("{}th", n + 1),
+    };
+    format!("{label} (the {ordinal} signing key the server was given)")
 }

@@ -1,6 +1,7 @@
 //! `listen`: a local receiver behind the real middleware, printing one line per request.
 
 use std::convert::Infallible;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use periskope_webhook::redact::mask_phone_digits;
 use periskope_webhook::signature::SIGNATURE_HEADER;
 use periskope_webhook::{
     DeliveryMetadata, Event, EventData, PeriskopeWebhookLayer, Rejection, SigningKeys, WebhookEvent,
@@ -326,30 +328,6 @@ fn main_ids<'e>(event: &'e Event<'_>) -> Vec<(&'static str, &'e str)> {
     ids
 }
 
-/// `id` with each run of five or more digits, such as the phone number in a WhatsApp id
-/// (`919289665999@c.us`), written `*`: ids can be logged without the numbers in them. Digits
-/// inside a longer alphanumeric word (a message id such as `3EB01F4653BB9DD05E9859`, a UUID)
-/// are not a phone number and stay.
-pub(crate) fn mask_phone_digits(id: &str) -> String {
-    let mut masked = String::with_capacity(id.len());
-    let mut word = String::new();
-    let flush = |word: &mut String, masked: &mut String| {
-        let phone_like = word.len() >= 5 && word.bytes().all(|byte| byte.is_ascii_digit());
-        masked.push_str(if phone_like { "*" } else { word });
-        word.clear();
-    };
-    for c in id.chars() {
-        if c.is_ascii_alphanumeric() {
-            word.push(c);
-        } else {
-            flush(&mut word, &mut masked);
-            masked.push(c);
-        }
-    }
-    flush(&mut word, &mut masked);
-    masked
-}
-
 /// The directory `--save` writes to, and the number of the next delivery.
 struct Capture {
     dir: PathBuf,
@@ -357,11 +335,17 @@ struct Capture {
 }
 
 impl Capture {
-    /// Creates `dir` if needed; numbering goes on after the deliveries already in it.
+    /// Creates `dir` if needed, readable by this user only (on Unix, mode 0700, and so are
+    /// missing parents); numbering goes on after the deliveries already in it. An existing
+    /// directory keeps its mode: the user chose it.
     fn open(dir: &Path) -> Result<Self, Failure> {
         let failed =
             |error| Failure::io(format_args!("preparing the capture directory {}", dir.display()), error);
-        std::fs::create_dir_all(dir).map_err(failed)?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(failed)?;
         let mut last = 0;
         for entry in std::fs::read_dir(dir).map_err(failed)? {
             let name = entry.map_err(failed)?.file_name();
@@ -397,15 +381,27 @@ impl Capture {
             kept.insert(name.to_string(), Value::String(joined));
         }
         let signature = match metadata.and_then(|metadata| metadata.key.as_ref()) {
-            Some(key) => format!("verified with {}", key.id()),
+            Some(key) => format!("verified with {}", crate::key::explain_label(key.id())),
             None => "not checked (--insecure)".to_owned(),
         };
         let record = json!({ "method": "POST", "path": path, "signature": signature, "headers": kept });
         let record = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
-        std::fs::write(self.dir.join(format!("{stem}{HEADERS_SUFFIX}")), record)?;
-        std::fs::write(self.dir.join(format!("{stem}.json")), delivery.body())?;
+        write_private(&self.dir.join(format!("{stem}{HEADERS_SUFFIX}")), &record)?;
+        write_private(&self.dir.join(format!("{stem}.json")), delivery.body())?;
         Ok(format!("{stem}.json"))
     }
+}
+
+/// Writes `bytes` to a new file at `path` that only this user can read (on Unix, mode 0600):
+/// bodies and headers hold messages, names and phone numbers. An existing file is not
+/// overwritten: the write fails, the delivery is answered 500, and its retry takes the next
+/// number.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
 }
 
 /// An event name as a file name part: letters, digits, `.`, `_` and `-` only, 64 at most.
@@ -421,24 +417,6 @@ fn file_safe(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn phone_numbers_are_masked_and_other_ids_kept() {
-        let cases = [
-            ("919289665999@c.us", "*@c.us"),
-            ("120363297269676566@g.us", "*@g.us"),
-            (
-                "true_120363297269676566@g.us_3EB01D1702AD13661CDAEA_919289665999@c.us",
-                "true_*@g.us_3EB01D1702AD13661CDAEA_*@c.us",
-            ),
-            ("2997dd64-89bf-48d3-9a22-b314fca017e5", "2997dd64-89bf-48d3-9a22-b314fca017e5"),
-            ("+91 92896 65999", "+91 * *"),
-            ("1234", "1234"),
-        ];
-        for (id, masked) in cases {
-            assert_eq!(mask_phone_digits(id), masked, "{id}");
-        }
-    }
 
     #[test]
     fn event_names_become_safe_file_names() {

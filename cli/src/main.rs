@@ -29,7 +29,7 @@ It is never printed.";
 
 const AFTER_HELP: &str = "\
 Exit status: 0 on success; 1 when a signature does not verify or an answer is not the expected \
-one; 2 for a usage, file or network setup error.
+one; 2 for a usage, file or network setup error (a connection refused included).
 
 Examples:
   export PERISKOPE_SIGNING_KEY=peri_...

@@ -27,11 +27,12 @@ use crate::output::{Failure, Output};
 
 /// POST deliveries to URL as Periskope does: compact JSON, signed with the key in
 /// `x-periskope-signature`, `Content-Type: application/json`. Each answer is printed, then a
-/// count per status; the exit status is 1 if any answer is not 2xx (401 for `--tamper` copies).
+/// count per status; the exit status is 1 if any answer is not 2xx (401 for `--tamper` copies)
+/// or does not come in time, and 2 if a connection could not be made (refused, unknown host).
 ///
-/// PATH is a delivery file, or a directory: its `.json` files that are deliveries (objects with
-/// `event` or `event_type`) are sent in name order, and the others skipped with a note. A
-/// directory written by `listen --save` replays what was received.
+/// PATH is a delivery file, `-` for standard input, or a directory: its `.json` files that are
+/// deliveries (objects with `event` or `event_type`) are sent in name order, and the others
+/// skipped with a note. A directory written by `listen --save` replays what was received.
 #[derive(Args, Debug)]
 pub struct SendArgs {
     #[command(flatten)]
@@ -41,8 +42,9 @@ pub struct SendArgs {
     #[arg(value_name = "URL", value_parser = parse_url)]
     url: Uri,
 
-    /// Delivery files, directories of them, or directories written by `listen --save`.
-    #[arg(value_name = "PATH", required = true)]
+    /// Delivery files, `-` for standard input, directories of them, or directories written by
+    /// `listen --save`.
+    #[arg(value_name = "PATH|-", required = true)]
     paths: Vec<PathBuf>,
 
     /// How many requests may wait for an answer at once.
@@ -102,6 +104,8 @@ enum Answer {
     Status(StatusCode, Option<String>),
     /// No answer: the reason.
     Failed(String),
+    /// No connection to the server (refused, unknown host): a network setup error, the reason.
+    Unreachable(String),
 }
 
 pub fn send(args: SendArgs, output: &Output) -> Result<(), Failure> {
@@ -176,15 +180,17 @@ async fn post(client: &Client<HttpConnector, Full<Bytes>>, url: Uri, job: &Job, 
         Err(error) => return Answer::Failed(format!("cannot build the request: {error}")),
     };
     let exchange = async {
-        let response = client.request(request).await.map_err(|error| chain(&error))?;
+        let response = client.request(request).await.map_err(|error| {
+            let reason = chain(&error);
+            if error.is_connect() { Answer::Unreachable(reason) } else { Answer::Failed(reason) }
+        })?;
         let status = response.status();
         // Read the answer (so that the connection can be reused), but not an unbounded one.
         let body = Limited::new(response.into_body(), 64 * 1024).collect().await.map(|body| body.to_bytes());
-        Ok::<_, String>(Answer::Status(status, body.ok().as_deref().and_then(answer_code)))
+        Ok::<_, Answer>(Answer::Status(status, body.ok().as_deref().and_then(answer_code)))
     };
     match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(reason)) => Answer::Failed(reason),
+        Ok(Ok(answer) | Err(answer)) => answer,
         Err(_) => Answer::Failed(format!("no answer within {} s", timeout.as_secs())),
     }
 }
@@ -229,6 +235,8 @@ struct Report<'o> {
     bar: Option<ProgressBar>,
     statuses: BTreeMap<String, usize>,
     unexpected: usize,
+    /// Why the first request that could not connect failed: the run is a setup error.
+    unreachable: Option<String>,
     started: Instant,
 }
 
@@ -243,7 +251,14 @@ impl<'o> Report<'o> {
             }
             bar
         });
-        Report { output, bar, statuses: BTreeMap::new(), unexpected: 0, started: Instant::now() }
+        Report {
+            output,
+            bar,
+            statuses: BTreeMap::new(),
+            unexpected: 0,
+            unreachable: None,
+            started: Instant::now(),
+        }
     }
 
     fn record(&mut self, done: Result<(Job, Answer, Duration), tokio::task::JoinError>) {
@@ -267,6 +282,10 @@ impl<'o> Report<'o> {
                 (Some(status.as_u16()), code.clone(), job.expected(*status), None)
             }
             Answer::Failed(reason) => (None, None, false, Some(reason.clone())),
+            Answer::Unreachable(reason) => {
+                self.unreachable.get_or_insert_with(|| reason.clone());
+                (None, None, false, Some(reason.clone()))
+            }
         };
         let key = status.map_or_else(|| "error".to_owned(), |status| status.to_string());
         *self.statuses.entry(key.clone()).or_default() += 1;
@@ -332,6 +351,9 @@ impl<'o> Report<'o> {
                 "seconds": seconds,
             }),
         );
+        if let Some(reason) = self.unreachable {
+            return Err(Failure::Error(format!("cannot connect to the server: {reason}")));
+        }
         if self.unexpected == 0 { Ok(()) } else { Err(Failure::Unexpected) }
     }
 }

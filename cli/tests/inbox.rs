@@ -28,15 +28,18 @@ fn delivery(chat: &str, id: &str) -> NewDelivery {
     NewDelivery::new(&event, &EventKeys::default().key(&event), SystemTime::now())
 }
 
-/// An inbox with a dead letter (a message in a chat with a phone number) and a pending job;
+/// An inbox with a dead letter (a message in a chat with a phone number, whose handler's error
+/// quotes that number, received with verification off) and a pending job (verified by key-0);
 /// returns their ids. The store is closed on return, so the binary can open the file.
 fn fill(db: &Path) -> (JobId, JobId) {
     block_on(async {
         let store = SqliteStore::open(db).unwrap();
         store.insert(delivery(&format!("{PHONE}@c.us"), "m1")).await.unwrap();
-        store.insert(delivery("other-chat", "m2")).await.unwrap();
+        let mut verified = delivery("other-chat", "m2");
+        verified.signing_key = Some("key-0".to_owned());
+        store.insert(verified).await.unwrap();
         let claimed = store.claim(ClaimRequest::new(1, Duration::from_secs(60), 1)).await.unwrap();
-        store.fail(claimed[0].lease(), "the CRM said no".to_owned(), None).await.unwrap();
+        store.fail(claimed[0].lease(), format!("the CRM said no to {PHONE}@c.us"), None).await.unwrap();
         let jobs = store.list(ListQuery::new(None, 10)).await.unwrap();
         assert_eq!(jobs.iter().map(|job| job.state).collect::<Vec<_>>(), [JobState::Dead, JobState::Pending]);
         (jobs[0].id, jobs[1].id)
@@ -70,7 +73,7 @@ fn list_and_show_print_jobs_without_bodies_or_phone_numbers_unless_asked() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert!(lines[0].contains(&dead.to_string()) && lines[0].contains("dead"), "{text}");
-    assert!(lines[0].contains("the CRM said no"), "{text}");
+    assert!(lines[0].contains("last error: the CRM said no to *@c.us"), "{text}");
     assert!(lines[1].contains(&pending.to_string()) && lines[1].contains("pending"), "{text}");
     assert!(!text.contains("hello") && !text.contains(PHONE), "{text}");
 
@@ -85,6 +88,7 @@ fn list_and_show_print_jobs_without_bodies_or_phone_numbers_unless_asked() {
     assert_eq!(objects[0]["state"], "dead");
     assert_eq!(objects[0]["attempts"], 1);
     assert_eq!(objects[0]["event"], "message.created");
+    assert_eq!(objects[0]["last_error"], "the CRM said no to *@c.us");
 
     let output = run(inbox(&db).args(["show", &dead.to_string()]));
     assert!(output.status.success(), "{}", stderr(&output));
@@ -92,14 +96,29 @@ fn list_and_show_print_jobs_without_bodies_or_phone_numbers_unless_asked() {
     assert!(text.contains("key: ") && text.contains("*@c.us"), "{text}");
     assert!(!text.contains("hello") && !text.contains(PHONE), "{text}");
 
+    assert!(text.contains("last error: the CRM said no to *@c.us"), "{text}");
+    assert!(text.contains("verified by: nothing"), "{text}");
+
     let output = run(inbox(&db).args(["show", &dead.to_string(), "--body", "--show-ids"]));
     let text = stdout(&output);
     assert!(text.contains("hello m1") && text.contains(PHONE), "{text}");
+    assert!(text.contains(&format!("last error: the CRM said no to {PHONE}@c.us")), "{text}");
 
     let output = run(inbox(&db).args(["--json", "show", &dead.to_string(), "--body"]));
     let object: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
     assert!(object["body"].as_str().unwrap().contains("hello m1"));
     assert!(!object["key"].as_str().unwrap().contains(PHONE));
+    assert_eq!(object["last_error"], "the CRM said no to *@c.us");
+
+    // `list` shows the error texts in full only when asked, too.
+    let output = run(inbox(&db).args(["--json", "list", "--state", "dead", "--show-ids"]));
+    let objects = json_lines(&stdout(&output));
+    assert_eq!(objects[0]["last_error"], format!("the CRM said no to {PHONE}@c.us"));
+
+    // Which key verified a delivery, in words: `key-0` is the server's first key.
+    let output = run(inbox(&db).args(["show", &pending.to_string()]));
+    let text = stdout(&output);
+    assert!(text.contains("verified by: key-0 (the first signing key the server was given)"), "{text}");
 
     // A missing job: one line, exit 2.
     let output = run(inbox(&db).args(["show", "999"]));
@@ -155,4 +174,113 @@ fn a_missing_directory_is_one_line_and_exit_2() {
     let error = stderr(&output);
     assert_eq!(error.lines().count(), 1, "{error}");
     assert!(error.starts_with("periskope-webhook: error: "), "{error}");
+}
+
+#[test]
+fn the_store_is_accepted_after_the_subcommand_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("inbox.db");
+    let (dead, _) = fill(&db);
+    let after = |args: &[&str]| {
+        let mut command = cli();
+        command.arg("inbox").args(args).arg("--store").arg(&db).env_remove("PERISKOPE_INBOX");
+        run(&mut command)
+    };
+    let dead = dead.to_string();
+    for args in [&["list"][..], &["show", &dead], &["stats"], &["retry", &dead], &["purge", &dead]] {
+        let output = after(args);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    }
+    assert_eq!(jobs(&db).len(), 1, "the purge after the retry deleted the first job");
+
+    // Neither before nor after, nor in PERISKOPE_INBOX: one line naming both ways, exit 2.
+    let output = run(cli().args(["inbox", "list"]).env_remove("PERISKOPE_INBOX"));
+    assert_eq!(output.status.code(), Some(2));
+    assert_one_error_line(&output);
+    assert!(stderr(&output).contains("--store") && stderr(&output).contains("PERISKOPE_INBOX"));
+}
+
+/// A password no output may show, and the user name that goes with it.
+const PASSWORD: &str = "S3cretPw";
+
+#[test]
+fn a_store_argument_with_a_password_is_never_echoed() {
+    // Port 1 refuses at once: a build with PostgreSQL support fails to connect, one without it
+    // says so; neither may print the password, and neither may create a file.
+    let urls = [
+        format!("POSTGRES://app:{PASSWORD}@127.0.0.1:1/inbox"),
+        format!("PostgreSQL://app:{PASSWORD}@127.0.0.1:1/inbox?sslmode=disable&x=1"),
+        format!("host=127.0.0.1 port=1 user=app password={PASSWORD} dbname=inbox"),
+    ];
+    for url in &urls {
+        for through_env in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut command = cli();
+            command.current_dir(dir.path()).arg("inbox");
+            if through_env {
+                command.env("PERISKOPE_INBOX", url);
+            } else {
+                command.env_remove("PERISKOPE_INBOX").args(["--store", url]);
+            }
+            command.arg("list");
+            let output = run(&mut command);
+            assert_eq!(output.status.code(), Some(2), "{url}");
+            assert_one_error_line(&output);
+            let error = stderr(&output);
+            assert!(!error.contains(PASSWORD) && !error.contains("app"), "{url}: {error}");
+            assert!(error.to_lowercase().contains("postgres"), "{url}: {error}");
+            assert!(!error.contains("no inbox file"), "{url} was taken for a file: {error}");
+            let created: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+            assert!(created.is_empty(), "{url} created {created:?}");
+        }
+    }
+
+    // A URL of another scheme is refused by its scheme alone.
+    let output = run(cli()
+        .args(["inbox", "--store", &format!("mysql://app:{PASSWORD}@127.0.0.1:1/inbox"), "list"])
+        .env_remove("PERISKOPE_INBOX"));
+    assert_eq!(output.status.code(), Some(2));
+    assert_one_error_line(&output);
+    let error = stderr(&output);
+    assert!(error.contains("mysql://") && !error.contains(PASSWORD) && !error.contains("app"), "{error}");
+}
+
+#[test]
+fn the_inbox_example_reads_a_postgres_store_in_any_case_and_never_echoes_it() {
+    let example = common::process::example_binary(&workspace_root(), "inbox");
+    for url in [
+        format!("POSTGRES://app:{PASSWORD}@127.0.0.1:1/inbox"),
+        format!("host=127.0.0.1 port=1 user=app password={PASSWORD} dbname=inbox"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(&example)
+            .current_dir(dir.path())
+            .env("PERISKOPE_INBOX", &url)
+            .env("ADDR", "127.0.0.1:0")
+            .env("PERISKOPE_SIGNING_KEY", VECTOR_KEY)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the inbox example starts");
+        // Refused at once on port 1; a server that took the URL for a file would keep running.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let output = child.wait_with_output().unwrap();
+        let (out, error) = (stdout(&output), stderr(&output));
+        assert!(!output.status.success(), "{url}: {out}{error}");
+        assert!(
+            !out.contains("listening") && error.to_lowercase().contains("postgres"),
+            "{url}: {out}{error}"
+        );
+        assert!(!error.contains(PASSWORD) && !out.contains(PASSWORD), "{url}: {out}{error}");
+        let created: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(created.is_empty(), "{url} created {created:?}");
+    }
 }

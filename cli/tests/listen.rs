@@ -116,7 +116,7 @@ fn a_capture_is_replayed_by_send() {
     )
     .unwrap();
     assert_eq!(headers["headers"]["content-type"], "application/json");
-    assert_eq!(headers["signature"], "verified with key-0");
+    assert_eq!(headers["signature"], "verified with key-0 (the first signing key the server was given)");
     assert!(headers["headers"].get("x-periskope-signature").is_none(), "{headers}");
 
     // Replayed to a fresh listener: every delivery again, the same lines, and the headers
@@ -136,6 +136,31 @@ fn a_capture_is_replayed_by_send() {
     let third = listen(KEY, &[OsStr::new("--save"), capture.path().as_os_str()]);
     send(&third, KEY, &[&fixtures[0]]);
     assert!(third.next_line().ends_with(&format!("saved {:06}-chat.created.json", fixtures.len() + 1)));
+}
+
+/// Saved deliveries hold messages and phone numbers: only their owner may read them.
+#[cfg(unix)]
+#[test]
+fn saved_files_and_created_directories_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let root = tempfile::tempdir().unwrap();
+    let capture = root.path().join("captures").join("today");
+    let listener = listen(KEY, &[OsStr::new("--save"), capture.as_os_str()]);
+    let output = send(&listener, KEY, &[&fixtures_dir().join("chat.created.envelope.json")]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(listener.next_line().contains("saved 000001-chat.created.json"));
+    drop(listener);
+
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    for dir in [root.path().join("captures"), capture.clone()] {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    }
+    let files: Vec<_> = std::fs::read_dir(&capture).unwrap().map(|entry| entry.unwrap().path()).collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    for file in files {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
 }
 
 #[test]

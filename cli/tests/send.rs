@@ -191,18 +191,45 @@ fn repeat_and_concurrency_send_every_copy() {
 }
 
 #[test]
-fn no_answer_fails_the_run() {
+fn a_refused_connection_is_a_network_setup_error_exit_2() {
     // A port that was free a moment ago: the connection is refused.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}/webhooks/periskope");
     let output =
         run(send(&url, KEY).arg(fixtures_dir().join("note.created.envelope.json")).args(["--timeout", "5"]));
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     let lines = json_lines(&stdout(&output));
     let answer = answers(&lines)[0];
     assert_eq!(answer["status"], Value::Null);
     assert!(answer["error"].as_str().unwrap().to_lowercase().contains("refused"), "{answer}");
     assert_eq!(summary(&lines)["statuses"], serde_json::json!({ "error": 1 }));
+    // And one error line that says so, as every setup error.
+    assert_one_error_line(&output);
+    let error = json_lines(&stderr(&output)).remove(0);
+    assert_eq!(error["type"], "error");
+    assert!(error["message"].as_str().unwrap().starts_with("cannot connect to the server: "), "{error}");
+}
+
+#[test]
+fn a_dash_sends_the_delivery_on_standard_input() {
+    let vector = vector();
+    let capture = tempfile::tempdir().unwrap();
+    let listener = listen(&vector.key, &[OsStr::new("--save"), capture.path().as_os_str()]);
+    let pretty = std::fs::read(fixtures_dir().join("reaction.created.envelope.json")).unwrap();
+    let output = run_with_stdin(send(&url(&listener), &vector.key).arg("-"), &pretty);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let lines = json_lines(&stdout(&output));
+    assert_eq!(answers(&lines)[0]["file"], "standard input");
+    assert!(listener.next_line().contains(" 200 reaction.created 947 B "));
+    // Compacted and signed as a file is.
+    let saved = std::fs::read(capture.path().join("000001-reaction.created.json")).unwrap();
+    assert_eq!(String::from_utf8(saved).unwrap(), vector.body);
+
+    // Not JSON: one line, exit 2, nothing sent.
+    let output = run_with_stdin(send(&url(&listener), &vector.key).arg("-"), b"not json");
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_one_error_line(&output);
+    assert!(stderr(&output).contains("standard input"), "{}", stderr(&output));
 }
 
 #[test]

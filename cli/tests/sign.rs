@@ -141,6 +141,29 @@ fn usage_and_io_errors_exit_2_with_one_line() {
 }
 
 #[test]
+fn key_conflicts_show_the_usage_of_their_subcommand() {
+    let cases = [
+        (&["sign", "--key", "peri_k", "--key-file", "k"][..], "Usage: periskope-webhook sign "),
+        (
+            &["verify", "--signature", "00", "--key", "peri_k", "--key-file", "k"],
+            "Usage: periskope-webhook verify ",
+        ),
+        (
+            &["send", "--key", "peri_k", "--key-file", "k", "http://127.0.0.1:9/x", "-"],
+            "Usage: periskope-webhook send ",
+        ),
+        (&["listen", "--insecure", "--key", "peri_k"], "Usage: periskope-webhook listen "),
+    ];
+    for (args, usage) in cases {
+        let output = run(cli().args(args));
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let error = stderr(&output);
+        assert!(error.contains(usage), "{args:?}: {error}");
+        assert!(!error.contains("<COMMAND>"), "{args:?} shows the top-level usage: {error}");
+    }
+}
+
+#[test]
 fn the_key_is_never_printed() {
     let key = "peri_never-printed-0000-4000-8000";
     let dir = tempfile::tempdir().unwrap();

@@ -70,11 +70,17 @@ where
 ///
 /// The envelope `timestamp` is used only where the data has no time of its own: Periskope's
 /// per-org-phone copies may differ in envelope fields (SPEC §11). Times are compared as
-/// instants, so two spellings of one time are one key.
+/// instants at their full precision (nanoseconds), so two spellings of one time are one key,
+/// and two updates a microsecond apart are two.
 ///
 /// An event missing a part of its key, and an unknown or undecodable event, is keyed by a
-/// digest of its body that ignores key order and `org_phone` (in the envelope and in `data`):
-/// a retry of the same bytes and the copies sent through other org phones share it.
+/// SHA-256 digest of its body read as JSON, which covers every member at every depth, in any
+/// order, except two envelope fields that differ between copies of one occurrence: the
+/// top-level `timestamp`, and `org_phone` (at the top level and in `data`; kept by
+/// [`EventKeys::per_phone`]). A retry of the same bytes, the same members in another order,
+/// and the copies sent through other org phones or at other times share the key; so do two
+/// occurrences whose bodies differ only in those fields. A body that is not JSON is digested
+/// byte for byte.
 ///
 /// By default the org phone is not part of keys: a group message that arrives once per
 /// connected org phone is handled once. [`EventKeys::per_phone`] keeps one copy per phone.
@@ -179,15 +185,14 @@ impl EventKeys {
         Some(())
     }
 
-    /// A digest of the body as JSON: object keys in sorted order and, unless keys are per
-    /// phone, without `org_phone` at the top level and in `data`.
+    /// A digest of the body as JSON: object keys in sorted order, without the envelope
+    /// `timestamp` and, unless keys are per phone, without `org_phone` at the top level and in
+    /// `data`.
     fn digest(&self, body: &[u8]) -> DedupKey {
         let mut hasher = Sha256::new();
         match serde_json::from_slice::<Value>(body) {
             Ok(mut value) => {
-                if !self.per_phone {
-                    forget_org_phone(&mut value);
-                }
+                forget_copy_fields(&mut value, self.per_phone);
                 canonical(&value, &mut hasher);
             }
             // The middleware decodes a body before keying it, so this is for direct callers.
@@ -197,8 +202,14 @@ impl EventKeys {
     }
 }
 
-fn forget_org_phone(envelope: &mut Value) {
+/// Removes the fields in which copies of one occurrence differ: the envelope `timestamp` (the
+/// time of each copy's sending) and, unless `per_phone`, the org phone it went through.
+fn forget_copy_fields(envelope: &mut Value, per_phone: bool) {
     if let Value::Object(members) = envelope {
+        members.remove("timestamp");
+        if per_phone {
+            return;
+        }
         members.remove("org_phone");
         if let Some(Value::Object(data)) = members.get_mut("data") {
             data.remove("org_phone");
@@ -269,12 +280,13 @@ impl KeyBuilder {
         }
     }
 
-    /// The instant of `timestamp` (`t` and milliseconds), or its text when it cannot be read
-    /// (`x` and the text); `None` when there is no timestamp.
+    /// The instant of `timestamp` to the nanosecond (`t`, Unix seconds, `.` and nine digits),
+    /// or its text when it cannot be read (`x` and the text); `None` when there is no
+    /// timestamp. Truncating would make two updates within one millisecond one occurrence.
     fn time(&mut self, timestamp: Option<&Timestamp<'_>>) -> Option<()> {
         let timestamp = timestamp?;
-        match timestamp.unix_millis() {
-            Some(millis) => self.part(&format!("t{millis}")),
+        match timestamp.parse() {
+            Some(time) => self.part(&format!("t{}.{:09}", time.unix_seconds(), time.subsec_nanos())),
             None => self.part(&format!("x{timestamp}")),
         }
         Some(())
