@@ -4,7 +4,8 @@
 //! ```
 //! use axum::{Router, routing::post};
 //! use periskope_webhook::extract::{MessageEvent, TicketEvent};
-//! use periskope_webhook::{EventKind, KindSet, PeriskopeWebhookLayer, WebhookEvent};
+//! use periskope_webhook::event::Family;
+//! use periskope_webhook::{KindSet, PeriskopeWebhookLayer, WebhookEvent};
 //!
 //! // A route that only receives messages reads the message without an `Option`.
 //! async fn messages(event: MessageEvent) -> &'static str {
@@ -24,8 +25,7 @@
 //! }
 //!
 //! let key = "peri_demo";
-//! let tickets_only: KindSet =
-//!     [EventKind::TicketCreated, EventKind::TicketUpdated, EventKind::TicketDeleted].into_iter().collect();
+//! let tickets_only = KindSet::family(Family::Ticket);
 //! let app: Router = Router::new()
 //!     .route("/webhooks/periskope", post(everything).layer(PeriskopeWebhookLayer::new(key)))
 //!     .route("/webhooks/periskope/messages", post(messages).layer(PeriskopeWebhookLayer::new(key)))
@@ -34,6 +34,9 @@
 //!         post(tickets).layer(PeriskopeWebhookLayer::new(key).filter_events(tickets_only)),
 //!     );
 //! ```
+//!
+//! All of them are extractors only with the crate's `axum` feature: without it, axum's error is
+//! that `Handler` is not implemented for the function, with no word of the feature.
 //!
 //! [`WebhookEvent`], [`DeliveryMetadata`] and [`RawBody`] are extractors themselves. The typed
 //! extractors ([`MessageEvent`], [`ReactionEvent`], [`ChatEvent`], [`ChatNotificationEvent`],

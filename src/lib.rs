@@ -1,10 +1,11 @@
 //! Receive Periskope webhooks in any tower stack: bounded, verified, typed.
 //!
 //! ```
-//! use axum::{Extension, Router, routing::post};
+//! use axum::{Router, routing::post};
 //! use periskope_webhook::{EventData, PeriskopeWebhookLayer, WebhookEvent};
 //!
-//! async fn periskope(Extension(delivery): Extension<WebhookEvent>) -> &'static str {
+//! // With the `axum` feature, the decoded delivery is an extractor.
+//! async fn periskope(delivery: WebhookEvent) -> &'static str {
 //!     match &delivery.event().data {
 //!         EventData::MessageCreated(message) => println!("new message: {:?}", message.body),
 //!         EventData::TicketUpdated(info) => println!("ticket: {:?}", info.ticket),
@@ -65,8 +66,16 @@
 //! | read | the body errors | 400 | `body_read_failed` |
 //! | signature | missing, malformed, wrong, two that disagree | 401 | `signature_missing`, `signature_malformed`, `signature_mismatch`, `signature_conflict` |
 //! | decode | not UTF-8, not JSON, not an object, no event name, bad envelope | 400 | `invalid_utf8`, `malformed_json`, `not_an_object`, `missing_event_name`, `invalid_envelope` |
-//! | strict mode | known event, `data` does not fit | 422 | `undecodable_data` |
+//! | replay window ([`PeriskopeWebhookLayer::max_age`]) | timestamp too old or ahead; none | 400 | `stale_delivery`; `missing_timestamp` |
 //! | filter | event kind not accepted | 200 | `event_ignored` |
+//! | strict mode | known event, `data` does not fit | 422 | `undecodable_data` |
+//! | de-duplication | already handled; being handled now; store unavailable (when asked) | 200; 409; 503 | `duplicate`; `duplicate_in_flight`; `dedup_unavailable` |
+//! | inbox (`inbox::Acceptor`, feature `inbox`) | stored; already stored; cannot store; file full | 200; 200; 503; 503 | `accepted`; `duplicate`; `inbox_unavailable`; `inbox_full` |
+//!
+//! # The durable inbox
+//! For handlers that do real work, the `inbox` module (feature `inbox`) stores each verified
+//! delivery before answering `200` and runs the handlers from storage, with retries: the
+//! recommended setup. `shutdown_signal()` stops the server and the worker in order.
 //!
 //! # Duplicates and drift
 //! [`dedup`] answers deliveries already handled (Periskope sends one group message once per

@@ -21,6 +21,9 @@ use crate::signature::KeyMatch;
 
 /// Facts about one delivery, in the request extensions next to the
 /// [`WebhookEvent`](crate::WebhookEvent).
+///
+/// With the crate's `axum` feature it is an extractor too; without it, axum only reports that
+/// `Handler` is not implemented for a handler that takes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DeliveryMetadata {

@@ -29,6 +29,10 @@ use super::{DecodeError, Event, EventKind, RawJson};
 /// The event's strings are slices of the body (a `Bytes` buffer, shared, not copied), which is
 /// what makes decoding fast; this type keeps the two together so the event can travel in
 /// `http::Extensions`, across tasks, or into a queue.
+///
+/// In an axum handler it is an extractor (`async fn handler(event: WebhookEvent)`) with the
+/// crate's `axum` feature. Without that feature axum only reports that `Handler` is not
+/// implemented for the function: turn the feature on (or take `Extension<WebhookEvent>`).
 #[derive(Clone)]
 pub struct WebhookEvent {
     inner: Arc<BodyAndEvent>,
