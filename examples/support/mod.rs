@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use periskope_webhook::{
-    Dedup, DedupStore, DeliveryMetadata, Event, EventData, MemoryStore, PeriskopeWebhookLayer, Rejection, WebhookEvent,
+    Dedup, DedupStore, DeliveryMetadata, Event, EventData, MemoryStore, PeriskopeWebhookLayer, Rejection,
+    WebhookEvent,
 };
 
 /// The key from Periskope's public sample: anyone can sign with it, so it is for local tests only.

@@ -67,7 +67,8 @@ async fn dedup_replicas_on_redis_hold_under_compound_faults() {
     let redis_url = redis.url();
     let redis = Arc::new(Mutex::new(redis));
     let program = crate::process::example_binary(Path::new(env!("CARGO_MANIFEST_DIR")), "axum");
-    let replicas = Replicas::start(program, &[("REDIS_URL", &redis_url), ("REDIS_LEASE_MS", LEASE_MS)], REPLICAS);
+    let replicas =
+        Replicas::start(program, &[("REDIS_URL", &redis_url), ("REDIS_LEASE_MS", LEASE_MS)], REPLICAS);
 
     // Each Redis outage: from its kill until it answered again.
     let outages: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::default();
@@ -106,8 +107,13 @@ async fn dedup_replicas_on_redis_hold_under_compound_faults() {
             .into_iter()
             .filter_map(|line| {
                 let rest = line.text.strip_prefix("handled message.created ")?;
-                let (digest, outcome) = rest.split_once(' ').unwrap_or_else(|| panic!("a bad line {:?}", line.text));
-                assert!(matches!(outcome, "new" | "store_unavailable"), "unexpected outcome in {:?}", line.text);
+                let (digest, outcome) =
+                    rest.split_once(' ').unwrap_or_else(|| panic!("a bad line {:?}", line.text));
+                assert!(
+                    matches!(outcome, "new" | "store_unavailable"),
+                    "unexpected outcome in {:?}",
+                    line.text
+                );
                 let store_unavailable = outcome == "store_unavailable";
                 Some(Handling { delivery: delivery_of[digest], line, store_unavailable })
             })
@@ -129,8 +135,9 @@ async fn dedup_replicas_on_redis_hold_under_compound_faults() {
     }
 
     let outages = outages.lock().unwrap().clone();
-    let around_a_crash =
-        |at: Instant| outages.iter().any(|(down, up)| at + OUTAGE_MARGIN >= *down && at <= *up + OUTAGE_MARGIN);
+    let around_a_crash = |at: Instant| {
+        outages.iter().any(|(down, up)| at + OUTAGE_MARGIN >= *down && at <= *up + OUTAGE_MARGIN)
+    };
     let mut again: HashMap<Again, usize> = HashMap::new();
     let mut unexplained = Vec::new();
     for (n, handlings) in handled.iter_mut().enumerate() {
@@ -139,7 +146,8 @@ async fn dedup_replicas_on_redis_hold_under_compound_faults() {
             let (first, then) = (&pair[0], &pair[1]);
             let why = if first.store_unavailable || then.store_unavailable {
                 Again::StoreUnavailable
-            } else if replicas.killed_at(first.line.incarnation).is_some_and(|killed| killed >= first.line.at) {
+            } else if replicas.killed_at(first.line.incarnation).is_some_and(|killed| killed >= first.line.at)
+            {
                 Again::KilledInFlight
             } else if around_a_crash(first.line.at) {
                 Again::AroundRedisCrash
@@ -173,7 +181,11 @@ async fn dedup_replicas_on_redis_hold_under_compound_faults() {
         count(Again::Unexplained),
     );
 
-    assert!(acknowledged.len() >= 20, "too little traffic to test anything: {} acknowledged", acknowledged.len());
+    assert!(
+        acknowledged.len() >= 20,
+        "too little traffic to test anything: {} acknowledged",
+        acknowledged.len()
+    );
     assert!(
         duplicates_lost.is_empty(),
         "seed {seed}: {} deliveries answered `duplicate` were never handled (deliveries {:?})",

@@ -128,7 +128,11 @@ async fn inbox_replicas_on_postgres_hold_under_compound_faults() {
     let stats = stats.expect("the queue's counts");
     println!("chaos inbox: the queue at the end: {stats:?}");
 
-    assert!(acknowledged.len() >= 20, "too little traffic to test anything: {} acknowledged", acknowledged.len());
+    assert!(
+        acknowledged.len() >= 20,
+        "too little traffic to test anything: {} acknowledged",
+        acknowledged.len()
+    );
     assert!(
         lost.is_empty(),
         "seed {seed}: {} deliveries answered 2xx were never handled (deliveries {:?})",

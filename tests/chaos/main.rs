@@ -27,6 +27,8 @@ mod inbox;
 #[allow(dead_code)]
 #[path = "../common/process.rs"]
 mod process;
+// Only the durable server is used here.
+#[allow(dead_code)]
 #[path = "../common/redis.rs"]
 mod redis_server;
 mod support;

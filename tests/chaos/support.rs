@@ -31,7 +31,9 @@ const RESTART_LIMIT: Duration = Duration::from_secs(60);
 /// `PERISKOPE_CHAOS_SECS`: how long the load runs (default 15 s).
 pub fn load_duration() -> Duration {
     let secs = match std::env::var("PERISKOPE_CHAOS_SECS") {
-        Ok(value) => value.parse().unwrap_or_else(|_| panic!("PERISKOPE_CHAOS_SECS={value:?}: a whole number")),
+        Ok(value) => {
+            value.parse().unwrap_or_else(|_| panic!("PERISKOPE_CHAOS_SECS={value:?}: a whole number"))
+        }
         Err(_) => 15,
     };
     Duration::from_secs(secs)
@@ -40,7 +42,9 @@ pub fn load_duration() -> Duration {
 /// `PERISKOPE_CHAOS_SEED`, or a random seed.
 pub fn seed() -> u64 {
     match std::env::var("PERISKOPE_CHAOS_SEED") {
-        Ok(value) => value.parse().unwrap_or_else(|_| panic!("PERISKOPE_CHAOS_SEED={value:?}: a whole number")),
+        Ok(value) => {
+            value.parse().unwrap_or_else(|_| panic!("PERISKOPE_CHAOS_SEED={value:?}: a whole number"))
+        }
         Err(_) => RandomState::new().build_hasher().finish(),
     }
 }
@@ -102,7 +106,12 @@ struct Process {
 impl Process {
     /// Starts `program` with `env` on a free port; `Err` when it exits (e.g. its store is down)
     /// or says nothing before it listens.
-    fn start(program: &Path, env: &[(String, String)], incarnation: usize, lines: &Lines) -> Result<Process, String> {
+    fn start(
+        program: &Path,
+        env: &[(String, String)],
+        incarnation: usize,
+        lines: &Lines,
+    ) -> Result<Process, String> {
         let mut child = Command::new(program)
             .envs(env.iter().map(|(name, value)| (name, value)))
             .env("ADDR", "127.0.0.1:0")
@@ -141,10 +150,8 @@ impl Process {
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
+        let status =
+            Command::new("kill").args([signal, &self.child.id().to_string()]).status().expect("run kill");
         assert!(status.success(), "kill {signal} failed");
     }
 }
@@ -221,7 +228,10 @@ impl Replicas {
             match Process::start(&self.program, &self.env, incarnation, &self.lines) {
                 Ok(started) => break started,
                 Err(error) => {
-                    assert!(Instant::now() < deadline, "a replica did not start again within {RESTART_LIMIT:?}: {error}");
+                    assert!(
+                        Instant::now() < deadline,
+                        "a replica did not start again within {RESTART_LIMIT:?}: {error}"
+                    );
                     std::thread::sleep(Duration::from_millis(200));
                 }
             }
@@ -247,7 +257,9 @@ impl Replicas {
     /// A slot for a fault, starting at `preferred`, leaving at least one replica alone.
     fn take_one(&self, preferred: usize) -> Option<(usize, MutexGuard<'_, Process>)> {
         let count = self.slots.len();
-        self.faulted.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n + 1 < count).then_some(n + 1)).ok()?;
+        self.faulted
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n + 1 < count).then_some(n + 1))
+            .ok()?;
         let taken = (0..count)
             .map(|offset| (preferred + offset) % count)
             .find_map(|slot| self.slots[slot].try_lock().ok().map(|process| (slot, process)));
@@ -300,7 +312,11 @@ pub struct Sent {
 /// retries: on a non-2xx answer, a broken connection or no answer within 2 s, after a backoff
 /// (50 ms doubling up to 1 s), at most 12 times; a load balancer sends each retry to the next
 /// replica.
-pub async fn send_load(urls: Arc<RwLock<Vec<String>>>, load: Load, body: fn(usize, usize) -> Bytes) -> Vec<Sent> {
+pub async fn send_load(
+    urls: Arc<RwLock<Vec<String>>>,
+    load: Load,
+    body: fn(usize, usize) -> Bytes,
+) -> Vec<Sent> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut senders = JoinSet::new();
@@ -317,8 +333,10 @@ pub async fn send_load(urls: Arc<RwLock<Vec<String>>>, load: Load, body: fn(usiz
                 for (copy, body) in bodies.iter().enumerate() {
                     answers.spawn(send_copy(client.clone(), Arc::clone(&urls), n + copy, body.clone()));
                 }
-                let mut delivery =
-                    Sent { digests: bodies.iter().map(|body| short_digest(body)).collect(), ..Sent::default() };
+                let mut delivery = Sent {
+                    digests: bodies.iter().map(|body| short_digest(body)).collect(),
+                    ..Sent::default()
+                };
                 while let Some(answer) = answers.join_next().await {
                     if let Some(code) = answer.expect("a copy's sender") {
                         delivery.acknowledged = true;
@@ -340,7 +358,12 @@ pub async fn send_load(urls: Arc<RwLock<Vec<String>>>, load: Load, body: fn(usiz
 
 /// Sends one copy until it is answered 2xx (then returns the answer's `code`) or the attempts
 /// run out.
-async fn send_copy(client: HttpClient, urls: Arc<RwLock<Vec<String>>>, first: usize, body: Bytes) -> Option<String> {
+async fn send_copy(
+    client: HttpClient,
+    urls: Arc<RwLock<Vec<String>>>,
+    first: usize,
+    body: Bytes,
+) -> Option<String> {
     let mut backoff = FIRST_BACKOFF;
     for attempt in 0..ATTEMPTS {
         let url = {

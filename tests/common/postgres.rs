@@ -8,7 +8,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -161,6 +161,7 @@ impl Drop for Database {
 pub struct OwnCluster {
     pub port: u16,
     dir: PathBuf,
+    watchdog: Child,
 }
 
 impl OwnCluster {
@@ -173,20 +174,24 @@ impl OwnCluster {
             Ok(initialised) => initialised,
             Err(reason) => return skip(&reason),
         };
-        let cluster = OwnCluster { port, dir };
+        let data = dir.join("data");
+        // Ends when this process is gone (then stops the server and removes the cluster) or
+        // when the cluster was removed (by `drop`).
         let watchdog = format!(
-            "while [ -d /proc/{parent} ]; do sleep 0.5; done; {BIN}/pg_ctl -D {data} -m immediate stop; rm -rf {dir}",
+            "while [ -d /proc/{parent} ] && [ -d {data} ]; do sleep 0.5; done; \
+             {BIN}/pg_ctl -D {data} -m immediate stop >/dev/null 2>&1; rm -rf {dir}",
             parent = std::process::id(),
-            data = cluster.data().display(),
-            dir = cluster.dir.display(),
+            data = data.display(),
+            dir = dir.display(),
         );
-        Command::new("runuser")
+        let watchdog = Command::new("runuser")
             .args(["-u", "postgres", "--", "sh", "-c", &watchdog])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start the cluster's watchdog");
+        let cluster = OwnCluster { port, dir, watchdog };
         // `fsync=off`: the faults are crashes of the server process, not of the machine, so
         // the operating system keeps every write; it spares a shared machine's disk.
         let options = format!(
@@ -217,15 +222,20 @@ impl OwnCluster {
     /// for the action to finish.
     fn pg_ctl(&self, action: &str) -> Command {
         let mut command = as_postgres("pg_ctl");
-        command.arg("-D").arg(self.data()).arg("-l").arg(self.dir.join("log")).args(["-w", "-t", "60", action]);
+        command
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .args(["-w", "-t", "60", action]);
         command
     }
-
 }
 
 impl Drop for OwnCluster {
     fn drop(&mut self) {
         let _ = run(self.pg_ctl("stop").args(["-m", "immediate"]));
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = self.watchdog.wait();
     }
 }

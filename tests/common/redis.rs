@@ -1,7 +1,5 @@
 //! A throw-away `redis-server` for tests: its own process on a free 127.0.0.1 port, in a temp
 //! dir, killed and removed when dropped; a durable one can be crashed and started again.
-// Each test target uses a different subset.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
