@@ -7,9 +7,10 @@
 //! is handled twice only when
 //! - one of the two ran while Redis could not answer (`store_unavailable`: forwarded so as not
 //!   to lose it), or
-//! - the first ran on a replica that was SIGKILLed afterwards (in flight there: its claim was
-//!   never settled), at most as many per kill as requests can be in flight, or
-//! - the first ran around a Redis crash, within [`OUTAGE_MARGIN`], when settling it could fail.
+//! - the first ran on a replica that was SIGKILLed before the second ran (in flight there: its
+//!   claim was never settled), at most as many per kill as requests can be in flight, or
+//! - Redis crashed between the two, within [`OUTAGE_MARGIN`] of the first, so that settling
+//!   the first could fail.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -135,8 +136,12 @@ async fn dedup_replicas_on_redis_hold_under_compound_faults() {
     }
 
     let outages = outages.lock().unwrap().clone();
-    let around_a_crash = |at: Instant| {
-        outages.iter().any(|(down, up)| at + OUTAGE_MARGIN >= *down && at <= *up + OUTAGE_MARGIN)
+    // Redis crashed after the first handling and before the second, close enough to the
+    // first that settling it could have failed.
+    let crash_between = |first: Instant, then: Instant| {
+        outages
+            .iter()
+            .any(|(down, up)| first + OUTAGE_MARGIN >= *down && first <= *up + OUTAGE_MARGIN && then >= *down)
     };
     let mut again: HashMap<Again, usize> = HashMap::new();
     let mut unexplained = Vec::new();
@@ -146,10 +151,12 @@ async fn dedup_replicas_on_redis_hold_under_compound_faults() {
             let (first, then) = (&pair[0], &pair[1]);
             let why = if first.store_unavailable || then.store_unavailable {
                 Again::StoreUnavailable
-            } else if replicas.killed_at(first.line.incarnation).is_some_and(|killed| killed >= first.line.at)
+            } else if replicas
+                .killed_at(first.line.incarnation)
+                .is_some_and(|killed| (first.line.at..=then.line.at).contains(&killed))
             {
                 Again::KilledInFlight
-            } else if around_a_crash(first.line.at) {
+            } else if crash_between(first.line.at, then.line.at) {
                 Again::AroundRedisCrash
             } else {
                 unexplained.push(n);

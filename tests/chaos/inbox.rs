@@ -1,7 +1,8 @@
 //! Three replicas of the `inbox` example on one PostgreSQL, under SIGKILLs, SIGSTOPs longer
 //! than the lease, and immediate restarts of the server, all at once. Once the faults stop and
 //! the queue drains: every delivery answered 2xx was handled, and no job is left pending,
-//! running or dead. How many were handled twice is printed.
+//! running or dead. How many were handled twice is printed, each with the fault that explains
+//! it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use periskope_webhook::inbox::{InboxStats, InboxStore, PostgresStore};
 
 use crate::common::postgres::OwnCluster;
-use crate::support::{self, Fault, Load, Replicas, Rng};
+use crate::support::{self, Fault, Line, Load, Replicas, Rng};
 
 const REPLICAS: usize = 3;
 const COPIES: usize = 2;
@@ -33,6 +34,41 @@ fn body(n: usize, copy: usize) -> Bytes {
     ))
 }
 
+/// Why a delivery was handled again: a fault between its two handlings that explains it.
+#[derive(Debug, PartialEq, Eq, Hash, Clone, Copy)]
+enum Again {
+    /// The first ran on a replica SIGKILLed before the second: its job was never completed.
+    Killed,
+    /// One of the two ran on a replica paused in between: the first's lease ran out before it
+    /// completed, or the second was a paused attempt finishing late.
+    Paused,
+    /// The server restarted after the first, close enough that completing it could fail.
+    ServerRestart,
+    /// None of the faults: an attempt that outlived its lease on a busy machine.
+    Otherwise,
+}
+
+/// How long after a handling its completion may still be on its way.
+const SETTLE_MARGIN: Duration = Duration::from_secs(2);
+
+fn why_again(replicas: &Replicas, restarts: &[(Instant, Instant)], first: &Line, then: &Line) -> Again {
+    let between = first.at..=then.at;
+    if replicas.killed_at(first.incarnation).is_some_and(|killed| between.contains(&killed)) {
+        Again::Killed
+    } else if [first.incarnation, then.incarnation]
+        .iter()
+        .any(|incarnation| replicas.paused_between(*incarnation, first.at, then.at))
+    {
+        Again::Paused
+    } else if restarts.iter().any(|(began, ready)| {
+        first.at + SETTLE_MARGIN >= *began && first.at <= *ready + SETTLE_MARGIN && then.at >= *began
+    }) {
+        Again::ServerRestart
+    } else {
+        Again::Otherwise
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn inbox_replicas_on_postgres_hold_under_compound_faults() {
     let Some(cluster) = OwnCluster::start().map(Arc::new) else { return };
@@ -46,9 +82,12 @@ async fn inbox_replicas_on_postgres_hold_under_compound_faults() {
         REPLICAS,
     );
 
+    // Each restart of the server: from `pg_ctl restart` until it accepted connections again.
+    let restarts: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::default();
     let faults = support::schedule(&mut Rng::new(seed), KINDS.len(), duration);
     let injector = {
         let (replicas, cluster) = (Arc::clone(&replicas), Arc::clone(&cluster));
+        let restarts = Arc::clone(&restarts);
         // One restart at a time.
         let restarting = Mutex::new(());
         tokio::task::spawn_blocking(move || {
@@ -60,7 +99,9 @@ async fn inbox_replicas_on_postgres_hold_under_compound_faults() {
                     STOP => replicas.pause(slot, rng.millis(LEASE_MS + 500, LEASE_MS + 1500)),
                     _ => match restarting.try_lock() {
                         Ok(_restarting) => {
+                            let began = Instant::now();
                             cluster.restart_immediately();
+                            restarts.lock().unwrap().push((began, Instant::now()));
                             true
                         }
                         Err(_) => false,
@@ -80,15 +121,17 @@ async fn inbox_replicas_on_postgres_hold_under_compound_faults() {
         .enumerate()
         .flat_map(|(n, delivery)| delivery.digests.iter().map(move |digest| (digest.as_str(), n)))
         .collect();
-    let handled_counts = || {
-        let mut counts = vec![0usize; sent.len()];
+    // Each delivery's handlings, in the order they were printed.
+    let handled = || {
+        let mut handled: Vec<Vec<Line>> = (0..sent.len()).map(|_| Vec::new()).collect();
         for line in replicas.lines() {
             let digest = line.text.strip_prefix("processed message.created ").unwrap_or_else(|| {
                 panic!("unexpected line {:?}", line.text);
             });
-            counts[delivery_of[digest]] += 1;
+            handled[delivery_of[digest]].push(line);
         }
-        counts
+        handled.iter_mut().for_each(|lines| lines.sort_by_key(|line| line.at));
+        handled
     };
     let acknowledged: Vec<usize> = (0..sent.len()).filter(|n| sent[*n].acknowledged).collect();
 
@@ -96,8 +139,8 @@ async fn inbox_replicas_on_postgres_hold_under_compound_faults() {
     let drained = Instant::now() + DRAIN_LIMIT;
     let mut stats: Option<InboxStats> = None;
     loop {
-        let counts = handled_counts();
-        let all_handled = acknowledged.iter().all(|n| counts[*n] > 0);
+        let handled = handled();
+        let all_handled = acknowledged.iter().all(|n| !handled[*n].is_empty());
         // A connection the restarts broke is opened again by the next call.
         if let Ok(now) = store.stats(SystemTime::now()).await {
             let idle = now.pending == 0 && now.running == 0;
@@ -112,18 +155,29 @@ async fn inbox_replicas_on_postgres_hold_under_compound_faults() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let counts = handled_counts();
-    let lost: Vec<usize> = acknowledged.iter().copied().filter(|n| counts[*n] == 0).collect();
-    let handled = counts.iter().filter(|count| **count > 0).count();
-    let twice: usize = counts.iter().map(|count| count.saturating_sub(1)).sum();
+    let handled = handled();
+    let lost: Vec<usize> = acknowledged.iter().copied().filter(|n| handled[*n].is_empty()).collect();
+    let handled_count = handled.iter().filter(|lines| !lines.is_empty()).count();
+    let restarts = restarts.lock().unwrap().clone();
+    let mut again: HashMap<Again, usize> = HashMap::new();
+    for pair in handled.iter().flat_map(|lines| lines.windows(2)) {
+        *again.entry(why_again(&replicas, &restarts, &pair[0], &pair[1])).or_default() += 1;
+    }
+    let twice: usize = again.values().sum();
+    let count = |why| again.get(&why).copied().unwrap_or(0);
     let faults: Vec<String> = KINDS.iter().zip(&injected).map(|(kind, n)| format!("{n} {kind}")).collect();
     println!(
         "chaos inbox: seed {seed}, {} s, faults: {} ({skipped} skipped: their target was under a fault); \
-         {} deliveries ({COPIES} copies each), {} answered 2xx, {handled} handled, {twice} handled twice",
+         {} deliveries ({COPIES} copies each), {} answered 2xx, {handled_count} handled, {twice} handled twice \
+         ({} by a replica killed before settling, {} around a pause, {} around a server restart, {} otherwise)",
         duration.as_secs(),
         faults.join(", "),
         sent.len(),
         acknowledged.len(),
+        count(Again::Killed),
+        count(Again::Paused),
+        count(Again::ServerRestart),
+        count(Again::Otherwise),
     );
     let stats = stats.expect("the queue's counts");
     println!("chaos inbox: the queue at the end: {stats:?}");

@@ -175,6 +175,8 @@ pub struct Replicas {
     faulted: AtomicUsize,
     /// Each SIGKILLed incarnation, and when.
     killed: Mutex<HashMap<usize, Instant>>,
+    /// Each pause: the incarnation, from its SIGSTOP until its SIGCONT.
+    paused: Mutex<Vec<(usize, Instant, Instant)>>,
 }
 
 impl Replicas {
@@ -198,6 +200,7 @@ impl Replicas {
             next_incarnation: AtomicUsize::new(count),
             faulted: AtomicUsize::new(0),
             killed: Mutex::default(),
+            paused: Mutex::default(),
         })
     }
 
@@ -212,6 +215,13 @@ impl Replicas {
     /// When `incarnation` was SIGKILLed, if it was.
     pub fn killed_at(&self, incarnation: usize) -> Option<Instant> {
         self.killed.lock().unwrap().get(&incarnation).copied()
+    }
+
+    /// Whether `incarnation` was paused at some time between `from` and `to`.
+    pub fn paused_between(&self, incarnation: usize, from: Instant, to: Instant) -> bool {
+        self.paused.lock().unwrap().iter().any(|(paused, stopped, continued)| {
+            *paused == incarnation && *stopped <= to && *continued >= from
+        })
     }
 
     /// SIGKILLs the replica in `preferred` (or the next one not under a fault), waits `down`,
@@ -247,8 +257,10 @@ impl Replicas {
     pub fn pause(&self, preferred: usize, pause: Duration) -> bool {
         let Some((_, process)) = self.take_one(preferred) else { return false };
         process.signal("-STOP");
+        let stopped = Instant::now();
         std::thread::sleep(pause);
         process.signal("-CONT");
+        self.paused.lock().unwrap().push((process.incarnation, stopped, Instant::now()));
         drop(process);
         self.faulted.fetch_sub(1, Ordering::SeqCst);
         true
