@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use periskope_webhook::inbox::{InboxStats, InboxStore, PostgresStore};
+use periskope_webhook::WebhookEvent;
+use periskope_webhook::dedup::{EventKeys, KeyFn};
+use periskope_webhook::inbox::{InboxStats, InboxStore, JobSummary, ListQuery, PostgresStore};
 
 use crate::common::postgres::OwnCluster;
 use crate::support::{self, Fault, Line, Load, Replicas, Rng};
@@ -111,6 +113,7 @@ async fn inbox_replicas_on_postgres_hold_under_compound_faults() {
         })
     };
     let load = Load { senders: 6, copies: COPIES, duration };
+    let started = Instant::now();
     let sent = support::send_load(replicas.urls(), load, body).await;
     let (injected, skipped) = injector.await.expect("the faults");
 
@@ -160,8 +163,15 @@ async fn inbox_replicas_on_postgres_hold_under_compound_faults() {
     let handled_count = handled.iter().filter(|lines| !lines.is_empty()).count();
     let restarts = restarts.lock().unwrap().clone();
     let mut again: HashMap<Again, usize> = HashMap::new();
-    for pair in handled.iter().flat_map(|lines| lines.windows(2)) {
-        *again.entry(why_again(&replicas, &restarts, &pair[0], &pair[1])).or_default() += 1;
+    let mut unexplained = Vec::new();
+    for (n, lines) in handled.iter().enumerate() {
+        for pair in lines.windows(2) {
+            let why = why_again(&replicas, &restarts, &pair[0], &pair[1]);
+            if why == Again::Otherwise {
+                unexplained.push((n, pair[0].clone(), pair[1].clone()));
+            }
+            *again.entry(why).or_default() += 1;
+        }
     }
     let twice: usize = again.values().sum();
     let count = |why| again.get(&why).copied().unwrap_or(0);
@@ -179,6 +189,24 @@ async fn inbox_replicas_on_postgres_hold_under_compound_faults() {
         count(Again::ServerRestart),
         count(Again::Otherwise),
     );
+    if !unexplained.is_empty() {
+        let jobs = store.list(ListQuery::new(None, sent.len() + 100)).await.expect("list the jobs");
+        let job_of: HashMap<&str, &JobSummary> = jobs.iter().map(|job| (job.key.as_str(), job)).collect();
+        for (n, first, then) in &unexplained {
+            let event = WebhookEvent::decode(body(*n, 0)).expect("a delivery");
+            let job = job_of.get(EventKeys::default().key(&event).as_str());
+            println!(
+                "chaos inbox: delivery {n} handled by run {} at {:?} and by run {} at {:?} after the start; \
+                 its job: {:?} attempts, last error {:?}",
+                first.incarnation,
+                first.at - started,
+                then.incarnation,
+                then.at - started,
+                job.map(|job| job.attempts),
+                job.and_then(|job| job.last_error.as_deref()),
+            );
+        }
+    }
     let stats = stats.expect("the queue's counts");
     println!("chaos inbox: the queue at the end: {stats:?}");
 
