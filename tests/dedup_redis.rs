@@ -7,6 +7,8 @@ mod common;
 #[allow(dead_code)]
 #[path = "common/process.rs"]
 mod process;
+// The durable server (crashed and started again) is for the chaos test.
+#[allow(dead_code)]
 #[path = "common/redis.rs"]
 mod redis_server;
 

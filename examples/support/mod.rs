@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use periskope_webhook::{
-    Dedup, DeliveryMetadata, Event, EventData, MemoryStore, PeriskopeWebhookLayer, Rejection, WebhookEvent,
+    Dedup, DedupStore, DeliveryMetadata, Event, EventData, MemoryStore, PeriskopeWebhookLayer, Rejection,
+    WebhookEvent,
 };
 
 /// The key from Periskope's public sample: anyone can sign with it, so it is for local tests only.
@@ -33,7 +34,11 @@ pub fn signing_key() -> String {
 /// drift reporting. Rejected requests never reach the handler, so they are logged here (code and
 /// status only: never the body, the signature or the key) and then answered as usual.
 pub fn webhook_layer() -> PeriskopeWebhookLayer<Dedup<MemoryStore>> {
-    let store = MemoryStore::new(100_000, Duration::from_secs(24 * 60 * 60));
+    webhook_layer_on(MemoryStore::new(100_000, Duration::from_secs(24 * 60 * 60)))
+}
+
+/// [`webhook_layer`], de-duplicating in `store` (e.g. a `RedisStore` shared by replicas).
+pub fn webhook_layer_on<St: DedupStore>(store: St) -> PeriskopeWebhookLayer<Dedup<St>> {
     PeriskopeWebhookLayer::new(signing_key()).report_drift(true).deduplicate(Dedup::new(store)).on_rejection(
         |rejection: &Rejection| {
             println!("rejected {} {}", rejection.status().as_u16(), rejection.code());

@@ -8,7 +8,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -26,14 +26,17 @@ pub fn cluster() -> Option<&'static Cluster> {
     static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
     match CLUSTER.get_or_init(start) {
         Ok(cluster) => Some(cluster),
-        Err(reason) if std::env::var("PERISKOPE_REQUIRE_SERVERS").as_deref() == Ok("1") => {
-            panic!("PERISKOPE_REQUIRE_SERVERS=1 and PostgreSQL cannot run: {reason}")
-        }
-        Err(reason) => {
-            eprintln!("skipped: PostgreSQL is not available ({reason})");
-            None
-        }
+        Err(reason) => skip(reason),
     }
+}
+
+/// `None` after printing why, or a failure under `PERISKOPE_REQUIRE_SERVERS=1`.
+fn skip<T>(reason: &str) -> Option<T> {
+    if std::env::var("PERISKOPE_REQUIRE_SERVERS").as_deref() == Ok("1") {
+        panic!("PERISKOPE_REQUIRE_SERVERS=1 and PostgreSQL cannot run: {reason}")
+    }
+    eprintln!("skipped: PostgreSQL is not available ({reason})");
+    None
 }
 
 fn run(command: &mut Command) -> Result<(), String> {
@@ -51,11 +54,13 @@ fn as_postgres(program: &str) -> Command {
     command
 }
 
-fn start() -> Result<Cluster, String> {
+/// A new cluster in a temp dir named after `name` and this process, owned by `postgres`, and a
+/// free port for it: the directory and the port.
+fn init(name: &str) -> Result<(PathBuf, u16), String> {
     if !Path::new(BIN).join("initdb").is_file() {
         return Err(format!("{BIN}/initdb not found (apt-get install postgresql)"));
     }
-    let dir = std::env::temp_dir().join(format!("periskope-pg-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|error| error.to_string())?;
     run(Command::new("chown").arg("postgres").arg(&dir))?;
@@ -65,6 +70,12 @@ fn start() -> Result<Cluster, String> {
         .and_then(|listener| listener.local_addr())
         .map_err(|e| e.to_string())?
         .port();
+    Ok((dir, port))
+}
+
+fn start() -> Result<Cluster, String> {
+    let (dir, port) = init("periskope-pg")?;
+    let data = dir.join("data");
     // The server runs in the foreground of a shell that waits for this process to end, then
     // stops it and removes the cluster.
     let watchdog = format!(
@@ -111,12 +122,17 @@ impl Cluster {
     }
 
     fn client_args(&self) -> [String; 6] {
-        ["-h".into(), "127.0.0.1".into(), "-p".into(), self.port.to_string(), "-U".into(), "postgres".into()]
+        client_args(self.port)
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// The options of the client programs (`createdb`, `dropdb`) for the server on `port`.
+fn client_args(port: u16) -> [String; 6] {
+    ["-h".into(), "127.0.0.1".into(), "-p".into(), port.to_string(), "-U".into(), "postgres".into()]
 }
 
 /// A database of the cluster, dropped (connections included) when this guard is.
@@ -136,5 +152,90 @@ impl Drop for Database {
         let _ = run(Command::new(format!("{BIN}/dropdb"))
             .args(self.cluster.client_args())
             .args(["--force", &self.name]));
+    }
+}
+
+/// A cluster of one test's own, run by `pg_ctl` so that it can crash and come back
+/// ([`OwnCluster::restart_immediately`]) without the watchdog of [`cluster`] removing it.
+/// Stopped and removed when dropped, or by a watchdog once the test process is gone.
+pub struct OwnCluster {
+    pub port: u16,
+    dir: PathBuf,
+    watchdog: Child,
+}
+
+impl OwnCluster {
+    /// Starts a cluster with one database, `test`; `None` (with the reason printed) when
+    /// PostgreSQL is not installed and servers are not required.
+    pub fn start() -> Option<OwnCluster> {
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("periskope-pg-own-{}", STARTED.fetch_add(1, Ordering::Relaxed));
+        let (dir, port) = match init(&name) {
+            Ok(initialised) => initialised,
+            Err(reason) => return skip(&reason),
+        };
+        let data = dir.join("data");
+        // Ends when this process is gone (then stops the server and removes the cluster) or
+        // when the cluster was removed (by `drop`).
+        let watchdog = format!(
+            "while [ -d /proc/{parent} ] && [ -d {data} ]; do sleep 0.5; done; \
+             {BIN}/pg_ctl -D {data} -m immediate stop >/dev/null 2>&1; rm -rf {dir}",
+            parent = std::process::id(),
+            data = data.display(),
+            dir = dir.display(),
+        );
+        let watchdog = Command::new("runuser")
+            .args(["-u", "postgres", "--", "sh", "-c", &watchdog])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the cluster's watchdog");
+        let cluster = OwnCluster { port, dir, watchdog };
+        // `fsync=off`: the faults are crashes of the server process, not of the machine, so
+        // the operating system keeps every write; it spares a shared machine's disk.
+        let options = format!(
+            "-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off",
+            dir = cluster.dir.display()
+        );
+        run(cluster.pg_ctl("start").arg("-o").arg(options)).expect("pg_ctl start");
+        run(Command::new(format!("{BIN}/createdb")).args(client_args(port)).arg("test")).expect("createdb");
+        Some(cluster)
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/test", self.port)
+    }
+
+    /// `pg_ctl restart -m immediate`: the server stops at once, as on a crash (every connection
+    /// cut, no checkpoint), and starts again with crash recovery; returns once it accepts
+    /// connections.
+    pub fn restart_immediately(&self) {
+        run(self.pg_ctl("restart").args(["-m", "immediate"])).expect("pg_ctl restart -m immediate");
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// `pg_ctl ACTION` on this cluster, logging to its directory and waiting (60 s at most)
+    /// for the action to finish.
+    fn pg_ctl(&self, action: &str) -> Command {
+        let mut command = as_postgres("pg_ctl");
+        command
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .args(["-w", "-t", "60", action]);
+        command
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = run(self.pg_ctl("stop").args(["-m", "immediate"]));
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = self.watchdog.wait();
     }
 }
