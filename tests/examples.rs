@@ -81,6 +81,12 @@ async fn exercise(example: &Example) {
             "{}: expected a typed {name} line, got {line:?}",
             example.name
         );
+        assert_eq!(
+            line,
+            periskope_webhook::redact::mask_phone_digits(&line),
+            "{}: a phone number in a log line",
+            example.name
+        );
     }
 
     let (name, body) = deliveries().swap_remove(0);

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use periskope_webhook::redact::mask_phone_digits;
 use periskope_webhook::{
     Dedup, DedupStore, DeliveryMetadata, Event, EventData, MemoryStore, PeriskopeWebhookLayer, Rejection,
     WebhookEvent,
@@ -54,7 +55,8 @@ pub fn log_delivery(delivery: &WebhookEvent, metadata: Option<&DeliveryMetadata>
     let mut line = format!("delivery {}", event.name());
     for (label, value) in ids(event) {
         if let Some(value) = value {
-            line.push_str(&format!(" {label}={value}"));
+            // Ids embed phone numbers: masked, as the command line prints them.
+            line.push_str(&format!(" {label}={}", mask_phone_digits(value)));
         }
     }
     match &event.data {
