@@ -80,6 +80,7 @@ where
             .map(|key| key.id().to_owned());
         let mut delivery = NewDelivery::new(event, &self.keys.key(event), SystemTime::now());
         delivery.signing_key = signing_key;
+        request.uri().path().clone_into(&mut delivery.path);
         AcceptFuture {
             state: AcceptState::Storing { insert: self.store.insert(delivery), wake: self.wake.clone() },
         }

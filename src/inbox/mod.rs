@@ -107,11 +107,13 @@ pub struct NewDelivery {
     pub signing_key: Option<String>,
     /// When the delivery arrived.
     pub received_at: SystemTime,
+    /// The path it arrived on, as the acceptor saw it: the worker calls the handler with it.
+    pub path: String,
 }
 
 impl NewDelivery {
     /// The delivery of `event` under `key`, received at `received_at`, ordered within its chat
-    /// ([`ordering_key`]).
+    /// ([`ordering_key`]), on the path `/`.
     pub fn new(event: &WebhookEvent, key: &DedupKey, received_at: SystemTime) -> Self {
         NewDelivery {
             key: key.as_str().to_owned(),
@@ -120,6 +122,7 @@ impl NewDelivery {
             body: event.body().clone(),
             signing_key: None,
             received_at,
+            path: "/".to_owned(),
         }
     }
 }
@@ -190,6 +193,8 @@ pub struct ClaimedJob {
     pub signing_key: Option<String>,
     /// When the delivery arrived.
     pub received_at: SystemTime,
+    /// The path the delivery arrived on.
+    pub path: String,
 }
 
 impl ClaimedJob {
@@ -269,6 +274,8 @@ pub struct JobRecord {
     pub signing_key: Option<String>,
     /// The chat (or org phone) the job is ordered within.
     pub ordering_key: Option<String>,
+    /// The path the delivery arrived on.
+    pub path: String,
 }
 
 /// Which jobs [`InboxStore::list`] returns: oldest first, after `after` if given.
@@ -506,6 +513,21 @@ pub fn ordering_key(event: &Event<'_>) -> Option<String> {
     chat.map(|chat| format!("chat|{chat}"))
 }
 
+/// `time + duration`, or the latest time the stores can keep when the sum goes past it: a
+/// duration from the configuration (a lease, a backoff) may be as large as `Duration::MAX`.
+pub(crate) fn saturating_add(time: SystemTime, duration: Duration) -> SystemTime {
+    let latest = latest_time();
+    time.checked_add(duration).map_or(latest, |sum| sum.min(latest))
+}
+
+/// The latest time the stores keep: `i64::MAX` milliseconds after the epoch, or, where
+/// `SystemTime` cannot reach that far, the end of the year 9999.
+fn latest_time() -> SystemTime {
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(i64::MAX.unsigned_abs()))
+        .unwrap_or(UNIX_EPOCH + Duration::from_secs(253_402_300_799))
+}
+
 /// Milliseconds since the Unix epoch, as the stores keep times.
 pub(crate) fn to_millis(time: SystemTime) -> i64 {
     match time.duration_since(UNIX_EPOCH) {
@@ -515,10 +537,11 @@ pub(crate) fn to_millis(time: SystemTime) -> i64 {
 }
 
 pub(crate) fn from_millis(millis: i64) -> SystemTime {
+    let distance = Duration::from_millis(millis.unsigned_abs());
     if millis >= 0 {
-        UNIX_EPOCH + Duration::from_millis(millis.unsigned_abs())
+        saturating_add(UNIX_EPOCH, distance)
     } else {
-        UNIX_EPOCH - Duration::from_millis(millis.unsigned_abs())
+        UNIX_EPOCH.checked_sub(distance).unwrap_or(UNIX_EPOCH)
     }
 }
 

@@ -20,11 +20,11 @@ use tokio_postgres::{Client, NoTls, Row};
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
     LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, NewDelivery, Selection, Stored, bounded_error,
-    from_millis, selection_params, to_millis,
+    from_millis, saturating_add, selection_params, to_millis,
 };
 
 /// The schema version this crate writes.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 /// The advisory lock key migrations hold ("periskop" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7065_7269_736b_6f70;
@@ -53,6 +53,20 @@ CREATE INDEX periskope_inbox_due ON periskope_inbox_jobs (state, run_at);
 CREATE INDEX periskope_inbox_order ON periskope_inbox_jobs (ordering_key, id) WHERE ordering_key IS NOT NULL;
 CREATE INDEX periskope_inbox_handled ON periskope_inbox_jobs (handled_at) WHERE state = 'done';
 ";
+
+/// Version 2: the path each delivery arrived on (`/` for the jobs stored before), and when each
+/// dead letter died (the dead letters of version 1 count from the upgrade).
+const SCHEMA_V2: &str = "
+ALTER TABLE periskope_inbox_jobs ADD COLUMN path TEXT NOT NULL DEFAULT '/';
+ALTER TABLE periskope_inbox_jobs ADD COLUMN dead_at BIGINT;
+UPDATE periskope_inbox_jobs SET dead_at = (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT
+WHERE state = 'dead';
+CREATE INDEX periskope_inbox_dead ON periskope_inbox_jobs (dead_at) WHERE state = 'dead';
+";
+
+/// What takes a database from each version to the next: `MIGRATIONS[v]` upgrades version `v`
+/// (version 0: no schema yet).
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, SCHEMA_V2];
 
 const SUMMARY_COLUMNS: &str =
     "id, event, dedup_key, state, attempts, last_error, received_at, run_at, lease_until, handled_at";
@@ -215,16 +229,18 @@ async fn migrate(client: &Client) -> Result<(), Migration> {
             .await?;
         let version: Option<i32> =
             client.query_opt("SELECT max(version) FROM periskope_inbox_schema", &[]).await?.and_then(|row| row.get(0));
-        match version {
-            None => {
+        let found = version.unwrap_or(0);
+        match usize::try_from(found).ok().and_then(|found| MIGRATIONS.get(found..)) {
+            Some([]) => {}
+            Some(upgrades) => {
                 client
                     .batch_execute(&format!(
-                        "BEGIN; {SCHEMA} INSERT INTO periskope_inbox_schema (version) VALUES ({SCHEMA_VERSION}); COMMIT;"
+                        "BEGIN; {} INSERT INTO periskope_inbox_schema (version) VALUES ({SCHEMA_VERSION}); COMMIT;",
+                        upgrades.concat()
                     ))
                     .await?;
             }
-            Some(SCHEMA_VERSION) => {}
-            Some(newer) => return Err(Migration::Newer(newer)),
+            None => return Err(Migration::Newer(found)),
         }
         Ok(())
     }
@@ -251,8 +267,8 @@ impl InboxStore for PostgresStore {
             let inserted = connections
                 .execute(
                     "INSERT INTO periskope_inbox_jobs
-                         (dedup_key, event, ordering_key, body, signing_key, received_at, run_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $6)
+                         (dedup_key, event, ordering_key, body, signing_key, received_at, run_at, path)
+                     VALUES ($1, $2, $3, $4, $5, $6, $6, $7)
                      ON CONFLICT (dedup_key) DO NOTHING",
                     &[
                         &delivery.key,
@@ -261,6 +277,7 @@ impl InboxStore for PostgresStore {
                         &&delivery.body[..],
                         &delivery.signing_key,
                         &received_at,
+                        &delivery.path,
                     ],
                 )
                 .await?;
@@ -275,7 +292,7 @@ impl InboxStore for PostgresStore {
         let connections = self.connections();
         async move {
             let now = to_millis(request.now);
-            let lease_until = to_millis(request.now + request.lease);
+            let lease_until = to_millis(saturating_add(request.now, request.lease));
             let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
             let max_attempts = attempts(request.max_attempts);
             let rows = connections
@@ -300,7 +317,7 @@ impl InboxStore for PostgresStore {
                      SET state = 'running', attempts = job.attempts + 1, lease_until = $4
                      FROM due WHERE job.id = due.id AND job.attempts < $3
                      RETURNING job.id, job.attempts, job.event, job.dedup_key, job.body, job.signing_key,
-                               job.received_at",
+                               job.received_at, job.path",
                     &[&now, &limit, &max_attempts, &lease_until, &LEASE_EXPIRED],
                 )
                 .await?;
@@ -388,7 +405,8 @@ impl InboxStore for PostgresStore {
             let row = connections
                 .query_opt(
                     &format!(
-                        "SELECT {SUMMARY_COLUMNS}, body, signing_key, ordering_key FROM periskope_inbox_jobs WHERE id = $1"
+                        "SELECT {SUMMARY_COLUMNS}, body, signing_key, ordering_key, path FROM periskope_inbox_jobs
+                         WHERE id = $1"
                     ),
                     &[&id],
                 )
@@ -399,6 +417,7 @@ impl InboxStore for PostgresStore {
                     body: Bytes::from(row.get::<_, Vec<u8>>(10)),
                     signing_key: row.get(11),
                     ordering_key: row.get(12),
+                    path: row.get(13),
                 })
             })
             .transpose()
@@ -499,6 +518,7 @@ fn claimed_job(row: &Row) -> ClaimedJob {
         body: Bytes::from(row.get::<_, Vec<u8>>(4)),
         signing_key: row.get(5),
         received_at: from_millis(row.get(6)),
+        path: row.get(7),
     }
 }
 

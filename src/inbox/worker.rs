@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, Uri};
 use http_body_util::Full;
 use tokio::sync::{Notify, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tower_service::Service;
 
-use super::{ClaimRequest, ClaimedJob, InboxStore, JobId, Lease};
+use super::{ClaimRequest, ClaimedJob, InboxError, InboxStore, JobId, Lease, saturating_add};
 use crate::event::WebhookEvent;
 use crate::metadata::RawBody;
 use crate::response::BoxError;
@@ -44,6 +44,10 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// On shutdown, how long jobs in flight may finish before they are released (default 10 s).
     pub shutdown_grace: Duration,
+    /// How long the worker waits for one store call (a claim, a settle, a purge) before it
+    /// counts as failed (default 30 s): a store that hangs (a lock held elsewhere, a network
+    /// that drops packets) delays jobs, but never stops the worker or its shutdown.
+    pub store_timeout: Duration,
     /// How long handled jobs are kept (default 24 hours). Until then, the same occurrence is
     /// answered as a duplicate; after it, it is accepted again. Keep it at least as long as
     /// Periskope may redeliver.
@@ -61,6 +65,7 @@ impl Default for WorkerConfig {
             backoff_max: Duration::from_secs(10 * 60),
             poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
+            store_timeout: Duration::from_secs(30),
             retention: Duration::from_secs(24 * 60 * 60),
         }
     }
@@ -68,7 +73,7 @@ impl Default for WorkerConfig {
 
 impl WorkerConfig {
     fn effective_lease(&self) -> Duration {
-        self.lease.max(self.attempt_timeout + Duration::from_secs(1))
+        self.lease.max(self.attempt_timeout.saturating_add(Duration::from_secs(1)))
     }
 
     /// The delay before the attempt after `attempt`: `backoff_base * 2^(attempt - 1)`, at most
@@ -131,7 +136,8 @@ impl Attempt {
 /// Runs a handler on the jobs of an [`InboxStore`].
 ///
 /// The handler is a tower service, as behind the layer: an [`EventRouter`](crate::EventRouter),
-/// an axum `Router` (the request is `POST /`), or any `Service<Request<Full<Bytes>>>`. Its request
+/// an axum `Router` (the request is a `POST` on the path the delivery arrived on, so the
+/// webhook's own route matches), or any `Service<Request<Full<Bytes>>>`. Its request
 /// carries the [`WebhookEvent`], the [`RawBody`] and the [`Attempt`] in its extensions and the
 /// body as received. A `2xx` answer handles the job; any other answer, an error, a panic or the
 /// [timeout](WorkerConfig::attempt_timeout) fails the attempt, and the job is retried after a
@@ -198,6 +204,8 @@ where
             config.retention.min(Duration::from_secs(60)).max(Duration::from_millis(100)),
         );
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Every wait below is raced against the shutdown: a store call that hangs cannot hold
+        // the worker past it.
         loop {
             let free = concurrency - in_flight.len();
             let mut claimed_all = false;
@@ -208,7 +216,11 @@ where
                     max_attempts: config.max_attempts,
                     now: SystemTime::now(),
                 };
-                match store.claim(request).await {
+                let claimed = tokio::select! {
+                    () = &mut shutdown => break,
+                    claimed = bounded(config.store_timeout, store.claim(request)) => claimed,
+                };
+                match claimed {
                     Ok(jobs) => {
                         claimed_all = jobs.len() == free;
                         for job in jobs {
@@ -236,13 +248,10 @@ where
                 () = wake.notified() => {}
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 () = tokio::time::sleep(config.poll_interval) => {}
-                _ = retention.tick() => {
-                    let before = SystemTime::now().checked_sub(config.retention).unwrap_or(SystemTime::UNIX_EPOCH);
-                    if let Err(_error) = store.purge_handled(before).await {
-                        #[cfg(feature = "tracing")]
-                        tracing::error!(error = %_error, "periskope inbox could not purge handled jobs");
-                    }
-                }
+                _ = retention.tick() => tokio::select! {
+                    () = &mut shutdown => break,
+                    () = purge_expired(&store, &config) => {}
+                },
             }
         }
         let grace = tokio::time::sleep(config.shutdown_grace);
@@ -253,6 +262,25 @@ where
                 () = &mut grace, if !*stop.borrow() => { let _ = stop.send(true); }
             }
         }
+    }
+}
+
+/// `call`, or a [`InboxError::Storage`] once the store took longer than `timeout`.
+async fn bounded<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<T, InboxError>>,
+) -> Result<T, InboxError> {
+    tokio::time::timeout(timeout, call).await.unwrap_or_else(|_| {
+        Err(InboxError::Storage(format!("the store did not answer within {timeout:?}")))
+    })
+}
+
+/// Deletes the handled jobs older than the retention.
+async fn purge_expired<St: InboxStore>(store: &St, config: &WorkerConfig) {
+    let before = SystemTime::now().checked_sub(config.retention).unwrap_or(SystemTime::UNIX_EPOCH);
+    if let Err(_error) = bounded(config.store_timeout, store.purge_handled(before)).await {
+        #[cfg(feature = "tracing")]
+        tracing::error!(error = %_error, "periskope inbox could not purge handled jobs");
     }
 }
 
@@ -303,14 +331,17 @@ async fn run_attempt<St, H, ResBody>(
     settle(&store, &config, lease, outcome).await;
 }
 
-/// The request the handler gets: the body as received, and the event, raw body and attempt in
-/// its extensions. A body that no longer decodes (it was verified and decoded when stored, so
-/// only a different version of this crate could refuse it) fails the attempt.
+/// The request the handler gets: `POST` on the path the delivery arrived on, the body as
+/// received, and the event, raw body and attempt in its extensions. A body that no longer
+/// decodes (it was verified and decoded when stored, so only a different version of this crate
+/// could refuse it) fails the attempt.
 fn handler_request(job: ClaimedJob, max_attempts: u32) -> Result<Request<Full<Bytes>>, String> {
     let event = WebhookEvent::decode(job.body.clone())
         .map_err(|error| format!("the stored body no longer decodes: {}", error.code()))?;
+    let path = Uri::try_from(job.path).map_err(|_| "the stored path is not a request path".to_owned())?;
     let mut request = Request::new(Full::new(job.body.clone()));
     *request.method_mut() = Method::POST;
+    *request.uri_mut() = path;
     let extensions = request.extensions_mut();
     extensions.insert(event);
     extensions.insert(RawBody(job.body));
@@ -348,12 +379,14 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 
 async fn settle<St: InboxStore>(store: &St, config: &WorkerConfig, lease: Lease, outcome: Outcome) {
     let now = SystemTime::now();
+    let timeout = config.store_timeout;
     let settled = match outcome {
-        Outcome::Handled => store.complete(lease, now).await,
-        Outcome::Released => store.release(lease, now).await,
+        Outcome::Handled => bounded(timeout, store.complete(lease, now)).await,
+        Outcome::Released => bounded(timeout, store.release(lease, now)).await,
         Outcome::Failed(error) => {
-            let retry_at = (lease.attempt < config.max_attempts).then(|| now + config.backoff(lease.attempt));
-            store.fail(lease, error, retry_at).await
+            let retry_at =
+                (lease.attempt < config.max_attempts).then(|| saturating_add(now, config.backoff(lease.attempt)));
+            bounded(timeout, store.fail(lease, error, retry_at)).await
         }
     };
     if let Err(_error) = settled {

@@ -7,6 +7,7 @@ mod acceptor;
 mod common;
 mod crash;
 mod postgres;
+mod postgres_worker;
 // Only `example_binary` is used: the crash test reads the example's lines itself.
 #[allow(dead_code)]
 #[path = "../common/process.rs"]

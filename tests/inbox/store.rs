@@ -211,3 +211,48 @@ fn corrupt_or_unreadable_files_are_clear_errors() {
     let error = SqliteStore::open(&damaged).unwrap_err();
     assert!(matches!(error, InboxError::Open { .. }), "{error:?}");
 }
+
+/// The last clone dropped on a runtime thread closes the file in the background; opening the
+/// same file again waits for that instead of finding it locked, and finds every job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_dropped_inside_the_runtime_can_be_reopened_at_once() {
+    let dir = TempDir::new("reopen-async");
+    for round in 0..3 {
+        let store = SqliteStore::open(dir.db()).expect("the previous store's file is released");
+        let inserts: Vec<_> = (0..50)
+            .map(|n| store.insert(delivery(chat_message("c", &format!("r{round}-{n}")))))
+            .collect();
+        drop(store);
+        for insert in inserts {
+            assert_eq!(insert.await.unwrap(), Stored::New, "queued before the drop: still written");
+        }
+    }
+    let store = SqliteStore::open(dir.db()).unwrap();
+    assert_eq!(store.list(ListQuery::new(None, 1000)).await.unwrap().len(), 150);
+}
+
+/// The file holds message bodies and phone numbers: it and its WAL (and shared-memory file,
+/// when SQLite makes one) are readable and writable by the owner only.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_inbox_files_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = TempDir::new("modes");
+    let store = SqliteStore::open(dir.db()).unwrap();
+    store.insert(delivery(chat_message("c", "m1"))).await.unwrap();
+    let mut checked = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", dir.db().display());
+        match std::fs::metadata(&path) {
+            Ok(metadata) => {
+                assert_eq!(metadata.permissions().mode() & 0o777, 0o600, "{path}");
+                checked.push(suffix);
+            }
+            // With exclusive locking, the WAL index lives in the process's memory.
+            Err(error) if suffix == "-shm" && error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => panic!("{path}: {error}"),
+        }
+    }
+    assert!(checked.contains(&"-wal"), "{checked:?}");
+}

@@ -9,47 +9,13 @@ use std::time::Duration;
 use axum::routing::post;
 use axum::{Extension, Router};
 use http::StatusCode;
-use periskope_webhook::inbox::{Attempt, Inbox, InboxStore, JobState, ListQuery, SqliteStore, WorkerConfig};
+use periskope_webhook::inbox::{Attempt, Inbox, InboxStore, JobState, ListQuery, SqliteStore};
 use periskope_webhook::{EventRouter, PeriskopeWebhookLayer, WebhookEvent};
 use tokio::sync::oneshot;
 use tower::Layer;
 
 use crate::common::{self, KEY, Stack, client, send, signed, within};
-use crate::support::{TempDir, chat_message, delivery, key_of};
-
-fn fast() -> WorkerConfig {
-    let mut config = WorkerConfig::default();
-    config.backoff_base = Duration::from_millis(5);
-    config.backoff_max = Duration::from_millis(20);
-    config.poll_interval = Duration::from_millis(10);
-    config.max_attempts = 3;
-    config
-}
-
-/// Polls `condition` on the store's jobs until it holds, bounded in time.
-async fn wait_until<F>(
-    store: &SqliteStore,
-    what: &str,
-    condition: F,
-) -> Vec<periskope_webhook::inbox::JobSummary>
-where
-    F: Fn(&[periskope_webhook::inbox::JobSummary]) -> bool,
-{
-    within(what, async {
-        loop {
-            let jobs = store.list(ListQuery::new(None, 1000)).await.unwrap();
-            if condition(&jobs) {
-                return jobs;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-}
-
-fn all_in(state: JobState) -> impl Fn(&[periskope_webhook::inbox::JobSummary]) -> bool {
-    move |jobs| !jobs.is_empty() && jobs.iter().all(|job| job.state == state)
-}
+use crate::support::{TempDir, all_in, chat_message, delivery, fast, key_of, wait_for_jobs};
 
 #[tokio::test]
 async fn failed_attempts_are_retried_with_the_attempt_number_and_error_recorded() {
@@ -74,7 +40,7 @@ async fn failed_attempts_are_retried_with_the_attempt_number_and_error_recorded(
     let worker = tokio::spawn(inbox.worker(handler).config(fast()).run(async {
         let _ = stopped.await;
     }));
-    let jobs = wait_until(inbox.store(), "the job is handled", all_in(JobState::Done)).await;
+    let jobs = wait_for_jobs(inbox.store(), "the job is handled", all_in(JobState::Done)).await;
     assert_eq!(jobs[0].attempts, 3);
     assert_eq!(jobs[0].last_error.as_deref(), Some("the handler answered 502 Bad Gateway"));
     assert_eq!(
@@ -125,7 +91,7 @@ async fn errors_panics_and_timeouts_fail_attempts_until_a_dead_letter() {
     let worker = tokio::spawn(inbox.worker(router).config(config).run(async {
         let _ = stopped.await;
     }));
-    let jobs = wait_until(inbox.store(), "three dead letters", all_in(JobState::Dead)).await;
+    let jobs = wait_for_jobs(inbox.store(), "three dead letters", all_in(JobState::Dead)).await;
     let error = |key: &str| {
         let job = jobs.iter().find(|job| job.key == key_of(&chat_message(key, key))).unwrap();
         assert_eq!(job.attempts, 3, "{job:?}");
@@ -188,7 +154,7 @@ async fn jobs_of_a_chat_are_handled_in_order_and_chats_concurrently() {
     let worker = tokio::spawn(inbox.worker(router).config(fast()).run(async {
         let _ = stopped.await;
     }));
-    wait_until(inbox.store(), "all handled", |jobs| {
+    wait_for_jobs(inbox.store(), "all handled", |jobs| {
         jobs.len() == CHATS * PER_CHAT && all_in(JobState::Done)(jobs)
     })
     .await;
@@ -268,7 +234,108 @@ async fn a_delivery_over_http_reaches_the_handler_from_storage() {
     let body = chat_message("c", "over-http");
     send(&client(), signed(&server.url, KEY, body.clone())).await.assert(StatusCode::OK, "accepted");
     assert_eq!(within("the handler runs", received.recv()).await, Some(body));
-    wait_until(inbox.store(), "the job is done", all_in(JobState::Done)).await;
+    wait_for_jobs(inbox.store(), "the job is done", all_in(JobState::Done)).await;
+    let _ = stop.send(());
+    within("worker stops", worker).await.unwrap();
+    server.stop().await;
+}
+
+/// The generic worker cases on the embedded store; `postgres_worker.rs` runs them on PostgreSQL.
+mod sqlite {
+    use periskope_webhook::inbox::SqliteStore;
+
+    use crate::support::TempDir;
+
+    #[tokio::test]
+    async fn unbounded_durations_in_the_configuration_still_handle_jobs() {
+        let dir = TempDir::new("max-config");
+        super::unbounded_durations_in_the_configuration_still_handle_jobs(SqliteStore::open(dir.db()).unwrap())
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_router_that_routes_only_the_webhook_path_handles_the_job() {
+        let dir = TempDir::new("path");
+        super::a_router_that_routes_only_the_webhook_path_handles_the_job(SqliteStore::open(dir.db()).unwrap())
+            .await;
+    }
+}
+
+/// No configuration value can panic the worker or the store: a lease, an attempt timeout, a
+/// backoff and a retention of `Duration::MAX` (a natural "no limit") still handle jobs, a failed
+/// attempt waits (for ever) instead of overflowing, and the store keeps accepting deliveries.
+pub async fn unbounded_durations_in_the_configuration_still_handle_jobs<St: InboxStore>(store: St) {
+    let inbox = Inbox::new(store);
+    inbox.store().insert(delivery(chat_message("ok", "ok-1"))).await.unwrap();
+    inbox.store().insert(delivery(chat_message("fails", "fails"))).await.unwrap();
+    let router = EventRouter::new().on_message_created(|event: WebhookEvent| async move {
+        match event.event().message().and_then(|m| m.chat_id.as_deref()) {
+            Some("fails") => Err("the CRM is down"),
+            _ => Ok(()),
+        }
+    });
+    let mut config = fast();
+    config.lease = Duration::MAX;
+    config.attempt_timeout = Duration::MAX;
+    config.backoff_base = Duration::MAX;
+    config.backoff_max = Duration::MAX;
+    config.retention = Duration::MAX;
+    config.store_timeout = Duration::MAX;
+    config.shutdown_grace = Duration::MAX;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(inbox.worker(router).config(config).run(async {
+        let _ = stopped.await;
+    }));
+    let handled = |jobs: &[periskope_webhook::inbox::JobSummary]| {
+        jobs.iter().any(|job| job.state == JobState::Done)
+            && jobs.iter().any(|job| job.state == JobState::Pending && job.attempts == 1)
+    };
+    let jobs = wait_for_jobs(inbox.store(), "one job handled, the other backing off", handled).await;
+    let waiting = jobs.iter().find(|job| job.state == JobState::Pending).unwrap();
+    let year = Duration::from_secs(365 * 24 * 60 * 60);
+    assert!(waiting.run_at > std::time::SystemTime::now() + year, "{waiting:?}");
+
+    // The store still accepts, and the worker still runs.
+    let later = delivery(chat_message("ok", "ok-2"));
+    assert_eq!(inbox.store().insert(later).await.unwrap(), periskope_webhook::inbox::Stored::New);
+    wait_for_jobs(inbox.store(), "the later job is handled", |jobs| {
+        jobs.iter().filter(|job| job.state == JobState::Done).count() == 2
+    })
+    .await;
+    let _ = stop.send(());
+    within("worker stops", worker).await.unwrap();
+}
+
+/// The worker calls the handler with the path the delivery arrived on: an axum `Router` with a
+/// route only at the webhook path handles the job.
+pub async fn a_router_that_routes_only_the_webhook_path_handles_the_job<St: InboxStore>(store: St) {
+    let inbox = Inbox::new(store);
+    let paths = Arc::new(Mutex::new(Vec::new()));
+    let handler = {
+        let paths = Arc::clone(&paths);
+        Router::new().route(
+            common::PATH,
+            post(move |uri: http::Uri| {
+                let paths = Arc::clone(&paths);
+                async move {
+                    paths.lock().unwrap().push(uri.path().to_owned());
+                    StatusCode::OK
+                }
+            }),
+        )
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(inbox.worker(handler).config(fast()).run(async {
+        let _ = stopped.await;
+    }));
+    let server = common::serve(Stack::Axum, PeriskopeWebhookLayer::new(KEY).layer(inbox.acceptor())).await;
+    send(&client(), signed(&server.url, KEY, chat_message("c", "routed"))).await.assert(StatusCode::OK, "accepted");
+    let jobs = wait_for_jobs(inbox.store(), "the job is handled or dead", |jobs| {
+        !jobs.is_empty() && jobs.iter().all(|job| matches!(job.state, JobState::Done | JobState::Dead))
+    })
+    .await;
+    assert_eq!(jobs[0].state, JobState::Done, "{jobs:?}");
+    assert_eq!(*paths.lock().unwrap(), [common::PATH]);
     let _ = stop.send(());
     within("worker stops", worker).await.unwrap();
     server.stop().await;

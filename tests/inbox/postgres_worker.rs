@@ -1,0 +1,118 @@
+//! The worker on the PostgreSQL store against a real server: the generic worker cases, a
+//! shutdown that must not wait for a store call blocked by a lock, and the schema's upgrade.
+
+use std::time::Duration;
+
+use periskope_webhook::inbox::{ClaimRequest, Inbox, InboxStore, PostgresStore, WorkerConfig};
+use periskope_webhook::{EventRouter, WebhookEvent};
+use tokio::sync::oneshot;
+
+use crate::common::postgres::{Database, cluster};
+use crate::common::within;
+use crate::support::{chat_message, delivery};
+
+/// A fresh database and a store connected to it; `None` when PostgreSQL is not available.
+async fn store() -> Option<(Database, PostgresStore)> {
+    let database = cluster()?.database();
+    let store = PostgresStore::connect(&database.url()).await.expect("connect to the test database");
+    Some((database, store))
+}
+
+macro_rules! generic_worker_cases {
+    ($($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread")]
+            async fn $case() {
+                let Some((_database, store)) = store().await else { return };
+                crate::worker::$case(store).await;
+            }
+        )*
+    };
+}
+
+generic_worker_cases!(
+    unbounded_durations_in_the_configuration_still_handle_jobs,
+    a_router_that_routes_only_the_webhook_path_handles_the_job,
+);
+
+/// Another session holds the jobs table locked, so the worker's claim waits on the server; the
+/// worker still sees its shutdown and returns within its grace period (plus slack), instead of
+/// waiting for the lock.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_is_seen_while_a_store_call_waits_for_a_lock() {
+    let Some((database, store)) = store().await else { return };
+    let (locker, connection) = tokio_postgres::connect(&database.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    locker.batch_execute("BEGIN; LOCK TABLE periskope_inbox_jobs IN ACCESS EXCLUSIVE MODE").await.unwrap();
+
+    let grace = Duration::from_millis(200);
+    let mut config = WorkerConfig::default();
+    config.shutdown_grace = grace;
+    config.poll_interval = Duration::from_millis(10);
+    let router = EventRouter::new()
+        .on_message_created(|_: WebhookEvent| async { Ok::<_, std::convert::Infallible>(()) });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(Inbox::new(store).worker(router).config(config).run(async {
+        let _ = stopped.await;
+    }));
+    within("the worker's claim waits for the lock", async {
+        loop {
+            let waiting: i64 = locker
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let _ = stop.send(());
+    let returned = tokio::time::timeout(grace + Duration::from_secs(2), worker).await;
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    assert!(returned.is_ok(), "run did not return within the grace period plus 2 s while the table was locked");
+}
+
+/// A database written by version 1 of the schema (0.1's), made here by hand, is upgraded on
+/// connect: its jobs keep everything and run on the path `/`, which is what they ran on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_1_database_is_upgraded() {
+    let Some(cluster) = cluster() else { return };
+    let database = cluster.database();
+    let (v1, connection) = tokio_postgres::connect(&database.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    v1.batch_execute(
+        "CREATE TABLE periskope_inbox_schema (version INTEGER NOT NULL);
+         CREATE TABLE periskope_inbox_jobs (
+             id BIGSERIAL PRIMARY KEY, dedup_key TEXT NOT NULL UNIQUE, event TEXT NOT NULL,
+             ordering_key TEXT, body BYTEA NOT NULL, signing_key TEXT, received_at BIGINT NOT NULL,
+             state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+             run_at BIGINT NOT NULL, lease_until BIGINT, last_error TEXT, handled_at BIGINT);
+         CREATE INDEX periskope_inbox_due ON periskope_inbox_jobs (state, run_at);
+         CREATE INDEX periskope_inbox_order ON periskope_inbox_jobs (ordering_key, id)
+             WHERE ordering_key IS NOT NULL;
+         CREATE INDEX periskope_inbox_handled ON periskope_inbox_jobs (handled_at) WHERE state = 'done';
+         INSERT INTO periskope_inbox_schema (version) VALUES (1);
+         INSERT INTO periskope_inbox_jobs (dedup_key, event, ordering_key, body, received_at, run_at)
+             VALUES ('message.created|2:m1', 'message.created', 'chat|c',
+                     convert_to('{\"event\":\"message.created\",\"data\":{\"message_id\":\"m1\"}}', 'UTF8'), 0, 0);",
+    )
+    .await
+    .unwrap();
+
+    let store = PostgresStore::connect_with(&database.url(), 1).await.unwrap();
+    let version: i32 =
+        v1.query_one("SELECT max(version) FROM periskope_inbox_schema", &[]).await.unwrap().get(0);
+    assert_eq!(version, 2);
+    let record = store.get(1).await.unwrap().unwrap();
+    assert_eq!((record.summary.key.as_str(), record.path.as_str()), ("message.created|2:m1", "/"));
+    let claimed = store.claim(ClaimRequest::new(10, Duration::from_secs(60), 3)).await.unwrap();
+    assert_eq!((claimed.len(), claimed[0].path.as_str()), (1, "/"));
+    store.insert(delivery(chat_message("c", "after-upgrade"))).await.unwrap();
+}
