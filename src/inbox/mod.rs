@@ -222,8 +222,8 @@ pub struct ClaimRequest {
     pub limit: usize,
     /// How long the claim holds each job before another worker may take it.
     pub lease: Duration,
-    /// A job that already had this many attempts becomes a dead letter instead of being
-    /// claimed (its last attempt's lease expired: the worker crashed or hung).
+    /// A job that already had this many attempts becomes a dead letter (dead from `now`)
+    /// instead of being claimed (its last attempt's lease expired: the worker crashed or hung).
     pub max_attempts: u32,
     /// The current time.
     pub now: SystemTime,
@@ -419,7 +419,7 @@ pub trait InboxStore: Clone + Send + Sync + 'static {
     fn complete(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send;
 
     /// Records a failed attempt, if `lease` still holds the job: pending again from `retry_at`,
-    /// or a dead letter when `retry_at` is `None`.
+    /// or a dead letter (dead from now) when `retry_at` is `None`.
     fn fail(
         &self,
         lease: Lease,
@@ -450,6 +450,10 @@ pub trait InboxStore: Clone + Send + Sync + 'static {
 
     /// Deletes jobs handled before `before` (retention); returns how many.
     fn purge_handled(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send;
+
+    /// Deletes dead letters that died before `before` ([`WorkerConfig::dead_retention`]);
+    /// returns how many.
+    fn purge_dead(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send;
 
     /// Counts for metrics.
     fn stats(&self, now: SystemTime) -> impl Future<Output = Result<InboxStats, InboxError>> + Send;
@@ -543,6 +547,13 @@ pub(crate) fn from_millis(millis: i64) -> SystemTime {
     } else {
         UNIX_EPOCH.checked_sub(distance).unwrap_or(UNIX_EPOCH)
     }
+}
+
+/// Says, at ERROR, that a job became a dead letter: its event name, id and attempts, never its
+/// content, key or error (they can hold phone numbers).
+pub(crate) fn log_dead_letter(_event: &str, _job: JobId, _attempts: u32) {
+    #[cfg(feature = "tracing")]
+    tracing::error!(event = _event, job = _job, attempts = _attempts, "periskope inbox job became a dead letter");
 }
 
 /// The error recorded on a job whose last attempt never settled.

@@ -308,19 +308,28 @@ impl InboxStore for PostgresStore {
                          FOR UPDATE OF job SKIP LOCKED
                      ), dead AS (
                          UPDATE periskope_inbox_jobs AS job
-                         SET state = 'dead', lease_until = NULL,
+                         SET state = 'dead', lease_until = NULL, dead_at = $1,
                              last_error = coalesce(job.last_error || '; ', '') || $5
                          FROM due WHERE job.id = due.id AND job.attempts >= $3
-                         RETURNING job.id
+                         RETURNING job.id, job.attempts, job.event, job.dedup_key, job.body, job.signing_key,
+                                   job.received_at, job.path, job.state
+                     ), claimed AS (
+                         UPDATE periskope_inbox_jobs AS job
+                         SET state = 'running', attempts = job.attempts + 1, lease_until = $4
+                         FROM due WHERE job.id = due.id AND job.attempts < $3
+                         RETURNING job.id, job.attempts, job.event, job.dedup_key, job.body, job.signing_key,
+                                   job.received_at, job.path, job.state
                      )
-                     UPDATE periskope_inbox_jobs AS job
-                     SET state = 'running', attempts = job.attempts + 1, lease_until = $4
-                     FROM due WHERE job.id = due.id AND job.attempts < $3
-                     RETURNING job.id, job.attempts, job.event, job.dedup_key, job.body, job.signing_key,
-                               job.received_at, job.path",
+                     SELECT * FROM claimed UNION ALL SELECT * FROM dead",
                     &[&now, &limit, &max_attempts, &lease_until, &LEASE_EXPIRED],
                 )
                 .await?;
+            // The jobs that became dead letters instead (their last attempt's lease expired).
+            let (dead, rows): (Vec<Row>, Vec<Row>) =
+                rows.into_iter().partition(|row| row.get::<_, &str>(8) == JobState::Dead.as_str());
+            for job in dead.iter().map(claimed_job) {
+                super::log_dead_letter(&job.event, job.id, job.attempt);
+            }
             let mut jobs: Vec<ClaimedJob> = rows.iter().map(claimed_job).collect();
             jobs.sort_by_key(|job| job.id);
             Ok(jobs)
@@ -349,6 +358,7 @@ impl InboxStore for PostgresStore {
     ) -> impl Future<Output = Result<(), InboxError>> + Send {
         let connections = self.connections();
         let error = bounded_error(error, MAX_ERROR_LEN);
+        let dead_at = retry_at.is_none().then(|| to_millis(SystemTime::now()));
         async move {
             let (state, run_at) = match retry_at {
                 Some(at) => (JobState::Pending, Some(to_millis(at))),
@@ -357,9 +367,10 @@ impl InboxStore for PostgresStore {
             connections
                 .execute(
                     "UPDATE periskope_inbox_jobs
-                     SET state = $3, run_at = coalesce($4, run_at), last_error = $5, lease_until = NULL
+                     SET state = $3, run_at = coalesce($4, run_at), last_error = $5, lease_until = NULL,
+                         dead_at = $6
                      WHERE id = $1 AND attempts = $2 AND state = 'running'",
-                    &[&lease.id, &attempts(lease.attempt), &state.as_str(), &run_at, &error],
+                    &[&lease.id, &attempts(lease.attempt), &state.as_str(), &run_at, &error, &dead_at],
                 )
                 .await?;
             Ok(())
@@ -434,7 +445,8 @@ impl InboxStore for PostgresStore {
             let (id, state) = selection_params(selection);
             let changed = connections
                 .execute(
-                    "UPDATE periskope_inbox_jobs SET state = 'pending', attempts = 0, run_at = $3, lease_until = NULL
+                    "UPDATE periskope_inbox_jobs
+                     SET state = 'pending', attempts = 0, run_at = $3, lease_until = NULL, dead_at = NULL
                      WHERE state IN ('pending', 'dead') AND ($1::BIGINT IS NULL OR id = $1)
                        AND ($2::TEXT IS NULL OR state = $2)",
                     &[&id, &state, &to_millis(now)],
@@ -465,6 +477,19 @@ impl InboxStore for PostgresStore {
             let deleted = connections
                 .execute(
                     "DELETE FROM periskope_inbox_jobs WHERE state = 'done' AND handled_at < $1",
+                    &[&to_millis(before)],
+                )
+                .await?;
+            Ok(deleted)
+        }
+    }
+
+    fn purge_dead(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        let connections = self.connections();
+        async move {
+            let deleted = connections
+                .execute(
+                    "DELETE FROM periskope_inbox_jobs WHERE state = 'dead' AND dead_at < $1",
                     &[&to_millis(before)],
                 )
                 .await?;

@@ -438,9 +438,9 @@ impl InboxStore for SqliteStore {
             let now = to_millis(request.now);
             let lease_until = to_millis(saturating_add(request.now, request.lease));
             let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
-            let due: Vec<(JobId, u32)> = connection
+            let due: Vec<(JobId, u32, String)> = connection
                 .prepare_cached(
-                    "SELECT id, attempts FROM periskope_inbox_jobs AS job
+                    "SELECT id, attempts, event FROM periskope_inbox_jobs AS job
                      WHERE ((state = 'pending' AND run_at <= ?1) OR (state = 'running' AND lease_until <= ?1))
                        AND (ordering_key IS NULL OR NOT EXISTS (
                              SELECT 1 FROM periskope_inbox_jobs AS earlier
@@ -448,17 +448,18 @@ impl InboxStore for SqliteStore {
                                AND earlier.state IN ('pending', 'running')))
                      ORDER BY id LIMIT ?2",
                 )?
-                .query_map(params![now, limit], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .query_map(params![now, limit], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
                 .collect::<rusqlite::Result<_>>()?;
             let mut claimed = Vec::with_capacity(due.len());
-            for (id, attempts) in due {
+            for (id, attempts, event) in due {
                 if attempts >= request.max_attempts {
                     connection.prepare_cached(
-                        "UPDATE periskope_inbox_jobs SET state = 'dead', lease_until = NULL,
+                        "UPDATE periskope_inbox_jobs SET state = 'dead', lease_until = NULL, dead_at = ?3,
                              last_error = coalesce(last_error || '; ', '') || ?2
                          WHERE id = ?1",
                     )?
-                    .execute(params![id, LEASE_EXPIRED])?;
+                    .execute(params![id, LEASE_EXPIRED, now])?;
+                    super::log_dead_letter(&event, id, attempts);
                     continue;
                 }
                 let job = connection
@@ -493,6 +494,7 @@ impl InboxStore for SqliteStore {
         retry_at: Option<SystemTime>,
     ) -> impl Future<Output = Result<(), InboxError>> + Send {
         let error = bounded_error(error, MAX_ERROR_LEN);
+        let dead_at = retry_at.is_none().then(|| to_millis(SystemTime::now()));
         self.call(move |connection| {
             let (state, run_at) = match retry_at {
                 Some(at) => (JobState::Pending, Some(to_millis(at))),
@@ -501,10 +503,11 @@ impl InboxStore for SqliteStore {
             connection
                 .prepare_cached(
                     "UPDATE periskope_inbox_jobs
-                     SET state = ?3, run_at = coalesce(?4, run_at), last_error = ?5, lease_until = NULL
+                     SET state = ?3, run_at = coalesce(?4, run_at), last_error = ?5, lease_until = NULL,
+                         dead_at = ?6
                      WHERE id = ?1 AND attempts = ?2 AND state = 'running'",
                 )?
-                .execute(params![lease.id, lease.attempt, state.as_str(), run_at, error])?;
+                .execute(params![lease.id, lease.attempt, state.as_str(), run_at, error, dead_at])?;
             Ok(())
         })
     }
@@ -567,7 +570,8 @@ impl InboxStore for SqliteStore {
             let (id, state) = selection_params(selection);
             let changed = connection
                 .prepare_cached(
-                    "UPDATE periskope_inbox_jobs SET state = 'pending', attempts = 0, run_at = ?3, lease_until = NULL
+                    "UPDATE periskope_inbox_jobs
+                     SET state = 'pending', attempts = 0, run_at = ?3, lease_until = NULL, dead_at = NULL
                      WHERE state IN ('pending', 'dead') AND (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR state = ?2)",
                 )?
                 .execute(params![id, state, to_millis(now)])?;
@@ -591,6 +595,15 @@ impl InboxStore for SqliteStore {
         self.call(move |connection| {
             let deleted = connection
                 .prepare_cached("DELETE FROM periskope_inbox_jobs WHERE state = 'done' AND handled_at < ?1")?
+                .execute([to_millis(before)])?;
+            Ok(deleted as u64)
+        })
+    }
+
+    fn purge_dead(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        self.call(move |connection| {
+            let deleted = connection
+                .prepare_cached("DELETE FROM periskope_inbox_jobs WHERE state = 'dead' AND dead_at < ?1")?
                 .execute([to_millis(before)])?;
             Ok(deleted as u64)
         })
@@ -799,6 +812,10 @@ mod tests {
         let claimed = runtime.block_on(store.claim(ClaimRequest::new(10, Duration::from_secs(60), 3))).unwrap();
         assert_eq!(claimed.len(), 1);
         assert_eq!((claimed[0].id, claimed[0].path.as_str()), (1, "/"));
+        // The old dead letter counts as dead from the upgrade on.
+        let hour = Duration::from_secs(3600);
+        assert_eq!(runtime.block_on(store.purge_dead(SystemTime::now() - hour)).unwrap(), 0);
+        assert_eq!(runtime.block_on(store.purge_dead(SystemTime::now() + hour)).unwrap(), 1);
         assert_eq!(runtime.block_on(store.insert(delivery("after-upgrade"))).unwrap(), Stored::New);
     }
 

@@ -52,6 +52,9 @@ pub struct WorkerConfig {
     /// answered as a duplicate; after it, it is accepted again. Keep it at least as long as
     /// Periskope may redeliver.
     pub retention: Duration,
+    /// How long dead letters are kept, counted from when each became one; `None` (the default)
+    /// keeps them until they are retried or purged.
+    pub dead_retention: Option<Duration>,
 }
 
 impl Default for WorkerConfig {
@@ -67,6 +70,7 @@ impl Default for WorkerConfig {
             shutdown_grace: Duration::from_secs(10),
             store_timeout: Duration::from_secs(30),
             retention: Duration::from_secs(24 * 60 * 60),
+            dead_retention: None,
         }
     }
 }
@@ -200,9 +204,9 @@ where
         let (stop, stopping) = watch::channel(false);
         let mut in_flight = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut retention = tokio::time::interval(
-            config.retention.min(Duration::from_secs(60)).max(Duration::from_millis(100)),
-        );
+        let shortest_retention = config.retention.min(config.dead_retention.unwrap_or(Duration::MAX));
+        let mut retention =
+            tokio::time::interval(shortest_retention.min(Duration::from_secs(60)).max(Duration::from_millis(100)));
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Every wait below is raced against the shutdown: a store call that hangs cannot hold
         // the worker past it.
@@ -275,12 +279,18 @@ async fn bounded<T>(
     })
 }
 
-/// Deletes the handled jobs older than the retention.
+/// Deletes the handled jobs older than the retention, and the dead letters older than theirs.
 async fn purge_expired<St: InboxStore>(store: &St, config: &WorkerConfig) {
-    let before = SystemTime::now().checked_sub(config.retention).unwrap_or(SystemTime::UNIX_EPOCH);
-    if let Err(_error) = bounded(config.store_timeout, store.purge_handled(before)).await {
+    let now = SystemTime::now();
+    let before = |retention: Duration| now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
+    if let Err(_error) = bounded(config.store_timeout, store.purge_handled(before(config.retention))).await {
         #[cfg(feature = "tracing")]
         tracing::error!(error = %_error, "periskope inbox could not purge handled jobs");
+    }
+    let Some(dead_retention) = config.dead_retention else { return };
+    if let Err(_error) = bounded(config.store_timeout, store.purge_dead(before(dead_retention))).await {
+        #[cfg(feature = "tracing")]
+        tracing::error!(error = %_error, "periskope inbox could not purge dead letters");
     }
 }
 
@@ -307,6 +317,7 @@ async fn run_attempt<St, H, ResBody>(
     ResBody: Send + 'static,
 {
     let lease = job.lease();
+    let event = job.event.clone();
     let outcome = match handler_request(job, config.max_attempts) {
         Err(reason) => Outcome::Failed(reason),
         Ok(request) => {
@@ -328,7 +339,7 @@ async fn run_attempt<St, H, ResBody>(
             }
         }
     };
-    settle(&store, &config, lease, outcome).await;
+    settle(&store, &config, lease, &event, outcome).await;
 }
 
 /// The request the handler gets: `POST` on the path the delivery arrived on, the body as
@@ -377,7 +388,7 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
-async fn settle<St: InboxStore>(store: &St, config: &WorkerConfig, lease: Lease, outcome: Outcome) {
+async fn settle<St: InboxStore>(store: &St, config: &WorkerConfig, lease: Lease, event: &str, outcome: Outcome) {
     let now = SystemTime::now();
     let timeout = config.store_timeout;
     let settled = match outcome {
@@ -386,7 +397,11 @@ async fn settle<St: InboxStore>(store: &St, config: &WorkerConfig, lease: Lease,
         Outcome::Failed(error) => {
             let retry_at =
                 (lease.attempt < config.max_attempts).then(|| saturating_add(now, config.backoff(lease.attempt)));
-            bounded(timeout, store.fail(lease, error, retry_at)).await
+            let failed = bounded(timeout, store.fail(lease, error, retry_at)).await;
+            if failed.is_ok() && retry_at.is_none() {
+                super::log_dead_letter(event, lease.id, lease.attempt);
+            }
+            failed
         }
     };
     if let Err(_error) = settled {

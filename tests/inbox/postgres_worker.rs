@@ -30,9 +30,25 @@ macro_rules! generic_worker_cases {
     };
 }
 
+/// The store cases of `store.rs` that came with the worker's dead-letter retention.
+macro_rules! generic_store_cases {
+    ($($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread")]
+            async fn $case() {
+                let Some((_database, store)) = store().await else { return };
+                crate::store::$case(store).await;
+            }
+        )*
+    };
+}
+
+generic_store_cases!(dead_letters_are_purged_by_when_they_died);
+
 generic_worker_cases!(
     unbounded_durations_in_the_configuration_still_handle_jobs,
     a_router_that_routes_only_the_webhook_path_handles_the_job,
+    dead_letters_are_purged_after_their_retention,
 );
 
 /// Another session holds the jobs table locked, so the worker's claim waits on the server; the

@@ -119,6 +119,42 @@ pub async fn operations_list_inspect_retry_and_purge_with_stats<St: InboxStore>(
     );
 }
 
+/// Dead letters are purged only once they have been dead for the retention given, counted from
+/// when each died: by a failed last attempt, or by a claim that found its last lease expired.
+/// A retried job is no longer a dead letter; a handled one is not touched.
+pub async fn dead_letters_are_purged_by_when_they_died<St: InboxStore>(store: St) {
+    for id in ["failed", "expired", "handled", "retried"] {
+        store.insert(delivery(chat_message(id, id))).await.unwrap();
+    }
+    let start = SystemTime::now();
+    let jobs = store.claim(claim(10, 1, start)).await.unwrap();
+    let job = |id: &str| jobs.iter().find(|job| message_id(&job.body) == id).unwrap().lease();
+    store.fail(job("failed"), "gave up".to_owned(), None).await.unwrap();
+    store.fail(job("retried"), "gave up".to_owned(), None).await.unwrap();
+    store.complete(job("handled"), start).await.unwrap();
+    // The last attempt's lease of "expired" runs out: the claim 200 s later makes it dead then.
+    assert!(store.claim(claim(10, 1, start + Duration::from_secs(200))).await.unwrap().is_empty());
+    assert_eq!(store.stats(start).await.unwrap().dead, 3);
+    assert_eq!(store.retry(Selection::Job(job("retried").id), start).await.unwrap(), 1);
+    let retried = store.claim(claim(10, 1, start)).await.unwrap().remove(0);
+    store.fail(retried.lease(), "gave up".to_owned(), None).await.unwrap();
+
+    assert_eq!(store.purge_dead(start - Duration::from_secs(1)).await.unwrap(), 0, "none died before");
+    // "failed" and the retried one died now; "expired" 200 s later.
+    assert_eq!(store.purge_dead(start + Duration::from_secs(100)).await.unwrap(), 2);
+    let left = store.list(ListQuery::new(None, 10)).await.unwrap();
+    let left: Vec<(String, JobState)> = left.into_iter().map(|job| (job.key, job.state)).collect();
+    assert_eq!(
+        left,
+        [
+            (key_of(&chat_message("expired", "expired")), JobState::Dead),
+            (key_of(&chat_message("handled", "handled")), JobState::Done)
+        ]
+    );
+    assert_eq!(store.purge_dead(start + Duration::from_secs(300)).await.unwrap(), 1);
+    assert_eq!(store.stats(start).await.unwrap().dead, 0);
+}
+
 /// The generic cases on the embedded store.
 mod sqlite {
     use periskope_webhook::inbox::SqliteStore;
@@ -146,6 +182,12 @@ mod sqlite {
         let dir = TempDir::new("order");
         super::jobs_of_one_chat_are_claimed_one_at_a_time_in_order(SqliteStore::open(dir.db()).unwrap())
             .await;
+    }
+
+    #[tokio::test]
+    async fn dead_letters_are_purged_by_when_they_died() {
+        let dir = TempDir::new("dead-retention");
+        super::dead_letters_are_purged_by_when_they_died(SqliteStore::open(dir.db()).unwrap()).await;
     }
 
     #[tokio::test]

@@ -254,6 +254,12 @@ mod sqlite {
     }
 
     #[tokio::test]
+    async fn dead_letters_are_purged_after_their_retention() {
+        let dir = TempDir::new("dead-retention");
+        super::dead_letters_are_purged_after_their_retention(SqliteStore::open(dir.db()).unwrap()).await;
+    }
+
+    #[tokio::test]
     async fn a_router_that_routes_only_the_webhook_path_handles_the_job() {
         let dir = TempDir::new("path");
         super::a_router_that_routes_only_the_webhook_path_handles_the_job(SqliteStore::open(dir.db()).unwrap())
@@ -339,4 +345,75 @@ pub async fn a_router_that_routes_only_the_webhook_path_handles_the_job<St: Inbo
     let _ = stop.send(());
     within("worker stops", worker).await.unwrap();
     server.stop().await;
+}
+
+/// With `dead_retention`, the worker purges a dead letter once it has been dead that long
+/// (without it, dead letters stay: `errors_panics_and_timeouts_fail_attempts_until_a_dead_letter`).
+pub async fn dead_letters_are_purged_after_their_retention<St: InboxStore>(store: St) {
+    let inbox = Inbox::new(store);
+    inbox.store().insert(delivery(chat_message("c", "doomed"))).await.unwrap();
+    let router = EventRouter::new().on_message_created(|_: WebhookEvent| async { Err::<(), _>("the CRM is down") });
+    let mut config = fast();
+    config.max_attempts = 1;
+    config.dead_retention = Some(Duration::from_secs(1));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(inbox.worker(router).config(config).run(async {
+        let _ = stopped.await;
+    }));
+    wait_for_jobs(inbox.store(), "a dead letter", all_in(JobState::Dead)).await;
+    wait_for_jobs(inbox.store(), "the dead letter is purged", <[_]>::is_empty).await;
+    let _ = stop.send(());
+    within("worker stops", worker).await.unwrap();
+}
+
+/// A job becoming a dead letter is said at ERROR with its event name, id and attempts: never
+/// its body, key or error text (which can hold phone numbers).
+#[tokio::test]
+async fn a_dead_letter_is_logged_at_error_without_its_content() {
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+
+    let dir = TempDir::new("dead-log");
+    let inbox = Inbox::new(SqliteStore::open(dir.db()).unwrap());
+    let body = chat_message("919999912345@c.us", "doomed");
+    inbox.store().insert(delivery(body.clone())).await.unwrap();
+    let router = EventRouter::new()
+        .on_message_created(|_: WebhookEvent| async { Err::<(), _>("CRM refused contact 919999912345@c.us") });
+    let mut config = fast();
+    config.max_attempts = 2;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(inbox.worker(router).config(config).run(async {
+        let _ = stopped.await;
+    }));
+    wait_for_jobs(inbox.store(), "a dead letter", all_in(JobState::Dead)).await;
+    let _ = stop.send(());
+    within("worker stops", worker).await.unwrap();
+    drop(guard);
+
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|line| line.contains("became a dead letter")).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    let line = lines[0];
+    for expected in ["ERROR", "event=\"message.created\"", "job=1", "attempts=2"] {
+        assert!(line.contains(expected), "{expected} missing from {line}");
+    }
+    for secret in ["919999912345", "doomed", "hello", "CRM"] {
+        assert!(!line.contains(secret), "{secret} in {line}");
+    }
 }
