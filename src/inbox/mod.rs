@@ -366,8 +366,11 @@ pub enum InboxError {
         /// The newest version this crate knows.
         supported: i64,
     },
-    /// A read or write failed (disk full, I/O error, connection lost).
+    /// A read or write failed (I/O error, connection lost).
     Storage(String),
+    /// The store is full ([`SqliteOptions::max_size`], or the disk): new deliveries are
+    /// refused until handled jobs are purged; the worker still drains it.
+    Full,
     /// The store was shut down.
     Closed,
 }
@@ -389,6 +392,9 @@ impl fmt::Display for InboxError {
                  understands ({supported})"
             ),
             InboxError::Storage(reason) => write!(f, "inbox storage failed: {reason}"),
+            InboxError::Full => f.write_str(
+                "the inbox is full: new deliveries are refused until handled jobs are purged",
+            ),
             InboxError::Closed => f.write_str("the inbox store is shut down"),
         }
     }

@@ -77,8 +77,13 @@ pub struct SqliteOptions {
 }
 
 impl SqliteOptions {
-    /// Caps the file at about `bytes`: once full, deliveries are answered `503` (Periskope
-    /// retries them) until jobs are handled and purged. Default: no cap.
+    /// Caps the jobs' data at about `bytes`. Once it holds that much, new deliveries are
+    /// refused with [`InboxError::Full`] (the acceptor answers `503 inbox_full`, and Periskope
+    /// retries them) until retention purges handled jobs; copies of stored deliveries are still
+    /// answered as duplicates. Claims, settles and purges keep working, so the worker drains a
+    /// full file: the file may grow past `bytes` by a quarter (at least 64 pages) for them.
+    /// Handled jobs are kept for the whole [retention](super::WorkerConfig::retention), full or
+    /// not: size the cap for a retention period's deliveries. Default: no cap.
     pub fn max_size(mut self, bytes: u64) -> Self {
         self.max_size = Some(bytes);
         self
@@ -91,7 +96,7 @@ impl SqliteOptions {
     pub fn open(&self, path: impl AsRef<Path>) -> Result<SqliteStore, InboxError> {
         let path = path.as_ref().to_path_buf();
         wait_for_closing_writers(&path);
-        let connection = open_connection(&path, self)?;
+        let (connection, max_pages) = open_connection(&path, self)?;
         let (sender, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("periskope-inbox-sqlite".to_owned())
@@ -102,6 +107,7 @@ impl SqliteOptions {
                 sender: Mutex::new(Some(sender)),
                 thread: Mutex::new(Some(thread)),
                 path,
+                max_pages,
             }),
         })
     }
@@ -125,6 +131,8 @@ struct Shared {
     sender: Mutex<Option<Sender<Operation>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
+    /// New deliveries are refused once the jobs fill this many pages ([`SqliteOptions::max_size`]).
+    max_pages: Option<i64>,
 }
 
 impl Drop for Shared {
@@ -238,8 +246,27 @@ fn open_error(path: &Path, reason: impl ToString) -> InboxError {
 }
 
 fn storage_error(error: rusqlite::Error) -> InboxError {
-    InboxError::Storage(error.to_string())
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => InboxError::Full,
+        _ => InboxError::Storage(error.to_string()),
+    }
 }
+
+/// The error of an insert into a file at its [`SqliteOptions::max_size`]: SQLite's own "full".
+fn full() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL), None)
+}
+
+/// The pages that hold data: the file's pages less the free ones.
+fn used_pages(connection: &Connection) -> rusqlite::Result<i64> {
+    let pages: i64 = connection.prepare_cached("PRAGMA page_count")?.query_row([], |row| row.get(0))?;
+    let free: i64 = connection.prepare_cached("PRAGMA freelist_count")?.query_row([], |row| row.get(0))?;
+    Ok(pages - free)
+}
+
+/// The headroom a full file keeps for claims, settles and purges: a quarter of the cap, at
+/// least this many pages.
+const MIN_HEADROOM_PAGES: i64 = 64;
 
 /// The file holds message bodies and phone numbers: a new one is created readable and writable
 /// by its owner only, before SQLite opens it; SQLite gives the WAL the mode of the file.
@@ -253,7 +280,8 @@ fn create_private(path: &Path) -> Result<(), InboxError> {
     }
 }
 
-fn open_connection(path: &Path, options: &SqliteOptions) -> Result<Connection, InboxError> {
+/// The connection, and the pages past which new deliveries are refused.
+fn open_connection(path: &Path, options: &SqliteOptions) -> Result<(Connection, Option<i64>), InboxError> {
     #[cfg(unix)]
     create_private(path)?;
     let flags =
@@ -279,19 +307,29 @@ fn open_connection(path: &Path, options: &SqliteOptions) -> Result<Connection, I
     }
     // FULL: a commit is synced to disk, WAL included, before it returns; the 200 waits for it.
     connection.pragma_update(None, "synchronous", "FULL").map_err(classify)?;
-    if let Some(bytes) = options.max_size {
-        let page_size: i64 =
-            connection.query_row("PRAGMA page_size", [], |row| row.get(0)).map_err(classify)?;
-        let pages = (bytes / page_size.max(512).unsigned_abs()).max(1);
-        connection
-            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
-            .map_err(classify)?;
-    }
     migrate(&connection).map_err(|error| match error {
         Migration::Sqlite(error) => classify(error),
         Migration::Newer(found) => InboxError::NewerSchema { found, supported: SCHEMA_VERSION },
     })?;
-    Ok(connection)
+    let max_pages = match options.max_size {
+        None => None,
+        Some(bytes) => {
+            let page_size: i64 =
+                connection.query_row("PRAGMA page_size", [], |row| row.get(0)).map_err(classify)?;
+            let pages: i64 =
+                connection.query_row("PRAGMA page_count", [], |row| row.get(0)).map_err(classify)?;
+            let max_pages = i64::try_from(bytes / page_size.max(512).unsigned_abs()).unwrap_or(i64::MAX).max(1);
+            // Inserts stop at `max_pages`; the hard cap leaves room past it (and past a file
+            // already larger) for the worker to drain the file.
+            let headroom = (max_pages / 4).max(MIN_HEADROOM_PAGES);
+            let hard_cap = max_pages.max(pages).saturating_add(headroom);
+            connection
+                .query_row(&format!("PRAGMA max_page_count = {hard_cap}"), [], |_| Ok(()))
+                .map_err(classify)?;
+            Some(max_pages)
+        }
+    };
+    Ok((connection, max_pages))
 }
 
 enum Migration {
@@ -408,7 +446,20 @@ impl InboxStore for SqliteStore {
     type InsertFuture = Pending<Stored>;
 
     fn insert(&self, delivery: NewDelivery) -> Self::InsertFuture {
+        let max_pages = self.shared.max_pages;
         self.call(move |connection| {
+            if let Some(max_pages) = max_pages {
+                if used_pages(connection)? >= max_pages {
+                    // Full: a copy of a stored delivery is still a duplicate; anything new is
+                    // refused.
+                    let stored: bool = connection
+                        .prepare_cached(
+                            "SELECT EXISTS (SELECT 1 FROM periskope_inbox_jobs WHERE dedup_key = ?1)",
+                        )?
+                        .query_row([&delivery.key], |row| row.get(0))?;
+                    return if stored { Ok(Stored::Duplicate) } else { Err(full()) };
+                }
+            }
             let received_at = to_millis(delivery.received_at);
             let inserted = connection
                 .prepare_cached(

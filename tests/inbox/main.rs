@@ -6,6 +6,8 @@ mod acceptor;
 #[path = "../common/mod.rs"]
 mod common;
 mod crash;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod postgres;
 mod postgres_worker;
 // Only `example_binary` is used: the crash test reads the example's lines itself.
