@@ -36,8 +36,9 @@
 //! - the [`Acceptor`] takes the handler's place behind
 //!   [`PeriskopeWebhookLayer`](crate::PeriskopeWebhookLayer): it stores the verified body, the
 //!   event name, the [de-duplication key](crate::dedup::KeyFn), the signing key's id and the
-//!   time received, and answers `200` only once the write is durable (committed and synced to
-//!   disk), `503` when storage fails, so that Periskope retries;
+//!   time received and the path it arrived on, and answers `200` only once the write is
+//!   durable (committed and synced to disk), `503` when storage fails or the store is full, so
+//!   that Periskope retries;
 //! - the same occurrence stored twice is a no-op that still answers `200`, so the layer's own
 //!   [de-duplication](crate::dedup) is unnecessary with the inbox: leave it off;
 //! - the [`Worker`] claims stored jobs with a lease, runs the handler (an
@@ -48,7 +49,9 @@
 //! # Guarantees
 //! - **At least once.** A delivery answered `200` is handled at least once, across crashes
 //!   and restarts. It is handled twice only when a crash, a timeout or an expired lease
-//!   interrupted an attempt: make handlers idempotent, keyed by [`Attempt::key`].
+//!   interrupted an attempt, or when the store could not record that an attempt succeeded
+//!   (the job is then run again once its lease expires): make handlers idempotent, keyed by
+//!   [`Attempt::key`].
 //! - **In order per chat.** Jobs of one chat (or one org phone, for `org.phone.*`) are handled
 //!   one at a time, in the order they were stored: a job waits while an earlier job of its chat
 //!   is pending, running or backing off. A dead letter no longer holds its chat back, so a
@@ -56,14 +59,31 @@
 //!   delivery order is not documented; this is the order in which deliveries arrived.
 //! - **Bounded attempts.** The attempt is counted when the job is claimed, so a job that
 //!   crashes the process every time still ends as a dead letter after
-//!   [`WorkerConfig::max_attempts`].
+//!   [`WorkerConfig::max_attempts`]. A claim the worker stopped waiting for (at shutdown, or
+//!   after [`WorkerConfig::store_timeout`]) may still be carried out by the store: its jobs
+//!   then count that attempt without running, and are due again when their lease expires (the
+//!   embedded store: when the file is next opened).
+//! - **Bounded waits.** Every store call of the worker is bounded by
+//!   [`WorkerConfig::store_timeout`], and the shutdown is seen while one is pending: `run`
+//!   returns at most [`WorkerConfig::shutdown_grace`] plus `store_timeout` after its shutdown
+//!   future completes.
+//! - **No configuration can panic.** Every [`WorkerConfig`] value is accepted: durations
+//!   saturate, so `Duration::MAX` means "no limit". An operation that panics inside the
+//!   embedded store fails that call only ([`InboxError::Storage`]); the store keeps serving.
+//! - **Full is never acknowledged.** A [`SqliteStore`] with a
+//!   [`max_size`](SqliteOptions::max_size) refuses new deliveries once full (`503
+//!   inbox_full`, counted and logged at ERROR), still answers copies of stored ones as
+//!   duplicates, and keeps claiming, settling and purging, so that the worker drains it.
 //!
 //! # What it stores
 //! The inbox holds message bodies, names and phone numbers. Handled jobs are purged after
 //! [`WorkerConfig::retention`] (24 hours by default, as long as the usual de-duplication
 //! window: until then, the same occurrence is answered as a duplicate; after it, accepted
 //! again). Dead letters stay until you [retry](InboxStore::retry) or [purge](InboxStore::purge)
-//! them. Protect the file or database like the rest of your customer data.
+//! them, or, with [`WorkerConfig::dead_retention`], until they have been dead that long; each
+//! job that becomes one is logged at ERROR (event name, job id and attempts, no content).
+//! Protect the file or database like the rest of your customer data: on Unix a new inbox file
+//! (and its WAL) is readable and writable by its owner only.
 
 mod acceptor;
 #[cfg(feature = "inbox-postgres")]

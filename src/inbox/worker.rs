@@ -147,10 +147,11 @@ impl Attempt {
 /// [timeout](WorkerConfig::attempt_timeout) fails the attempt, and the job is retried after a
 /// backoff, or becomes a dead letter after [`WorkerConfig::max_attempts`].
 ///
-/// [`Worker::run`] claims jobs until its shutdown future completes; then it stops claiming, gives
-/// the jobs in flight [`WorkerConfig::shutdown_grace`] to finish, and releases the others
-/// (their attempt is not counted). If the `run` future is dropped instead, the attempts in
-/// flight are aborted and their jobs are taken over when their lease expires (the embedded
+/// [`Worker::run`] claims jobs until its shutdown future completes, even while a store call is
+/// pending; then it stops claiming, gives the jobs in flight [`WorkerConfig::shutdown_grace`]
+/// to finish, and releases the others (their attempt is not counted; each release waits at
+/// most [`WorkerConfig::store_timeout`]). If the `run` future is dropped instead, the attempts
+/// in flight are aborted and their jobs are taken over when their lease expires (the embedded
 /// store takes them back at once when it next opens).
 pub struct Worker<St, H> {
     store: St,

@@ -1,6 +1,8 @@
-//! The worker on the PostgreSQL store against a real server: the generic worker cases, a
-//! shutdown that must not wait for a store call blocked by a lock, and the schema's upgrade.
+//! The worker on the PostgreSQL store against a real server: the generic worker cases, store
+//! calls blocked by a lock (bounded in time, and never holding up the shutdown), and the
+//! schema's upgrade.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use periskope_webhook::inbox::{ClaimRequest, Inbox, InboxStore, PostgresStore, WorkerConfig};
@@ -131,4 +133,74 @@ async fn a_version_1_database_is_upgraded() {
     let claimed = store.claim(ClaimRequest::new(10, Duration::from_secs(60), 3)).await.unwrap();
     assert_eq!((claimed.len(), claimed[0].path.as_str()), (1, "/"));
     store.insert(delivery(chat_message("c", "after-upgrade"))).await.unwrap();
+}
+
+/// A store call that hangs (here: the jobs table locked by another session) fails after
+/// `store_timeout`, for claims and for settling an attempt alike, and says so at ERROR.
+#[tokio::test]
+async fn store_calls_that_hang_fail_after_the_store_timeout() {
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let Some((database, store)) = store().await else { return };
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let log = || String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+
+    store.insert(delivery(chat_message("c", "slow"))).await.unwrap();
+    let (locker, connection) = tokio_postgres::connect(&database.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let (started, mut has_started) = tokio::sync::mpsc::unbounded_channel();
+    let proceed = Arc::new(tokio::sync::Notify::new());
+    let router = {
+        let proceed = Arc::clone(&proceed);
+        EventRouter::new().on_message_created(move |_: WebhookEvent| {
+            let (started, proceed) = (started.clone(), Arc::clone(&proceed));
+            async move {
+                let _ = started.send(());
+                proceed.notified().await;
+                Ok::<_, std::convert::Infallible>(())
+            }
+        })
+    };
+    let mut config = WorkerConfig::default();
+    config.poll_interval = Duration::from_millis(10);
+    config.store_timeout = Duration::from_millis(300);
+    config.shutdown_grace = Duration::from_millis(100);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(Inbox::new(store).worker(router).config(config).run(async {
+        let _ = stopped.await;
+    }));
+    within("the handler starts", has_started.recv()).await;
+    locker.batch_execute("BEGIN; LOCK TABLE periskope_inbox_jobs IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    proceed.notify_one();
+    within("both kinds of calls time out", async {
+        loop {
+            let log = log();
+            let timed_out = |what: &str| {
+                log.lines().any(|line| line.contains(what) && line.contains("did not answer within 300ms"))
+            };
+            if timed_out("could not claim jobs") && timed_out("could not record an attempt") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let _ = stop.send(());
+    within("worker stops", worker).await.unwrap();
+    locker.batch_execute("ROLLBACK").await.unwrap();
 }
