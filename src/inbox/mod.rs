@@ -412,9 +412,9 @@ impl fmt::Display for InboxError {
                  understands ({supported})"
             ),
             InboxError::Storage(reason) => write!(f, "inbox storage failed: {reason}"),
-            InboxError::Full => f.write_str(
-                "the inbox is full: new deliveries are refused until handled jobs are purged",
-            ),
+            InboxError::Full => {
+                f.write_str("the inbox is full: new deliveries are refused until handled jobs are purged")
+            }
             InboxError::Closed => f.write_str("the inbox store is shut down"),
         }
     }
@@ -579,7 +579,12 @@ pub(crate) fn from_millis(millis: i64) -> SystemTime {
 /// content, key or error (they can hold phone numbers).
 pub(crate) fn log_dead_letter(_event: &str, _job: JobId, _attempts: u32) {
     #[cfg(feature = "tracing")]
-    tracing::error!(event = _event, job = _job, attempts = _attempts, "periskope inbox job became a dead letter");
+    tracing::error!(
+        event = _event,
+        job = _job,
+        attempts = _attempts,
+        "periskope inbox job became a dead letter"
+    );
 }
 
 /// The error recorded on a job whose last attempt never settled.

@@ -318,7 +318,8 @@ fn open_connection(path: &Path, options: &SqliteOptions) -> Result<(Connection, 
                 connection.query_row("PRAGMA page_size", [], |row| row.get(0)).map_err(classify)?;
             let pages: i64 =
                 connection.query_row("PRAGMA page_count", [], |row| row.get(0)).map_err(classify)?;
-            let max_pages = i64::try_from(bytes / page_size.max(512).unsigned_abs()).unwrap_or(i64::MAX).max(1);
+            let max_pages =
+                i64::try_from(bytes / page_size.max(512).unsigned_abs()).unwrap_or(i64::MAX).max(1);
             // Inserts stop at `max_pages`; the hard cap leaves room past it (and past a file
             // already larger) for the worker to drain the file.
             let headroom = (max_pages / 4).max(MIN_HEADROOM_PAGES);
@@ -860,7 +861,8 @@ mod tests {
         let runtime = runtime();
         let record = runtime.block_on(store.get(1)).unwrap().unwrap();
         assert_eq!((record.summary.key.as_str(), record.path.as_str()), ("message.created|2:m1", "/"));
-        let claimed = runtime.block_on(store.claim(ClaimRequest::new(10, Duration::from_secs(60), 3))).unwrap();
+        let claimed =
+            runtime.block_on(store.claim(ClaimRequest::new(10, Duration::from_secs(60), 3))).unwrap();
         assert_eq!(claimed.len(), 1);
         assert_eq!((claimed[0].id, claimed[0].path.as_str()), (1, "/"));
         // The old dead letter counts as dead from the upgrade on.

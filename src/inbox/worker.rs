@@ -206,8 +206,9 @@ where
         let mut in_flight = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
         let shortest_retention = config.retention.min(config.dead_retention.unwrap_or(Duration::MAX));
-        let mut retention =
-            tokio::time::interval(shortest_retention.min(Duration::from_secs(60)).max(Duration::from_millis(100)));
+        let mut retention = tokio::time::interval(
+            shortest_retention.min(Duration::from_secs(60)).max(Duration::from_millis(100)),
+        );
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Every wait below is raced against the shutdown: a store call that hangs cannot hold
         // the worker past it.
@@ -275,9 +276,9 @@ async fn bounded<T>(
     timeout: Duration,
     call: impl Future<Output = Result<T, InboxError>>,
 ) -> Result<T, InboxError> {
-    tokio::time::timeout(timeout, call).await.unwrap_or_else(|_| {
-        Err(InboxError::Storage(format!("the store did not answer within {timeout:?}")))
-    })
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(InboxError::Storage(format!("the store did not answer within {timeout:?}"))))
 }
 
 /// Deletes the handled jobs older than the retention, and the dead letters older than theirs.
@@ -389,15 +390,21 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
-async fn settle<St: InboxStore>(store: &St, config: &WorkerConfig, lease: Lease, event: &str, outcome: Outcome) {
+async fn settle<St: InboxStore>(
+    store: &St,
+    config: &WorkerConfig,
+    lease: Lease,
+    event: &str,
+    outcome: Outcome,
+) {
     let now = SystemTime::now();
     let timeout = config.store_timeout;
     let settled = match outcome {
         Outcome::Handled => bounded(timeout, store.complete(lease, now)).await,
         Outcome::Released => bounded(timeout, store.release(lease, now)).await,
         Outcome::Failed(error) => {
-            let retry_at =
-                (lease.attempt < config.max_attempts).then(|| saturating_add(now, config.backoff(lease.attempt)));
+            let retry_at = (lease.attempt < config.max_attempts)
+                .then(|| saturating_add(now, config.backoff(lease.attempt)));
             let failed = bounded(timeout, store.fail(lease, error, retry_at)).await;
             if failed.is_ok() && retry_at.is_none() {
                 super::log_dead_letter(event, lease.id, lease.attempt);

@@ -39,7 +39,8 @@ fn outcomes(snapshotter: &Snapshotter) -> BTreeMap<String, u64> {
         if key.name() != DELIVERIES_TOTAL {
             continue;
         }
-        let label = |name: &str| key.labels().find(|label| label.key() == name).map(|label| label.value().to_owned());
+        let label =
+            |name: &str| key.labels().find(|label| label.key() == name).map(|label| label.value().to_owned());
         assert_eq!(label("kind").as_deref(), Some("message.created"));
         if let DebugValue::Counter(count) = value {
             outcomes.insert(label("outcome").unwrap(), count);

@@ -94,7 +94,10 @@ async fn shutdown_is_seen_while_a_store_call_waits_for_a_lock() {
     let _ = stop.send(());
     let returned = tokio::time::timeout(grace + Duration::from_secs(2), worker).await;
     locker.batch_execute("ROLLBACK").await.unwrap();
-    assert!(returned.is_ok(), "run did not return within the grace period plus 2 s while the table was locked");
+    assert!(
+        returned.is_ok(),
+        "run did not return within the grace period plus 2 s while the table was locked"
+    );
 }
 
 /// A database written by version 1 of the schema (0.1's), made here by hand, is upgraded on

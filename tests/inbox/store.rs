@@ -261,9 +261,8 @@ async fn a_store_dropped_inside_the_runtime_can_be_reopened_at_once() {
     let dir = TempDir::new("reopen-async");
     for round in 0..3 {
         let store = SqliteStore::open(dir.db()).expect("the previous store's file is released");
-        let inserts: Vec<_> = (0..50)
-            .map(|n| store.insert(delivery(chat_message("c", &format!("r{round}-{n}")))))
-            .collect();
+        let inserts: Vec<_> =
+            (0..50).map(|n| store.insert(delivery(chat_message("c", &format!("r{round}-{n}"))))).collect();
         drop(store);
         for insert in inserts {
             assert_eq!(insert.await.unwrap(), Stored::New, "queued before the drop: still written");

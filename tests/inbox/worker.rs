@@ -249,8 +249,10 @@ mod sqlite {
     #[tokio::test]
     async fn unbounded_durations_in_the_configuration_still_handle_jobs() {
         let dir = TempDir::new("max-config");
-        super::unbounded_durations_in_the_configuration_still_handle_jobs(SqliteStore::open(dir.db()).unwrap())
-            .await;
+        super::unbounded_durations_in_the_configuration_still_handle_jobs(
+            SqliteStore::open(dir.db()).unwrap(),
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -262,8 +264,10 @@ mod sqlite {
     #[tokio::test]
     async fn a_router_that_routes_only_the_webhook_path_handles_the_job() {
         let dir = TempDir::new("path");
-        super::a_router_that_routes_only_the_webhook_path_handles_the_job(SqliteStore::open(dir.db()).unwrap())
-            .await;
+        super::a_router_that_routes_only_the_webhook_path_handles_the_job(
+            SqliteStore::open(dir.db()).unwrap(),
+        )
+        .await;
     }
 }
 
@@ -335,7 +339,9 @@ pub async fn a_router_that_routes_only_the_webhook_path_handles_the_job<St: Inbo
         let _ = stopped.await;
     }));
     let server = common::serve(Stack::Axum, PeriskopeWebhookLayer::new(KEY).layer(inbox.acceptor())).await;
-    send(&client(), signed(&server.url, KEY, chat_message("c", "routed"))).await.assert(StatusCode::OK, "accepted");
+    send(&client(), signed(&server.url, KEY, chat_message("c", "routed")))
+        .await
+        .assert(StatusCode::OK, "accepted");
     let jobs = wait_for_jobs(inbox.store(), "the job is handled or dead", |jobs| {
         !jobs.is_empty() && jobs.iter().all(|job| matches!(job.state, JobState::Done | JobState::Dead))
     })
@@ -352,7 +358,8 @@ pub async fn a_router_that_routes_only_the_webhook_path_handles_the_job<St: Inbo
 pub async fn dead_letters_are_purged_after_their_retention<St: InboxStore>(store: St) {
     let inbox = Inbox::new(store);
     inbox.store().insert(delivery(chat_message("c", "doomed"))).await.unwrap();
-    let router = EventRouter::new().on_message_created(|_: WebhookEvent| async { Err::<(), _>("the CRM is down") });
+    let router =
+        EventRouter::new().on_message_created(|_: WebhookEvent| async { Err::<(), _>("the CRM is down") });
     let mut config = fast();
     config.max_attempts = 1;
     config.dead_retention = Some(Duration::from_secs(1));
@@ -393,8 +400,9 @@ async fn a_dead_letter_is_logged_at_error_without_its_content() {
     let inbox = Inbox::new(SqliteStore::open(dir.db()).unwrap());
     let body = chat_message("919999912345@c.us", "doomed");
     inbox.store().insert(delivery(body.clone())).await.unwrap();
-    let router = EventRouter::new()
-        .on_message_created(|_: WebhookEvent| async { Err::<(), _>("CRM refused contact 919999912345@c.us") });
+    let router = EventRouter::new().on_message_created(|_: WebhookEvent| async {
+        Err::<(), _>("CRM refused contact 919999912345@c.us")
+    });
     let mut config = fast();
     config.max_attempts = 2;
     let (stop, stopped) = oneshot::channel::<()>();
