@@ -59,10 +59,11 @@
 //!   delivery order is not documented; this is the order in which deliveries arrived.
 //! - **Bounded attempts.** The attempt is counted when the job is claimed, so a job that
 //!   crashes the process every time still ends as a dead letter after
-//!   [`WorkerConfig::max_attempts`]. A claim the worker stopped waiting for (at shutdown, or
-//!   after [`WorkerConfig::store_timeout`]) may still be carried out by the store: its jobs
-//!   then count that attempt without running, and are due again when their lease expires (the
-//!   embedded store: when the file is next opened).
+//!   [`WorkerConfig::max_attempts`]. A claim still pending at shutdown is waited for during
+//!   the grace period, and what it took is given back uncounted; a claim the worker gave up on
+//!   (after [`WorkerConfig::store_timeout`], or past the grace period) may still be carried
+//!   out by the store: its jobs then count that attempt without running, and are due again
+//!   when their lease expires (the embedded store: when the file is next opened).
 //! - **Bounded waits.** Every store call of the worker is bounded by
 //!   [`WorkerConfig::store_timeout`], and the shutdown is seen while one is pending: `run`
 //!   returns at most [`WorkerConfig::shutdown_grace`] plus `store_timeout` after its shutdown

@@ -13,6 +13,7 @@ use http::{Method, Request, Response, Uri};
 use http_body_util::Full;
 use tokio::sync::{Notify, watch};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{ClaimRequest, ClaimedJob, InboxError, InboxStore, JobId, Lease, saturating_add};
@@ -211,8 +212,8 @@ where
         );
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Every wait below is raced against the shutdown: a store call that hangs cannot hold
-        // the worker past it.
-        loop {
+        // the worker past it. The loop's value is the end of the grace period.
+        let grace_ends = loop {
             let free = concurrency - in_flight.len();
             let mut claimed_all = false;
             if free > 0 {
@@ -222,9 +223,23 @@ where
                     max_attempts: config.max_attempts,
                     now: SystemTime::now(),
                 };
+                let mut claim = std::pin::pin!(bounded(config.store_timeout, store.claim(request)));
                 let claimed = tokio::select! {
-                    () = &mut shutdown => break,
-                    claimed = bounded(config.store_timeout, store.claim(request)) => claimed,
+                    claimed = &mut claim => claimed,
+                    () = &mut shutdown => {
+                        // The store may still carry the claim out: what it takes within the
+                        // grace period is given back, its attempt not counted.
+                        let grace_ends = Instant::now().checked_add(config.shutdown_grace);
+                        if let Some(Ok(jobs)) = until(grace_ends, claim).await {
+                            for job in jobs {
+                                let (store, config) = (store.clone(), Arc::clone(&config));
+                                in_flight.spawn(async move {
+                                    settle(&store, &config, job.lease(), &job.event, Outcome::Released).await;
+                                });
+                            }
+                        }
+                        break grace_ends;
+                    }
                 };
                 match claimed {
                     Ok(jobs) => {
@@ -250,24 +265,32 @@ where
                 continue;
             }
             tokio::select! {
-                () = &mut shutdown => break,
+                () = &mut shutdown => break Instant::now().checked_add(config.shutdown_grace),
                 () = wake.notified() => {}
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 () = tokio::time::sleep(config.poll_interval) => {}
                 _ = retention.tick() => tokio::select! {
-                    () = &mut shutdown => break,
+                    () = &mut shutdown => break Instant::now().checked_add(config.shutdown_grace),
                     () = purge_expired(&store, &config) => {}
                 },
             }
-        }
-        let grace = tokio::time::sleep(config.shutdown_grace);
-        let mut grace = std::pin::pin!(grace);
+        };
+        let mut grace = std::pin::pin!(until(grace_ends, std::future::pending::<()>()));
         loop {
             tokio::select! {
                 joined = in_flight.join_next() => if joined.is_none() { break },
-                () = &mut grace, if !*stop.borrow() => { let _ = stop.send(true); }
+                _ = &mut grace, if !*stop.borrow() => { let _ = stop.send(true); }
             }
         }
+    }
+}
+
+/// `future`'s output, or `None` once `deadline` passed (never, without one: a grace period of
+/// `Duration::MAX` is beyond what an `Instant` holds).
+async fn until<T>(deadline: Option<Instant>, future: impl Future<Output = T>) -> Option<T> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, future).await.ok(),
+        None => Some(future.await),
     }
 }
 

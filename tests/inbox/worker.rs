@@ -4,12 +4,15 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::routing::post;
 use axum::{Extension, Router};
 use http::StatusCode;
-use periskope_webhook::inbox::{Attempt, Inbox, InboxStore, JobState, ListQuery, SqliteStore};
+use periskope_webhook::inbox::{
+    Attempt, ClaimRequest, ClaimedJob, Inbox, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState,
+    JobSummary, Lease, ListQuery, NewDelivery, Selection, SqliteStore,
+};
 use periskope_webhook::{EventRouter, PeriskopeWebhookLayer, WebhookEvent};
 use tokio::sync::oneshot;
 use tower::Layer;
@@ -424,4 +427,119 @@ async fn a_dead_letter_is_logged_at_error_without_its_content() {
     for secret in ["919999912345", "doomed", "hello", "CRM"] {
         assert!(!line.contains(secret), "{secret} in {line}");
     }
+}
+
+/// The embedded store, with the answers to its claims held back until a permit is given: the
+/// store has carried a claim out while the worker still waits for the answer (as over a slow
+/// network to a database).
+#[derive(Clone)]
+struct HeldClaimAnswers {
+    store: SqliteStore,
+    carried_out: Arc<AtomicUsize>,
+    answers: Arc<tokio::sync::Semaphore>,
+}
+
+impl InboxStore for HeldClaimAnswers {
+    type InsertFuture = <SqliteStore as InboxStore>::InsertFuture;
+
+    fn insert(&self, delivery: NewDelivery) -> Self::InsertFuture {
+        self.store.insert(delivery)
+    }
+
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<ClaimedJob>, InboxError> {
+        let claimed = self.store.claim(request).await;
+        self.carried_out.fetch_add(1, Ordering::SeqCst);
+        self.answers.acquire().await.expect("never closed").forget();
+        claimed
+    }
+
+    async fn complete(&self, lease: Lease, now: SystemTime) -> Result<(), InboxError> {
+        self.store.complete(lease, now).await
+    }
+
+    async fn fail(
+        &self,
+        lease: Lease,
+        error: String,
+        retry_at: Option<SystemTime>,
+    ) -> Result<(), InboxError> {
+        self.store.fail(lease, error, retry_at).await
+    }
+
+    async fn release(&self, lease: Lease, now: SystemTime) -> Result<(), InboxError> {
+        self.store.release(lease, now).await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<Vec<JobSummary>, InboxError> {
+        self.store.list(query).await
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<JobRecord>, InboxError> {
+        self.store.get(id).await
+    }
+
+    async fn retry(&self, selection: Selection, now: SystemTime) -> Result<u64, InboxError> {
+        self.store.retry(selection, now).await
+    }
+
+    async fn purge(&self, selection: Selection) -> Result<u64, InboxError> {
+        self.store.purge(selection).await
+    }
+
+    async fn purge_handled(&self, before: SystemTime) -> Result<u64, InboxError> {
+        self.store.purge_handled(before).await
+    }
+
+    async fn purge_dead(&self, before: SystemTime) -> Result<u64, InboxError> {
+        self.store.purge_dead(before).await
+    }
+
+    async fn stats(&self, now: SystemTime) -> Result<InboxStats, InboxError> {
+        self.store.stats(now).await
+    }
+}
+
+/// A claim whose answer is still on its way when the shutdown comes is not abandoned: what the
+/// store gave it within the grace period is given back at once, its attempt not counted,
+/// instead of being left running (an attempt counted that never ran) until its lease expires.
+#[tokio::test]
+async fn a_claim_pending_at_shutdown_gives_back_what_it_took() {
+    let dir = TempDir::new("claim-at-shutdown");
+    let store = HeldClaimAnswers {
+        store: SqliteStore::open(dir.db()).unwrap(),
+        carried_out: Arc::default(),
+        answers: Arc::new(tokio::sync::Semaphore::new(0)),
+    };
+    store.insert(delivery(chat_message("c", "claimed-at-shutdown"))).await.unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let router = {
+        let calls = Arc::clone(&calls);
+        EventRouter::new().on_message_created(move |_: WebhookEvent| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, std::convert::Infallible>(()) }
+        })
+    };
+    let mut config = fast();
+    config.shutdown_grace = Duration::from_secs(5);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(Inbox::new(store.clone()).worker(router).config(config).run(async {
+        let _ = stopped.await;
+    }));
+    within("the store carries the claim out", async {
+        while store.carried_out.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let claimed = store.list(ListQuery::new(None, 10)).await.unwrap();
+    assert_eq!((claimed[0].state, claimed[0].attempts), (JobState::Running, 1));
+    let _ = stop.send(());
+    // Let the worker see its shutdown while the answer is on its way, then let it arrive.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    store.answers.add_permits(1);
+    within("worker stops", worker).await.unwrap();
+
+    let jobs = store.list(ListQuery::new(None, 10)).await.unwrap();
+    assert_eq!((jobs[0].state, jobs[0].attempts), (JobState::Pending, 0), "{jobs:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "the handler ran after the shutdown");
 }
