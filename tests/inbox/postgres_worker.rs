@@ -2,7 +2,7 @@
 //! calls blocked by a lock (bounded in time, and never holding up the shutdown), and the
 //! schema's upgrade.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use periskope_webhook::inbox::{ClaimRequest, Inbox, InboxStore, PostgresStore, WorkerConfig};
@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use crate::common::postgres::{Database, cluster};
 use crate::common::within;
-use crate::support::{chat_message, delivery};
+use crate::support::{CapturedLog, chat_message, delivery};
 
 /// A fresh database and a store connected to it; `None` when PostgreSQL is not available.
 async fn store() -> Option<(Database, PostgresStore)> {
@@ -142,26 +142,9 @@ async fn a_version_1_database_is_upgraded() {
 /// `store_timeout`, for claims and for settling an attempt alike, and says so at ERROR.
 #[tokio::test]
 async fn store_calls_that_hang_fail_after_the_store_timeout() {
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     let Some((database, store)) = store().await else { return };
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let log = || String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let (captured, _guard) = CapturedLog::start();
+    let log = || captured.text();
 
     store.insert(delivery(chat_message("c", "slow"))).await.unwrap();
     let (locker, connection) = tokio_postgres::connect(&database.url(), tokio_postgres::NoTls).await.unwrap();

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use tower::Layer;
 
 use crate::common::{self, KEY, Stack, client, send, signed, within};
-use crate::support::{TempDir, all_in, chat_message, delivery, fast, key_of, wait_for_jobs};
+use crate::support::{CapturedLog, TempDir, all_in, chat_message, delivery, fast, key_of, wait_for_jobs};
 
 #[tokio::test]
 async fn failed_attempts_are_retried_with_the_attempt_number_and_error_recorded() {
@@ -380,24 +380,7 @@ pub async fn dead_letters_are_purged_after_their_retention<St: InboxStore>(store
 /// its body, key or error text (which can hold phone numbers).
 #[tokio::test]
 async fn a_dead_letter_is_logged_at_error_without_its_content() {
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
-    let guard = tracing::subscriber::set_default(subscriber);
+    let (captured, guard) = CapturedLog::start();
 
     let dir = TempDir::new("dead-log");
     let inbox = Inbox::new(SqliteStore::open(dir.db()).unwrap());
@@ -417,7 +400,7 @@ async fn a_dead_letter_is_logged_at_error_without_its_content() {
     within("worker stops", worker).await.unwrap();
     drop(guard);
 
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     let lines: Vec<&str> = log.lines().filter(|line| line.contains("became a dead letter")).collect();
     assert_eq!(lines.len(), 1, "{log}");
     let line = lines[0];
