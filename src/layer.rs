@@ -398,12 +398,12 @@ struct Pending<S, D> {
 }
 
 impl<S, D> Pending<S, D> {
-    fn call(&mut self, request: Request<Full<Bytes>>) -> S::Future
+    fn call(&mut self, request: Request<Full<Bytes>>) -> (S::Future, metrics::Forwarded)
     where
         S: Service<Request<Full<Bytes>>>,
     {
-        metrics::forwarded(&request);
-        self.inner.take().expect("the inner service is called once").call(request)
+        let forwarded = metrics::Forwarded::new(&request);
+        (self.inner.take().expect("the inner service is called once").call(request), forwarded)
     }
 }
 
@@ -414,7 +414,7 @@ pin_project! {
         Claiming { #[pin] claim: C, request: Option<Request<Full<Bytes>>> },
         // The lease lives here while the handler runs: dropping the future (cancellation) or
         // unwinding through it (a panicking handler) releases the claim.
-        Calling { #[pin] future: Fut, lease: Option<L> },
+        Calling { #[pin] future: Fut, lease: Option<L>, forwarded: metrics::Forwarded },
         Settling { #[pin] settle: St, output: Option<Out> },
         Respond { response: Option<Answer> },
     }
@@ -471,7 +471,10 @@ where
                                 .and_then(|event| pending.dedup.claim(event));
                             match claim {
                                 Some(claim) => State::Claiming { claim, request: Some(request) },
-                                None => State::Calling { future: pending.call(request), lease: None },
+                                None => {
+                                    let (future, forwarded) = pending.call(request);
+                                    State::Calling { future, lease: None, forwarded }
+                                }
                             }
                         }
                         Err(Refusal::Reject(rejection)) => State::Respond {
@@ -520,10 +523,12 @@ where
                     if let Some(metadata) = request.extensions_mut().get_mut::<DeliveryMetadata>() {
                         metadata.dedup = outcome;
                     }
-                    this.state.set(State::Calling { future: pending.call(request), lease });
+                    let (future, forwarded) = pending.call(request);
+                    this.state.set(State::Calling { future, lease, forwarded });
                 }
-                StateProj::Calling { future, lease } => {
+                StateProj::Calling { future, lease, forwarded } => {
                     let output = ready!(future.poll(cx));
+                    forwarded.answered(output.as_ref().ok());
                     let Some(lease) = lease.take() else {
                         return Poll::Ready(output.map(|response| response.map(ResponseBody::inner)));
                     };

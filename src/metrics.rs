@@ -15,7 +15,7 @@
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `periskope_webhook_deliveries_total` | counter | `kind` (the event name, or `unknown`), `outcome` (`handled`, `ignored`, `duplicate`) |
+//! | `periskope_webhook_deliveries_total` | counter | `kind` (the event name, or `unknown`), `outcome` (`handled`, `ignored`, `duplicate`; with the inbox also `unavailable`, `full`) |
 //! | `periskope_webhook_rejections_total` | counter | `code` ([`Rejection::code`]) |
 //! | `periskope_webhook_verify_seconds` | histogram | |
 //! | `periskope_webhook_decode_seconds` | histogram | |
@@ -27,7 +27,10 @@
 //!
 //! Every verified delivery counts once: `handled` when it reached the inner service (a
 //! duplicate forwarded in pass-through mode counts as `duplicate`), `ignored` when the event
-//! filter answered it, `duplicate` when de-duplication answered it. Labels come from closed
+//! filter answered it, `duplicate` when de-duplication answered it. Behind the inbox's
+//! [`Acceptor`](crate::inbox::Acceptor), `handled` means stored; a copy already stored counts
+//! as `duplicate`, a delivery the store could not take as `unavailable`, and one refused by a
+//! full file as `full` (both answered `503`). Labels come from closed
 //! sets (the 20 event names and `unknown`, the rejection codes): never an id, a phone number or
 //! an unknown event's name. The histograms record the size of each body read in full, the time
 //! of each successful verification, and the time of each decode that yields an event for the
@@ -38,10 +41,12 @@
 #[cfg(feature = "metrics")]
 use std::time::Instant;
 
-use http::Request;
+use http::{Request, Response};
 
+#[cfg(feature = "metrics")]
 use crate::dedup::DedupOutcome;
 use crate::event::{EventKind, WebhookEvent};
+#[cfg(feature = "metrics")]
 use crate::metadata::DeliveryMetadata;
 use crate::rejection::Rejection;
 
@@ -59,9 +64,16 @@ pub const BODY_BYTES: &str = "periskope_webhook_body_bytes";
 /// What became of a verified delivery: the `outcome` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     Handled,
     Ignored,
     Duplicate,
+    /// The inbox could not store it (answered `503`).
+    #[cfg_attr(not(feature = "inbox"), allow(dead_code))]
+    Unavailable,
+    /// The inbox is full (answered `503`).
+    #[cfg_attr(not(feature = "inbox"), allow(dead_code))]
+    Full,
 }
 
 impl Outcome {
@@ -71,6 +83,8 @@ impl Outcome {
             Outcome::Handled => "handled",
             Outcome::Ignored => "ignored",
             Outcome::Duplicate => "duplicate",
+            Outcome::Unavailable => "unavailable",
+            Outcome::Full => "full",
         }
     }
 }
@@ -84,17 +98,71 @@ pub(crate) fn delivery(kind: EventKind, outcome: Outcome) {
     let _ = (kind, outcome);
 }
 
-/// Counts a verified delivery handed to the inner service: `handled`, or `duplicate` when
-/// de-duplication forwards a copy in pass-through mode.
-#[inline]
-pub(crate) fn forwarded<B>(request: &Request<B>) {
-    let extensions = request.extensions();
-    if let Some(event) = extensions.get::<WebhookEvent>() {
-        let copy = extensions.get::<DeliveryMetadata>().is_some_and(|metadata| {
-            matches!(metadata.dedup, DedupOutcome::Duplicate | DedupOutcome::InFlight)
-        });
-        delivery(event.kind(), if copy { Outcome::Duplicate } else { Outcome::Handled });
+/// A verified delivery handed to the inner service, counted once: when the service answers, or
+/// when the answer is dropped unawaited. Its outcome is `handled`, or `duplicate` when
+/// de-duplication forwards a copy in pass-through mode, unless the service's response reports
+/// its own ([`report`]: the inbox's acceptor).
+pub(crate) struct Forwarded {
+    #[cfg(feature = "metrics")]
+    uncounted: Option<(EventKind, Outcome)>,
+}
+
+impl Forwarded {
+    #[inline]
+    pub(crate) fn new<B>(request: &Request<B>) -> Self {
+        #[cfg(not(feature = "metrics"))]
+        let _ = request;
+        Forwarded {
+            #[cfg(feature = "metrics")]
+            uncounted: {
+                let extensions = request.extensions();
+                extensions.get::<WebhookEvent>().map(|event| {
+                    let copy = extensions.get::<DeliveryMetadata>().is_some_and(|metadata| {
+                        matches!(metadata.dedup, DedupOutcome::Duplicate | DedupOutcome::InFlight)
+                    });
+                    (event.kind(), if copy { Outcome::Duplicate } else { Outcome::Handled })
+                })
+            },
+        }
     }
+
+    /// Counts the delivery with the outcome `response` reports, if any (an error counts as
+    /// handed on).
+    #[inline]
+    pub(crate) fn answered<B>(&mut self, response: Option<&Response<B>>) {
+        #[cfg(feature = "metrics")]
+        if let Some((kind, outcome)) = self.uncounted.take() {
+            let reported = response.and_then(|response| response.extensions().get::<Reported>());
+            delivery(kind, reported.map_or(outcome, |reported| reported.0));
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = response;
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Drop for Forwarded {
+    fn drop(&mut self) {
+        if let Some((kind, outcome)) = self.uncounted.take() {
+            delivery(kind, outcome);
+        }
+    }
+}
+
+/// The outcome an inner service reports for a delivery, in its response's extensions.
+#[cfg(feature = "metrics")]
+#[derive(Clone, Copy, Debug)]
+struct Reported(Outcome);
+
+/// Marks `response` with what became of the delivery, for the layer to count instead of
+/// `handled`.
+#[cfg(feature = "inbox")]
+#[inline]
+pub(crate) fn report<B>(response: &mut Response<B>, outcome: Outcome) {
+    #[cfg(feature = "metrics")]
+    response.extensions_mut().insert(Reported(outcome));
+    #[cfg(not(feature = "metrics"))]
+    let _ = (response, outcome);
 }
 
 /// Counts a verified delivery that de-duplication answered itself.

@@ -16,10 +16,11 @@ use pin_project_lite::pin_project;
 use tokio::sync::Notify;
 use tower_service::Service;
 
-use super::{InboxStore, NewDelivery, Stored};
+use super::{InboxError, InboxStore, NewDelivery, Stored};
 use crate::dedup::KeyFn;
 use crate::event::WebhookEvent;
 use crate::metadata::DeliveryMetadata;
+use crate::metrics::{self, Outcome};
 use crate::response::{LAYER_MISSING_CODE, LAYER_MISSING_MESSAGE, json_answer};
 
 /// A tower [`Service`] that stores each verified delivery in an [`InboxStore`] and answers:
@@ -28,7 +29,8 @@ use crate::response::{LAYER_MISSING_CODE, LAYER_MISSING_MESSAGE, json_answer};
 /// |---|---|---|
 /// | stored durably | 200 | `accepted` |
 /// | the same occurrence is already stored | 200 | `duplicate` |
-/// | storage failed | 503 + `Retry-After` | `inbox_unavailable` |
+/// | the store is full ([`SqliteOptions::max_size`](super::SqliteOptions::max_size)) | 503 + `Retry-After: 60` | `inbox_full` |
+/// | storage failed | 503 + `Retry-After: 5` | `inbox_unavailable` |
 /// | no [`WebhookEvent`]: the layer does not wrap this service | 500 | `periskope_layer_missing` |
 ///
 /// The outcome is also in the response extensions as [`Accepted`] (for the 2xx answers).
@@ -80,6 +82,7 @@ where
             .map(|key| key.id().to_owned());
         let mut delivery = NewDelivery::new(event, &self.keys.key(event), SystemTime::now());
         delivery.signing_key = signing_key;
+        request.uri().path().clone_into(&mut delivery.path);
         AcceptFuture {
             state: AcceptState::Storing { insert: self.store.insert(delivery), wake: self.wake.clone() },
         }
@@ -110,7 +113,7 @@ impl<F> AcceptFuture<F> {
 
 impl<F> Future for AcceptFuture<F>
 where
-    F: Future<Output = Result<Stored, super::InboxError>>,
+    F: Future<Output = Result<Stored, InboxError>>,
 {
     type Output = Result<Response<Full<Bytes>>, Infallible>;
 
@@ -125,22 +128,30 @@ where
                     let mut response = match stored {
                         Stored::New => json_answer(StatusCode::OK, "accepted", "stored for processing"),
                         Stored::Duplicate => {
-                            json_answer(StatusCode::OK, "duplicate", "this delivery is already stored")
+                            let mut response =
+                                json_answer(StatusCode::OK, "duplicate", "this delivery is already stored");
+                            metrics::report(&mut response, Outcome::Duplicate);
+                            response
                         }
                     };
                     response.extensions_mut().insert(Accepted(stored));
                     response
                 }
+                Err(InboxError::Full) => {
+                    #[cfg(feature = "tracing")]
+                    tracing::error!("periskope inbox is full: a delivery was refused (503)");
+                    // A full store frees space only as retention purges handled jobs.
+                    refused("inbox_full", "the inbox is full; retry later", "60", Outcome::Full)
+                }
                 Err(_error) => {
                     #[cfg(feature = "tracing")]
                     tracing::error!(error = %_error, "periskope inbox could not store a delivery");
-                    let mut response = json_answer(
-                        StatusCode::SERVICE_UNAVAILABLE,
+                    refused(
                         "inbox_unavailable",
                         "the delivery could not be stored; retry later",
-                    );
-                    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("5"));
-                    response
+                        "5",
+                        Outcome::Unavailable,
+                    )
                 }
             },
             // Like a fused future, rather than a panic.
@@ -152,4 +163,12 @@ where
         state.set(AcceptState::Ready { response: None });
         Poll::Ready(Ok(response))
     }
+}
+
+/// A `503` that asks the sender to retry after `seconds`.
+fn refused(code: &str, message: &str, seconds: &'static str, outcome: Outcome) -> Response<Full<Bytes>> {
+    let mut response = json_answer(StatusCode::SERVICE_UNAVAILABLE, code, message);
+    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static(seconds));
+    metrics::report(&mut response, outcome);
+    response
 }

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
     LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, NewDelivery, Selection, Stored, bounded_error,
+    log_dead_letter, saturating_add,
 };
 
 /// An [`InboxStore`] that keeps its jobs in this process's memory.
@@ -52,6 +53,7 @@ struct Job {
     run_at: SystemTime,
     lease_until: Option<SystemTime>,
     handled_at: Option<SystemTime>,
+    dead_at: Option<SystemTime>,
 }
 
 impl Job {
@@ -117,11 +119,6 @@ fn selected(selection: Selection, id: JobId, job: &Job) -> bool {
     }
 }
 
-/// `time + by`, or the latest time the durable stores can keep.
-fn later(time: SystemTime, by: Duration) -> SystemTime {
-    time.checked_add(by).unwrap_or(std::time::UNIX_EPOCH + Duration::from_millis(i64::MAX.unsigned_abs()))
-}
-
 impl InboxStore for MemoryInboxStore {
     type InsertFuture = Ready<Result<Stored, InboxError>>;
 
@@ -142,6 +139,7 @@ impl InboxStore for MemoryInboxStore {
             run_at,
             lease_until: None,
             handled_at: None,
+            dead_at: None,
         };
         jobs.by_id.insert(id, job);
         ready(Ok(Stored::New))
@@ -182,6 +180,8 @@ impl InboxStore for MemoryInboxStore {
             if job.attempts >= request.max_attempts {
                 job.state = JobState::Dead;
                 job.lease_until = None;
+                job.dead_at = Some(request.now);
+                log_dead_letter(&job.delivery.event, id, job.attempts);
                 job.last_error = Some(match job.last_error.take() {
                     Some(error) => format!("{error}; {LEASE_EXPIRED}"),
                     None => LEASE_EXPIRED.to_owned(),
@@ -190,7 +190,7 @@ impl InboxStore for MemoryInboxStore {
             }
             job.state = JobState::Running;
             job.attempts += 1;
-            job.lease_until = Some(later(request.now, request.lease));
+            job.lease_until = Some(saturating_add(request.now, request.lease));
             claimed.push(ClaimedJob {
                 id,
                 attempt: job.attempts,
@@ -199,6 +199,7 @@ impl InboxStore for MemoryInboxStore {
                 body: job.delivery.body.clone(),
                 signing_key: job.delivery.signing_key.clone(),
                 received_at: job.delivery.received_at,
+                path: job.delivery.path.clone(),
             });
         }
         ready(Ok(claimed))
@@ -224,7 +225,10 @@ impl InboxStore for MemoryInboxStore {
                     job.state = JobState::Pending;
                     job.run_at = at;
                 }
-                None => job.state = JobState::Dead,
+                None => {
+                    job.state = JobState::Dead;
+                    job.dead_at = Some(SystemTime::now());
+                }
             }
         })
     }
@@ -256,6 +260,7 @@ impl InboxStore for MemoryInboxStore {
             body: Bytes::clone(&job.delivery.body),
             signing_key: job.delivery.signing_key.clone(),
             ordering_key: job.delivery.ordering_key.clone(),
+            path: job.delivery.path.clone(),
         });
         ready(Ok(record))
     }
@@ -272,6 +277,7 @@ impl InboxStore for MemoryInboxStore {
                 job.attempts = 0;
                 job.run_at = now;
                 job.lease_until = None;
+                job.dead_at = None;
                 changed += 1;
             }
         }
@@ -285,6 +291,12 @@ impl InboxStore for MemoryInboxStore {
     fn purge_handled(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
         ready(Ok(remove(&mut self.jobs(), |_, job| {
             job.state == JobState::Done && job.handled_at.is_some_and(|handled| handled < before)
+        })))
+    }
+
+    fn purge_dead(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        ready(Ok(remove(&mut self.jobs(), |_, job| {
+            job.state == JobState::Dead && job.dead_at.is_some_and(|died| died < before)
         })))
     }
 

@@ -36,8 +36,9 @@
 //! - the [`Acceptor`] takes the handler's place behind
 //!   [`PeriskopeWebhookLayer`](crate::PeriskopeWebhookLayer): it stores the verified body, the
 //!   event name, the [de-duplication key](crate::dedup::KeyFn), the signing key's id and the
-//!   time received, and answers `200` only once the write is durable (committed and synced to
-//!   disk), `503` when storage fails, so that Periskope retries;
+//!   time received and the path it arrived on, and answers `200` only once the write is
+//!   durable (committed and synced to disk), `503` when storage fails or the store is full, so
+//!   that Periskope retries;
 //! - the same occurrence stored twice is a no-op that still answers `200`, so the layer's own
 //!   [de-duplication](crate::dedup) is unnecessary with the inbox: leave it off;
 //! - the [`Worker`] claims stored jobs with a lease, runs the handler (an
@@ -48,7 +49,9 @@
 //! # Guarantees
 //! - **At least once.** A delivery answered `200` is handled at least once, across crashes
 //!   and restarts. It is handled twice only when a crash, a timeout or an expired lease
-//!   interrupted an attempt: make handlers idempotent, keyed by [`Attempt::key`].
+//!   interrupted an attempt, or when the store could not record that an attempt succeeded
+//!   (the job is then run again once its lease expires): make handlers idempotent, keyed by
+//!   [`Attempt::key`].
 //! - **In order per chat.** Jobs of one chat (or one org phone, for `org.phone.*`) are handled
 //!   one at a time, in the order they were stored: a job waits while an earlier job of its chat
 //!   is pending, running or backing off. A dead letter no longer holds its chat back, so a
@@ -56,14 +59,32 @@
 //!   delivery order is not documented; this is the order in which deliveries arrived.
 //! - **Bounded attempts.** The attempt is counted when the job is claimed, so a job that
 //!   crashes the process every time still ends as a dead letter after
-//!   [`WorkerConfig::max_attempts`].
+//!   [`WorkerConfig::max_attempts`]. A claim still pending at shutdown is waited for during
+//!   the grace period, and what it took is given back uncounted; a claim the worker gave up on
+//!   (after [`WorkerConfig::store_timeout`], or past the grace period) may still be carried
+//!   out by the store: its jobs then count that attempt without running, and are due again
+//!   when their lease expires (the embedded store: when the file is next opened).
+//! - **Bounded waits.** Every store call of the worker is bounded by
+//!   [`WorkerConfig::store_timeout`], and the shutdown is seen while one is pending: `run`
+//!   returns at most [`WorkerConfig::shutdown_grace`] plus `store_timeout` after its shutdown
+//!   future completes.
+//! - **No configuration can panic.** Every [`WorkerConfig`] value is accepted: durations
+//!   saturate, so `Duration::MAX` means "no limit". An operation that panics inside the
+//!   embedded store fails that call only ([`InboxError::Storage`]); the store keeps serving.
+//! - **Full is never acknowledged.** A [`SqliteStore`] with a
+//!   [`max_size`](SqliteOptions::max_size) refuses new deliveries once full (`503
+//!   inbox_full`, counted and logged at ERROR), still answers copies of stored ones as
+//!   duplicates, and keeps claiming, settling and purging, so that the worker drains it.
 //!
 //! # What it stores
 //! The inbox holds message bodies, names and phone numbers. Handled jobs are purged after
 //! [`WorkerConfig::retention`] (24 hours by default, as long as the usual de-duplication
 //! window: until then, the same occurrence is answered as a duplicate; after it, accepted
 //! again). Dead letters stay until you [retry](InboxStore::retry) or [purge](InboxStore::purge)
-//! them. Protect the file or database like the rest of your customer data.
+//! them, or, with [`WorkerConfig::dead_retention`], until they have been dead that long; each
+//! job that becomes one is logged at ERROR (event name, job id and attempts, no content).
+//! Protect the file or database like the rest of your customer data: on Unix a new inbox file
+//! (and its WAL) is readable and writable by its owner only.
 
 mod acceptor;
 #[cfg(feature = "testing")]
@@ -112,11 +133,13 @@ pub struct NewDelivery {
     pub signing_key: Option<String>,
     /// When the delivery arrived.
     pub received_at: SystemTime,
+    /// The path it arrived on, as the acceptor saw it: the worker calls the handler with it.
+    pub path: String,
 }
 
 impl NewDelivery {
     /// The delivery of `event` under `key`, received at `received_at`, ordered within its chat
-    /// ([`ordering_key`]).
+    /// ([`ordering_key`]), on the path `/`.
     pub fn new(event: &WebhookEvent, key: &DedupKey, received_at: SystemTime) -> Self {
         NewDelivery {
             key: key.as_str().to_owned(),
@@ -125,6 +148,7 @@ impl NewDelivery {
             body: event.body().clone(),
             signing_key: None,
             received_at,
+            path: "/".to_owned(),
         }
     }
 }
@@ -195,6 +219,8 @@ pub struct ClaimedJob {
     pub signing_key: Option<String>,
     /// When the delivery arrived.
     pub received_at: SystemTime,
+    /// The path the delivery arrived on.
+    pub path: String,
 }
 
 impl ClaimedJob {
@@ -222,8 +248,8 @@ pub struct ClaimRequest {
     pub limit: usize,
     /// How long the claim holds each job before another worker may take it.
     pub lease: Duration,
-    /// A job that already had this many attempts becomes a dead letter instead of being
-    /// claimed (its last attempt's lease expired: the worker crashed or hung).
+    /// A job that already had this many attempts becomes a dead letter (dead from `now`)
+    /// instead of being claimed (its last attempt's lease expired: the worker crashed or hung).
     pub max_attempts: u32,
     /// The current time.
     pub now: SystemTime,
@@ -274,6 +300,8 @@ pub struct JobRecord {
     pub signing_key: Option<String>,
     /// The chat (or org phone) the job is ordered within.
     pub ordering_key: Option<String>,
+    /// The path the delivery arrived on.
+    pub path: String,
 }
 
 /// Which jobs [`InboxStore::list`] returns: oldest first, after `after` if given.
@@ -364,8 +392,11 @@ pub enum InboxError {
         /// The newest version this crate knows.
         supported: i64,
     },
-    /// A read or write failed (disk full, I/O error, connection lost).
+    /// A read or write failed (I/O error, connection lost).
     Storage(String),
+    /// The store is full ([`SqliteOptions::max_size`], or the disk): new deliveries are
+    /// refused until handled jobs are purged; the worker still drains it.
+    Full,
     /// The store was shut down.
     Closed,
 }
@@ -387,6 +418,9 @@ impl fmt::Display for InboxError {
                  understands ({supported})"
             ),
             InboxError::Storage(reason) => write!(f, "inbox storage failed: {reason}"),
+            InboxError::Full => {
+                f.write_str("the inbox is full: new deliveries are refused until handled jobs are purged")
+            }
             InboxError::Closed => f.write_str("the inbox store is shut down"),
         }
     }
@@ -417,7 +451,7 @@ pub trait InboxStore: Clone + Send + Sync + 'static {
     fn complete(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send;
 
     /// Records a failed attempt, if `lease` still holds the job: pending again from `retry_at`,
-    /// or a dead letter when `retry_at` is `None`.
+    /// or a dead letter (dead from now) when `retry_at` is `None`.
     fn fail(
         &self,
         lease: Lease,
@@ -448,6 +482,10 @@ pub trait InboxStore: Clone + Send + Sync + 'static {
 
     /// Deletes jobs handled before `before` (retention); returns how many.
     fn purge_handled(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send;
+
+    /// Deletes dead letters that died before `before` ([`WorkerConfig::dead_retention`]);
+    /// returns how many.
+    fn purge_dead(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send;
 
     /// Counts for metrics.
     fn stats(&self, now: SystemTime) -> impl Future<Output = Result<InboxStats, InboxError>> + Send;
@@ -511,6 +549,21 @@ pub fn ordering_key(event: &Event<'_>) -> Option<String> {
     chat.map(|chat| format!("chat|{chat}"))
 }
 
+/// `time + duration`, or the latest time the stores can keep when the sum goes past it: a
+/// duration from the configuration (a lease, a backoff) may be as large as `Duration::MAX`.
+pub(crate) fn saturating_add(time: SystemTime, duration: Duration) -> SystemTime {
+    let latest = latest_time();
+    time.checked_add(duration).map_or(latest, |sum| sum.min(latest))
+}
+
+/// The latest time the stores keep: `i64::MAX` milliseconds after the epoch, or, where
+/// `SystemTime` cannot reach that far, the end of the year 9999.
+fn latest_time() -> SystemTime {
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(i64::MAX.unsigned_abs()))
+        .unwrap_or(UNIX_EPOCH + Duration::from_secs(253_402_300_799))
+}
+
 /// Milliseconds since the Unix epoch, as the stores keep times.
 pub(crate) fn to_millis(time: SystemTime) -> i64 {
     match time.duration_since(UNIX_EPOCH) {
@@ -520,11 +573,24 @@ pub(crate) fn to_millis(time: SystemTime) -> i64 {
 }
 
 pub(crate) fn from_millis(millis: i64) -> SystemTime {
+    let distance = Duration::from_millis(millis.unsigned_abs());
     if millis >= 0 {
-        UNIX_EPOCH + Duration::from_millis(millis.unsigned_abs())
+        saturating_add(UNIX_EPOCH, distance)
     } else {
-        UNIX_EPOCH - Duration::from_millis(millis.unsigned_abs())
+        UNIX_EPOCH.checked_sub(distance).unwrap_or(UNIX_EPOCH)
     }
+}
+
+/// Says, at ERROR, that a job became a dead letter: its event name, id and attempts, never its
+/// content, key or error (they can hold phone numbers).
+pub(crate) fn log_dead_letter(_event: &str, _job: JobId, _attempts: u32) {
+    #[cfg(feature = "tracing")]
+    tracing::error!(
+        event = _event,
+        job = _job,
+        attempts = _attempts,
+        "periskope inbox job became a dead letter"
+    );
 }
 
 /// The error recorded on a job whose last attempt never settled.

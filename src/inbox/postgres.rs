@@ -27,11 +27,11 @@ use tokio_postgres::{Client, NoTls, Row};
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
     LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, NewDelivery, Selection, Stored, bounded_error,
-    from_millis, selection_params, to_millis,
+    from_millis, saturating_add, selection_params, to_millis,
 };
 
 /// The schema version this crate writes.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 /// The advisory lock key migrations hold ("periskop" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7065_7269_736b_6f70;
@@ -64,6 +64,20 @@ CREATE INDEX periskope_inbox_due ON periskope_inbox_jobs (state, run_at);
 CREATE INDEX periskope_inbox_order ON periskope_inbox_jobs (ordering_key, id) WHERE ordering_key IS NOT NULL;
 CREATE INDEX periskope_inbox_handled ON periskope_inbox_jobs (handled_at) WHERE state = 'done';
 ";
+
+/// Version 2: the path each delivery arrived on (`/` for the jobs stored before), and when each
+/// dead letter died (the dead letters of version 1 count from the upgrade).
+const SCHEMA_V2: &str = "
+ALTER TABLE periskope_inbox_jobs ADD COLUMN path TEXT NOT NULL DEFAULT '/';
+ALTER TABLE periskope_inbox_jobs ADD COLUMN dead_at BIGINT;
+UPDATE periskope_inbox_jobs SET dead_at = (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT
+WHERE state = 'dead';
+CREATE INDEX periskope_inbox_dead ON periskope_inbox_jobs (dead_at) WHERE state = 'dead';
+";
+
+/// What takes a database from each version to the next: `MIGRATIONS[v]` upgrades version `v`
+/// (version 0: no schema yet).
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, SCHEMA_V2];
 
 const SUMMARY_COLUMNS: &str =
     "id, event, dedup_key, state, attempts, last_error, received_at, run_at, lease_until, handled_at";
@@ -313,16 +327,18 @@ async fn migrate(client: &Client) -> Result<(), Migration> {
             .await?;
         let version: Option<i32> =
             client.query_opt("SELECT max(version) FROM periskope_inbox_schema", &[]).await?.and_then(|row| row.get(0));
-        match version {
-            None => {
+        let found = version.unwrap_or(0);
+        match usize::try_from(found).ok().and_then(|found| MIGRATIONS.get(found..)) {
+            Some([]) => {}
+            Some(upgrades) => {
                 client
                     .batch_execute(&format!(
-                        "BEGIN; {SCHEMA} INSERT INTO periskope_inbox_schema (version) VALUES ({SCHEMA_VERSION}); COMMIT;"
+                        "BEGIN; {} INSERT INTO periskope_inbox_schema (version) VALUES ({SCHEMA_VERSION}); COMMIT;",
+                        upgrades.concat()
                     ))
                     .await?;
             }
-            Some(SCHEMA_VERSION) => {}
-            Some(newer) => return Err(Migration::Newer(newer)),
+            None => return Err(Migration::Newer(found)),
         }
         Ok(())
     }
@@ -353,8 +369,9 @@ impl InboxStore for PostgresStore {
                 .execute(
                     "WITH chat AS (SELECT pg_advisory_xact_lock(hashtextextended($3::TEXT, 0)))
                      INSERT INTO periskope_inbox_jobs
-                         (dedup_key, event, ordering_key, body, signing_key, received_at, run_at)
-                     SELECT $1::TEXT, $2::TEXT, $3::TEXT, $4::BYTEA, $5::TEXT, $6::BIGINT, $6::BIGINT FROM chat
+                         (dedup_key, event, ordering_key, body, signing_key, received_at, run_at, path)
+                     SELECT $1::TEXT, $2::TEXT, $3::TEXT, $4::BYTEA, $5::TEXT, $6::BIGINT, $6::BIGINT, $7::TEXT
+                     FROM chat
                      ON CONFLICT (dedup_key) DO NOTHING",
                     &[
                         &escape(&delivery.key),
@@ -363,6 +380,7 @@ impl InboxStore for PostgresStore {
                         &&delivery.body[..],
                         &delivery.signing_key.as_deref().map(escape),
                         &received_at,
+                        &escape(&delivery.path),
                     ],
                 )
                 .await?;
@@ -377,7 +395,7 @@ impl InboxStore for PostgresStore {
         let connections = self.connections();
         async move {
             let now = to_millis(request.now);
-            let lease_until = to_millis(request.now + request.lease);
+            let lease_until = to_millis(saturating_add(request.now, request.lease));
             let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
             let max_attempts = attempts(request.max_attempts);
             let rows = connections
@@ -394,19 +412,28 @@ impl InboxStore for PostgresStore {
                          FOR UPDATE OF job SKIP LOCKED
                      ), dead AS (
                          UPDATE periskope_inbox_jobs AS job
-                         SET state = 'dead', lease_until = NULL,
+                         SET state = 'dead', lease_until = NULL, dead_at = $1,
                              last_error = coalesce(job.last_error || '; ', '') || $5
                          FROM due WHERE job.id = due.id AND job.attempts >= $3
-                         RETURNING job.id
+                         RETURNING job.id, job.attempts, job.event, job.dedup_key, job.body, job.signing_key,
+                                   job.received_at, job.path, job.state
+                     ), claimed AS (
+                         UPDATE periskope_inbox_jobs AS job
+                         SET state = 'running', attempts = job.attempts + 1, lease_until = $4
+                         FROM due WHERE job.id = due.id AND job.attempts < $3
+                         RETURNING job.id, job.attempts, job.event, job.dedup_key, job.body, job.signing_key,
+                                   job.received_at, job.path, job.state
                      )
-                     UPDATE periskope_inbox_jobs AS job
-                     SET state = 'running', attempts = job.attempts + 1, lease_until = $4
-                     FROM due WHERE job.id = due.id AND job.attempts < $3
-                     RETURNING job.id, job.attempts, job.event, job.dedup_key, job.body, job.signing_key,
-                               job.received_at",
+                     SELECT * FROM claimed UNION ALL SELECT * FROM dead",
                     &[&now, &limit, &max_attempts, &lease_until, &LEASE_EXPIRED],
                 )
                 .await?;
+            // The jobs that became dead letters instead (their last attempt's lease expired).
+            let (dead, rows): (Vec<Row>, Vec<Row>) =
+                rows.into_iter().partition(|row| row.get::<_, &str>(8) == JobState::Dead.as_str());
+            for job in dead.iter().map(claimed_job) {
+                super::log_dead_letter(&job.event, job.id, job.attempt);
+            }
             let mut jobs: Vec<ClaimedJob> = rows.iter().map(claimed_job).collect();
             jobs.sort_by_key(|job| job.id);
             Ok(jobs)
@@ -435,6 +462,7 @@ impl InboxStore for PostgresStore {
     ) -> impl Future<Output = Result<(), InboxError>> + Send {
         let connections = self.connections();
         let error = escape(&bounded_error(error, MAX_ERROR_LEN));
+        let dead_at = retry_at.is_none().then(|| to_millis(SystemTime::now()));
         async move {
             let (state, run_at) = match retry_at {
                 Some(at) => (JobState::Pending, Some(to_millis(at))),
@@ -443,9 +471,10 @@ impl InboxStore for PostgresStore {
             connections
                 .execute(
                     "UPDATE periskope_inbox_jobs
-                     SET state = $3, run_at = coalesce($4, run_at), last_error = $5, lease_until = NULL
+                     SET state = $3, run_at = coalesce($4, run_at), last_error = $5, lease_until = NULL,
+                         dead_at = $6
                      WHERE id = $1 AND attempts = $2 AND state = 'running'",
-                    &[&lease.id, &attempts(lease.attempt), &state.as_str(), &run_at, &error],
+                    &[&lease.id, &attempts(lease.attempt), &state.as_str(), &run_at, &error, &dead_at],
                 )
                 .await?;
             Ok(())
@@ -491,7 +520,8 @@ impl InboxStore for PostgresStore {
             let row = connections
                 .query_opt(
                     &format!(
-                        "SELECT {SUMMARY_COLUMNS}, body, signing_key, ordering_key FROM periskope_inbox_jobs WHERE id = $1"
+                        "SELECT {SUMMARY_COLUMNS}, body, signing_key, ordering_key, path FROM periskope_inbox_jobs
+                         WHERE id = $1"
                     ),
                     &[&id],
                 )
@@ -502,6 +532,7 @@ impl InboxStore for PostgresStore {
                     body: Bytes::from(row.get::<_, Vec<u8>>(10)),
                     signing_key: row.get::<_, Option<String>>(11).map(unescape),
                     ordering_key: row.get::<_, Option<String>>(12).map(unescape),
+                    path: unescape(row.get(13)),
                 })
             })
             .transpose()
@@ -518,7 +549,8 @@ impl InboxStore for PostgresStore {
             let (id, state) = selection_params(selection);
             let changed = connections
                 .execute(
-                    "UPDATE periskope_inbox_jobs SET state = 'pending', attempts = 0, run_at = $3, lease_until = NULL
+                    "UPDATE periskope_inbox_jobs
+                     SET state = 'pending', attempts = 0, run_at = $3, lease_until = NULL, dead_at = NULL
                      WHERE state IN ('pending', 'dead') AND ($1::BIGINT IS NULL OR id = $1)
                        AND ($2::TEXT IS NULL OR state = $2)",
                     &[&id, &state, &to_millis(now)],
@@ -549,6 +581,19 @@ impl InboxStore for PostgresStore {
             let deleted = connections
                 .execute(
                     "DELETE FROM periskope_inbox_jobs WHERE state = 'done' AND handled_at < $1",
+                    &[&to_millis(before)],
+                )
+                .await?;
+            Ok(deleted)
+        }
+    }
+
+    fn purge_dead(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        let connections = self.connections();
+        async move {
+            let deleted = connections
+                .execute(
+                    "DELETE FROM periskope_inbox_jobs WHERE state = 'dead' AND dead_at < $1",
                     &[&to_millis(before)],
                 )
                 .await?;
@@ -602,6 +647,7 @@ fn claimed_job(row: &Row) -> ClaimedJob {
         body: Bytes::from(row.get::<_, Vec<u8>>(4)),
         signing_key: row.get::<_, Option<String>>(5).map(unescape),
         received_at: from_millis(row.get(6)),
+        path: unescape(row.get(7)),
     }
 }
 

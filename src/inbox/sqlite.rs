@@ -7,10 +7,11 @@
 //! deliveries per second when one fsync takes most of a millisecond.
 
 use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -22,11 +23,11 @@ use tokio::sync::oneshot;
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
     LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, NewDelivery, Selection, Stored, bounded_error,
-    from_millis, selection_params, to_millis,
+    from_millis, saturating_add, selection_params, to_millis,
 };
 
 /// The schema version this crate writes; kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// At most this many queued operations share one transaction.
 const MAX_BATCH: usize = 1024;
@@ -53,6 +54,19 @@ CREATE INDEX periskope_inbox_handled ON periskope_inbox_jobs (handled_at) WHERE 
 CREATE TABLE periskope_inbox_owner (id INTEGER PRIMARY KEY CHECK (id = 1), opened_at INTEGER NOT NULL);
 ";
 
+/// Version 2: the path each delivery arrived on (`/` for the jobs stored before), and when each
+/// dead letter died (the dead letters of version 1 count from the upgrade).
+const SCHEMA_V2: &str = "
+ALTER TABLE periskope_inbox_jobs ADD COLUMN path TEXT NOT NULL DEFAULT '/';
+ALTER TABLE periskope_inbox_jobs ADD COLUMN dead_at INTEGER;
+UPDATE periskope_inbox_jobs SET dead_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
+WHERE state = 'dead';
+CREATE INDEX periskope_inbox_dead ON periskope_inbox_jobs (dead_at) WHERE state = 'dead';
+";
+
+/// What takes a file from each version to the next: `MIGRATIONS[v]` upgrades version `v`.
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, SCHEMA_V2];
+
 const SUMMARY_COLUMNS: &str =
     "id, event, dedup_key, state, attempts, last_error, received_at, run_at, lease_until, handled_at";
 
@@ -63,8 +77,13 @@ pub struct SqliteOptions {
 }
 
 impl SqliteOptions {
-    /// Caps the file at about `bytes`: once full, deliveries are answered `503` (Periskope
-    /// retries them) until jobs are handled and purged. Default: no cap.
+    /// Caps the jobs' data at about `bytes`. Once it holds that much, new deliveries are
+    /// refused with [`InboxError::Full`] (the acceptor answers `503 inbox_full`, and Periskope
+    /// retries them) until retention purges handled jobs; copies of stored deliveries are still
+    /// answered as duplicates. Claims, settles and purges keep working, so the worker drains a
+    /// full file: the file may grow past `bytes` by a quarter (at least 64 pages) for them.
+    /// Handled jobs are kept for the whole [retention](super::WorkerConfig::retention), full or
+    /// not: size the cap for a retention period's deliveries. Default: no cap.
     pub fn max_size(mut self, bytes: u64) -> Self {
         self.max_size = Some(bytes);
         self
@@ -76,7 +95,8 @@ impl SqliteOptions {
     /// [`InboxError::Open`] when the file is not an inbox (corrupt, or another kind of file).
     pub fn open(&self, path: impl AsRef<Path>) -> Result<SqliteStore, InboxError> {
         let path = path.as_ref().to_path_buf();
-        let connection = open_connection(&path, self)?;
+        wait_for_closing_writers(&path);
+        let (connection, max_pages) = open_connection(&path, self)?;
         let (sender, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("periskope-inbox-sqlite".to_owned())
@@ -87,6 +107,7 @@ impl SqliteOptions {
                 sender: Mutex::new(Some(sender)),
                 thread: Mutex::new(Some(thread)),
                 path,
+                max_pages,
             }),
         })
     }
@@ -95,7 +116,9 @@ impl SqliteOptions {
 /// The embedded inbox: a SQLite file (WAL, `synchronous=FULL`) owned by one process.
 ///
 /// Every clone shares one connection thread; the file is closed when the last clone is
-/// dropped. A second process opening the same file gets [`InboxError::Locked`]. When the
+/// dropped: before the drop returns outside a tokio runtime; inside one (where waiting would
+/// block the runtime), by the connection thread itself once it has answered what was queued,
+/// and opening the same file again in this process waits for that. A second process opening the same file gets [`InboxError::Locked`]. When the
 /// store opens, the jobs a previous process left running (it crashed or was killed) are due
 /// again at once: the attempt they were on stays counted.
 #[derive(Clone, Debug)]
@@ -108,16 +131,47 @@ struct Shared {
     sender: Mutex<Option<Sender<Operation>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
+    /// New deliveries are refused once the jobs fill this many pages ([`SqliteOptions::max_size`]).
+    max_pages: Option<i64>,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        // Closing the queue ends the thread once it has answered what is queued; waiting for it
-        // releases the file before a new store opens it.
+        // Closing the queue ends the thread once it has answered what is queued.
         drop(self.sender.lock().map(|mut sender| sender.take()));
-        if let Some(thread) = self.thread.lock().ok().and_then(|mut thread| thread.take()) {
+        let Some(thread) = self.thread.lock().ok().and_then(|mut thread| thread.take()) else { return };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Waiting here would block a runtime thread until the queued fsyncs finish: the
+            // thread closes the file by itself, and opening the same file waits for it.
+            CLOSING.lock().unwrap_or_else(PoisonError::into_inner).push((file_identity(&self.path), thread));
+        } else {
+            // Outside a runtime, the file is released before the drop returns.
             let _ = thread.join();
         }
+    }
+}
+
+/// Writer threads of dropped stores that are still finishing their queue, with their file.
+static CLOSING: Mutex<Vec<(PathBuf, JoinHandle<()>)>> = Mutex::new(Vec::new());
+
+/// The file's canonical path when it exists, so that two spellings of one file match.
+fn file_identity(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Waits for the writer threads still closing `path` (a store of this process dropped inside a
+/// runtime), so that opening it again does not find it locked; forgets the finished others.
+fn wait_for_closing_writers(path: &Path) {
+    let file = file_identity(path);
+    let closing: Vec<JoinHandle<()>> = {
+        let mut closing = CLOSING.lock().unwrap_or_else(PoisonError::into_inner);
+        let (this_file, others): (Vec<_>, Vec<_>) = closing.drain(..).partition(|(path, _)| *path == file);
+        *closing = others;
+        closing.retain(|(_, thread)| !thread.is_finished());
+        this_file.into_iter().map(|(_, thread)| thread).collect()
+    };
+    for thread in closing {
+        let _ = thread.join();
     }
 }
 
@@ -155,7 +209,7 @@ impl SqliteStore {
         let (sender, receiver) = oneshot::channel();
         let operation: Operation = Box::new(move |connection: Option<&Connection>| {
             let result = match connection {
-                Some(connection) => in_savepoint(connection, operation).map_err(storage_error),
+                Some(connection) => in_savepoint(connection, operation),
                 None => Err(InboxError::Storage("the transaction failed before this write".to_owned())),
             };
             Box::new(move |failed: Option<&InboxError>| {
@@ -192,10 +246,44 @@ fn open_error(path: &Path, reason: impl ToString) -> InboxError {
 }
 
 fn storage_error(error: rusqlite::Error) -> InboxError {
-    InboxError::Storage(error.to_string())
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => InboxError::Full,
+        _ => InboxError::Storage(error.to_string()),
+    }
 }
 
-fn open_connection(path: &Path, options: &SqliteOptions) -> Result<Connection, InboxError> {
+/// The error of an insert into a file at its [`SqliteOptions::max_size`]: SQLite's own "full".
+fn full() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL), None)
+}
+
+/// The pages that hold data: the file's pages less the free ones.
+fn used_pages(connection: &Connection) -> rusqlite::Result<i64> {
+    let pages: i64 = connection.prepare_cached("PRAGMA page_count")?.query_row([], |row| row.get(0))?;
+    let free: i64 = connection.prepare_cached("PRAGMA freelist_count")?.query_row([], |row| row.get(0))?;
+    Ok(pages - free)
+}
+
+/// The headroom a full file keeps for claims, settles and purges: a quarter of the cap, at
+/// least this many pages.
+const MIN_HEADROOM_PAGES: i64 = 64;
+
+/// The file holds message bodies and phone numbers: a new one is created readable and writable
+/// by its owner only, before SQLite opens it; SQLite gives the WAL the mode of the file.
+#[cfg(unix)]
+fn create_private(path: &Path) -> Result<(), InboxError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(open_error(path, error)),
+    }
+}
+
+/// The connection, and the pages past which new deliveries are refused.
+fn open_connection(path: &Path, options: &SqliteOptions) -> Result<(Connection, Option<i64>), InboxError> {
+    #[cfg(unix)]
+    create_private(path)?;
     let flags =
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let connection = Connection::open_with_flags(path, flags).map_err(|error| open_error(path, error))?;
@@ -219,19 +307,30 @@ fn open_connection(path: &Path, options: &SqliteOptions) -> Result<Connection, I
     }
     // FULL: a commit is synced to disk, WAL included, before it returns; the 200 waits for it.
     connection.pragma_update(None, "synchronous", "FULL").map_err(classify)?;
-    if let Some(bytes) = options.max_size {
-        let page_size: i64 =
-            connection.query_row("PRAGMA page_size", [], |row| row.get(0)).map_err(classify)?;
-        let pages = (bytes / page_size.max(512).unsigned_abs()).max(1);
-        connection
-            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
-            .map_err(classify)?;
-    }
     migrate(&connection).map_err(|error| match error {
         Migration::Sqlite(error) => classify(error),
         Migration::Newer(found) => InboxError::NewerSchema { found, supported: SCHEMA_VERSION },
     })?;
-    Ok(connection)
+    let max_pages = match options.max_size {
+        None => None,
+        Some(bytes) => {
+            let page_size: i64 =
+                connection.query_row("PRAGMA page_size", [], |row| row.get(0)).map_err(classify)?;
+            let pages: i64 =
+                connection.query_row("PRAGMA page_count", [], |row| row.get(0)).map_err(classify)?;
+            let max_pages =
+                i64::try_from(bytes / page_size.max(512).unsigned_abs()).unwrap_or(i64::MAX).max(1);
+            // Inserts stop at `max_pages`; the hard cap leaves room past it (and past a file
+            // already larger) for the worker to drain the file.
+            let headroom = (max_pages / 4).max(MIN_HEADROOM_PAGES);
+            let hard_cap = max_pages.max(pages).saturating_add(headroom);
+            connection
+                .query_row(&format!("PRAGMA max_page_count = {hard_cap}"), [], |_| Ok(()))
+                .map_err(classify)?;
+            Some(max_pages)
+        }
+    };
+    Ok((connection, max_pages))
 }
 
 enum Migration {
@@ -251,10 +350,15 @@ fn migrate(connection: &Connection) -> Result<(), Migration> {
     connection.execute_batch("BEGIN IMMEDIATE")?;
     let result = (|| {
         let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-        match version {
-            0 => connection.execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))?,
-            SCHEMA_VERSION => {}
-            newer => return Err(Migration::Newer(newer)),
+        match usize::try_from(version).ok().and_then(|version| MIGRATIONS.get(version..)) {
+            Some([]) => {}
+            Some(upgrades) => {
+                for upgrade in upgrades {
+                    connection.execute_batch(upgrade)?;
+                }
+                connection.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+            }
+            None => return Err(Migration::Newer(version)),
         }
         let now = to_millis(SystemTime::now());
         connection.execute(
@@ -318,19 +422,23 @@ fn run_batch(connection: &Connection, batch: impl Iterator<Item = Operation>) {
     }
 }
 
-/// Runs `operation` in a savepoint: on error its effects are undone and the rest of the batch
-/// is kept.
+/// Runs `operation` in a savepoint: on error, or when it panics, its effects are undone and the
+/// rest of the batch is kept. A panic is that operation's error only: the thread goes on
+/// serving every other caller.
 fn in_savepoint<T>(
     connection: &Connection,
     operation: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
-    connection.execute_batch("SAVEPOINT operation")?;
-    let result = operation(connection);
+) -> Result<T, InboxError> {
+    connection.execute_batch("SAVEPOINT operation").map_err(storage_error)?;
+    let result = match panic::catch_unwind(AssertUnwindSafe(|| operation(connection))) {
+        Ok(result) => result.map_err(storage_error),
+        Err(_) => Err(InboxError::Storage("the store operation panicked".to_owned())),
+    };
     if result.is_err() && !connection.is_autocommit() {
         let _ = connection.execute_batch("ROLLBACK TO operation");
     }
     if !connection.is_autocommit() {
-        connection.execute_batch("RELEASE operation")?;
+        connection.execute_batch("RELEASE operation").map_err(storage_error)?;
     }
     result
 }
@@ -339,13 +447,26 @@ impl InboxStore for SqliteStore {
     type InsertFuture = Pending<Stored>;
 
     fn insert(&self, delivery: NewDelivery) -> Self::InsertFuture {
+        let max_pages = self.shared.max_pages;
         self.call(move |connection| {
+            if let Some(max_pages) = max_pages {
+                if used_pages(connection)? >= max_pages {
+                    // Full: a copy of a stored delivery is still a duplicate; anything new is
+                    // refused.
+                    let stored: bool = connection
+                        .prepare_cached(
+                            "SELECT EXISTS (SELECT 1 FROM periskope_inbox_jobs WHERE dedup_key = ?1)",
+                        )?
+                        .query_row([&delivery.key], |row| row.get(0))?;
+                    return if stored { Ok(Stored::Duplicate) } else { Err(full()) };
+                }
+            }
             let received_at = to_millis(delivery.received_at);
             let inserted = connection
                 .prepare_cached(
                     "INSERT INTO periskope_inbox_jobs
-                         (dedup_key, event, ordering_key, body, signing_key, received_at, run_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                         (dedup_key, event, ordering_key, body, signing_key, received_at, run_at, path)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)
                      ON CONFLICT (dedup_key) DO NOTHING",
                 )?
                 .execute(params![
@@ -355,6 +476,7 @@ impl InboxStore for SqliteStore {
                     &delivery.body[..],
                     delivery.signing_key,
                     received_at,
+                    delivery.path,
                 ])?;
             Ok(if inserted == 0 { Stored::Duplicate } else { Stored::New })
         })
@@ -366,11 +488,11 @@ impl InboxStore for SqliteStore {
     ) -> impl Future<Output = Result<Vec<ClaimedJob>, InboxError>> + Send {
         self.call(move |connection| {
             let now = to_millis(request.now);
-            let lease_until = to_millis(request.now + request.lease);
+            let lease_until = to_millis(saturating_add(request.now, request.lease));
             let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
-            let due: Vec<(JobId, u32)> = connection
+            let due: Vec<(JobId, u32, String)> = connection
                 .prepare_cached(
-                    "SELECT id, attempts FROM periskope_inbox_jobs AS job
+                    "SELECT id, attempts, event FROM periskope_inbox_jobs AS job
                      WHERE ((state = 'pending' AND run_at <= ?1) OR (state = 'running' AND lease_until <= ?1))
                        AND (ordering_key IS NULL OR NOT EXISTS (
                              SELECT 1 FROM periskope_inbox_jobs AS earlier
@@ -378,24 +500,25 @@ impl InboxStore for SqliteStore {
                                AND earlier.state IN ('pending', 'running')))
                      ORDER BY id LIMIT ?2",
                 )?
-                .query_map(params![now, limit], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .query_map(params![now, limit], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
                 .collect::<rusqlite::Result<_>>()?;
             let mut claimed = Vec::with_capacity(due.len());
-            for (id, attempts) in due {
+            for (id, attempts, event) in due {
                 if attempts >= request.max_attempts {
                     connection.prepare_cached(
-                        "UPDATE periskope_inbox_jobs SET state = 'dead', lease_until = NULL,
+                        "UPDATE periskope_inbox_jobs SET state = 'dead', lease_until = NULL, dead_at = ?3,
                              last_error = coalesce(last_error || '; ', '') || ?2
                          WHERE id = ?1",
                     )?
-                    .execute(params![id, LEASE_EXPIRED])?;
+                    .execute(params![id, LEASE_EXPIRED, now])?;
+                    super::log_dead_letter(&event, id, attempts);
                     continue;
                 }
                 let job = connection
                     .prepare_cached(
                         "UPDATE periskope_inbox_jobs SET state = 'running', attempts = attempts + 1, lease_until = ?2
                          WHERE id = ?1
-                         RETURNING id, attempts, event, dedup_key, body, signing_key, received_at",
+                         RETURNING id, attempts, event, dedup_key, body, signing_key, received_at, path",
                     )?
                     .query_row(params![id, lease_until], claimed_job)?;
                 claimed.push(job);
@@ -423,6 +546,7 @@ impl InboxStore for SqliteStore {
         retry_at: Option<SystemTime>,
     ) -> impl Future<Output = Result<(), InboxError>> + Send {
         let error = bounded_error(error, MAX_ERROR_LEN);
+        let dead_at = retry_at.is_none().then(|| to_millis(SystemTime::now()));
         self.call(move |connection| {
             let (state, run_at) = match retry_at {
                 Some(at) => (JobState::Pending, Some(to_millis(at))),
@@ -431,10 +555,11 @@ impl InboxStore for SqliteStore {
             connection
                 .prepare_cached(
                     "UPDATE periskope_inbox_jobs
-                     SET state = ?3, run_at = coalesce(?4, run_at), last_error = ?5, lease_until = NULL
+                     SET state = ?3, run_at = coalesce(?4, run_at), last_error = ?5, lease_until = NULL,
+                         dead_at = ?6
                      WHERE id = ?1 AND attempts = ?2 AND state = 'running'",
                 )?
-                .execute(params![lease.id, lease.attempt, state.as_str(), run_at, error])?;
+                .execute(params![lease.id, lease.attempt, state.as_str(), run_at, error, dead_at])?;
             Ok(())
         })
     }
@@ -472,7 +597,8 @@ impl InboxStore for SqliteStore {
         self.call(move |connection| {
             connection
                 .prepare_cached(&format!(
-                    "SELECT {SUMMARY_COLUMNS}, body, signing_key, ordering_key FROM periskope_inbox_jobs WHERE id = ?1"
+                    "SELECT {SUMMARY_COLUMNS}, body, signing_key, ordering_key, path FROM periskope_inbox_jobs
+                     WHERE id = ?1"
                 ))?
                 .query_row([id], |row| {
                     Ok(JobRecord {
@@ -480,6 +606,7 @@ impl InboxStore for SqliteStore {
                         body: Bytes::from(row.get::<_, Vec<u8>>(10)?),
                         signing_key: row.get(11)?,
                         ordering_key: row.get(12)?,
+                        path: row.get(13)?,
                     })
                 })
                 .optional()
@@ -495,7 +622,8 @@ impl InboxStore for SqliteStore {
             let (id, state) = selection_params(selection);
             let changed = connection
                 .prepare_cached(
-                    "UPDATE periskope_inbox_jobs SET state = 'pending', attempts = 0, run_at = ?3, lease_until = NULL
+                    "UPDATE periskope_inbox_jobs
+                     SET state = 'pending', attempts = 0, run_at = ?3, lease_until = NULL, dead_at = NULL
                      WHERE state IN ('pending', 'dead') AND (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR state = ?2)",
                 )?
                 .execute(params![id, state, to_millis(now)])?;
@@ -519,6 +647,15 @@ impl InboxStore for SqliteStore {
         self.call(move |connection| {
             let deleted = connection
                 .prepare_cached("DELETE FROM periskope_inbox_jobs WHERE state = 'done' AND handled_at < ?1")?
+                .execute([to_millis(before)])?;
+            Ok(deleted as u64)
+        })
+    }
+
+    fn purge_dead(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        self.call(move |connection| {
+            let deleted = connection
+                .prepare_cached("DELETE FROM periskope_inbox_jobs WHERE state = 'dead' AND dead_at < ?1")?
                 .execute([to_millis(before)])?;
             Ok(deleted as u64)
         })
@@ -566,6 +703,7 @@ fn claimed_job(row: &Row<'_>) -> rusqlite::Result<ClaimedJob> {
         body: Bytes::from(row.get::<_, Vec<u8>>(4)?),
         signing_key: row.get(5)?,
         received_at: from_millis(row.get(6)?),
+        path: row.get(7)?,
     })
 }
 
@@ -630,6 +768,108 @@ mod tests {
             })
         });
         tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(query).unwrap()
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().build().unwrap()
+    }
+
+    fn delivery(id: &str) -> NewDelivery {
+        use crate::dedup::{EventKeys, KeyFn};
+        let body = format!(r#"{{"event":"message.created","data":{{"message_id":"{id}","chat_id":"c"}}}}"#);
+        let event = crate::WebhookEvent::decode(Bytes::from(body)).unwrap();
+        NewDelivery::new(&event, &EventKeys::default().key(&event), SystemTime::now())
+    }
+
+    /// One operation that panics (a bug, or an arithmetic overflow) is answered with an error
+    /// and its writes are undone; the writer thread goes on serving everyone else.
+    #[test]
+    fn a_panicking_operation_is_answered_with_an_error_and_the_writer_keeps_serving() {
+        let file = TempFile::new("panic");
+        let store = SqliteStore::open(&file.0).unwrap();
+        let runtime = runtime();
+        let panicked = runtime.block_on(store.call(|connection| -> rusqlite::Result<()> {
+            connection.execute("UPDATE periskope_inbox_owner SET opened_at = -1", [])?;
+            panic!("an operation bug");
+        }));
+        assert!(matches!(panicked, Err(InboxError::Storage(_))), "{panicked:?}");
+        let opened_at: i64 = runtime
+            .block_on(store.call(|connection| {
+                connection.query_row("SELECT opened_at FROM periskope_inbox_owner", [], |row| row.get(0))
+            }))
+            .unwrap();
+        assert_ne!(opened_at, -1, "the panicking operation's write was undone");
+        assert_eq!(runtime.block_on(store.insert(delivery("after-panic"))).unwrap(), Stored::New);
+    }
+
+    /// Dropped on a runtime thread, the last clone does not wait for the writer to finish its
+    /// queue (which may hold fsyncs); the writer answers what was queued and closes by itself.
+    #[test]
+    fn dropping_the_last_clone_inside_a_runtime_does_not_wait_for_the_writer() {
+        let file = TempFile::new("drop");
+        let store = SqliteStore::open(&file.0).unwrap();
+        let (release, gate) = mpsc::channel::<()>();
+        let blocked = store.call(move |_| {
+            let _ = gate.recv();
+            Ok(())
+        });
+        let (dropped, was_dropped) = mpsc::channel();
+        let dropper = std::thread::spawn(move || {
+            runtime().block_on(async move { drop(store) });
+            let _ = dropped.send(());
+        });
+        let returned = was_dropped.recv_timeout(Duration::from_secs(10));
+        release.send(()).unwrap();
+        dropper.join().unwrap();
+        assert!(returned.is_ok(), "the drop waited for the writer's queue");
+        runtime().block_on(blocked).expect("the queued operation is still answered");
+        // Reopening waits for the closing writer instead of finding the file locked.
+        let reopened = SqliteStore::open(&file.0).unwrap();
+        assert_eq!(runtime().block_on(reopened.insert(delivery("reopened"))).unwrap(), Stored::New);
+    }
+
+    /// A file written by version 1 of the schema (0.1's), made here by hand, is upgraded when
+    /// opened: its jobs keep everything and run on the path `/`, which is what they ran on.
+    #[test]
+    fn a_version_1_file_is_upgraded() {
+        let file = TempFile::new("v1");
+        let v1 = Connection::open(&file.0).unwrap();
+        v1.execute_batch(
+            "CREATE TABLE periskope_inbox_jobs (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT, dedup_key TEXT NOT NULL UNIQUE, event TEXT NOT NULL,
+                 ordering_key TEXT, body BLOB NOT NULL, signing_key TEXT, received_at INTEGER NOT NULL,
+                 state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+                 run_at INTEGER NOT NULL, lease_until INTEGER, last_error TEXT, handled_at INTEGER);
+             CREATE INDEX periskope_inbox_due ON periskope_inbox_jobs (state, run_at);
+             CREATE INDEX periskope_inbox_order ON periskope_inbox_jobs (ordering_key, id)
+                 WHERE ordering_key IS NOT NULL;
+             CREATE INDEX periskope_inbox_handled ON periskope_inbox_jobs (handled_at) WHERE state = 'done';
+             CREATE TABLE periskope_inbox_owner (id INTEGER PRIMARY KEY CHECK (id = 1), opened_at INTEGER NOT NULL);
+             INSERT INTO periskope_inbox_jobs (dedup_key, event, ordering_key, body, received_at, run_at)
+                 VALUES ('message.created|2:m1', 'message.created', 'chat|c',
+                         CAST('{\"event\":\"message.created\",\"data\":{\"message_id\":\"m1\"}}' AS BLOB),
+                         0, 0);
+             INSERT INTO periskope_inbox_jobs (dedup_key, event, body, received_at, run_at, state, attempts)
+                 VALUES ('dead', 'message.created', CAST('{}' AS BLOB), 0, 0, 'dead', 8);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(v1);
+
+        let store = SqliteStore::open(&file.0).unwrap();
+        assert_eq!(pragma(&store, "user_version"), "2");
+        let runtime = runtime();
+        let record = runtime.block_on(store.get(1)).unwrap().unwrap();
+        assert_eq!((record.summary.key.as_str(), record.path.as_str()), ("message.created|2:m1", "/"));
+        let claimed =
+            runtime.block_on(store.claim(ClaimRequest::new(10, Duration::from_secs(60), 3))).unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!((claimed[0].id, claimed[0].path.as_str()), (1, "/"));
+        // The old dead letter counts as dead from the upgrade on.
+        let hour = Duration::from_secs(3600);
+        assert_eq!(runtime.block_on(store.purge_dead(SystemTime::now() - hour)).unwrap(), 0);
+        assert_eq!(runtime.block_on(store.purge_dead(SystemTime::now() + hour)).unwrap(), 1);
+        assert_eq!(runtime.block_on(store.insert(delivery("after-upgrade"))).unwrap(), Stored::New);
     }
 
     /// A SIGKILL test cannot see an fsync that was skipped: the settings themselves are checked.

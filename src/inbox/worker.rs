@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, Uri};
 use http_body_util::Full;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 use tower_service::Service;
 
-use super::{ClaimRequest, ClaimedJob, InboxStore, JobId, Lease};
+use super::{ClaimRequest, ClaimedJob, InboxError, InboxStore, JobId, Lease, saturating_add};
 use crate::event::WebhookEvent;
 use crate::metadata::RawBody;
 use crate::response::BoxError;
@@ -44,10 +45,17 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// On shutdown, how long jobs in flight may finish before they are released (default 10 s).
     pub shutdown_grace: Duration,
+    /// How long the worker waits for one store call (a claim, a settle, a purge) before it
+    /// counts as failed (default 30 s): a store that hangs (a lock held elsewhere, a network
+    /// that drops packets) delays jobs, but never stops the worker or its shutdown.
+    pub store_timeout: Duration,
     /// How long handled jobs are kept (default 24 hours). Until then, the same occurrence is
     /// answered as a duplicate; after it, it is accepted again. Keep it at least as long as
     /// Periskope may redeliver.
     pub retention: Duration,
+    /// How long dead letters are kept, counted from when each became one; `None` (the default)
+    /// keeps them until they are retried or purged.
+    pub dead_retention: Option<Duration>,
 }
 
 impl Default for WorkerConfig {
@@ -61,14 +69,16 @@ impl Default for WorkerConfig {
             backoff_max: Duration::from_secs(10 * 60),
             poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
+            store_timeout: Duration::from_secs(30),
             retention: Duration::from_secs(24 * 60 * 60),
+            dead_retention: None,
         }
     }
 }
 
 impl WorkerConfig {
     fn effective_lease(&self) -> Duration {
-        self.lease.max(self.attempt_timeout + Duration::from_secs(1))
+        self.lease.max(self.attempt_timeout.saturating_add(Duration::from_secs(1)))
     }
 
     /// The delay before the attempt after `attempt`: `backoff_base * 2^(attempt - 1)`, at most
@@ -131,16 +141,18 @@ impl Attempt {
 /// Runs a handler on the jobs of an [`InboxStore`].
 ///
 /// The handler is a tower service, as behind the layer: an [`EventRouter`](crate::EventRouter),
-/// an axum `Router` (the request is `POST /`), or any `Service<Request<Full<Bytes>>>`. Its request
+/// an axum `Router` (the request is a `POST` on the path the delivery arrived on, so the
+/// webhook's own route matches), or any `Service<Request<Full<Bytes>>>`. Its request
 /// carries the [`WebhookEvent`], the [`RawBody`] and the [`Attempt`] in its extensions and the
 /// body as received. A `2xx` answer handles the job; any other answer, an error, a panic or the
 /// [timeout](WorkerConfig::attempt_timeout) fails the attempt, and the job is retried after a
 /// backoff, or becomes a dead letter after [`WorkerConfig::max_attempts`].
 ///
-/// [`Worker::run`] claims jobs until its shutdown future completes; then it stops claiming, gives
-/// the jobs in flight [`WorkerConfig::shutdown_grace`] to finish, and releases the others
-/// (their attempt is not counted). If the `run` future is dropped instead, the attempts in
-/// flight are aborted and their jobs are taken over when their lease expires (the embedded
+/// [`Worker::run`] claims jobs until its shutdown future completes, even while a store call is
+/// pending; then it stops claiming, gives the jobs in flight [`WorkerConfig::shutdown_grace`]
+/// to finish, and releases the others (their attempt is not counted; each release waits at
+/// most [`WorkerConfig::store_timeout`]). If the `run` future is dropped instead, the attempts
+/// in flight are aborted and their jobs are taken over when their lease expires (the embedded
 /// store takes them back at once when it next opens).
 pub struct Worker<St, H> {
     store: St,
@@ -194,11 +206,14 @@ where
         let (stop, stopping) = watch::channel(false);
         let mut in_flight = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        let shortest_retention = config.retention.min(config.dead_retention.unwrap_or(Duration::MAX));
         let mut retention = tokio::time::interval(
-            config.retention.min(Duration::from_secs(60)).max(Duration::from_millis(100)),
+            shortest_retention.min(Duration::from_secs(60)).max(Duration::from_millis(100)),
         );
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        // Every wait below is raced against the shutdown: a store call that hangs cannot hold
+        // the worker past it. The loop's value is the end of the grace period.
+        let grace_ends = loop {
             let free = concurrency - in_flight.len();
             let mut claimed_all = false;
             if free > 0 {
@@ -208,7 +223,25 @@ where
                     max_attempts: config.max_attempts,
                     now: SystemTime::now(),
                 };
-                match store.claim(request).await {
+                let mut claim = std::pin::pin!(bounded(config.store_timeout, store.claim(request)));
+                let claimed = tokio::select! {
+                    claimed = &mut claim => claimed,
+                    () = &mut shutdown => {
+                        // The store may still carry the claim out: what it takes within the
+                        // grace period is given back, its attempt not counted.
+                        let grace_ends = Instant::now().checked_add(config.shutdown_grace);
+                        if let Some(Ok(jobs)) = until(grace_ends, claim).await {
+                            for job in jobs {
+                                let (store, config) = (store.clone(), Arc::clone(&config));
+                                in_flight.spawn(async move {
+                                    settle(&store, &config, job.lease(), &job.event, Outcome::Released).await;
+                                });
+                            }
+                        }
+                        break grace_ends;
+                    }
+                };
+                match claimed {
                     Ok(jobs) => {
                         claimed_all = jobs.len() == free;
                         for job in jobs {
@@ -232,27 +265,57 @@ where
                 continue;
             }
             tokio::select! {
-                () = &mut shutdown => break,
+                () = &mut shutdown => break Instant::now().checked_add(config.shutdown_grace),
                 () = wake.notified() => {}
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 () = tokio::time::sleep(config.poll_interval) => {}
-                _ = retention.tick() => {
-                    let before = SystemTime::now().checked_sub(config.retention).unwrap_or(SystemTime::UNIX_EPOCH);
-                    if let Err(_error) = store.purge_handled(before).await {
-                        #[cfg(feature = "tracing")]
-                        tracing::error!(error = %_error, "periskope inbox could not purge handled jobs");
-                    }
-                }
+                _ = retention.tick() => tokio::select! {
+                    () = &mut shutdown => break Instant::now().checked_add(config.shutdown_grace),
+                    () = purge_expired(&store, &config) => {}
+                },
             }
-        }
-        let grace = tokio::time::sleep(config.shutdown_grace);
-        let mut grace = std::pin::pin!(grace);
+        };
+        let mut grace = std::pin::pin!(until(grace_ends, std::future::pending::<()>()));
         loop {
             tokio::select! {
                 joined = in_flight.join_next() => if joined.is_none() { break },
-                () = &mut grace, if !*stop.borrow() => { let _ = stop.send(true); }
+                _ = &mut grace, if !*stop.borrow() => { let _ = stop.send(true); }
             }
         }
+    }
+}
+
+/// `future`'s output, or `None` once `deadline` passed (never, without one: a grace period of
+/// `Duration::MAX` is beyond what an `Instant` holds).
+async fn until<T>(deadline: Option<Instant>, future: impl Future<Output = T>) -> Option<T> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, future).await.ok(),
+        None => Some(future.await),
+    }
+}
+
+/// `call`, or a [`InboxError::Storage`] once the store took longer than `timeout`.
+async fn bounded<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<T, InboxError>>,
+) -> Result<T, InboxError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(InboxError::Storage(format!("the store did not answer within {timeout:?}"))))
+}
+
+/// Deletes the handled jobs older than the retention, and the dead letters older than theirs.
+async fn purge_expired<St: InboxStore>(store: &St, config: &WorkerConfig) {
+    let now = SystemTime::now();
+    let before = |retention: Duration| now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
+    if let Err(_error) = bounded(config.store_timeout, store.purge_handled(before(config.retention))).await {
+        #[cfg(feature = "tracing")]
+        tracing::error!(error = %_error, "periskope inbox could not purge handled jobs");
+    }
+    let Some(dead_retention) = config.dead_retention else { return };
+    if let Err(_error) = bounded(config.store_timeout, store.purge_dead(before(dead_retention))).await {
+        #[cfg(feature = "tracing")]
+        tracing::error!(error = %_error, "periskope inbox could not purge dead letters");
     }
 }
 
@@ -279,6 +342,7 @@ async fn run_attempt<St, H, ResBody>(
     ResBody: Send + 'static,
 {
     let lease = job.lease();
+    let event = job.event.clone();
     let outcome = match handler_request(job, config.max_attempts) {
         Err(reason) => Outcome::Failed(reason),
         Ok(request) => {
@@ -300,17 +364,20 @@ async fn run_attempt<St, H, ResBody>(
             }
         }
     };
-    settle(&store, &config, lease, outcome).await;
+    settle(&store, &config, lease, &event, outcome).await;
 }
 
-/// The request the handler gets: the body as received, and the event, raw body and attempt in
-/// its extensions. A body that no longer decodes (it was verified and decoded when stored, so
-/// only a different version of this crate could refuse it) fails the attempt.
+/// The request the handler gets: `POST` on the path the delivery arrived on, the body as
+/// received, and the event, raw body and attempt in its extensions. A body that no longer
+/// decodes (it was verified and decoded when stored, so only a different version of this crate
+/// could refuse it) fails the attempt.
 fn handler_request(job: ClaimedJob, max_attempts: u32) -> Result<Request<Full<Bytes>>, String> {
     let event = WebhookEvent::decode(job.body.clone())
         .map_err(|error| format!("the stored body no longer decodes: {}", error.code()))?;
+    let path = Uri::try_from(job.path).map_err(|_| "the stored path is not a request path".to_owned())?;
     let mut request = Request::new(Full::new(job.body.clone()));
     *request.method_mut() = Method::POST;
+    *request.uri_mut() = path;
     let extensions = request.extensions_mut();
     extensions.insert(event);
     extensions.insert(RawBody(job.body));
@@ -346,14 +413,26 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
-async fn settle<St: InboxStore>(store: &St, config: &WorkerConfig, lease: Lease, outcome: Outcome) {
+async fn settle<St: InboxStore>(
+    store: &St,
+    config: &WorkerConfig,
+    lease: Lease,
+    event: &str,
+    outcome: Outcome,
+) {
     let now = SystemTime::now();
+    let timeout = config.store_timeout;
     let settled = match outcome {
-        Outcome::Handled => store.complete(lease, now).await,
-        Outcome::Released => store.release(lease, now).await,
+        Outcome::Handled => bounded(timeout, store.complete(lease, now)).await,
+        Outcome::Released => bounded(timeout, store.release(lease, now)).await,
         Outcome::Failed(error) => {
-            let retry_at = (lease.attempt < config.max_attempts).then(|| now + config.backoff(lease.attempt));
-            store.fail(lease, error, retry_at).await
+            let retry_at = (lease.attempt < config.max_attempts)
+                .then(|| saturating_add(now, config.backoff(lease.attempt)));
+            let failed = bounded(timeout, store.fail(lease, error, retry_at)).await;
+            if failed.is_ok() && retry_at.is_none() {
+                super::log_dead_letter(event, lease.id, lease.attempt);
+            }
+            failed
         }
     };
     if let Err(_error) = settled {

@@ -7,7 +7,10 @@ mod acceptor;
 mod common;
 mod crash;
 mod memory;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod postgres;
+mod postgres_worker;
 // Only `example_binary` is used: the crash test reads the example's lines itself.
 #[allow(dead_code)]
 #[path = "../common/process.rs"]

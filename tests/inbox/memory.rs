@@ -15,21 +15,28 @@ use crate::common::{KEY, within};
 use crate::support::{chat_message, delivery};
 
 macro_rules! generic_cases {
-    ($($case:ident),* $(,)?) => {
+    ($module:ident: $($case:ident),* $(,)?) => {
         $(
             #[tokio::test]
             async fn $case() {
-                crate::store::$case(MemoryInboxStore::new()).await;
+                crate::$module::$case(MemoryInboxStore::new()).await;
             }
         )*
     };
 }
 
-generic_cases!(
+generic_cases!(store:
     the_same_occurrence_is_stored_once_until_it_is_purged,
     attempts_are_counted_at_claim_and_a_job_that_never_settles_ends_dead,
     jobs_of_one_chat_are_claimed_one_at_a_time_in_order,
     operations_list_inspect_retry_and_purge_with_stats,
+    dead_letters_are_purged_by_when_they_died,
+);
+
+generic_cases!(worker:
+    unbounded_durations_in_the_configuration_still_handle_jobs,
+    a_router_that_routes_only_the_webhook_path_handles_the_job,
+    dead_letters_are_purged_after_their_retention,
 );
 
 fn fast() -> WorkerConfig {

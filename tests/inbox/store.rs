@@ -119,6 +119,42 @@ pub async fn operations_list_inspect_retry_and_purge_with_stats<St: InboxStore>(
     );
 }
 
+/// Dead letters are purged only once they have been dead for the retention given, counted from
+/// when each died: by a failed last attempt, or by a claim that found its last lease expired.
+/// A retried job is no longer a dead letter; a handled one is not touched.
+pub async fn dead_letters_are_purged_by_when_they_died<St: InboxStore>(store: St) {
+    for id in ["failed", "expired", "handled", "retried"] {
+        store.insert(delivery(chat_message(id, id))).await.unwrap();
+    }
+    let start = SystemTime::now();
+    let jobs = store.claim(claim(10, 1, start)).await.unwrap();
+    let job = |id: &str| jobs.iter().find(|job| message_id(&job.body) == id).unwrap().lease();
+    store.fail(job("failed"), "gave up".to_owned(), None).await.unwrap();
+    store.fail(job("retried"), "gave up".to_owned(), None).await.unwrap();
+    store.complete(job("handled"), start).await.unwrap();
+    // The last attempt's lease of "expired" runs out: the claim 200 s later makes it dead then.
+    assert!(store.claim(claim(10, 1, start + Duration::from_secs(200))).await.unwrap().is_empty());
+    assert_eq!(store.stats(start).await.unwrap().dead, 3);
+    assert_eq!(store.retry(Selection::Job(job("retried").id), start).await.unwrap(), 1);
+    let retried = store.claim(claim(10, 1, start)).await.unwrap().remove(0);
+    store.fail(retried.lease(), "gave up".to_owned(), None).await.unwrap();
+
+    assert_eq!(store.purge_dead(start - Duration::from_secs(1)).await.unwrap(), 0, "none died before");
+    // "failed" and the retried one died now; "expired" 200 s later.
+    assert_eq!(store.purge_dead(start + Duration::from_secs(100)).await.unwrap(), 2);
+    let left = store.list(ListQuery::new(None, 10)).await.unwrap();
+    let left: Vec<(String, JobState)> = left.into_iter().map(|job| (job.key, job.state)).collect();
+    assert_eq!(
+        left,
+        [
+            (key_of(&chat_message("expired", "expired")), JobState::Dead),
+            (key_of(&chat_message("handled", "handled")), JobState::Done)
+        ]
+    );
+    assert_eq!(store.purge_dead(start + Duration::from_secs(300)).await.unwrap(), 1);
+    assert_eq!(store.stats(start).await.unwrap().dead, 0);
+}
+
 /// The generic cases on the embedded store.
 mod sqlite {
     use periskope_webhook::inbox::SqliteStore;
@@ -146,6 +182,12 @@ mod sqlite {
         let dir = TempDir::new("order");
         super::jobs_of_one_chat_are_claimed_one_at_a_time_in_order(SqliteStore::open(dir.db()).unwrap())
             .await;
+    }
+
+    #[tokio::test]
+    async fn dead_letters_are_purged_by_when_they_died() {
+        let dir = TempDir::new("dead-retention");
+        super::dead_letters_are_purged_by_when_they_died(SqliteStore::open(dir.db()).unwrap()).await;
     }
 
     #[tokio::test]
@@ -210,4 +252,48 @@ fn corrupt_or_unreadable_files_are_clear_errors() {
     std::fs::write(&damaged, bytes).unwrap();
     let error = SqliteStore::open(&damaged).unwrap_err();
     assert!(matches!(error, InboxError::Open { .. }), "{error:?}");
+}
+
+/// The last clone dropped on a runtime thread closes the file in the background; opening the
+/// same file again waits for that instead of finding it locked, and finds every job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_dropped_inside_the_runtime_can_be_reopened_at_once() {
+    let dir = TempDir::new("reopen-async");
+    for round in 0..3 {
+        let store = SqliteStore::open(dir.db()).expect("the previous store's file is released");
+        let inserts: Vec<_> =
+            (0..50).map(|n| store.insert(delivery(chat_message("c", &format!("r{round}-{n}"))))).collect();
+        drop(store);
+        for insert in inserts {
+            assert_eq!(insert.await.unwrap(), Stored::New, "queued before the drop: still written");
+        }
+    }
+    let store = SqliteStore::open(dir.db()).unwrap();
+    assert_eq!(store.list(ListQuery::new(None, 1000)).await.unwrap().len(), 150);
+}
+
+/// The file holds message bodies and phone numbers: it and its WAL (and shared-memory file,
+/// when SQLite makes one) are readable and writable by the owner only.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_inbox_files_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = TempDir::new("modes");
+    let store = SqliteStore::open(dir.db()).unwrap();
+    store.insert(delivery(chat_message("c", "m1"))).await.unwrap();
+    let mut checked = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", dir.db().display());
+        match std::fs::metadata(&path) {
+            Ok(metadata) => {
+                assert_eq!(metadata.permissions().mode() & 0o777, 0o600, "{path}");
+                checked.push(suffix);
+            }
+            // With exclusive locking, the WAL index lives in the process's memory.
+            Err(error) if suffix == "-shm" && error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => panic!("{path}: {error}"),
+        }
+    }
+    assert!(checked.contains(&"-wal"), "{checked:?}");
 }

@@ -2,12 +2,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use periskope_webhook::WebhookEvent;
 use periskope_webhook::dedup::{EventKeys, KeyFn};
-use periskope_webhook::inbox::NewDelivery;
+use periskope_webhook::inbox::{InboxStore, JobState, JobSummary, ListQuery, NewDelivery, WorkerConfig};
+
+use crate::common::within;
 
 /// A directory under the system temp dir, removed with everything in it when dropped.
 pub struct TempDir(PathBuf);
@@ -65,4 +68,68 @@ pub fn message_id(body: &Bytes) -> String {
         .and_then(|message| message.message_id.as_deref())
         .expect("a message id")
         .to_owned()
+}
+
+/// Polls the store's jobs until `condition` holds, bounded in time.
+pub async fn wait_for_jobs<St, F>(store: &St, what: &str, condition: F) -> Vec<JobSummary>
+where
+    St: InboxStore,
+    F: Fn(&[JobSummary]) -> bool,
+{
+    within(what, async {
+        loop {
+            let jobs = store.list(ListQuery::new(None, 1000)).await.unwrap();
+            if condition(&jobs) {
+                return jobs;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
+/// Whether there are jobs and all are in `state`.
+pub fn all_in(state: JobState) -> impl Fn(&[JobSummary]) -> bool {
+    move |jobs| !jobs.is_empty() && jobs.iter().all(|job| job.state == state)
+}
+
+/// A worker configuration that retries and polls quickly.
+pub fn fast() -> WorkerConfig {
+    let mut config = WorkerConfig::default();
+    config.backoff_base = Duration::from_millis(5);
+    config.backoff_max = Duration::from_millis(20);
+    config.poll_interval = Duration::from_millis(10);
+    config.max_attempts = 3;
+    config
+}
+
+/// What `tracing` logs on this thread (the current-thread runtime of `#[tokio::test]` keeps
+/// the worker's and the server's tasks on it), from [`CapturedLog::start`] until the guard is
+/// dropped.
+#[derive(Clone, Default)]
+pub struct CapturedLog(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLog {
+    pub fn start() -> (CapturedLog, tracing::subscriber::DefaultGuard) {
+        let captured = CapturedLog::default();
+        let writer = captured.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -4,52 +4,21 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::routing::post;
 use axum::{Extension, Router};
 use http::StatusCode;
-use periskope_webhook::inbox::{Attempt, Inbox, InboxStore, JobState, ListQuery, SqliteStore, WorkerConfig};
+use periskope_webhook::inbox::{
+    Attempt, ClaimRequest, ClaimedJob, Inbox, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState,
+    JobSummary, Lease, ListQuery, NewDelivery, Selection, SqliteStore,
+};
 use periskope_webhook::{EventRouter, PeriskopeWebhookLayer, WebhookEvent};
 use tokio::sync::oneshot;
 use tower::Layer;
 
 use crate::common::{self, KEY, Stack, client, send, signed, within};
-use crate::support::{TempDir, chat_message, delivery, key_of};
-
-fn fast() -> WorkerConfig {
-    let mut config = WorkerConfig::default();
-    config.backoff_base = Duration::from_millis(5);
-    config.backoff_max = Duration::from_millis(20);
-    config.poll_interval = Duration::from_millis(10);
-    config.max_attempts = 3;
-    config
-}
-
-/// Polls `condition` on the store's jobs until it holds, bounded in time.
-async fn wait_until<F>(
-    store: &SqliteStore,
-    what: &str,
-    condition: F,
-) -> Vec<periskope_webhook::inbox::JobSummary>
-where
-    F: Fn(&[periskope_webhook::inbox::JobSummary]) -> bool,
-{
-    within(what, async {
-        loop {
-            let jobs = store.list(ListQuery::new(None, 1000)).await.unwrap();
-            if condition(&jobs) {
-                return jobs;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-}
-
-fn all_in(state: JobState) -> impl Fn(&[periskope_webhook::inbox::JobSummary]) -> bool {
-    move |jobs| !jobs.is_empty() && jobs.iter().all(|job| job.state == state)
-}
+use crate::support::{CapturedLog, TempDir, all_in, chat_message, delivery, fast, key_of, wait_for_jobs};
 
 #[tokio::test]
 async fn failed_attempts_are_retried_with_the_attempt_number_and_error_recorded() {
@@ -74,7 +43,7 @@ async fn failed_attempts_are_retried_with_the_attempt_number_and_error_recorded(
     let worker = tokio::spawn(inbox.worker(handler).config(fast()).run(async {
         let _ = stopped.await;
     }));
-    let jobs = wait_until(inbox.store(), "the job is handled", all_in(JobState::Done)).await;
+    let jobs = wait_for_jobs(inbox.store(), "the job is handled", all_in(JobState::Done)).await;
     assert_eq!(jobs[0].attempts, 3);
     assert_eq!(jobs[0].last_error.as_deref(), Some("the handler answered 502 Bad Gateway"));
     assert_eq!(
@@ -125,7 +94,7 @@ async fn errors_panics_and_timeouts_fail_attempts_until_a_dead_letter() {
     let worker = tokio::spawn(inbox.worker(router).config(config).run(async {
         let _ = stopped.await;
     }));
-    let jobs = wait_until(inbox.store(), "three dead letters", all_in(JobState::Dead)).await;
+    let jobs = wait_for_jobs(inbox.store(), "three dead letters", all_in(JobState::Dead)).await;
     let error = |key: &str| {
         let job = jobs.iter().find(|job| job.key == key_of(&chat_message(key, key))).unwrap();
         assert_eq!(job.attempts, 3, "{job:?}");
@@ -188,7 +157,7 @@ async fn jobs_of_a_chat_are_handled_in_order_and_chats_concurrently() {
     let worker = tokio::spawn(inbox.worker(router).config(fast()).run(async {
         let _ = stopped.await;
     }));
-    wait_until(inbox.store(), "all handled", |jobs| {
+    wait_for_jobs(inbox.store(), "all handled", |jobs| {
         jobs.len() == CHATS * PER_CHAT && all_in(JobState::Done)(jobs)
     })
     .await;
@@ -268,8 +237,292 @@ async fn a_delivery_over_http_reaches_the_handler_from_storage() {
     let body = chat_message("c", "over-http");
     send(&client(), signed(&server.url, KEY, body.clone())).await.assert(StatusCode::OK, "accepted");
     assert_eq!(within("the handler runs", received.recv()).await, Some(body));
-    wait_until(inbox.store(), "the job is done", all_in(JobState::Done)).await;
+    wait_for_jobs(inbox.store(), "the job is done", all_in(JobState::Done)).await;
     let _ = stop.send(());
     within("worker stops", worker).await.unwrap();
     server.stop().await;
+}
+
+/// The generic worker cases on the embedded store; `postgres_worker.rs` runs them on PostgreSQL.
+mod sqlite {
+    use periskope_webhook::inbox::SqliteStore;
+
+    use crate::support::TempDir;
+
+    #[tokio::test]
+    async fn unbounded_durations_in_the_configuration_still_handle_jobs() {
+        let dir = TempDir::new("max-config");
+        super::unbounded_durations_in_the_configuration_still_handle_jobs(
+            SqliteStore::open(dir.db()).unwrap(),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn dead_letters_are_purged_after_their_retention() {
+        let dir = TempDir::new("dead-retention");
+        super::dead_letters_are_purged_after_their_retention(SqliteStore::open(dir.db()).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn a_router_that_routes_only_the_webhook_path_handles_the_job() {
+        let dir = TempDir::new("path");
+        super::a_router_that_routes_only_the_webhook_path_handles_the_job(
+            SqliteStore::open(dir.db()).unwrap(),
+        )
+        .await;
+    }
+}
+
+/// No configuration value can panic the worker or the store: a lease, an attempt timeout, a
+/// backoff and a retention of `Duration::MAX` (a natural "no limit") still handle jobs, a failed
+/// attempt waits (for ever) instead of overflowing, and the store keeps accepting deliveries.
+pub async fn unbounded_durations_in_the_configuration_still_handle_jobs<St: InboxStore>(store: St) {
+    let inbox = Inbox::new(store);
+    inbox.store().insert(delivery(chat_message("ok", "ok-1"))).await.unwrap();
+    inbox.store().insert(delivery(chat_message("fails", "fails"))).await.unwrap();
+    let router = EventRouter::new().on_message_created(|event: WebhookEvent| async move {
+        match event.event().message().and_then(|m| m.chat_id.as_deref()) {
+            Some("fails") => Err("the CRM is down"),
+            _ => Ok(()),
+        }
+    });
+    let mut config = fast();
+    config.lease = Duration::MAX;
+    config.attempt_timeout = Duration::MAX;
+    config.backoff_base = Duration::MAX;
+    config.backoff_max = Duration::MAX;
+    config.retention = Duration::MAX;
+    config.store_timeout = Duration::MAX;
+    config.shutdown_grace = Duration::MAX;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(inbox.worker(router).config(config).run(async {
+        let _ = stopped.await;
+    }));
+    let handled = |jobs: &[periskope_webhook::inbox::JobSummary]| {
+        jobs.iter().any(|job| job.state == JobState::Done)
+            && jobs.iter().any(|job| job.state == JobState::Pending && job.attempts == 1)
+    };
+    let jobs = wait_for_jobs(inbox.store(), "one job handled, the other backing off", handled).await;
+    let waiting = jobs.iter().find(|job| job.state == JobState::Pending).unwrap();
+    let year = Duration::from_secs(365 * 24 * 60 * 60);
+    assert!(waiting.run_at > std::time::SystemTime::now() + year, "{waiting:?}");
+
+    // The store still accepts, and the worker still runs.
+    let later = delivery(chat_message("ok", "ok-2"));
+    assert_eq!(inbox.store().insert(later).await.unwrap(), periskope_webhook::inbox::Stored::New);
+    wait_for_jobs(inbox.store(), "the later job is handled", |jobs| {
+        jobs.iter().filter(|job| job.state == JobState::Done).count() == 2
+    })
+    .await;
+    let _ = stop.send(());
+    within("worker stops", worker).await.unwrap();
+}
+
+/// The worker calls the handler with the path the delivery arrived on: an axum `Router` with a
+/// route only at the webhook path handles the job.
+pub async fn a_router_that_routes_only_the_webhook_path_handles_the_job<St: InboxStore>(store: St) {
+    let inbox = Inbox::new(store);
+    let paths = Arc::new(Mutex::new(Vec::new()));
+    let handler = {
+        let paths = Arc::clone(&paths);
+        Router::new().route(
+            common::PATH,
+            post(move |uri: http::Uri| {
+                let paths = Arc::clone(&paths);
+                async move {
+                    paths.lock().unwrap().push(uri.path().to_owned());
+                    StatusCode::OK
+                }
+            }),
+        )
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(inbox.worker(handler).config(fast()).run(async {
+        let _ = stopped.await;
+    }));
+    let server = common::serve(Stack::Axum, PeriskopeWebhookLayer::new(KEY).layer(inbox.acceptor())).await;
+    send(&client(), signed(&server.url, KEY, chat_message("c", "routed")))
+        .await
+        .assert(StatusCode::OK, "accepted");
+    let jobs = wait_for_jobs(inbox.store(), "the job is handled or dead", |jobs| {
+        !jobs.is_empty() && jobs.iter().all(|job| matches!(job.state, JobState::Done | JobState::Dead))
+    })
+    .await;
+    assert_eq!(jobs[0].state, JobState::Done, "{jobs:?}");
+    assert_eq!(*paths.lock().unwrap(), [common::PATH]);
+    let _ = stop.send(());
+    within("worker stops", worker).await.unwrap();
+    server.stop().await;
+}
+
+/// With `dead_retention`, the worker purges a dead letter once it has been dead that long
+/// (without it, dead letters stay: `errors_panics_and_timeouts_fail_attempts_until_a_dead_letter`).
+pub async fn dead_letters_are_purged_after_their_retention<St: InboxStore>(store: St) {
+    let inbox = Inbox::new(store);
+    inbox.store().insert(delivery(chat_message("c", "doomed"))).await.unwrap();
+    let router =
+        EventRouter::new().on_message_created(|_: WebhookEvent| async { Err::<(), _>("the CRM is down") });
+    let mut config = fast();
+    config.max_attempts = 1;
+    config.dead_retention = Some(Duration::from_secs(1));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(inbox.worker(router).config(config).run(async {
+        let _ = stopped.await;
+    }));
+    wait_for_jobs(inbox.store(), "a dead letter", all_in(JobState::Dead)).await;
+    wait_for_jobs(inbox.store(), "the dead letter is purged", <[_]>::is_empty).await;
+    let _ = stop.send(());
+    within("worker stops", worker).await.unwrap();
+}
+
+/// A job becoming a dead letter is said at ERROR with its event name, id and attempts: never
+/// its body, key or error text (which can hold phone numbers).
+#[tokio::test]
+async fn a_dead_letter_is_logged_at_error_without_its_content() {
+    let (captured, guard) = CapturedLog::start();
+
+    let dir = TempDir::new("dead-log");
+    let inbox = Inbox::new(SqliteStore::open(dir.db()).unwrap());
+    let body = chat_message("919999912345@c.us", "doomed");
+    inbox.store().insert(delivery(body.clone())).await.unwrap();
+    let router = EventRouter::new().on_message_created(|_: WebhookEvent| async {
+        Err::<(), _>("CRM refused contact 919999912345@c.us")
+    });
+    let mut config = fast();
+    config.max_attempts = 2;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(inbox.worker(router).config(config).run(async {
+        let _ = stopped.await;
+    }));
+    wait_for_jobs(inbox.store(), "a dead letter", all_in(JobState::Dead)).await;
+    let _ = stop.send(());
+    within("worker stops", worker).await.unwrap();
+    drop(guard);
+
+    let log = captured.text();
+    let lines: Vec<&str> = log.lines().filter(|line| line.contains("became a dead letter")).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    let line = lines[0];
+    for expected in ["ERROR", "event=\"message.created\"", "job=1", "attempts=2"] {
+        assert!(line.contains(expected), "{expected} missing from {line}");
+    }
+    for secret in ["919999912345", "doomed", "hello", "CRM"] {
+        assert!(!line.contains(secret), "{secret} in {line}");
+    }
+}
+
+/// The embedded store, with the answers to its claims held back until a permit is given: the
+/// store has carried a claim out while the worker still waits for the answer (as over a slow
+/// network to a database).
+#[derive(Clone)]
+struct HeldClaimAnswers {
+    store: SqliteStore,
+    carried_out: Arc<AtomicUsize>,
+    answers: Arc<tokio::sync::Semaphore>,
+}
+
+impl InboxStore for HeldClaimAnswers {
+    type InsertFuture = <SqliteStore as InboxStore>::InsertFuture;
+
+    fn insert(&self, delivery: NewDelivery) -> Self::InsertFuture {
+        self.store.insert(delivery)
+    }
+
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<ClaimedJob>, InboxError> {
+        let claimed = self.store.claim(request).await;
+        self.carried_out.fetch_add(1, Ordering::SeqCst);
+        self.answers.acquire().await.expect("never closed").forget();
+        claimed
+    }
+
+    async fn complete(&self, lease: Lease, now: SystemTime) -> Result<(), InboxError> {
+        self.store.complete(lease, now).await
+    }
+
+    async fn fail(
+        &self,
+        lease: Lease,
+        error: String,
+        retry_at: Option<SystemTime>,
+    ) -> Result<(), InboxError> {
+        self.store.fail(lease, error, retry_at).await
+    }
+
+    async fn release(&self, lease: Lease, now: SystemTime) -> Result<(), InboxError> {
+        self.store.release(lease, now).await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<Vec<JobSummary>, InboxError> {
+        self.store.list(query).await
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<JobRecord>, InboxError> {
+        self.store.get(id).await
+    }
+
+    async fn retry(&self, selection: Selection, now: SystemTime) -> Result<u64, InboxError> {
+        self.store.retry(selection, now).await
+    }
+
+    async fn purge(&self, selection: Selection) -> Result<u64, InboxError> {
+        self.store.purge(selection).await
+    }
+
+    async fn purge_handled(&self, before: SystemTime) -> Result<u64, InboxError> {
+        self.store.purge_handled(before).await
+    }
+
+    async fn purge_dead(&self, before: SystemTime) -> Result<u64, InboxError> {
+        self.store.purge_dead(before).await
+    }
+
+    async fn stats(&self, now: SystemTime) -> Result<InboxStats, InboxError> {
+        self.store.stats(now).await
+    }
+}
+
+/// A claim whose answer is still on its way when the shutdown comes is not abandoned: what the
+/// store gave it within the grace period is given back at once, its attempt not counted,
+/// instead of being left running (an attempt counted that never ran) until its lease expires.
+#[tokio::test]
+async fn a_claim_pending_at_shutdown_gives_back_what_it_took() {
+    let dir = TempDir::new("claim-at-shutdown");
+    let store = HeldClaimAnswers {
+        store: SqliteStore::open(dir.db()).unwrap(),
+        carried_out: Arc::default(),
+        answers: Arc::new(tokio::sync::Semaphore::new(0)),
+    };
+    store.insert(delivery(chat_message("c", "claimed-at-shutdown"))).await.unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let router = {
+        let calls = Arc::clone(&calls);
+        EventRouter::new().on_message_created(move |_: WebhookEvent| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, std::convert::Infallible>(()) }
+        })
+    };
+    let mut config = fast();
+    config.shutdown_grace = Duration::from_secs(5);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(Inbox::new(store.clone()).worker(router).config(config).run(async {
+        let _ = stopped.await;
+    }));
+    within("the store carries the claim out", async {
+        while store.carried_out.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let claimed = store.list(ListQuery::new(None, 10)).await.unwrap();
+    assert_eq!((claimed[0].state, claimed[0].attempts), (JobState::Running, 1));
+    let _ = stop.send(());
+    // Let the worker see its shutdown while the answer is on its way, then let it arrive.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    store.answers.add_permits(1);
+    within("worker stops", worker).await.unwrap();
+
+    let jobs = store.list(ListQuery::new(None, 10)).await.unwrap();
+    assert_eq!((jobs[0].state, jobs[0].attempts), (JobState::Pending, 0), "{jobs:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "the handler ran after the shutdown");
 }
