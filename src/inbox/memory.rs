@@ -13,13 +13,14 @@
 //! # }
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::{Future, Ready, ready};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
+use super::queries::{AttemptOutcome, AttemptRecord, ConsoleStore, DeadLetters, JobFilter, MinuteCounts};
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
     LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, NewDelivery, Selection, Stored, bounded_error,
@@ -54,7 +55,12 @@ struct Job {
     lease_until: Option<SystemTime>,
     handled_at: Option<SystemTime>,
     dead_at: Option<SystemTime>,
+    /// The last [`ATTEMPTS_KEPT`] attempts, oldest first.
+    history: VecDeque<AttemptRecord>,
 }
+
+/// How many attempts of each job the history keeps, as the durable stores do by default.
+const ATTEMPTS_KEPT: usize = 10;
 
 impl Job {
     fn summary(&self, id: JobId) -> JobSummary {
@@ -87,6 +93,32 @@ impl Job {
     /// Whether `lease` is the claim that holds this job now.
     fn held_by(&self, lease: Lease) -> bool {
         self.state == JobState::Running && self.attempts == lease.attempt
+    }
+
+    /// Ends the running attempt in the history.
+    fn end_attempt(&mut self, outcome: AttemptOutcome, at: SystemTime, error: Option<String>) {
+        if let Some(attempt) =
+            self.history.back_mut().filter(|attempt| attempt.outcome == AttemptOutcome::Running)
+        {
+            attempt.outcome = outcome;
+            attempt.duration = Some(at.duration_since(attempt.started_at).unwrap_or(Duration::ZERO));
+            attempt.error = error;
+        }
+    }
+
+    fn matches(&self, id: JobId, filter: &JobFilter) -> bool {
+        let received = self.delivery.received_at;
+        let chat = self.delivery.ordering_key.as_deref().and_then(|key| key.strip_prefix("chat|"));
+        filter.state.is_none_or(|state| self.state == state)
+            && filter.event.as_deref().is_none_or(|event| self.delivery.event == event)
+            && filter.chat.as_deref().is_none_or(|wanted| chat == Some(wanted))
+            && filter.received_from.is_none_or(|from| received >= from)
+            && filter.received_until.is_none_or(|until| received < until)
+            && filter.text.as_deref().is_none_or(|text| {
+                self.delivery.key.contains(text)
+                    || self.last_error.as_deref().is_some_and(|error| error.contains(text))
+            })
+            && filter.before.is_none_or(|before| id < before)
     }
 }
 
@@ -140,6 +172,7 @@ impl InboxStore for MemoryInboxStore {
             lease_until: None,
             handled_at: None,
             dead_at: None,
+            history: VecDeque::new(),
         };
         jobs.by_id.insert(id, job);
         ready(Ok(Stored::New))
@@ -177,6 +210,7 @@ impl InboxStore for MemoryInboxStore {
         let mut claimed = Vec::with_capacity(due.len());
         for id in due {
             let Some(job) = jobs.by_id.get_mut(&id) else { continue };
+            job.end_attempt(AttemptOutcome::Abandoned, request.now, None);
             if job.attempts >= request.max_attempts {
                 job.state = JobState::Dead;
                 job.lease_until = None;
@@ -191,6 +225,16 @@ impl InboxStore for MemoryInboxStore {
             job.state = JobState::Running;
             job.attempts += 1;
             job.lease_until = Some(saturating_add(request.now, request.lease));
+            if job.history.len() == ATTEMPTS_KEPT {
+                job.history.pop_front();
+            }
+            job.history.push_back(AttemptRecord {
+                number: job.attempts,
+                started_at: request.now,
+                duration: None,
+                outcome: AttemptOutcome::Running,
+                error: None,
+            });
             claimed.push(ClaimedJob {
                 id,
                 attempt: job.attempts,
@@ -209,6 +253,7 @@ impl InboxStore for MemoryInboxStore {
         self.settle(lease, |job| {
             job.state = JobState::Done;
             job.handled_at = Some(now);
+            job.end_attempt(AttemptOutcome::Handled, now, None);
         })
     }
 
@@ -219,7 +264,9 @@ impl InboxStore for MemoryInboxStore {
         retry_at: Option<SystemTime>,
     ) -> impl Future<Output = Result<(), InboxError>> + Send {
         self.settle(lease, |job| {
-            job.last_error = Some(bounded_error(error, MAX_ERROR_LEN));
+            let error = bounded_error(error, MAX_ERROR_LEN);
+            job.end_attempt(AttemptOutcome::Failed, SystemTime::now(), Some(error.clone()));
+            job.last_error = Some(error);
             match retry_at {
                 Some(at) => {
                     job.state = JobState::Pending;
@@ -235,6 +282,7 @@ impl InboxStore for MemoryInboxStore {
 
     fn release(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send {
         self.settle(lease, |job| {
+            job.end_attempt(AttemptOutcome::Released, now, None);
             job.state = JobState::Pending;
             job.attempts = job.attempts.saturating_sub(1);
             job.run_at = now;
@@ -321,6 +369,139 @@ impl InboxStore for MemoryInboxStore {
             oldest.map(|received| now.duration_since(received).unwrap_or(Duration::ZERO));
         ready(Ok(stats))
     }
+}
+
+impl ConsoleStore for MemoryInboxStore {
+    fn search(&self, filter: JobFilter) -> impl Future<Output = Result<Vec<JobSummary>, InboxError>> + Send {
+        let jobs = self.jobs();
+        let found = jobs
+            .by_id
+            .iter()
+            .rev()
+            .filter(|(id, job)| job.matches(**id, &filter))
+            .take(filter.effective_limit())
+            .map(|(id, job)| job.summary(*id))
+            .collect();
+        ready(Ok(found))
+    }
+
+    fn count(&self, filter: JobFilter) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        let filter = JobFilter { before: None, ..filter };
+        let count = self.jobs().by_id.iter().filter(|(id, job)| job.matches(**id, &filter)).count();
+        ready(Ok(count as u64))
+    }
+
+    fn attempts(&self, id: JobId) -> impl Future<Output = Result<Vec<AttemptRecord>, InboxError>> + Send {
+        let history = self.jobs().by_id.get(&id).map(|job| job.history.iter().cloned().collect());
+        ready(Ok(history.unwrap_or_default()))
+    }
+
+    fn per_minute(
+        &self,
+        since: SystemTime,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Vec<MinuteCounts>, InboxError>> + Send {
+        let first = minute_of(since);
+        let mut minutes: Vec<MinuteCounts> = (0..=minute_of(now).saturating_sub(first))
+            .map(|offset| MinuteCounts::new(minute_start(first + offset)))
+            .collect();
+        let mut count = |at: SystemTime, field: fn(&mut MinuteCounts) -> &mut u64| {
+            if at >= since && at <= now {
+                if let Some(minute) = minutes.get_mut((minute_of(at) - first) as usize) {
+                    *field(minute) += 1;
+                }
+            }
+        };
+        for job in self.jobs().by_id.values() {
+            count(job.delivery.received_at, |minute| &mut minute.received);
+            for attempt in &job.history {
+                let Some(ended) = attempt.duration.map(|duration| attempt.started_at + duration) else {
+                    continue;
+                };
+                match attempt.outcome {
+                    AttemptOutcome::Handled => count(ended, |minute| &mut minute.handled),
+                    AttemptOutcome::Failed => count(ended, |minute| &mut minute.failed),
+                    _ => {}
+                }
+            }
+        }
+        ready(Ok(minutes))
+    }
+
+    fn dead_letters_by_event(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DeadLetters>, InboxError>> + Send {
+        let jobs = self.jobs();
+        let mut by_event: HashMap<&str, (u64, Option<(SystemTime, JobId, Option<String>)>)> = HashMap::new();
+        for (id, job) in jobs.by_id.iter().filter(|(_, job)| job.state == JobState::Dead) {
+            let entry = by_event.entry(job.delivery.event.as_str()).or_default();
+            entry.0 += 1;
+            let died = (job.dead_at.unwrap_or(job.delivery.received_at), *id);
+            if entry.1.as_ref().is_none_or(|(at, latest, _)| (*at, *latest) < died) {
+                entry.1 = Some((died.0, died.1, job.last_error.clone()));
+            }
+        }
+        let mut letters: Vec<DeadLetters> = by_event
+            .into_iter()
+            .map(|(event, (count, latest))| DeadLetters {
+                event: event.to_owned(),
+                count,
+                latest_error: latest.and_then(|(_, _, error)| error),
+            })
+            .collect();
+        letters.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.event.cmp(&b.event)));
+        letters.truncate(limit);
+        ready(Ok(letters))
+    }
+
+    fn replay(&self, id: JobId, now: SystemTime) -> impl Future<Output = Result<bool, InboxError>> + Send {
+        let replayed = match self.jobs().by_id.get_mut(&id).filter(|job| job.state == JobState::Done) {
+            Some(job) => {
+                job.state = JobState::Pending;
+                job.attempts = 0;
+                job.run_at = now;
+                job.handled_at = None;
+                true
+            }
+            None => false,
+        };
+        ready(Ok(replayed))
+    }
+
+    fn retry_matching(
+        &self,
+        filter: JobFilter,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        let filter = JobFilter { before: None, ..filter };
+        let mut changed = 0;
+        for (id, job) in self.jobs().by_id.iter_mut() {
+            if matches!(job.state, JobState::Pending | JobState::Dead) && job.matches(*id, &filter) {
+                job.state = JobState::Pending;
+                job.attempts = 0;
+                job.run_at = now;
+                job.lease_until = None;
+                job.dead_at = None;
+                changed += 1;
+            }
+        }
+        ready(Ok(changed))
+    }
+
+    fn purge_matching(&self, filter: JobFilter) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        let filter = JobFilter { before: None, ..filter };
+        ready(Ok(remove(&mut self.jobs(), |id, job| job.matches(id, &filter))))
+    }
+}
+
+/// Whole minutes since the Unix epoch.
+fn minute_of(time: SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs() / 60)
+}
+
+fn minute_start(minute: u64) -> SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_secs(minute * 60)
 }
 
 /// Deletes the jobs `doomed` picks, and their keys; returns how many.

@@ -91,6 +91,7 @@ mod acceptor;
 mod memory;
 #[cfg(feature = "inbox-postgres")]
 mod postgres;
+mod queries;
 mod sqlite;
 mod worker;
 
@@ -108,6 +109,7 @@ pub use acceptor::{AcceptFuture, Accepted, Acceptor};
 pub use memory::MemoryInboxStore;
 #[cfg(feature = "inbox-postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
+pub use queries::{AttemptOutcome, AttemptRecord, ConsoleStore, DeadLetters, JobFilter, MinuteCounts};
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use worker::{Attempt, Worker, WorkerConfig, WorkerHandle};
 

@@ -5,6 +5,7 @@
 mod acceptor;
 #[path = "../common/mod.rs"]
 mod common;
+mod console_store;
 mod crash;
 mod memory;
 #[cfg(feature = "metrics")]

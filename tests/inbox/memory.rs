@@ -33,6 +33,13 @@ generic_cases!(store:
     dead_letters_are_purged_by_when_they_died,
 );
 
+generic_cases!(console_store:
+    search_filters_and_pages_newest_first,
+    attempts_are_kept_with_their_outcomes,
+    per_minute_counts_and_dead_letters_by_event,
+    a_handled_job_is_replayed_and_bulk_actions_follow_the_filter,
+);
+
 generic_cases!(worker:
     unbounded_durations_in_the_configuration_still_handle_jobs,
     a_router_that_routes_only_the_webhook_path_handles_the_job,

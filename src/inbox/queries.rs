@@ -1,0 +1,206 @@
+//! [`ConsoleStore`]: the queries an operator's console asks of an inbox store, beyond the
+//! worker's and the command line's [`InboxStore`] operations.
+//!
+//! ```
+//! use periskope_webhook::inbox::{ConsoleStore, JobFilter, JobState, MemoryInboxStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let store = MemoryInboxStore::new();
+//! // The newest dead letters of one event name, 50 at a time.
+//! let mut filter = JobFilter::default();
+//! filter.state = Some(JobState::Dead);
+//! filter.event = Some("message.created".to_owned());
+//! let page = store.search(filter.clone().limit(50)).await.unwrap();
+//! if let Some(last) = page.last() {
+//!     let _next = store.search(filter.limit(50).before(last.id)).await.unwrap();
+//! }
+//! # }
+//! ```
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use super::{InboxError, InboxStore, JobId, JobSummary};
+
+/// Which jobs [`ConsoleStore::search`] returns (newest first) and the bulk actions touch.
+///
+/// Every condition that is set must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JobFilter {
+    /// Only jobs in this state.
+    pub state: Option<super::JobState>,
+    /// Only jobs of this event name, exactly.
+    pub event: Option<String>,
+    /// Only jobs of this chat id (the chat part of the ordering key, exactly).
+    pub chat: Option<String>,
+    /// Only jobs received at or after this time.
+    pub received_from: Option<SystemTime>,
+    /// Only jobs received before this time.
+    pub received_until: Option<SystemTime>,
+    /// Only jobs whose de-duplication key or last error contains this text.
+    pub text: Option<String>,
+    /// Keyset paging: only jobs with a smaller id (the last id of the previous page).
+    pub before: Option<JobId>,
+    /// At most this many ([`ConsoleStore::search`] only); 50 when 0.
+    pub limit: usize,
+}
+
+impl JobFilter {
+    /// At most `limit` jobs.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// The page after the one whose last (oldest) job is `id`.
+    pub fn before(mut self, id: JobId) -> Self {
+        self.before = Some(id);
+        self
+    }
+
+    /// The limit a store applies: 50 when 0, at most 1,000.
+    pub fn effective_limit(&self) -> usize {
+        match self.limit {
+            0 => 50,
+            limit => limit.min(1000),
+        }
+    }
+}
+
+/// How one attempt ended, in a job's [attempt history](ConsoleStore::attempts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AttemptOutcome {
+    /// Still running (or its worker died: its lease tells).
+    Running,
+    /// The handler succeeded.
+    Handled,
+    /// The handler failed, panicked or timed out.
+    Failed,
+    /// Shutdown gave the job back before the attempt finished.
+    Released,
+    /// Its lease expired before it settled.
+    Abandoned,
+}
+
+impl AttemptOutcome {
+    /// The outcome's name: `running`, `handled`, `failed`, `released` or `abandoned`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Running => "running",
+            AttemptOutcome::Handled => "handled",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Released => "released",
+            AttemptOutcome::Abandoned => "abandoned",
+        }
+    }
+
+    /// The outcome named `name`, as [`AttemptOutcome::as_str`] spells it.
+    pub fn from_name(name: &str) -> Option<AttemptOutcome> {
+        [
+            AttemptOutcome::Running,
+            AttemptOutcome::Handled,
+            AttemptOutcome::Failed,
+            AttemptOutcome::Released,
+            AttemptOutcome::Abandoned,
+        ]
+        .into_iter()
+        .find(|outcome| outcome.as_str() == name)
+    }
+}
+
+/// One attempt of a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AttemptRecord {
+    /// The attempt's number, from 1.
+    pub number: u32,
+    /// When it was claimed.
+    pub started_at: SystemTime,
+    /// How long it ran, once it ended.
+    pub duration: Option<Duration>,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
+    /// The error of a failed attempt.
+    pub error: Option<String>,
+}
+
+/// Counts of one minute, for the console's chart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MinuteCounts {
+    /// The minute's start.
+    pub minute: SystemTime,
+    /// Deliveries stored in it.
+    pub received: u64,
+    /// Attempts that handled their job in it.
+    pub handled: u64,
+    /// Attempts that failed in it.
+    pub failed: u64,
+}
+
+impl MinuteCounts {
+    /// The minute starting at `minute`, with nothing counted yet.
+    pub fn new(minute: SystemTime) -> Self {
+        MinuteCounts { minute, received: 0, handled: 0, failed: 0 }
+    }
+}
+
+/// An event name with dead letters, for the console's overview.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadLetters {
+    /// The event name.
+    pub event: String,
+    /// How many of its jobs are dead.
+    pub count: u64,
+    /// The last error of its most recent dead letter.
+    pub latest_error: Option<String>,
+}
+
+/// The queries of an operator's console: search with filters and keyset paging, attempt
+/// history, per-minute activity, dead letters by event, replay and bulk actions.
+///
+/// Implemented by every store of this crate. Attempt histories keep the last attempts of each
+/// job (10 unless the store is configured otherwise).
+pub trait ConsoleStore: InboxStore {
+    /// Jobs matching `filter`, newest first, at most [`JobFilter::effective_limit`].
+    fn search(&self, filter: JobFilter) -> impl Future<Output = Result<Vec<JobSummary>, InboxError>> + Send;
+
+    /// How many jobs match `filter` (its `before` and `limit` are ignored).
+    fn count(&self, filter: JobFilter) -> impl Future<Output = Result<u64, InboxError>> + Send;
+
+    /// The job's last attempts, oldest first.
+    fn attempts(&self, id: JobId) -> impl Future<Output = Result<Vec<AttemptRecord>, InboxError>> + Send;
+
+    /// Received, handled and failed counts per minute from `since` to `now`, oldest first,
+    /// one entry per minute (zeros included).
+    fn per_minute(
+        &self,
+        since: SystemTime,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Vec<MinuteCounts>, InboxError>> + Send;
+
+    /// The event names with the most dead letters, most first, at most `limit`.
+    fn dead_letters_by_event(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DeadLetters>, InboxError>> + Send;
+
+    /// Runs a handled (`done`) job again: pending from `now` with its attempts reset, as
+    /// [`InboxStore::retry`] does for dead letters; its attempt history is kept. Returns whether
+    /// the job was done (and is now pending).
+    fn replay(&self, id: JobId, now: SystemTime) -> impl Future<Output = Result<bool, InboxError>> + Send;
+
+    /// [`InboxStore::retry`] for the pending and dead jobs matching `filter`; how many.
+    fn retry_matching(
+        &self,
+        filter: JobFilter,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<u64, InboxError>> + Send;
+
+    /// Deletes the jobs matching `filter`; how many.
+    fn purge_matching(&self, filter: JobFilter) -> impl Future<Output = Result<u64, InboxError>> + Send;
+}
