@@ -433,21 +433,22 @@ impl ConsoleStore for MemoryInboxStore {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<DeadLetters>, InboxError>> + Send {
         let jobs = self.jobs();
-        let mut by_event: HashMap<&str, (u64, Option<(SystemTime, JobId, Option<String>)>)> = HashMap::new();
+        // Per event name: how many dead letters, and the most recent one (when it died, its id).
+        let mut by_event: HashMap<&str, (u64, &Job, (SystemTime, JobId))> = HashMap::new();
         for (id, job) in jobs.by_id.iter().filter(|(_, job)| job.state == JobState::Dead) {
-            let entry = by_event.entry(job.delivery.event.as_str()).or_default();
-            entry.0 += 1;
             let died = (job.dead_at.unwrap_or(job.delivery.received_at), *id);
-            if entry.1.as_ref().is_none_or(|(at, latest, _)| (*at, *latest) < died) {
-                entry.1 = Some((died.0, died.1, job.last_error.clone()));
+            let entry = by_event.entry(job.delivery.event.as_str()).or_insert((0, job, died));
+            entry.0 += 1;
+            if entry.2 < died {
+                (entry.1, entry.2) = (job, died);
             }
         }
         let mut letters: Vec<DeadLetters> = by_event
             .into_iter()
-            .map(|(event, (count, latest))| DeadLetters {
+            .map(|(event, (count, latest, _))| DeadLetters {
                 event: event.to_owned(),
                 count,
-                latest_error: latest.and_then(|(_, _, error)| error),
+                latest_error: latest.last_error.clone(),
             })
             .collect();
         letters.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.event.cmp(&b.event)));
