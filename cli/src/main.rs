@@ -7,6 +7,7 @@ mod listen;
 mod output;
 mod send;
 mod sign;
+mod trigger;
 
 use std::process::ExitCode;
 
@@ -57,6 +58,7 @@ enum Command {
     Send(send::SendArgs),
     Listen(listen::ListenArgs),
     Inbox(inbox::InboxArgs),
+    Trigger(trigger::TriggerArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Send(args) => send::send(args, &output),
         Command::Listen(args) => listen::listen(args, &output),
         Command::Inbox(args) => inbox::inbox(args, &output),
+        Command::Trigger(args) => trigger::trigger(args, &output),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
