@@ -8,6 +8,7 @@ mod output;
 mod send;
 mod sign;
 mod trigger;
+mod webhooks;
 
 use std::process::ExitCode;
 
@@ -59,6 +60,7 @@ enum Command {
     Listen(listen::ListenArgs),
     Inbox(inbox::InboxArgs),
     Trigger(trigger::TriggerArgs),
+    Webhooks(webhooks::WebhooksArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         Command::Listen(args) => listen::listen(args, &output),
         Command::Inbox(args) => inbox::inbox(args, &output),
         Command::Trigger(args) => trigger::trigger(args, &output),
+        Command::Webhooks(args) => webhooks::webhooks(args, &output),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

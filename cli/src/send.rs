@@ -234,7 +234,7 @@ pub(crate) async fn post(
 }
 
 /// An error and its sources, as one line: `client error (Connect): tcp connect error: ...`.
-fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut line = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
