@@ -295,7 +295,7 @@ fn describe(delivery: &WebhookEvent, metadata: Option<&DeliveryMetadata>, show_i
 }
 
 /// The ids that tell a delivery apart, the organisation first; each label once.
-fn main_ids<'e>(event: &'e Event<'_>) -> Vec<(&'static str, &'e str)> {
+pub(crate) fn main_ids<'e>(event: &'e Event<'_>) -> Vec<(&'static str, &'e str)> {
     let message = event.message();
     let reaction = event.reaction();
     let note = event.note();

@@ -1,12 +1,14 @@
 //! `periskope-webhook`: sign, verify, send and receive Periskope webhooks from the command line.
 
 mod delivery;
+mod forward;
 mod inbox;
 mod key;
 mod listen;
 mod output;
 mod send;
 mod sign;
+mod socketio;
 mod trigger;
 mod webhooks;
 
@@ -58,6 +60,7 @@ enum Command {
     Verify(sign::VerifyArgs),
     Send(send::SendArgs),
     Listen(listen::ListenArgs),
+    Forward(forward::ForwardArgs),
     Inbox(inbox::InboxArgs),
     Trigger(trigger::TriggerArgs),
     Webhooks(webhooks::WebhooksArgs),
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => sign::verify(args, &output),
         Command::Send(args) => send::send(args, &output),
         Command::Listen(args) => listen::listen(args, &output),
+        Command::Forward(args) => forward::forward(args, &output),
         Command::Inbox(args) => inbox::inbox(args, &output),
         Command::Trigger(args) => trigger::trigger(args, &output),
         Command::Webhooks(args) => webhooks::webhooks(args, &output),
