@@ -1,12 +1,13 @@
 //! `forward`: Periskope's real-time events (the SDK's socket.io connection) posted to a local
 //! endpoint as signed webhook deliveries, so that a laptop sees real events without a tunnel.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Args;
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Uri};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
@@ -21,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::key::KeyArgs;
+use crate::listen::Capture;
 use crate::output::{Failure, Output};
 use crate::send::{self, Answer};
 use crate::socketio::{self, ConnectError};
@@ -82,6 +84,12 @@ pub struct ForwardArgs {
     /// Print ids in full; by default every run of five or more digits is printed as `*`.
     #[arg(long)]
     show_ids: bool,
+
+    /// Save each delivery in DIR before posting it, as `listen --save` does: the body exactly
+    /// as sent (NNNNNN-EVENT.json) and its headers (NNNNNN-EVENT.headers.json, without the
+    /// signature), to replay with `send`.
+    #[arg(long, value_name = "DIR")]
+    save: Option<PathBuf>,
 }
 
 /// An event received on one phone's connection.
@@ -94,15 +102,27 @@ pub fn forward(args: ForwardArgs, output: &Output) -> Result<(), Failure> {
     let signing_key = args.key.signing_key()?;
     let api_key = Arc::new(args.api.api_key()?);
     let tls = tls_config()?;
+    let capture = args.save.as_deref().map(Capture::open).transpose()?;
     if args.phones.iter().any(|phone| phone.trim().is_empty()) {
         return Err(Failure::Error("--phone: a phone cannot be empty".to_owned()));
     }
-    crate::block_on(run(args, signing_key, api_key, tls, *output))?
+    let forwarder = Forwarder {
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        to: args.to.clone(),
+        key: signing_key,
+        names: args.events.clone(),
+        retries: args.retries,
+        timeout: Duration::from_secs(args.timeout),
+        show_ids: args.show_ids,
+        capture,
+        output: *output,
+    };
+    crate::block_on(run(args, forwarder, api_key, tls, *output))?
 }
 
 async fn run(
     args: ForwardArgs,
-    signing_key: SigningKey,
+    forwarder: Forwarder,
     api_key: Arc<ApiKey>,
     tls: Arc<rustls::ClientConfig>,
     output: Output,
@@ -124,16 +144,6 @@ async fn run(
         connections.spawn(connection.keep_up());
     }
     drop(events);
-    let forwarder = Forwarder {
-        client: Client::builder(TokioExecutor::new()).build_http(),
-        to: args.to.clone(),
-        key: signing_key,
-        names: args.events.clone(),
-        retries: args.retries,
-        timeout: Duration::from_secs(args.timeout),
-        show_ids: args.show_ids,
-        output,
-    };
     // A task of its own: its end (every connection gone) says nothing of why they went, which
     // the connections' results say.
     let forwarding = tokio::spawn(async move {
@@ -237,6 +247,7 @@ struct Forwarder {
     retries: u32,
     timeout: Duration,
     show_ids: bool,
+    capture: Option<Capture>,
     output: Output,
 }
 
@@ -248,6 +259,7 @@ impl Forwarder {
         }
         let body = Bytes::from(envelope(name, received.event.data.get(), fresh_micros()));
         let signature = sign(&self.key, &body);
+        self.save(name, &body);
         let ids = self.ids(&body);
         let phone = if self.show_ids { received.phone.clone() } else { mask_phone_digits(&received.phone) };
         let started = Instant::now();
@@ -304,6 +316,20 @@ impl Forwarder {
                 "millis": millis,
             }),
         );
+    }
+
+    /// Keeps the delivery in the `--save` directory; a failure is said, and forwarding goes on.
+    fn save(&self, name: &str, body: &[u8]) {
+        let Some(capture) = &self.capture else { return };
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let signature = "signed by `periskope-webhook forward` with the signing key";
+        if let Err(error) = capture.save(name, body, &headers, self.to.path(), signature) {
+            self.output.note(
+                format_args!("{name}: NOT SAVED ({error})"),
+                json!({ "type": "save_error", "event": name, "error": error.to_string() }),
+            );
+        }
     }
 
     /// The delivery's main ids, as `listen` prints them.

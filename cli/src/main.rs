@@ -37,6 +37,8 @@ one; 2 for a usage, file or network setup error (a connection refused included).
 
 Examples:
   export PERISKOPE_SIGNING_KEY=peri_...
+  PERISKOPE_API_KEY=... periskope-webhook forward --phone 919876543210 --to http://127.0.0.1:3000/webhooks/periskope
+  periskope-webhook trigger message.created --set data.body=hello
   periskope-webhook sign body.json
   periskope-webhook verify --signature 02a4cc84... body.json
   periskope-webhook listen --save captured/

@@ -175,7 +175,10 @@ fn the_body_is_the_webhook_envelope_signed_as_send_signs() {
     let server = periskope(0, PHONE, std::slice::from_ref(&fixture));
     let capture = tempfile::tempdir().unwrap();
     let listener = listen(SIGNING_KEY, &[std::ffi::OsStr::new("--save"), capture.path().as_os_str()]);
-    let forward = Forward::start(&server, &url(&listener), &["--phone", PHONE], API_KEY);
+    let kept = tempfile::tempdir().unwrap();
+    let forward = Forward::spawn(
+        forward(&server, &url(&listener), API_KEY).args(["--phone", PHONE, "--save"]).arg(kept.path()),
+    );
     for _ in 0..2 {
         assert_eq!(forward.next_of("forwarded")["status"], 200);
     }
@@ -191,6 +194,61 @@ fn the_body_is_the_webhook_envelope_signed_as_send_signs() {
     assert!(members.len() == 4 && body.get("previous_attributes").is_none(), "{members:?}");
     let time = body["timestamp"].as_str().unwrap();
     assert!(time.len() == 29 && time.ends_with("+00:00"), "{time}");
+
+    // --save kept exactly what was sent, with its headers, as `listen --save` does.
+    let sent = std::fs::read_to_string(kept.path().join("000001-reaction.created.json")).unwrap();
+    assert_eq!(sent, saved);
+    let headers: Value = serde_json::from_slice(
+        &std::fs::read(kept.path().join("000001-reaction.created.headers.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(headers["path"], "/webhooks/periskope");
+    assert_eq!(headers["headers"]["content-type"], "application/json");
+    assert!(kept.path().join("000002-contact.merged.json").is_file());
+}
+
+#[test]
+fn a_non_2xx_answer_is_retried_then_reported_and_forwarding_goes_on() {
+    let server = periskope(0, PHONE, &[fixtures_dir().join("note.created.envelope.json")]);
+    let listener = listen(SIGNING_KEY, &[std::ffi::OsStr::new("--status"), std::ffi::OsStr::new("503")]);
+    let forward = Forward::start(&server, &url(&listener), &["--phone", PHONE, "--retries", "1"], API_KEY);
+    for name in ["note.created", "contact.merged"] {
+        let retry = forward.next_of("retry");
+        assert_eq!((retry["event"].as_str(), retry["answer"].as_str()), (Some(name), Some("503")), "{retry}");
+        let line = forward.next_of("forwarded");
+        assert_eq!(line["event"], name, "{line}");
+        assert_eq!(
+            (line["status"].as_u64(), line["delivered"].as_bool()),
+            (Some(503), Some(false)),
+            "{line}"
+        );
+        assert_eq!(line["attempts"], 2, "{line}");
+        for _ in 0..2 {
+            let received = listener.next_line();
+            assert!(received.contains(&format!(" 503 {name} ")), "{received}");
+        }
+    }
+}
+
+#[test]
+fn a_server_unreachable_at_start_is_retried_until_it_answers() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listener = listen(SIGNING_KEY, &[]);
+    let forward = Forward::spawn(
+        cli()
+            .args(["--json", "forward", "--to", &url(&listener), "--phone", PHONE, "--api-url"])
+            .arg(format!("http://127.0.0.1:{port}"))
+            .env("PERISKOPE_SIGNING_KEY", SIGNING_KEY)
+            .env("PERISKOPE_API_KEY", API_KEY),
+    );
+    let line = forward.next_of("disconnected");
+    assert!(line["reason"].as_str().unwrap().starts_with("cannot connect"), "{line}");
+    assert_eq!(line["retry_in_seconds"], 1);
+
+    let _server = periskope(port, PHONE, &[fixtures_dir().join("note.created.envelope.json")]);
+    forward.next_of("connected");
+    assert_eq!(forward.next_of("forwarded")["event"], "note.created");
+    assert!(listener.next_line().contains(" 200 note.created "));
 }
 
 #[test]
