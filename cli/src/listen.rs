@@ -230,7 +230,11 @@ impl Receiver {
         let mut seen = describe(delivery, metadata, self.show_ids);
         *response.status_mut() = self.status;
         if let Some(capture) = &self.capture {
-            match capture.save(delivery, metadata, request.headers(), &self.path) {
+            let signature = match metadata.and_then(|metadata| metadata.key.as_ref()) {
+                Some(key) => format!("verified with {}", crate::key::explain_label(key.id())),
+                None => "not checked (--insecure)".to_owned(),
+            };
+            match capture.save(delivery.name(), delivery.body(), request.headers(), &self.path, &signature) {
                 Ok(file) => {
                     seen.text.push_str(&format!("  saved {file}"));
                     seen.object.insert("saved".to_owned(), json!(file));
@@ -295,7 +299,7 @@ fn describe(delivery: &WebhookEvent, metadata: Option<&DeliveryMetadata>, show_i
 }
 
 /// The ids that tell a delivery apart, the organisation first; each label once.
-fn main_ids<'e>(event: &'e Event<'_>) -> Vec<(&'static str, &'e str)> {
+pub(crate) fn main_ids<'e>(event: &'e Event<'_>) -> Vec<(&'static str, &'e str)> {
     let message = event.message();
     let reaction = event.reaction();
     let note = event.note();
@@ -329,7 +333,7 @@ fn main_ids<'e>(event: &'e Event<'_>) -> Vec<(&'static str, &'e str)> {
 }
 
 /// The directory `--save` writes to, and the number of the next delivery.
-struct Capture {
+pub(crate) struct Capture {
     dir: PathBuf,
     next: AtomicU64,
 }
@@ -338,7 +342,7 @@ impl Capture {
     /// Creates `dir` if needed, readable by this user only (on Unix, mode 0700, and so are
     /// missing parents); numbering goes on after the deliveries already in it. An existing
     /// directory keeps its mode: the user chose it.
-    fn open(dir: &Path) -> Result<Self, Failure> {
+    pub(crate) fn open(dir: &Path) -> Result<Self, Failure> {
         let failed =
             |error| Failure::io(format_args!("preparing the capture directory {}", dir.display()), error);
         let mut builder = std::fs::DirBuilder::new();
@@ -356,17 +360,18 @@ impl Capture {
         Ok(Capture { dir: dir.to_owned(), next: AtomicU64::new(last + 1) })
     }
 
-    /// Writes the headers, then the body exactly as received (so that a body file always has
-    /// its headers); returns the body's file name.
-    fn save(
+    /// Writes the headers, with what was done about the signature, then the body exactly as
+    /// received (so that a body file always has its headers); returns the body's file name.
+    pub(crate) fn save(
         &self,
-        delivery: &WebhookEvent,
-        metadata: Option<&DeliveryMetadata>,
+        name: &str,
+        body: &[u8],
         headers: &HeaderMap,
         path: &str,
+        signature: &str,
     ) -> std::io::Result<String> {
         let number = self.next.fetch_add(1, Ordering::Relaxed);
-        let stem = format!("{number:06}-{}", file_safe(delivery.name()));
+        let stem = format!("{number:06}-{}", file_safe(name));
         let mut kept = serde_json::Map::new();
         for (name, value) in headers {
             if [AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE, SIGNATURE_HEADER].contains(name) {
@@ -380,14 +385,10 @@ impl Capture {
             };
             kept.insert(name.to_string(), Value::String(joined));
         }
-        let signature = match metadata.and_then(|metadata| metadata.key.as_ref()) {
-            Some(key) => format!("verified with {}", crate::key::explain_label(key.id())),
-            None => "not checked (--insecure)".to_owned(),
-        };
         let record = json!({ "method": "POST", "path": path, "signature": signature, "headers": kept });
         let record = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
         write_private(&self.dir.join(format!("{stem}{HEADERS_SUFFIX}")), &record)?;
-        write_private(&self.dir.join(format!("{stem}.json")), delivery.body())?;
+        write_private(&self.dir.join(format!("{stem}.json")), body)?;
         Ok(format!("{stem}.json"))
     }
 }

@@ -1,12 +1,16 @@
 //! `periskope-webhook`: sign, verify, send and receive Periskope webhooks from the command line.
 
 mod delivery;
+mod forward;
 mod inbox;
 mod key;
 mod listen;
 mod output;
 mod send;
 mod sign;
+mod socketio;
+mod trigger;
+mod webhooks;
 
 use std::process::ExitCode;
 
@@ -33,6 +37,8 @@ one; 2 for a usage, file or network setup error (a connection refused included).
 
 Examples:
   export PERISKOPE_SIGNING_KEY=peri_...
+  PERISKOPE_API_KEY=... periskope-webhook forward --phone 919876543210 --to http://127.0.0.1:3000/webhooks/periskope
+  periskope-webhook trigger message.created --set data.body=hello
   periskope-webhook sign body.json
   periskope-webhook verify --signature 02a4cc84... body.json
   periskope-webhook listen --save captured/
@@ -56,7 +62,10 @@ enum Command {
     Verify(sign::VerifyArgs),
     Send(send::SendArgs),
     Listen(listen::ListenArgs),
+    Forward(forward::ForwardArgs),
     Inbox(inbox::InboxArgs),
+    Trigger(trigger::TriggerArgs),
+    Webhooks(webhooks::WebhooksArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,7 +79,10 @@ fn main() -> ExitCode {
         Command::Verify(args) => sign::verify(args, &output),
         Command::Send(args) => send::send(args, &output),
         Command::Listen(args) => listen::listen(args, &output),
+        Command::Forward(args) => forward::forward(args, &output),
         Command::Inbox(args) => inbox::inbox(args, &output),
+        Command::Trigger(args) => trigger::trigger(args, &output),
+        Command::Webhooks(args) => webhooks::webhooks(args, &output),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use periskope_webhook::SigningKey;
 use periskope_webhook::signature::{SIGNATURE_HEADER, sign};
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -69,7 +70,7 @@ pub struct SendArgs {
     timeout: u64,
 }
 
-fn parse_url(text: &str) -> Result<Uri, String> {
+pub(crate) fn parse_url(text: &str) -> Result<Uri, String> {
     let uri: Uri = text.parse().map_err(|error| format!("not a URL: {error}"))?;
     match (uri.scheme_str(), uri.authority()) {
         (Some("http"), Some(_)) => Ok(uri),
@@ -99,7 +100,7 @@ impl Job {
 }
 
 /// What came back for one request.
-enum Answer {
+pub(crate) enum Answer {
     /// The status, and the answer's `code` when it is a short machine-readable one.
     Status(StatusCode, Option<String>),
     /// No answer: the reason.
@@ -114,11 +115,41 @@ pub fn send(args: SendArgs, output: &Output) -> Result<(), Failure> {
     if deliveries.is_empty() {
         return Err(Failure::Error("no deliveries to send under the given paths".to_owned()));
     }
+    let plan = Plan {
+        url: args.url,
+        concurrency: args.concurrency,
+        rate: args.rate,
+        repeat: args.repeat,
+        tamper: args.tamper,
+        timeout: args.timeout,
+    };
+    deliver(deliveries, &key, &plan, output)
+}
+
+/// How deliveries are sent: `send`'s options, which `trigger` shares.
+pub(crate) struct Plan {
+    pub url: Uri,
+    pub concurrency: u32,
+    pub rate: Option<u32>,
+    pub repeat: u32,
+    pub tamper: bool,
+    /// Seconds to wait for each answer.
+    pub timeout: u64,
+}
+
+/// Signs and sends `deliveries` as `plan` says, printing each answer and then the summary; the
+/// exit status is `send`'s.
+pub(crate) fn deliver(
+    deliveries: Vec<Delivery>,
+    key: &SigningKey,
+    plan: &Plan,
+    output: &Output,
+) -> Result<(), Failure> {
     let mut once = Vec::new();
     for delivery in deliveries.into_iter().map(Arc::new) {
-        let signature: Arc<str> = sign(&key, &delivery.body).into();
+        let signature: Arc<str> = sign(key, &delivery.body).into();
         let body = Bytes::from(delivery.body.clone());
-        if args.tamper {
+        if plan.tamper {
             let copy = Bytes::from(tampered(&body));
             once.push(Job {
                 delivery: Arc::clone(&delivery),
@@ -131,11 +162,11 @@ pub fn send(args: SendArgs, output: &Output) -> Result<(), Failure> {
             once.push(Job { delivery, body, signature, tampered: false });
         }
     }
-    let jobs = std::iter::repeat_n(once, args.repeat as usize).flatten().collect();
-    crate::block_on(run(jobs, &args, output))?
+    let jobs = std::iter::repeat_n(once, plan.repeat as usize).flatten().collect();
+    crate::block_on(run(jobs, plan, output))?
 }
 
-async fn run(jobs: Vec<Job>, args: &SendArgs, output: &Output) -> Result<(), Failure> {
+async fn run(jobs: Vec<Job>, args: &Plan, output: &Output) -> Result<(), Failure> {
     let concurrency = args.concurrency as usize;
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).pool_max_idle_per_host(concurrency).build_http();
@@ -156,7 +187,7 @@ async fn run(jobs: Vec<Job>, args: &SendArgs, output: &Output) -> Result<(), Fai
         let (client, url) = (client.clone(), args.url.clone());
         tasks.spawn(async move {
             let started = Instant::now();
-            let answer = post(&client, url, &job, timeout).await;
+            let answer = post(&client, url, job.body.clone(), &job.signature, timeout).await;
             drop(slot);
             (job, answer, started.elapsed())
         });
@@ -170,11 +201,18 @@ async fn run(jobs: Vec<Job>, args: &SendArgs, output: &Output) -> Result<(), Fai
     report.finish()
 }
 
-async fn post(client: &Client<HttpConnector, Full<Bytes>>, url: Uri, job: &Job, timeout: Duration) -> Answer {
+/// POSTs `body` with its `signature` as Periskope does, and waits at most `timeout` for the answer.
+pub(crate) async fn post(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    url: Uri,
+    body: Bytes,
+    signature: &str,
+    timeout: Duration,
+) -> Answer {
     let request = Request::post(url)
         .header(CONTENT_TYPE, "application/json")
-        .header(SIGNATURE_HEADER, &*job.signature)
-        .body(Full::new(job.body.clone()));
+        .header(SIGNATURE_HEADER, signature)
+        .body(Full::new(body));
     let request = match request {
         Ok(request) => request,
         Err(error) => return Answer::Failed(format!("cannot build the request: {error}")),
@@ -196,7 +234,7 @@ async fn post(client: &Client<HttpConnector, Full<Bytes>>, url: Uri, job: &Job, 
 }
 
 /// An error and its sources, as one line: `client error (Connect): tcp connect error: ...`.
-fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut line = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
