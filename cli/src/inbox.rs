@@ -108,6 +108,13 @@ impl Target {
     }
 }
 
+impl Action {
+    /// Whether the action only reads the inbox, so that it can run beside the server.
+    fn only_reads(&self) -> bool {
+        matches!(self, Action::List { .. } | Action::Show { .. } | Action::Stats)
+    }
+}
+
 fn parse_state(name: &str) -> Result<JobState, String> {
     JobState::from_name(name).ok_or_else(|| "expected pending, running, done or dead".to_owned())
 }
@@ -138,7 +145,20 @@ pub fn inbox(args: InboxArgs, output: &Output) -> Result<(), Failure> {
                 if !path.is_file() {
                     return Err(Failure::Error(format!("no inbox file at {location}")));
                 }
-                let store = SqliteStore::open(path).map_err(failed)?;
+                let store = match SqliteStore::open(path) {
+                    Ok(store) => store,
+                    // A running server holds the file for writing: read it beside the server.
+                    Err(InboxError::Locked { .. }) if args.action.only_reads() => {
+                        SqliteStore::options().read_only(true).open(path).map_err(failed)?
+                    }
+                    Err(InboxError::Locked { .. }) => {
+                        return Err(Failure::Error(format!(
+                            "the inbox at {location} is in use by a running server, which alone writes \
+                             it: stop the server to retry or purge (stats, list and show work while it runs)"
+                        )));
+                    }
+                    Err(error) => return Err(failed(error)),
+                };
                 run(store, args.action, output).await
             }
         }

@@ -32,7 +32,7 @@ fn delivery(chat: &str, id: &str) -> NewDelivery {
 /// quotes that number, received with verification off) and a pending job (verified by key-0);
 /// returns their ids. The store is closed on return, so the binary can open the file.
 fn fill(db: &Path) -> (JobId, JobId) {
-    block_on(async {
+    let (store, ids) = block_on(async {
         let store = SqliteStore::open(db).unwrap();
         store.insert(delivery(&format!("{PHONE}@c.us"), "m1")).await.unwrap();
         let mut verified = delivery("other-chat", "m2");
@@ -42,17 +42,22 @@ fn fill(db: &Path) -> (JobId, JobId) {
         store.fail(claimed[0].lease(), format!("the CRM said no to {PHONE}@c.us"), None).await.unwrap();
         let jobs = store.list(ListQuery::new(None, 10)).await.unwrap();
         assert_eq!(jobs.iter().map(|job| job.state).collect::<Vec<_>>(), [JobState::Dead, JobState::Pending]);
-        (jobs[0].id, jobs[1].id)
-    })
+        (store, (jobs[0].id, jobs[1].id))
+    });
+    // Dropped outside the runtime, the store has closed the file when the drop returns.
+    drop(store);
+    ids
 }
 
 /// The jobs in the file, as `(id, state, attempts)`.
 fn jobs(db: &Path) -> Vec<(JobId, JobState, u32)> {
-    block_on(async {
+    let (store, jobs) = block_on(async {
         let store = SqliteStore::open(db).unwrap();
         let jobs = store.list(ListQuery::new(None, 10)).await.unwrap();
-        jobs.into_iter().map(|job| (job.id, job.state, job.attempts)).collect()
-    })
+        (store, jobs.into_iter().map(|job| (job.id, job.state, job.attempts)).collect())
+    });
+    drop(store);
+    jobs
 }
 
 fn inbox(db: &Path) -> std::process::Command {
@@ -283,4 +288,47 @@ fn the_inbox_example_reads_a_postgres_store_in_any_case_and_never_echoes_it() {
         let created: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert!(created.is_empty(), "{url} created {created:?}");
     }
+}
+
+#[test]
+fn a_running_servers_inbox_is_read_beside_it_and_writes_are_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("inbox.db");
+    let (dead, pending) = fill(&db);
+    let example = common::process::example_binary(&workspace_root(), "inbox");
+    let mut server = std::process::Command::new(&example)
+        .env("PERISKOPE_INBOX", &db)
+        .env("ADDR", "127.0.0.1:0")
+        .env("PERISKOPE_SIGNING_KEY", VECTOR_KEY)
+        // Slow enough that the pending job is still running while the commands below read.
+        .env("HANDLER_DELAY_MS", "60000")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the inbox example starts");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(server.stdout.take().unwrap()));
+    let listening = lines.next().expect("a first line").unwrap();
+    assert!(listening.starts_with("listening on "), "{listening}");
+
+    let stats = run(inbox(&db).args(["stats", "--json"]));
+    assert!(stats.status.success(), "{}", stderr(&stats));
+    let counts = &json_lines(&stdout(&stats))[0];
+    assert_eq!(counts["dead"], 1, "{counts}");
+    assert_eq!(counts["pending"].as_u64().unwrap() + counts["running"].as_u64().unwrap(), 1, "{counts}");
+
+    let list = run(inbox(&db).args(["list", "--json"]));
+    assert!(list.status.success(), "{}", stderr(&list));
+    let ids: Vec<_> = json_lines(&stdout(&list)).iter().map(|job| job["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [dead, pending]);
+
+    for write in [vec!["retry", "--state", "dead"], vec!["purge", &dead.to_string()]] {
+        let refused = run(inbox(&db).args(&write));
+        assert_eq!(refused.status.code(), Some(2), "{write:?}: {}", stderr(&refused));
+        assert_one_error_line(&refused);
+        assert!(stderr(&refused).contains("running server"), "{}", stderr(&refused));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(jobs(&db)[0], (dead, JobState::Dead, 1), "nothing was retried or purged");
 }

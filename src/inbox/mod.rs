@@ -401,6 +401,8 @@ pub enum InboxError {
     Full,
     /// The store was shut down.
     Closed,
+    /// The store was opened read-only ([`SqliteOptions::read_only`]): it cannot write.
+    ReadOnly,
 }
 
 impl fmt::Display for InboxError {
@@ -411,8 +413,9 @@ impl fmt::Display for InboxError {
             }
             InboxError::Locked { location } => write!(
                 f,
-                "the inbox at {location} is in use by another process; one process owns an embedded inbox \
-                 (use the PostgreSQL store to share a queue between replicas)"
+                "the inbox at {location} is in use by another process; one process writes an embedded inbox \
+                 (open it read-only to inspect it beside that process; use the PostgreSQL store to share a \
+                 queue between replicas)"
             ),
             InboxError::NewerSchema { found, supported } => write!(
                 f,
@@ -424,6 +427,7 @@ impl fmt::Display for InboxError {
                 f.write_str("the inbox is full: new deliveries are refused until handled jobs are purged")
             }
             InboxError::Closed => f.write_str("the inbox store is shut down"),
+            InboxError::ReadOnly => f.write_str("the inbox store is open read-only"),
         }
     }
 }

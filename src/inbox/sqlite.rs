@@ -74,6 +74,7 @@ const SUMMARY_COLUMNS: &str =
 #[derive(Clone, Debug, Default)]
 pub struct SqliteOptions {
     max_size: Option<u64>,
+    read_only: bool,
 }
 
 impl SqliteOptions {
@@ -89,18 +90,39 @@ impl SqliteOptions {
         self
     }
 
+    /// Opens the existing inbox at `path` for reading only, even while a server has it open:
+    /// for inspecting a running inbox (`stats`, `list`, `get`, the console's queries). Every
+    /// write fails with [`InboxError::ReadOnly`]; nothing is created or migrated, so the file
+    /// must exist and have this version's schema. Default: off.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
     /// Opens (creating or migrating) the inbox at `path`.
     ///
-    /// Fails with [`InboxError::Locked`] when another process has it open, and with
+    /// Fails with [`InboxError::Locked`] when another process has it open for writing, and with
     /// [`InboxError::Open`] when the file is not an inbox (corrupt, or another kind of file).
     pub fn open(&self, path: impl AsRef<Path>) -> Result<SqliteStore, InboxError> {
         let path = path.as_ref().to_path_buf();
-        wait_for_closing_writers(&path);
-        let (connection, max_pages) = open_connection(&path, self)?;
+        let (connection, writer_lock, max_pages) = if self.read_only {
+            (open_reader(&path)?, None, None)
+        } else {
+            wait_for_closing_writers(&path);
+            let writer_lock = lock_for_writing(&path)?;
+            let (connection, max_pages) = open_connection(&path, self)?;
+            (connection, Some(writer_lock), max_pages)
+        };
+        let read_only = self.read_only;
         let (sender, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("periskope-inbox-sqlite".to_owned())
-            .spawn(move || run_writer(connection, receiver))
+            .spawn(move || {
+                run_writer(&connection, receiver, read_only);
+                // The file is closed before the lock that keeps other writers out is released.
+                drop(connection);
+                drop(writer_lock);
+            })
             .map_err(|error| open_error(&path, error))?;
         Ok(SqliteStore {
             shared: Arc::new(Shared {
@@ -113,14 +135,16 @@ impl SqliteOptions {
     }
 }
 
-/// The embedded inbox: a SQLite file (WAL, `synchronous=FULL`) owned by one process.
+/// The embedded inbox: a SQLite file (WAL, `synchronous=FULL`) written by one process.
 ///
 /// Every clone shares one connection thread; the file is closed when the last clone is
 /// dropped: before the drop returns outside a tokio runtime; inside one (where waiting would
 /// block the runtime), by the connection thread itself once it has answered what was queued,
-/// and opening the same file again in this process waits for that. A second process opening the same file gets [`InboxError::Locked`]. When the
-/// store opens, the jobs a previous process left running (it crashed or was killed) are due
-/// again at once: the attempt they were on stays counted.
+/// and opening the same file again in this process waits for that. A second process opening the
+/// same file for writing gets [`InboxError::Locked`]; it may open it
+/// [read-only](SqliteOptions::read_only) while the first runs. When the store opens, the jobs a
+/// previous process left running (it crashed or was killed) are due again at once: the attempt
+/// they were on stays counted.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     shared: Arc<Shared>,
@@ -248,6 +272,7 @@ fn open_error(path: &Path, reason: impl ToString) -> InboxError {
 fn storage_error(error: rusqlite::Error) -> InboxError {
     match error.sqlite_error_code() {
         Some(ErrorCode::DiskFull) => InboxError::Full,
+        Some(ErrorCode::ReadOnly) => InboxError::ReadOnly,
         _ => InboxError::Storage(error.to_string()),
     }
 }
@@ -280,6 +305,57 @@ fn create_private(path: &Path) -> Result<(), InboxError> {
     }
 }
 
+/// Keeps other processes from opening `path` for writing, until the returned file is closed
+/// (a killed process's lock goes with it). The lock is on a file of its own next to the inbox
+/// (`inbox.db-lock`), so that SQLite's own locks stay free for readers.
+fn lock_for_writing(path: &Path) -> Result<std::fs::File, InboxError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push("-lock");
+    let lock_path = PathBuf::from(lock_path);
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options.open(&lock_path).map_err(|error| open_error(path, error))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(InboxError::Locked { location: path.display().to_string() })
+        }
+        Err(std::fs::TryLockError::Error(error)) => Err(open_error(path, error)),
+    }
+}
+
+/// A read-only connection to an existing inbox of this version's schema.
+fn open_reader(path: &Path) -> Result<Connection, InboxError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = Connection::open_with_flags(path, flags).map_err(|error| open_error(path, error))?;
+    connection.busy_timeout(BUSY_TIMEOUT).map_err(|error| open_error(path, error))?;
+    let version: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(|error| open_error(path, error))?;
+    match version {
+        SCHEMA_VERSION => Ok(connection),
+        newer if newer > SCHEMA_VERSION => {
+            Err(InboxError::NewerSchema { found: newer, supported: SCHEMA_VERSION })
+        }
+        older => Err(open_error(
+            path,
+            format!(
+                "its schema is version {older}, older than this version's {SCHEMA_VERSION}: open it for \
+                 writing once (start the server) to upgrade it"
+            ),
+        )),
+    }
+}
+
+/// How long a connection waits for another's short-lived lock (a reader's checkpoint, the
+/// writer's commit) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The connection, and the pages past which new deliveries are refused.
 fn open_connection(path: &Path, options: &SqliteOptions) -> Result<(Connection, Option<i64>), InboxError> {
     #[cfg(unix)]
@@ -293,13 +369,9 @@ fn open_connection(path: &Path, options: &SqliteOptions) -> Result<(Connection, 
         }
         _ => open_error(path, error),
     };
-    // The file is this process's alone: waiting for another owner's lock would only delay the
-    // error.
-    connection.busy_timeout(Duration::ZERO).map_err(|error| open_error(path, error))?;
-    // Exclusive locking keeps the file locked from the first write until the connection closes
-    // (a killed process's lock goes with it); it is set before WAL so that the WAL index lives
-    // in this process's memory, not in a shared-memory file.
-    connection.pragma_update(None, "locking_mode", "EXCLUSIVE").map_err(classify)?;
+    // Only this process writes (the lock file says so), but readers in other processes take
+    // SQLite's locks for moments.
+    connection.busy_timeout(BUSY_TIMEOUT).map_err(|error| open_error(path, error))?;
     let journal: String =
         connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)).map_err(classify)?;
     if !journal.eq_ignore_ascii_case("wal") {
@@ -383,7 +455,7 @@ fn migrate(connection: &Connection) -> Result<(), Migration> {
 }
 
 /// The connection thread: group commit of whatever is queued.
-fn run_writer(connection: Connection, queue: Receiver<Operation>) {
+fn run_writer(connection: &Connection, queue: Receiver<Operation>, read_only: bool) {
     let mut batch: Vec<Operation> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = queue.recv() {
         batch.push(first);
@@ -393,13 +465,15 @@ fn run_writer(connection: Connection, queue: Receiver<Operation>) {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        run_batch(&connection, batch.drain(..));
+        run_batch(connection, batch.drain(..), read_only);
     }
 }
 
-fn run_batch(connection: &Connection, batch: impl Iterator<Item = Operation>) {
+fn run_batch(connection: &Connection, batch: impl Iterator<Item = Operation>, read_only: bool) {
     let mut answers: Vec<Answer> = Vec::with_capacity(MAX_BATCH);
-    let mut failure = connection.execute_batch("BEGIN IMMEDIATE").err().map(storage_error);
+    // A writer takes the write lock at once; a reader reads one snapshot.
+    let begin = if read_only { "BEGIN" } else { "BEGIN IMMEDIATE" };
+    let mut failure = connection.execute_batch(begin).err().map(storage_error);
     for operation in batch {
         // Once the transaction is gone, nothing more runs; every caller gets the error.
         answers.push(operation(failure.is_none().then_some(connection)));
@@ -874,13 +948,15 @@ mod tests {
 
     /// A SIGKILL test cannot see an fsync that was skipped: the settings themselves are checked.
     #[test]
-    fn commits_are_synced_to_disk_in_wal_mode_with_an_exclusive_lock() {
+    fn commits_are_synced_to_disk_in_wal_mode() {
         let file = TempFile::new("pragmas");
         let store = SqliteStore::open(&file.0).unwrap();
         // 2 = FULL: the WAL is synced on every commit, before the answer.
         assert_eq!(pragma(&store, "synchronous"), "2");
         assert_eq!(pragma(&store, "journal_mode"), "wal");
-        assert_eq!(pragma(&store, "locking_mode"), "exclusive");
+        // Normal locking, so that a reader in another process can open the file beside the
+        // writer; the lock file keeps other writers out.
+        assert_eq!(pragma(&store, "locking_mode"), "normal");
         assert_eq!(pragma(&store, "user_version"), SCHEMA_VERSION.to_string());
     }
 }

@@ -36,7 +36,8 @@ async fn sigterm_during_a_slow_handler_exits_within_the_grace_and_the_job_is_han
     assert_eq!(jobs.len(), 1);
     assert_eq!((jobs[0].state, jobs[0].attempts), (JobState::Pending, 0));
     assert_eq!(store.stats(SystemTime::now()).await.unwrap().queue_depth(), 1);
-    drop(store);
+    // Dropped outside the runtime, the store has closed the file before the example reopens it.
+    std::thread::spawn(move || drop(store)).join().unwrap();
 
     let restarted = Process::start(dir.db(), 0, 1, &lines);
     let expected = format!("processed message.created {}", short_digest(&body));

@@ -227,6 +227,40 @@ async fn a_second_store_on_the_same_file_is_refused_until_the_first_closes() {
     SqliteStore::open(dir.db()).expect("the lock goes with the first store");
 }
 
+#[tokio::test]
+async fn a_read_only_store_reads_beside_the_writer_and_never_writes() {
+    let dir = TempDir::new("read-only");
+    let missing = SqliteStore::options().read_only(true).open(dir.db()).unwrap_err();
+    assert!(matches!(missing, InboxError::Open { .. }), "{missing:?}");
+    assert!(!dir.db().exists(), "a read-only open creates nothing");
+
+    let writer = SqliteStore::open(dir.db()).unwrap();
+    writer.insert(delivery(chat_message("c1", "m1"))).await.unwrap();
+    let reader = SqliteStore::options().read_only(true).open(dir.db()).expect("readable beside the writer");
+    assert_eq!(reader.stats(SystemTime::now()).await.unwrap().pending, 1);
+
+    // What the writer commits next is seen by the reader's next read.
+    writer.insert(delivery(chat_message("c1", "m2"))).await.unwrap();
+    let jobs = reader.list(ListQuery::new(None, 10)).await.unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert!(reader.get(jobs[0].id).await.unwrap().is_some());
+
+    // Every write is refused, and nothing changes.
+    let refused = reader.insert(delivery(chat_message("c1", "m3"))).await.unwrap_err();
+    assert_eq!(refused, InboxError::ReadOnly);
+    assert_eq!(
+        reader.retry(Selection::State(JobState::Pending), SystemTime::now()).await,
+        Err(InboxError::ReadOnly)
+    );
+    assert_eq!(reader.purge(Selection::State(JobState::Pending)).await, Err(InboxError::ReadOnly));
+    assert_eq!(writer.stats(SystemTime::now()).await.unwrap().pending, 2);
+
+    // The writer still works, and still shuts other writers out while the reader is open.
+    let claimed = writer.claim(claim(10, 3, SystemTime::now())).await.unwrap();
+    assert_eq!(claimed.len(), 1, "one job per chat at a time");
+    assert!(matches!(SqliteStore::open(dir.db()), Err(InboxError::Locked { .. })));
+}
+
 #[test]
 fn corrupt_or_unreadable_files_are_clear_errors() {
     let dir = TempDir::new("corrupt");
@@ -282,18 +316,10 @@ async fn the_inbox_files_are_private_to_their_owner() {
     let dir = TempDir::new("modes");
     let store = SqliteStore::open(dir.db()).unwrap();
     store.insert(delivery(chat_message("c", "m1"))).await.unwrap();
-    let mut checked = Vec::new();
-    for suffix in ["", "-wal", "-shm"] {
+    // The file, its WAL, the WAL index a reader shares, and the lock that keeps writers out.
+    for suffix in ["", "-wal", "-shm", "-lock"] {
         let path = format!("{}{suffix}", dir.db().display());
-        match std::fs::metadata(&path) {
-            Ok(metadata) => {
-                assert_eq!(metadata.permissions().mode() & 0o777, 0o600, "{path}");
-                checked.push(suffix);
-            }
-            // With exclusive locking, the WAL index lives in the process's memory.
-            Err(error) if suffix == "-shm" && error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => panic!("{path}: {error}"),
-        }
+        let metadata = std::fs::metadata(&path).unwrap_or_else(|error| panic!("{path}: {error}"));
+        assert_eq!(metadata.permissions().mode() & 0o777, 0o600, "{path}");
     }
-    assert!(checked.contains(&"-wal"), "{checked:?}");
 }
