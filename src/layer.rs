@@ -604,10 +604,10 @@ fn admit<B: Buf>(
             .map_err(Refusal::Ignore)?,
     };
     decode.decoded();
-    if config.strict {
-        if let EventData::Undecodable { kind, error, .. } = &event.event().data {
-            return Err(Rejection::UndecodableData { kind: *kind, error: error.clone() }.into());
-        }
+    if config.strict
+        && let EventData::Undecodable { kind, error, .. } = &event.event().data
+    {
+        return Err(Rejection::UndecodableData { kind: *kind, error: error.clone() }.into());
     }
     let mut metadata = DeliveryMetadata::new(key, body.len());
     if config.drift {

@@ -147,6 +147,31 @@ async fn an_endless_ttl_keeps_delivered_keys_without_expiry() {
     assert!(ttl > 23 * 3600 * 1000, "{ttl}");
 }
 
+/// `.timeout(..)` bounds a call, not the connection `connect` makes: a server slower than the
+/// default second still answers within a longer timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_longer_timeout_outlasts_a_slow_server() {
+    let Some(server) = RedisServer::start() else { return };
+    let store =
+        RedisStore::connect(&server.url()).await.unwrap().timeout(Duration::from_secs(10)).prefix("slow:");
+    claim_when_free(&store, "warm", Duration::ZERO).await.settle(true).await.unwrap();
+    // The server stalls for 1.5 s, longer than the default timeout.
+    let client = redis::Client::open(server.url()).unwrap();
+    let patient = redis::aio::ConnectionManagerConfig::new().set_response_timeout(None);
+    let mut stall = ConnectionManager::new_with_config(client, patient).await.unwrap();
+    let stalled = tokio::spawn(async move {
+        // A script runs alone: every other client waits until it returns.
+        let busy = "local function now() local t = redis.call('TIME') return t[1] * 1000000 + t[2] end
+                    local start = now() while now() - start < 1500000 do end return 0";
+        let _: i64 = redis::cmd("EVAL").arg(busy).arg(0).query_async(&mut stall).await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let answer = store.claim(&DedupKey::new("during-the-stall")).await;
+    assert!(matches!(answer, Ok(Claim::New(_))), "{:?} after {:?}", answer.err(), started.elapsed());
+    stalled.await.unwrap();
+}
+
 fn message(id: &str) -> String {
     format!(r#"{{"event":"message.created","data":{{"message_id":"{id}","org_phone":"a@c.us"}}}}"#)
 }

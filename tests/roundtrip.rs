@@ -785,7 +785,7 @@ fn envelope_text() -> BoxedStrategy<String> {
             }
             entries.extend(extra);
             // Rarely, a repeated envelope key.
-            if entries.len() % 5 == 0 {
+            if entries.len().is_multiple_of(5) {
                 entries.extend(repeated.into_iter().take(1).map(|(k, v)| (k.to_owned(), v)));
             }
             entries

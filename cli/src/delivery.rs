@@ -77,10 +77,10 @@ fn read_delivery(path: &Path) -> Result<Entry, Failure> {
     if path.is_dir() {
         return Ok(Entry::Skipped("a directory (directories are not searched)".to_owned()));
     }
-    if let Some(stem) = name.strip_suffix(HEADERS_SUFFIX) {
-        if path.with_file_name(format!("{stem}.json")).is_file() {
-            return Ok(Entry::Headers);
-        }
+    if let Some(stem) = name.strip_suffix(HEADERS_SUFFIX)
+        && path.with_file_name(format!("{stem}.json")).is_file()
+    {
+        return Ok(Entry::Headers);
     }
     if !name.ends_with(".json") {
         return Ok(Entry::Skipped("not a .json file".to_owned()));

@@ -109,9 +109,11 @@ impl RedisStore {
     /// Connects to the Redis at `url` with a connection manager that reconnects by itself.
     pub async fn connect(url: &str) -> Result<RedisStore, RedisError> {
         let client = redis::Client::open(url)?;
+        // No response timeout in the manager: every call is bounded by the store's own
+        // [`RedisStore::timeout`], which a manager's shorter limit would cut.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(DEFAULT_TIMEOUT))
-            .set_response_timeout(Some(DEFAULT_TIMEOUT));
+            .set_response_timeout(None);
         let connection = ConnectionManager::new_with_config(client, config).await?;
         Ok(RedisStore::from_connection(connection))
     }

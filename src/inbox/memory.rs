@@ -406,10 +406,11 @@ impl ConsoleStore for MemoryInboxStore {
             .map(|offset| MinuteCounts::new(minute_start(first + offset)))
             .collect();
         let mut count = |at: SystemTime, field: fn(&mut MinuteCounts) -> &mut u64| {
-            if at >= since && at <= now {
-                if let Some(minute) = minutes.get_mut((minute_of(at) - first) as usize) {
-                    *field(minute) += 1;
-                }
+            if at >= since
+                && at <= now
+                && let Some(minute) = minutes.get_mut((minute_of(at) - first) as usize)
+            {
+                *field(minute) += 1;
             }
         };
         for job in self.jobs().by_id.values() {

@@ -483,10 +483,10 @@ fn run_batch(connection: &Connection, batch: impl Iterator<Item = Operation>, re
             failure = Some(InboxError::Storage("the transaction was rolled back".to_owned()));
         }
     }
-    if failure.is_none() {
-        if let Err(error) = connection.execute_batch("COMMIT") {
-            failure = Some(storage_error(error));
-        }
+    if failure.is_none()
+        && let Err(error) = connection.execute_batch("COMMIT")
+    {
+        failure = Some(storage_error(error));
     }
     if failure.is_some() && !connection.is_autocommit() {
         let _ = connection.execute_batch("ROLLBACK");
@@ -523,17 +523,17 @@ impl InboxStore for SqliteStore {
     fn insert(&self, delivery: NewDelivery) -> Self::InsertFuture {
         let max_pages = self.shared.max_pages;
         self.call(move |connection| {
-            if let Some(max_pages) = max_pages {
-                if used_pages(connection)? >= max_pages {
-                    // Full: a copy of a stored delivery is still a duplicate; anything new is
-                    // refused.
-                    let stored: bool = connection
-                        .prepare_cached(
-                            "SELECT EXISTS (SELECT 1 FROM periskope_inbox_jobs WHERE dedup_key = ?1)",
-                        )?
-                        .query_row([&delivery.key], |row| row.get(0))?;
-                    return if stored { Ok(Stored::Duplicate) } else { Err(full()) };
-                }
+            if let Some(max_pages) = max_pages
+                && used_pages(connection)? >= max_pages
+            {
+                // Full: a copy of a stored delivery is still a duplicate; anything new is
+                // refused.
+                let stored: bool = connection
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM periskope_inbox_jobs WHERE dedup_key = ?1)",
+                    )?
+                    .query_row([&delivery.key], |row| row.get(0))?;
+                return if stored { Ok(Stored::Duplicate) } else { Err(full()) };
             }
             let received_at = to_millis(delivery.received_at);
             let inserted = connection

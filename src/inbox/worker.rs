@@ -468,10 +468,10 @@ where
         let store = self.store.clone();
         self.run(async move {
             loop {
-                if let Ok(stats) = store.stats(SystemTime::now()).await {
-                    if stats.queue_depth() == 0 {
-                        return;
-                    }
+                if let Ok(stats) = store.stats(SystemTime::now()).await
+                    && stats.queue_depth() == 0
+                {
+                    return;
                 }
                 tokio::time::sleep(IDLE_POLL).await;
             }
