@@ -76,9 +76,12 @@ impl Default for WorkerConfig {
     }
 }
 
+/// What a lease keeps beyond its attempt's end, for the claim's and the settle's round trips.
+const LEASE_MARGIN: Duration = Duration::from_secs(1);
+
 impl WorkerConfig {
     fn effective_lease(&self) -> Duration {
-        self.lease.max(self.attempt_timeout.saturating_add(Duration::from_secs(1)))
+        self.lease.max(self.attempt_timeout.saturating_add(LEASE_MARGIN))
     }
 
     /// The delay before the attempt after `attempt`: `backoff_base * 2^(attempt - 1)`, at most
@@ -217,6 +220,10 @@ where
             let free = concurrency - in_flight.len();
             let mut claimed_all = false;
             if free > 0 {
+                // The lease runs from before the claim's round trip: an attempt must end a margin
+                // before it does, or another worker could take the job over while it runs.
+                let attempts_end =
+                    Instant::now().checked_add(config.effective_lease().saturating_sub(LEASE_MARGIN));
                 let request = ClaimRequest {
                     limit: free,
                     lease: config.effective_lease(),
@@ -250,6 +257,7 @@ where
                                 handler.clone(),
                                 job,
                                 Arc::clone(&config),
+                                attempts_end,
                                 stopping.clone(),
                             );
                             in_flight.spawn(attempt);
@@ -333,6 +341,7 @@ async fn run_attempt<St, H, ResBody>(
     mut handler: H,
     job: ClaimedJob,
     config: Arc<WorkerConfig>,
+    lease_ends: Option<Instant>,
     mut stopping: watch::Receiver<bool>,
 ) where
     St: InboxStore,
@@ -343,7 +352,12 @@ async fn run_attempt<St, H, ResBody>(
 {
     let lease = job.lease();
     let event = job.event.clone();
+    // The attempt's time: its timeout, or less when the claim took so long that the lease would
+    // expire first. None left (a claim slower than the lease): the job is given back unrun.
+    let left = lease_ends.map_or(Duration::MAX, |ends| ends.saturating_duration_since(Instant::now()));
+    let budget = config.attempt_timeout.min(left);
     let outcome = match handler_request(job, config.max_attempts) {
+        _ if budget.is_zero() => Outcome::Released,
         Err(reason) => Outcome::Failed(reason),
         Ok(request) => {
             let mut task = AbortOnDrop(tokio::spawn(async move {
@@ -351,13 +365,16 @@ async fn run_attempt<St, H, ResBody>(
                 handler.call(request).await.map_err(Into::into)
             }));
             tokio::select! {
-                joined = tokio::time::timeout(config.attempt_timeout, &mut task.0) => match joined {
+                joined = tokio::time::timeout(budget, &mut task.0) => match joined {
                     Ok(Ok(Ok(response))) => judge(response),
                     Ok(Ok(Err(error))) => Outcome::Failed(format!("the handler failed: {error}")),
                     Ok(Err(join_error)) => Outcome::Failed(match join_error.try_into_panic() {
                         Ok(panic) => format!("the handler panicked: {}", panic_message(&*panic)),
                         Err(_) => "the handler's task was cancelled".to_owned(),
                     }),
+                    Err(_) if budget < config.attempt_timeout => Outcome::Failed(format!(
+                        "the attempt was stopped after {budget:?}, at the end of its lease (the claim took long)"
+                    )),
                     Err(_) => Outcome::Failed(format!("the attempt timed out after {:?}", config.attempt_timeout)),
                 },
                 Ok(_) = stopping.wait_for(|stop| *stop) => Outcome::Released,

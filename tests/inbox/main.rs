@@ -17,6 +17,7 @@ mod postgres_worker;
 #[path = "../common/process.rs"]
 mod process;
 mod shutdown;
+mod slow_claims;
 mod store;
 mod support;
 mod worker;
