@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --example inbox        # terminal 1: stores into ./periskope-inbox.db
 //! cargo run -p periskope-webhook-cli -- send --key peri_ea194594-c433-4ea7-8c94-af9e63c5df47 \
-//!     http://127.0.0.1:3000/webhooks/periskope tests/fixtures   # terminal 2: every sample, signed
+//!     http://127.0.0.1:3000/webhooks/periskope tests/fixtures/deliveries   # terminal 2: every sample, signed
 //! ```
 //!
 //! - `PERISKOPE_INBOX`: the inbox file (default `periskope-inbox.db` in the current directory),

@@ -8,7 +8,7 @@
 //! ```text
 //! PERISKOPE_SIGNING_KEY=peri_... ADDR=127.0.0.1:3000 cargo run --example tonic
 //! # in another terminal: every sample delivery, signed with the same key
-//! cargo run -p periskope-webhook-cli -- send --key peri_... http://127.0.0.1:3000/webhooks/periskope tests/fixtures
+//! cargo run -p periskope-webhook-cli -- send --key peri_... http://127.0.0.1:3000/webhooks/periskope tests/fixtures/deliveries
 //! grpcurl -plaintext 127.0.0.1:3000 grpc.health.v1.Health/Check
 //! ```
 //!

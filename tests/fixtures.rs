@@ -46,14 +46,20 @@ fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
 }
 
+/// Deliveries live in `deliveries/`, the objects and vectors beside it.
 fn read(name: &str) -> Vec<u8> {
-    let path = fixtures_dir().join(name);
+    let path = if is_envelope_file(name) {
+        fixtures_dir().join("deliveries").join(name)
+    } else {
+        fixtures_dir().join(name)
+    };
     std::fs::read(&path).unwrap_or_else(|error| panic!("read {}: {error}", path.display()))
 }
 
 fn json_files() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())
-        .expect("tests/fixtures exists")
+    let mut names: Vec<String> = [fixtures_dir(), fixtures_dir().join("deliveries")]
+        .into_iter()
+        .flat_map(|dir| std::fs::read_dir(dir).expect("tests/fixtures exists"))
         .map(|entry| entry.expect("dir entry").file_name().into_string().expect("UTF-8 file name"))
         .filter(|name| name.ends_with(".json"))
         .collect();

@@ -23,7 +23,7 @@ const KEY: &str = "peri_metrics-test-0000-4000-8000-000000000000";
 
 /// Every delivery fixture, compact (as Periskope sends it), with its kind.
 fn deliveries() -> Vec<(EventKind, Bytes)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/deliveries");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())

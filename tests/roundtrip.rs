@@ -802,9 +802,9 @@ fn envelope_text() -> BoxedStrategy<String> {
 }
 
 fn fixture_bodies() -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/deliveries");
     let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .expect("tests/fixtures")
+        .expect("tests/fixtures/deliveries")
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.to_string_lossy().ends_with(".envelope.json"))
         .collect();

@@ -126,9 +126,9 @@ prop_compose! {
 }
 
 fn fixtures() -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/deliveries");
     let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .expect("tests/fixtures")
+        .expect("tests/fixtures/deliveries")
         .map(|entry| entry.expect("a directory entry").path())
         .filter(|path| path.to_string_lossy().ends_with(".envelope.json"))
         .collect();

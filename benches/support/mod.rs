@@ -4,7 +4,7 @@
 ///
 /// Going through `serde_json::Value` would sort the keys and put `data` before `event`.
 pub fn compact(fixture: &str) -> Vec<u8> {
-    let path = format!("{}/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/tests/fixtures/deliveries/{fixture}", env!("CARGO_MANIFEST_DIR"));
     periskope_webhook::testing::compact_json(&std::fs::read(&path).expect("fixture exists"))
 }
 

@@ -42,7 +42,7 @@ Examples:
   periskope-webhook sign body.json
   periskope-webhook verify --signature 02a4cc84... body.json
   periskope-webhook listen --save captured/
-  periskope-webhook send http://127.0.0.1:3000/webhooks/periskope tests/fixtures --tamper
+  periskope-webhook send http://127.0.0.1:3000/webhooks/periskope tests/fixtures/deliveries --tamper
   periskope-webhook inbox --store periskope-inbox.db list --state dead";
 
 #[derive(Parser)]

@@ -171,7 +171,7 @@ fn every_fixture_object_reaches_the_axum_example_typed_and_the_unknown_name_too(
 
 #[test]
 fn the_body_is_the_webhook_envelope_signed_as_send_signs() {
-    let fixture = fixtures_dir().join("reaction.created.envelope.json");
+    let fixture = deliveries_dir().join("reaction.created.envelope.json");
     let server = periskope(0, PHONE, std::slice::from_ref(&fixture));
     let capture = tempfile::tempdir().unwrap();
     let listener = listen(SIGNING_KEY, &[std::ffi::OsStr::new("--save"), capture.path().as_os_str()]);
@@ -209,7 +209,7 @@ fn the_body_is_the_webhook_envelope_signed_as_send_signs() {
 
 #[test]
 fn a_non_2xx_answer_is_retried_then_reported_and_forwarding_goes_on() {
-    let server = periskope(0, PHONE, &[fixtures_dir().join("note.created.envelope.json")]);
+    let server = periskope(0, PHONE, &[deliveries_dir().join("note.created.envelope.json")]);
     let listener = listen(SIGNING_KEY, &[std::ffi::OsStr::new("--status"), std::ffi::OsStr::new("503")]);
     let forward = Forward::start(&server, &url(&listener), &["--phone", PHONE, "--retries", "1"], API_KEY);
     for name in ["note.created", "contact.merged"] {
@@ -245,7 +245,7 @@ fn a_server_unreachable_at_start_is_retried_until_it_answers() {
     assert!(line["reason"].as_str().unwrap().starts_with("cannot connect"), "{line}");
     assert_eq!(line["retry_in_seconds"], 1);
 
-    let _server = periskope(port, PHONE, &[fixtures_dir().join("note.created.envelope.json")]);
+    let _server = periskope(port, PHONE, &[deliveries_dir().join("note.created.envelope.json")]);
     forward.next_of("connected");
     assert_eq!(forward.next_of("forwarded")["event"], "note.created");
     assert!(listener.next_line().contains(" 200 note.created "));
@@ -276,7 +276,7 @@ fn a_refused_api_key_exits_2_within_10_s_with_one_line_naming_no_key() {
 
 #[test]
 fn after_the_server_restarts_forward_reconnects_and_forwards_the_new_events() {
-    let server = periskope(0, PHONE, &[fixtures_dir().join("note.created.envelope.json")]);
+    let server = periskope(0, PHONE, &[deliveries_dir().join("note.created.envelope.json")]);
     let port = server.addr.port();
     let example = axum_example();
     let forward = Forward::start(&server, &url(&example), &["--phone", PHONE], API_KEY);
@@ -292,9 +292,10 @@ fn after_the_server_restarts_forward_reconnects_and_forwards_the_new_events() {
 
     // A new message after the restart (new ids: the example would absorb a copy of the old one).
     let dir = tempfile::tempdir().unwrap();
-    let mut delivery: Value =
-        serde_json::from_slice(&std::fs::read(fixtures_dir().join("message.created.envelope.json")).unwrap())
-            .unwrap();
+    let mut delivery: Value = serde_json::from_slice(
+        &std::fs::read(deliveries_dir().join("message.created.envelope.json")).unwrap(),
+    )
+    .unwrap();
     delivery["data"]["message_id"] =
         "true_120363297269676566@g.us_3EB0AFTERRESTART0000001_919004389372@c.us".into();
     let file = dir.path().join("after-restart.json");
@@ -319,7 +320,7 @@ fn after_the_server_restarts_forward_reconnects_and_forwards_the_new_events() {
 fn one_connection_per_phone_and_events_restricts_the_names() {
     let other = "918888888888";
     let server =
-        periskope(0, &format!("{PHONE},{other}"), &[fixtures_dir().join("note.created.envelope.json")]);
+        periskope(0, &format!("{PHONE},{other}"), &[deliveries_dir().join("note.created.envelope.json")]);
     let listener = listen(SIGNING_KEY, &[]);
     // PERISKOPE_PHONE may hold several phones.
     let forward = Forward::spawn(

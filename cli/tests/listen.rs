@@ -46,7 +46,7 @@ fn listen_prints_one_line_per_delivery_of_a_node_sender() {
     let sender = node
         .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node/sender.js"))
         .arg(url(&listener))
-        .args(fixtures.map(|name| fixtures_dir().join(name)))
+        .args(fixtures.map(|name| deliveries_dir().join(name)))
         .env("PERISKOPE_SIGNING_KEY", KEY)
         .output()
         .expect("node runs");
@@ -77,7 +77,7 @@ fn listen_prints_one_line_per_delivery_of_a_node_sender() {
 #[test]
 fn refused_requests_print_their_code_and_other_paths_404() {
     let listener = listen(KEY, &[]);
-    let fixture = fixtures_dir().join("note.created.envelope.json");
+    let fixture = deliveries_dir().join("note.created.envelope.json");
     let forged = send(&listener, "peri_not-the-key", &[&fixture]);
     assert_eq!(forged.status.code(), Some(1));
     let line = listener.next_line();
@@ -147,7 +147,7 @@ fn saved_files_and_created_directories_are_private() {
     let root = tempfile::tempdir().unwrap();
     let capture = root.path().join("captures").join("today");
     let listener = listen(KEY, &[OsStr::new("--save"), capture.as_os_str()]);
-    let output = send(&listener, KEY, &[&fixtures_dir().join("chat.created.envelope.json")]);
+    let output = send(&listener, KEY, &[&deliveries_dir().join("chat.created.envelope.json")]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(listener.next_line().contains("saved 000001-chat.created.json"));
     drop(listener);
@@ -166,7 +166,7 @@ fn saved_files_and_created_directories_are_private() {
 #[test]
 fn status_answers_verified_deliveries_with_the_chosen_code() {
     let listener = listen(KEY, &[OsStr::new("--status"), OsStr::new("503")]);
-    let output = send(&listener, KEY, &[&fixtures_dir().join("org.phone.qr.envelope.json")]);
+    let output = send(&listener, KEY, &[&deliveries_dir().join("org.phone.qr.envelope.json")]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stdout(&output).starts_with("503"), "{}", stdout(&output));
     assert!(listener.next_line().contains(" 503 org.phone.qr "));
@@ -174,7 +174,7 @@ fn status_answers_verified_deliveries_with_the_chosen_code() {
 
 #[test]
 fn show_ids_prints_ids_in_full() {
-    let fixture = fixtures_dir().join("reaction.created.envelope.json");
+    let fixture = deliveries_dir().join("reaction.created.envelope.json");
     let listener = listen(KEY, &[OsStr::new("--show-ids")]);
     send(&listener, KEY, &[&fixture]);
     let line = listener.next_line();
@@ -188,7 +188,7 @@ fn insecure_accepts_any_signature_and_takes_no_key() {
         "periskope-webhook listen --insecure",
         cli().args(["listen", "--addr", "127.0.0.1:0", "--insecure"]),
     );
-    let output = send(&listener, "peri_any-key", &[&fixtures_dir().join("note.created.envelope.json")]);
+    let output = send(&listener, "peri_any-key", &[&deliveries_dir().join("note.created.envelope.json")]);
     assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
     assert!(listener.next_line().contains(" 200 note.created "));
 
@@ -204,7 +204,7 @@ fn json_prints_one_object_per_request() {
         "periskope-webhook --json listen",
         cli().args(["--json", "listen", "--addr", "127.0.0.1:0"]).env("PERISKOPE_SIGNING_KEY", KEY),
     );
-    let fixture = fixtures_dir().join("reaction.created.envelope.json");
+    let fixture = deliveries_dir().join("reaction.created.envelope.json");
     send(&listener, KEY, &[&fixture]);
     send(&listener, "peri_not-the-key", &[&fixture]);
     let lines = json_lines(&lines(&listener, 2).join("\n"));

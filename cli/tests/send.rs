@@ -40,7 +40,7 @@ fn summary(lines: &[Value]) -> &Value {
 #[test]
 fn send_posts_every_fixture_to_the_axum_example_and_tampered_copies_get_401() {
     let example = axum_example();
-    let output = run(send(&url(&example), KEY).arg(fixtures_dir()).arg("--tamper"));
+    let output = run(send(&url(&example), KEY).arg(deliveries_dir()).arg("--tamper"));
     assert_eq!(output.status.code(), Some(0), "{}\n{}", stdout(&output), stderr(&output));
 
     let lines = json_lines(&stdout(&output));
@@ -74,19 +74,15 @@ fn send_posts_every_fixture_to_the_axum_example_and_tampered_copies_get_401() {
         assert!(line.starts_with("delivery ") || line.starts_with("rejected 401"), "{line}");
     }
 
-    // The files that are not deliveries were skipped, each with a note.
+    // The directory the README's Quickstart sends holds deliveries only: nothing is skipped.
     let notes = json_lines(&stderr(&output));
-    assert!(
-        notes.iter().any(|note| note["type"] == "skipped"
-            && note["file"].as_str().unwrap().ends_with("message.created.json"))
-    );
-    assert!(notes.iter().all(|note| note["type"] == "skipped"), "{notes:?}");
+    assert!(notes.is_empty(), "{notes:?}");
 }
 
 #[test]
 fn a_wrong_key_fails_the_run_with_each_status_printed() {
     let example = axum_example();
-    let fixture = fixtures_dir().join("note.created.envelope.json");
+    let fixture = deliveries_dir().join("note.created.envelope.json");
     let mut command = cli();
     command.args(["send", &url(&example)]).arg(&fixture).env("PERISKOPE_SIGNING_KEY", "peri_not-the-key");
     let output = run(&mut command);
@@ -106,7 +102,7 @@ fn pretty_json_is_sent_as_json_stringify_writes_it() {
     let capture = tempfile::tempdir().unwrap();
     let listener = listen(&vector.key, &[OsStr::new("--save"), capture.path().as_os_str()]);
     let output =
-        run(send(&url(&listener), &vector.key).arg(fixtures_dir().join("reaction.created.envelope.json")));
+        run(send(&url(&listener), &vector.key).arg(deliveries_dir().join("reaction.created.envelope.json")));
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let line = listener.next_line();
     assert!(line.contains(" 200 reaction.created 947 B "), "{line}");
@@ -118,10 +114,11 @@ fn pretty_json_is_sent_as_json_stringify_writes_it() {
 #[test]
 fn directories_give_their_deliveries_and_skip_the_rest_with_a_note() {
     let dir = tempfile::tempdir().unwrap();
-    let copy = |name: &str| std::fs::copy(fixtures_dir().join(name), dir.path().join(name)).unwrap();
-    copy("message.created.envelope.json");
-    copy("field-observed.message.created.event_type-variant.json");
-    copy("message.created.json");
+    let copy =
+        |from: std::path::PathBuf, name: &str| std::fs::copy(from.join(name), dir.path().join(name)).unwrap();
+    copy(deliveries_dir(), "message.created.envelope.json");
+    copy(deliveries_dir(), "field-observed.message.created.event_type-variant.json");
+    copy(fixtures_dir(), "message.created.json");
     std::fs::write(dir.path().join("notes.txt"), "not JSON").unwrap();
     std::fs::write(dir.path().join("broken.json"), "{\"event\":").unwrap();
     std::fs::write(dir.path().join("list.json"), "[1, 2]").unwrap();
@@ -162,8 +159,8 @@ fn directories_give_their_deliveries_and_skip_the_rest_with_a_note() {
 fn repeat_and_concurrency_send_every_copy() {
     let listener = listen(KEY, &[]);
     let files = [
-        fixtures_dir().join("ticket.created.envelope.json"),
-        fixtures_dir().join("org.phone.qr.envelope.json"),
+        deliveries_dir().join("ticket.created.envelope.json"),
+        deliveries_dir().join("org.phone.qr.envelope.json"),
     ];
     let output = run(send(&url(&listener), KEY).args(&files).args([
         "--repeat",
@@ -195,8 +192,9 @@ fn a_refused_connection_is_a_network_setup_error_exit_2() {
     // A port that was free a moment ago: the connection is refused.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}/webhooks/periskope");
-    let output =
-        run(send(&url, KEY).arg(fixtures_dir().join("note.created.envelope.json")).args(["--timeout", "5"]));
+    let output = run(send(&url, KEY)
+        .arg(deliveries_dir().join("note.created.envelope.json"))
+        .args(["--timeout", "5"]));
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     let lines = json_lines(&stdout(&output));
     let answer = answers(&lines)[0];
@@ -215,7 +213,7 @@ fn a_dash_sends_the_delivery_on_standard_input() {
     let vector = vector();
     let capture = tempfile::tempdir().unwrap();
     let listener = listen(&vector.key, &[OsStr::new("--save"), capture.path().as_os_str()]);
-    let pretty = std::fs::read(fixtures_dir().join("reaction.created.envelope.json")).unwrap();
+    let pretty = std::fs::read(deliveries_dir().join("reaction.created.envelope.json")).unwrap();
     let output = run_with_stdin(send(&url(&listener), &vector.key).arg("-"), &pretty);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let lines = json_lines(&stdout(&output));
@@ -234,7 +232,7 @@ fn a_dash_sends_the_delivery_on_standard_input() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let fixture = fixtures_dir().join("note.created.envelope.json");
+    let fixture = deliveries_dir().join("note.created.envelope.json");
     let missing = Path::new("no/such/file.json");
     let cases: Vec<(Vec<&OsStr>, &str)> = vec![
         (vec![OsStr::new("https://example.com/hook"), fixture.as_os_str()], "https is not supported"),
@@ -284,7 +282,7 @@ fn the_axum_example_serves_the_counts_of_a_send_on_metrics() {
         "axum example with METRICS=1",
         Command::new(binary).env("ADDR", "127.0.0.1:0").env("PERISKOPE_SIGNING_KEY", KEY).env("METRICS", "1"),
     );
-    let output = run(send(&url(&example), KEY).arg(fixtures_dir()).arg("--tamper"));
+    let output = run(send(&url(&example), KEY).arg(deliveries_dir()).arg("--tamper"));
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 
     let mut expected = std::collections::BTreeMap::<String, usize>::new();

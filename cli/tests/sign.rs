@@ -86,7 +86,7 @@ fn verify_accepts_the_vector_and_refuses_anything_else() {
 #[test]
 fn verify_says_when_the_body_was_reformatted_after_signing() {
     let vector = vector();
-    let pretty = std::fs::read(fixtures_dir().join("reaction.created.envelope.json")).unwrap();
+    let pretty = std::fs::read(deliveries_dir().join("reaction.created.envelope.json")).unwrap();
     let output = run_with_stdin(
         cli().args(["verify", "--key", &vector.key, "--signature", &vector.signature]),
         &pretty,

@@ -406,9 +406,10 @@ mod simd_agrees_with_serde_json {
     }
 
     fn fixtures() -> Vec<String> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let mut paths: Vec<_> = std::fs::read_dir(dir)
-            .expect("tests/fixtures")
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut paths: Vec<_> = [root.clone(), root.join("deliveries")]
+            .into_iter()
+            .flat_map(|dir| std::fs::read_dir(dir).expect("tests/fixtures"))
             .map(|entry| entry.expect("an entry").path())
             .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
             .collect();

@@ -58,8 +58,13 @@ pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
 }
 
+/// The fixture `name`: a delivery from `deliveries/`, anything else from beside it.
 pub fn fixture(name: &str) -> Bytes {
-    let path = fixtures_dir().join(name);
+    let path = if is_delivery(name) {
+        fixtures_dir().join("deliveries").join(name)
+    } else {
+        fixtures_dir().join(name)
+    };
     Bytes::from(std::fs::read(&path).unwrap_or_else(|error| panic!("read {}: {error}", path.display())))
 }
 
@@ -70,12 +75,16 @@ pub fn envelope_fixture_names() -> Vec<String> {
 
 /// Every delivery fixture: `*.envelope.json` and `field-observed.*.json`, sorted.
 pub fn delivery_fixture_names() -> Vec<String> {
-    fixture_names(|name| name.ends_with(".envelope.json") || name.starts_with("field-observed."))
+    fixture_names(is_delivery)
+}
+
+fn is_delivery(name: &str) -> bool {
+    name.ends_with(".envelope.json") || name.starts_with("field-observed.")
 }
 
 fn fixture_names(keep: impl Fn(&str) -> bool) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())
-        .expect("tests/fixtures exists")
+    let mut names: Vec<String> = std::fs::read_dir(fixtures_dir().join("deliveries"))
+        .expect("tests/fixtures/deliveries exists")
         .map(|entry| entry.expect("dir entry").file_name().into_string().expect("UTF-8 name"))
         .filter(|name| keep(name))
         .collect();

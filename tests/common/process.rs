@@ -156,12 +156,12 @@ fn build_examples(workspace_root: &Path, profile_dir: &Path) -> Result<(), Strin
     }
 }
 
-/// The delivery fixtures under `workspace_root`'s `tests/fixtures` (the envelopes and the
-/// field-observed variants), sorted: what the programs under test are sent.
+/// The delivery fixtures under `workspace_root`'s `tests/fixtures/deliveries` (the envelopes
+/// and the field-observed variants), sorted: what the programs under test are sent.
 pub fn delivery_fixtures(workspace_root: &Path) -> Vec<PathBuf> {
-    let dir = workspace_root.join("tests").join("fixtures");
+    let dir = workspace_root.join("tests/fixtures/deliveries");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("tests/fixtures")
+        .expect("tests/fixtures/deliveries")
         .map(|entry| entry.expect("a directory entry").path())
         .filter(|path| {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();

@@ -54,8 +54,12 @@ pub fn fixtures_dir() -> PathBuf {
     workspace_root().join("tests").join("fixtures")
 }
 
-/// The delivery fixtures (the envelopes and the field-observed variants), which `send` finds
-/// among the other fixtures of that directory.
+/// The delivery fixtures' directory, `tests/fixtures/deliveries`: what `send` sends.
+pub fn deliveries_dir() -> PathBuf {
+    fixtures_dir().join("deliveries")
+}
+
+/// The delivery fixtures (the envelopes and the field-observed variants).
 pub fn delivery_fixtures() -> Vec<PathBuf> {
     process::delivery_fixtures(&workspace_root())
 }
