@@ -980,7 +980,10 @@ mod tests {
         assert!(runtime.block_on(store.attempts(found[0].id)).unwrap().is_empty(), "no history before v3");
         let dead = runtime.block_on(store.dead_letters_by_event(5)).unwrap();
         assert_eq!(dead.len(), 1);
-        assert_eq!((dead[0].event.as_str(), dead[0].latest_error.as_deref()), ("reaction.created", Some("CRM down")));
+        assert_eq!(
+            (dead[0].event.as_str(), dead[0].latest_error.as_deref()),
+            ("reaction.created", Some("CRM down"))
+        );
 
         let claimed =
             runtime.block_on(store.claim(ClaimRequest::new(10, Duration::from_secs(60), 3))).unwrap();
@@ -1010,7 +1013,8 @@ mod tests {
         runtime.block_on(store.insert(delivery("kept"))).unwrap();
         let now = SystemTime::now();
         for _ in 0..3 {
-            let job = runtime.block_on(store.claim(ClaimRequest::new(1, Duration::from_secs(60), 9))).unwrap();
+            let job =
+                runtime.block_on(store.claim(ClaimRequest::new(1, Duration::from_secs(60), 9))).unwrap();
             runtime.block_on(store.fail(job[0].lease(), "again".to_owned(), Some(now))).unwrap();
         }
         let numbers: Vec<u32> =

@@ -15,7 +15,9 @@ use rusqlite::{Connection, params, params_from_iter};
 
 use super::{SUMMARY_COLUMNS, SqliteStore, job_summary};
 use crate::inbox::filter_sql::{Dialect, Value, filter_clause};
-use crate::inbox::queries::{AttemptOutcome, AttemptRecord, ConsoleStore, DeadLetters, JobFilter, MinuteCounts};
+use crate::inbox::queries::{
+    AttemptOutcome, AttemptRecord, ConsoleStore, DeadLetters, JobFilter, MinuteCounts,
+};
 use crate::inbox::{ClaimedJob, InboxError, JobId, JobSummary, from_millis, to_millis};
 
 const SQLITE: Dialect = Dialect { placeholder: |n| format!("?{n}"), text: str::to_owned, position: "instr" };
@@ -149,7 +151,9 @@ impl ConsoleStore for SqliteStore {
                  WHERE received_at >= ?1 AND received_at <= ?2 GROUP BY 1",
             )?;
             let mut counts: Vec<(i64, Option<AttemptOutcome>, u64)> = received
-                .query_map(params![since, now], |row| Ok((row.get(0)?, None, row.get::<_, i64>(1)?.unsigned_abs())))?
+                .query_map(params![since, now], |row| {
+                    Ok((row.get(0)?, None, row.get::<_, i64>(1)?.unsigned_abs()))
+                })?
                 .collect::<rusqlite::Result<_>>()?;
             let mut ended = connection.prepare_cached(
                 "SELECT ended_at / 60000, outcome, count(*) FROM periskope_inbox_attempts
@@ -162,7 +166,8 @@ impl ConsoleStore for SqliteStore {
                 counts.push((minute, outcome, count.unsigned_abs()));
             }
             for (minute, outcome, count) in counts {
-                let Some(entry) = usize::try_from(minute - first).ok().and_then(|index| minutes.get_mut(index))
+                let Some(entry) =
+                    usize::try_from(minute - first).ok().and_then(|index| minutes.get_mut(index))
                 else {
                     continue;
                 };
