@@ -192,7 +192,8 @@ impl ConsoleStore for SqliteStore {
                          (SELECT last_error FROM periskope_inbox_jobs AS latest
                           WHERE latest.state = 'dead' AND latest.event = letters.event
                           ORDER BY dead_at DESC, id DESC LIMIT 1)
-                     FROM periskope_inbox_jobs AS letters WHERE state = 'dead'
+                     FROM periskope_inbox_jobs AS letters INDEXED BY periskope_inbox_dead_event
+                     WHERE state = 'dead'
                      GROUP BY event ORDER BY dead DESC, event LIMIT ?1",
                 )?
                 .query_map([sql_limit(limit)], |row| {
