@@ -80,7 +80,8 @@ CREATE INDEX periskope_inbox_dead ON periskope_inbox_jobs (dead_at) WHERE state 
 /// Version 3, for the console ([`ConsoleStore`](super::ConsoleStore)): each job's last attempts
 /// (deleted with their job), and an index for each of the console's queries: keyset pages by
 /// state, event or chat (`ordering_key, id` already exists), received-time ranges and
-/// per-minute counts, attempts ended per minute, dead letters by event.
+/// per-minute counts, attempts ended per minute, dead letters by event (counted on the dead
+/// letters' `(dead_at, event)` index alone, which retention's purge uses too).
 const SCHEMA_V3: &str = "
 CREATE TABLE periskope_inbox_attempts (
     id BIGSERIAL PRIMARY KEY,
@@ -99,6 +100,8 @@ CREATE INDEX periskope_inbox_state ON periskope_inbox_jobs (state, id);
 CREATE INDEX periskope_inbox_event ON periskope_inbox_jobs (event, id);
 CREATE INDEX periskope_inbox_received ON periskope_inbox_jobs (received_at);
 CREATE INDEX periskope_inbox_dead_event ON periskope_inbox_jobs (event, dead_at, id) WHERE state = 'dead';
+DROP INDEX periskope_inbox_dead;
+CREATE INDEX periskope_inbox_dead ON periskope_inbox_jobs (dead_at, event) WHERE state = 'dead';
 ";
 
 /// What takes a database from each version to the next: `MIGRATIONS[v]` upgrades version `v`
@@ -487,8 +490,13 @@ impl InboxStore for PostgresStore {
             let mut jobs: Vec<ClaimedJob> = rows.iter().map(claimed_job).collect();
             jobs.sort_by_key(|job| job.id);
             if !jobs.is_empty() {
+                // The jobs are claimed: a failure here must not hide them from the worker. Their
+                // histories are trimmed again at their next claim.
                 let ids: Vec<JobId> = jobs.iter().map(|job| job.id).collect();
-                console::forget_old_attempts(&connections, &ids, attempts_kept).await?;
+                if let Err(_error) = console::forget_old_attempts(&connections, &ids, attempts_kept).await {
+                    #[cfg(feature = "tracing")]
+                    tracing::warn!(error = %_error, "periskope inbox could not trim attempt histories");
+                }
             }
             Ok(jobs)
         }
@@ -681,8 +689,13 @@ impl InboxStore for PostgresStore {
         async move {
             let rows = connections
                 .query(
+                    // Handled and dead jobs are counted on the `(state, id)` index alone; only the
+                    // queued ones are read for their attempts and age.
                     "SELECT state, count(*), coalesce(sum(attempts), 0)::BIGINT, min(received_at)
-                     FROM periskope_inbox_jobs GROUP BY state",
+                     FROM periskope_inbox_jobs WHERE state IN ('pending', 'running') GROUP BY state
+                     UNION ALL
+                     SELECT state, count(*), 0::BIGINT, 0::BIGINT
+                     FROM periskope_inbox_jobs WHERE state IN ('done', 'dead') GROUP BY state",
                     &[],
                 )
                 .await?;

@@ -726,8 +726,14 @@ impl InboxStore for SqliteStore {
     fn stats(&self, now: SystemTime) -> impl Future<Output = Result<InboxStats, InboxError>> + Send {
         self.call(move |connection| {
             let mut stats = InboxStats::default();
+            // Handled and dead jobs are counted on the `(state, id)` index alone; only the queued
+            // ones are read for their attempts and age.
             let mut statement = connection.prepare_cached(
-                "SELECT state, count(*), sum(attempts), min(received_at) FROM periskope_inbox_jobs GROUP BY state",
+                "SELECT state, count(*), sum(attempts), min(received_at) FROM periskope_inbox_jobs
+                 WHERE state IN ('pending', 'running') GROUP BY state
+                 UNION ALL
+                 SELECT state, count(*), 0, 0 FROM periskope_inbox_jobs WHERE state IN ('done', 'dead')
+                 GROUP BY state",
             )?;
             let mut rows = statement.query([])?;
             let mut oldest: Option<i64> = None;
