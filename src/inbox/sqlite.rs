@@ -978,8 +978,7 @@ mod tests {
         let store = SqliteStore::open(&file.0).unwrap();
         assert_eq!(pragma(&store, "user_version"), "3");
         let runtime = runtime();
-        let mut chat = JobFilter::default();
-        chat.chat = Some("c".to_owned());
+        let chat = JobFilter { chat: Some("c".to_owned()), ..JobFilter::default() };
         let found = runtime.block_on(store.search(chat)).unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!((found[0].key.as_str(), found[0].state), ("message.created|2:m1", JobState::Pending));

@@ -3,9 +3,8 @@
 //! Each query has an index (schema version 3): keyset pages by state, event or chat walk
 //! `(state, id)`, `(event, id)` or `(ordering_key, id)` backwards; received-time ranges and the
 //! per-minute counts of deliveries use `(received_at)`; those of attempts `(ended_at, outcome)`;
-//! dead letters by event `(dead_at, event)` and `(event, dead_at, id)`, both `WHERE state =
-//! 'dead'`; a job's attempts
-//! `(job_id, id)`. The text filter (a substring of the key or the last error) has none: it
+//! dead letters by event `(dead_at, event)` and `(event, dead_at, id)`, both of dead jobs only;
+//! a job's attempts `(job_id, id)`. The text filter (a substring of the key or the last error) has none: it
 //! narrows the rows the other conditions, or the primary key for a page, select. Texts are
 //! stored escaped (NUL as `\0`, backslash as `\\`), so filters compare and search the escaped
 //! form of what they are given.
