@@ -87,6 +87,7 @@
 //! (and its WAL) is readable and writable by its owner only.
 
 mod acceptor;
+mod filter_sql;
 #[cfg(feature = "testing")]
 mod memory;
 #[cfg(feature = "inbox-postgres")]

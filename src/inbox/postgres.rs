@@ -30,8 +30,10 @@ use super::{
     from_millis, saturating_add, selection_params, to_millis,
 };
 
+mod console;
+
 /// The schema version this crate writes.
-const SCHEMA_VERSION: i32 = 2;
+const SCHEMA_VERSION: i32 = 3;
 
 /// The advisory lock key migrations hold ("periskop" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7065_7269_736b_6f70;
@@ -75,9 +77,39 @@ WHERE state = 'dead';
 CREATE INDEX periskope_inbox_dead ON periskope_inbox_jobs (dead_at) WHERE state = 'dead';
 ";
 
+/// Version 3, for the console ([`ConsoleStore`](super::ConsoleStore)): each job's last attempts
+/// (deleted with their job), and an index for each of the console's queries: keyset pages by
+/// state, event or chat (`ordering_key, id` already exists), received-time ranges and
+/// per-minute counts, attempts ended per minute, dead letters by event (counted on the dead
+/// letters' `(dead_at, event)` index alone, which retention's purge uses too).
+const SCHEMA_V3: &str = "
+CREATE TABLE periskope_inbox_attempts (
+    id BIGSERIAL PRIMARY KEY,
+    job_id BIGINT NOT NULL REFERENCES periskope_inbox_jobs (id) ON DELETE CASCADE,
+    number INTEGER NOT NULL,
+    started_at BIGINT NOT NULL,
+    ended_at BIGINT,
+    outcome TEXT NOT NULL DEFAULT 'running',
+    error TEXT
+);
+CREATE INDEX periskope_inbox_attempts_job ON periskope_inbox_attempts (job_id, id);
+CREATE INDEX periskope_inbox_attempts_running ON periskope_inbox_attempts (job_id) WHERE outcome = 'running';
+CREATE INDEX periskope_inbox_attempts_ended ON periskope_inbox_attempts (ended_at, outcome)
+WHERE ended_at IS NOT NULL;
+CREATE INDEX periskope_inbox_state ON periskope_inbox_jobs (state, id);
+CREATE INDEX periskope_inbox_event ON periskope_inbox_jobs (event, id);
+CREATE INDEX periskope_inbox_received ON periskope_inbox_jobs (received_at);
+CREATE INDEX periskope_inbox_dead_event ON periskope_inbox_jobs (event, dead_at, id) WHERE state = 'dead';
+DROP INDEX periskope_inbox_dead;
+CREATE INDEX periskope_inbox_dead ON periskope_inbox_jobs (dead_at, event) WHERE state = 'dead';
+";
+
 /// What takes a database from each version to the next: `MIGRATIONS[v]` upgrades version `v`
 /// (version 0: no schema yet).
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, SCHEMA_V2];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, SCHEMA_V2, SCHEMA_V3];
+
+/// How many attempts of each job are kept by default.
+const DEFAULT_ATTEMPTS_KEPT: usize = 10;
 
 const SUMMARY_COLUMNS: &str =
     "id, event, dedup_key, state, attempts, last_error, received_at, run_at, lease_until, handled_at";
@@ -92,6 +124,8 @@ const SUMMARY_COLUMNS: &str =
 #[derive(Clone)]
 pub struct PostgresStore {
     connections: Arc<Connections>,
+    /// How many attempts of each job the history keeps ([`PostgresOptions::attempts_kept`]).
+    attempts_kept: usize,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -127,11 +161,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct PostgresOptions {
     connections: usize,
     timeout: Duration,
+    attempts_kept: usize,
 }
 
 impl Default for PostgresOptions {
     fn default() -> Self {
-        PostgresOptions { connections: DEFAULT_CONNECTIONS, timeout: DEFAULT_TIMEOUT }
+        PostgresOptions {
+            connections: DEFAULT_CONNECTIONS,
+            timeout: DEFAULT_TIMEOUT,
+            attempts_kept: DEFAULT_ATTEMPTS_KEPT,
+        }
     }
 }
 
@@ -150,6 +189,13 @@ impl PostgresOptions {
     /// value, unless the configuration (connection string, role, database or server) sets one.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Keeps the last `attempts` attempts of each job (at least 1) for its
+    /// [attempt history](super::ConsoleStore::attempts). Default: 10.
+    pub fn attempts_kept(mut self, attempts: usize) -> Self {
+        self.attempts_kept = attempts.max(1);
         self
     }
 
@@ -187,7 +233,7 @@ impl PostgresOptions {
                 InboxError::NewerSchema { found: i64::from(found), supported: i64::from(SCHEMA_VERSION) }
             }
         })?;
-        Ok(PostgresStore { connections: Arc::new(connections) })
+        Ok(PostgresStore { connections: Arc::new(connections), attempts_kept: self.attempts_kept })
     }
 }
 
@@ -393,6 +439,7 @@ impl InboxStore for PostgresStore {
         request: ClaimRequest,
     ) -> impl Future<Output = Result<Vec<ClaimedJob>, InboxError>> + Send {
         let connections = self.connections();
+        let attempts_kept = self.attempts_kept;
         async move {
             let now = to_millis(request.now);
             let lease_until = to_millis(saturating_add(request.now, request.lease));
@@ -423,6 +470,12 @@ impl InboxStore for PostgresStore {
                          FROM due WHERE job.id = due.id AND job.attempts < $3
                          RETURNING job.id, job.attempts, job.event, job.dedup_key, job.body, job.signing_key,
                                    job.received_at, job.path, job.state
+                     ), abandoned AS (
+                         UPDATE periskope_inbox_attempts AS attempt SET outcome = 'abandoned', ended_at = $1
+                         FROM due WHERE attempt.job_id = due.id AND attempt.outcome = 'running'
+                     ), opened AS (
+                         INSERT INTO periskope_inbox_attempts (job_id, number, started_at)
+                         SELECT id, attempts, $1 FROM claimed
                      )
                      SELECT * FROM claimed UNION ALL SELECT * FROM dead",
                     &[&now, &limit, &max_attempts, &lease_until, &LEASE_EXPIRED],
@@ -436,6 +489,15 @@ impl InboxStore for PostgresStore {
             }
             let mut jobs: Vec<ClaimedJob> = rows.iter().map(claimed_job).collect();
             jobs.sort_by_key(|job| job.id);
+            if !jobs.is_empty() {
+                // The jobs are claimed: a failure here must not hide them from the worker. Their
+                // histories are trimmed again at their next claim.
+                let ids: Vec<JobId> = jobs.iter().map(|job| job.id).collect();
+                if let Err(_error) = console::forget_old_attempts(&connections, &ids, attempts_kept).await {
+                    #[cfg(feature = "tracing")]
+                    tracing::warn!(error = %_error, "periskope inbox could not trim attempt histories");
+                }
+            }
             Ok(jobs)
         }
     }
@@ -445,8 +507,12 @@ impl InboxStore for PostgresStore {
         async move {
             connections
                 .execute(
-                    "UPDATE periskope_inbox_jobs SET state = 'done', handled_at = $3, lease_until = NULL
-                     WHERE id = $1 AND attempts = $2 AND state = 'running'",
+                    "WITH settled AS (
+                         UPDATE periskope_inbox_jobs SET state = 'done', handled_at = $3, lease_until = NULL
+                         WHERE id = $1 AND attempts = $2 AND state = 'running' RETURNING id
+                     )
+                     UPDATE periskope_inbox_attempts AS attempt SET outcome = 'handled', ended_at = $3
+                     FROM settled WHERE attempt.job_id = settled.id AND attempt.outcome = 'running'",
                     &[&lease.id, &attempts(lease.attempt), &to_millis(now)],
                 )
                 .await?;
@@ -462,7 +528,8 @@ impl InboxStore for PostgresStore {
     ) -> impl Future<Output = Result<(), InboxError>> + Send {
         let connections = self.connections();
         let error = escape(&bounded_error(error, MAX_ERROR_LEN));
-        let dead_at = retry_at.is_none().then(|| to_millis(SystemTime::now()));
+        let ended_at = to_millis(SystemTime::now());
+        let dead_at = retry_at.is_none().then_some(ended_at);
         async move {
             let (state, run_at) = match retry_at {
                 Some(at) => (JobState::Pending, Some(to_millis(at))),
@@ -470,11 +537,23 @@ impl InboxStore for PostgresStore {
             };
             connections
                 .execute(
-                    "UPDATE periskope_inbox_jobs
-                     SET state = $3, run_at = coalesce($4, run_at), last_error = $5, lease_until = NULL,
-                         dead_at = $6
-                     WHERE id = $1 AND attempts = $2 AND state = 'running'",
-                    &[&lease.id, &attempts(lease.attempt), &state.as_str(), &run_at, &error, &dead_at],
+                    "WITH settled AS (
+                         UPDATE periskope_inbox_jobs
+                         SET state = $3, run_at = coalesce($4, run_at), last_error = $5, lease_until = NULL,
+                             dead_at = $6
+                         WHERE id = $1 AND attempts = $2 AND state = 'running' RETURNING id
+                     )
+                     UPDATE periskope_inbox_attempts AS attempt SET outcome = 'failed', ended_at = $7, error = $5
+                     FROM settled WHERE attempt.job_id = settled.id AND attempt.outcome = 'running'",
+                    &[
+                        &lease.id,
+                        &attempts(lease.attempt),
+                        &state.as_str(),
+                        &run_at,
+                        &error,
+                        &dead_at,
+                        &ended_at,
+                    ],
                 )
                 .await?;
             Ok(())
@@ -486,9 +565,13 @@ impl InboxStore for PostgresStore {
         async move {
             connections
                 .execute(
-                    "UPDATE periskope_inbox_jobs
-                     SET state = 'pending', attempts = attempts - 1, run_at = $3, lease_until = NULL
-                     WHERE id = $1 AND attempts = $2 AND state = 'running'",
+                    "WITH settled AS (
+                         UPDATE periskope_inbox_jobs
+                         SET state = 'pending', attempts = attempts - 1, run_at = $3, lease_until = NULL
+                         WHERE id = $1 AND attempts = $2 AND state = 'running' RETURNING id
+                     )
+                     UPDATE periskope_inbox_attempts AS attempt SET outcome = 'released', ended_at = $3
+                     FROM settled WHERE attempt.job_id = settled.id AND attempt.outcome = 'running'",
                     &[&lease.id, &attempts(lease.attempt), &to_millis(now)],
                 )
                 .await?;
@@ -606,8 +689,13 @@ impl InboxStore for PostgresStore {
         async move {
             let rows = connections
                 .query(
+                    // Handled and dead jobs are counted on the `(state, id)` index alone; only the
+                    // queued ones are read for their attempts and age.
                     "SELECT state, count(*), coalesce(sum(attempts), 0)::BIGINT, min(received_at)
-                     FROM periskope_inbox_jobs GROUP BY state",
+                     FROM periskope_inbox_jobs WHERE state IN ('pending', 'running') GROUP BY state
+                     UNION ALL
+                     SELECT state, count(*), 0::BIGINT, 0::BIGINT
+                     FROM periskope_inbox_jobs WHERE state IN ('done', 'dead') GROUP BY state",
                     &[],
                 )
                 .await?;

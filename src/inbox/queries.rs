@@ -40,6 +40,10 @@ pub struct JobFilter {
     /// Only jobs received before this time.
     pub received_until: Option<SystemTime>,
     /// Only jobs whose de-duplication key or last error contains this text.
+    ///
+    /// No index serves it on the SQL stores, and none is needed for pages: it narrows the rows
+    /// the other conditions (or, without them, the primary key walked newest first) select, and
+    /// a page stops at its limit. A [`ConsoleStore::count`] by text alone reads every job.
     pub text: Option<String>,
     /// Keyset paging: only jobs with a smaller id (the last id of the previous page).
     pub before: Option<JobId>,

@@ -20,14 +20,18 @@ use bytes::Bytes;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
+use self::console::{end_attempt, open_attempt};
+use super::queries::AttemptOutcome;
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
     LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, NewDelivery, Selection, Stored, bounded_error,
     from_millis, saturating_add, selection_params, to_millis,
 };
 
+mod console;
+
 /// The schema version this crate writes; kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// At most this many queued operations share one transaction.
 const MAX_BATCH: usize = 1024;
@@ -64,8 +68,37 @@ WHERE state = 'dead';
 CREATE INDEX periskope_inbox_dead ON periskope_inbox_jobs (dead_at) WHERE state = 'dead';
 ";
 
+/// Version 3, for the console ([`ConsoleStore`](super::ConsoleStore)): each job's last attempts
+/// (removed with their job), and an index for each of the console's queries: keyset pages by
+/// state, event or chat (`ordering_key, id` already exists), received-time ranges and
+/// per-minute counts, attempts ended per minute, dead letters by event.
+const SCHEMA_V3: &str = "
+CREATE TABLE periskope_inbox_attempts (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL,
+    number INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER,
+    outcome TEXT NOT NULL DEFAULT 'running',
+    error TEXT
+);
+CREATE INDEX periskope_inbox_attempts_job ON periskope_inbox_attempts (job_id, id);
+CREATE INDEX periskope_inbox_attempts_running ON periskope_inbox_attempts (job_id) WHERE outcome = 'running';
+CREATE INDEX periskope_inbox_attempts_ended ON periskope_inbox_attempts (ended_at, outcome)
+WHERE ended_at IS NOT NULL;
+CREATE TRIGGER periskope_inbox_attempts_purge AFTER DELETE ON periskope_inbox_jobs
+BEGIN DELETE FROM periskope_inbox_attempts WHERE job_id = old.id; END;
+CREATE INDEX periskope_inbox_state ON periskope_inbox_jobs (state, id);
+CREATE INDEX periskope_inbox_event ON periskope_inbox_jobs (event, id);
+CREATE INDEX periskope_inbox_received ON periskope_inbox_jobs (received_at);
+CREATE INDEX periskope_inbox_dead_event ON periskope_inbox_jobs (event, dead_at, id) WHERE state = 'dead';
+";
+
 /// What takes a file from each version to the next: `MIGRATIONS[v]` upgrades version `v`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, SCHEMA_V2];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, SCHEMA_V2, SCHEMA_V3];
+
+/// How many attempts of each job are kept by default.
+const DEFAULT_ATTEMPTS_KEPT: usize = 10;
 
 const SUMMARY_COLUMNS: &str =
     "id, event, dedup_key, state, attempts, last_error, received_at, run_at, lease_until, handled_at";
@@ -75,6 +108,7 @@ const SUMMARY_COLUMNS: &str =
 pub struct SqliteOptions {
     max_size: Option<u64>,
     read_only: bool,
+    attempts_kept: Option<usize>,
 }
 
 impl SqliteOptions {
@@ -96,6 +130,13 @@ impl SqliteOptions {
     /// must exist and have this version's schema. Default: off.
     pub fn read_only(mut self, read_only: bool) -> Self {
         self.read_only = read_only;
+        self
+    }
+
+    /// Keeps the last `attempts` attempts of each job (at least 1) for its
+    /// [attempt history](super::ConsoleStore::attempts). Default: 10.
+    pub fn attempts_kept(mut self, attempts: usize) -> Self {
+        self.attempts_kept = Some(attempts.max(1));
         self
     }
 
@@ -130,6 +171,7 @@ impl SqliteOptions {
                 thread: Mutex::new(Some(thread)),
                 path,
                 max_pages,
+                attempts_kept: self.attempts_kept.unwrap_or(DEFAULT_ATTEMPTS_KEPT),
             }),
         })
     }
@@ -157,6 +199,8 @@ struct Shared {
     path: PathBuf,
     /// New deliveries are refused once the jobs fill this many pages ([`SqliteOptions::max_size`]).
     max_pages: Option<i64>,
+    /// How many attempts of each job the history keeps ([`SqliteOptions::attempts_kept`]).
+    attempts_kept: usize,
 }
 
 impl Drop for Shared {
@@ -443,6 +487,10 @@ fn migrate(connection: &Connection) -> Result<(), Migration> {
              WHERE state = 'running'",
             [now],
         )?;
+        connection.execute(
+            "UPDATE periskope_inbox_attempts SET outcome = 'abandoned', ended_at = ?1 WHERE outcome = 'running'",
+            [now],
+        )?;
         Ok(())
     })();
     match result {
@@ -560,6 +608,7 @@ impl InboxStore for SqliteStore {
         &self,
         request: ClaimRequest,
     ) -> impl Future<Output = Result<Vec<ClaimedJob>, InboxError>> + Send {
+        let attempts_kept = self.shared.attempts_kept;
         self.call(move |connection| {
             let now = to_millis(request.now);
             let lease_until = to_millis(saturating_add(request.now, request.lease));
@@ -578,6 +627,8 @@ impl InboxStore for SqliteStore {
                 .collect::<rusqlite::Result<_>>()?;
             let mut claimed = Vec::with_capacity(due.len());
             for (id, attempts, event) in due {
+                // A due job that is still running lost its lease: that attempt was abandoned.
+                end_attempt(connection, id, AttemptOutcome::Abandoned, now, None)?;
                 if attempts >= request.max_attempts {
                     connection.prepare_cached(
                         "UPDATE periskope_inbox_jobs SET state = 'dead', lease_until = NULL, dead_at = ?3,
@@ -595,6 +646,7 @@ impl InboxStore for SqliteStore {
                          RETURNING id, attempts, event, dedup_key, body, signing_key, received_at, path",
                     )?
                     .query_row(params![id, lease_until], claimed_job)?;
+                open_attempt(connection, &job, now, attempts_kept)?;
                 claimed.push(job);
             }
             Ok(claimed)
@@ -603,12 +655,15 @@ impl InboxStore for SqliteStore {
 
     fn complete(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send {
         self.call(move |connection| {
-            connection
+            let settled = connection
                 .prepare_cached(
                     "UPDATE periskope_inbox_jobs SET state = 'done', handled_at = ?3, lease_until = NULL
                      WHERE id = ?1 AND attempts = ?2 AND state = 'running'",
                 )?
                 .execute(params![lease.id, lease.attempt, to_millis(now)])?;
+            if settled == 1 {
+                end_attempt(connection, lease.id, AttemptOutcome::Handled, to_millis(now), None)?;
+            }
             Ok(())
         })
     }
@@ -620,13 +675,14 @@ impl InboxStore for SqliteStore {
         retry_at: Option<SystemTime>,
     ) -> impl Future<Output = Result<(), InboxError>> + Send {
         let error = bounded_error(error, MAX_ERROR_LEN);
-        let dead_at = retry_at.is_none().then(|| to_millis(SystemTime::now()));
+        let ended_at = to_millis(SystemTime::now());
+        let dead_at = retry_at.is_none().then_some(ended_at);
         self.call(move |connection| {
             let (state, run_at) = match retry_at {
                 Some(at) => (JobState::Pending, Some(to_millis(at))),
                 None => (JobState::Dead, None),
             };
-            connection
+            let settled = connection
                 .prepare_cached(
                     "UPDATE periskope_inbox_jobs
                      SET state = ?3, run_at = coalesce(?4, run_at), last_error = ?5, lease_until = NULL,
@@ -634,19 +690,25 @@ impl InboxStore for SqliteStore {
                      WHERE id = ?1 AND attempts = ?2 AND state = 'running'",
                 )?
                 .execute(params![lease.id, lease.attempt, state.as_str(), run_at, error, dead_at])?;
+            if settled == 1 {
+                end_attempt(connection, lease.id, AttemptOutcome::Failed, ended_at, Some(&error))?;
+            }
             Ok(())
         })
     }
 
     fn release(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send {
         self.call(move |connection| {
-            connection
+            let settled = connection
                 .prepare_cached(
                     "UPDATE periskope_inbox_jobs
                      SET state = 'pending', attempts = attempts - 1, run_at = ?3, lease_until = NULL
                      WHERE id = ?1 AND attempts = ?2 AND state = 'running'",
                 )?
                 .execute(params![lease.id, lease.attempt, to_millis(now)])?;
+            if settled == 1 {
+                end_attempt(connection, lease.id, AttemptOutcome::Released, to_millis(now), None)?;
+            }
             Ok(())
         })
     }
@@ -738,8 +800,14 @@ impl InboxStore for SqliteStore {
     fn stats(&self, now: SystemTime) -> impl Future<Output = Result<InboxStats, InboxError>> + Send {
         self.call(move |connection| {
             let mut stats = InboxStats::default();
+            // Handled and dead jobs are counted on the `(state, id)` index alone; only the queued
+            // ones are read for their attempts and age.
             let mut statement = connection.prepare_cached(
-                "SELECT state, count(*), sum(attempts), min(received_at) FROM periskope_inbox_jobs GROUP BY state",
+                "SELECT state, count(*), sum(attempts), min(received_at) FROM periskope_inbox_jobs
+                 WHERE state IN ('pending', 'running') GROUP BY state
+                 UNION ALL
+                 SELECT state, count(*), 0, 0 FROM periskope_inbox_jobs WHERE state IN ('done', 'dead')
+                 GROUP BY state",
             )?;
             let mut rows = statement.query([])?;
             let mut oldest: Option<i64> = None;
@@ -931,7 +999,7 @@ mod tests {
         drop(v1);
 
         let store = SqliteStore::open(&file.0).unwrap();
-        assert_eq!(pragma(&store, "user_version"), "2");
+        assert_eq!(pragma(&store, "user_version"), SCHEMA_VERSION.to_string());
         let runtime = runtime();
         let record = runtime.block_on(store.get(1)).unwrap().unwrap();
         assert_eq!((record.summary.key.as_str(), record.path.as_str()), ("message.created|2:m1", "/"));
@@ -944,6 +1012,93 @@ mod tests {
         assert_eq!(runtime.block_on(store.purge_dead(SystemTime::now() - hour)).unwrap(), 0);
         assert_eq!(runtime.block_on(store.purge_dead(SystemTime::now() + hour)).unwrap(), 1);
         assert_eq!(runtime.block_on(store.insert(delivery("after-upgrade"))).unwrap(), Stored::New);
+    }
+
+    /// A file written by version 2 of the schema, made here by hand as 0.2 wrote it (a running
+    /// job a killed process left behind, a dead letter), is upgraded to version 3 when opened:
+    /// the jobs keep everything, the console's queries work on them, and attempts from then on
+    /// are recorded.
+    #[test]
+    fn a_version_2_file_is_upgraded_to_version_3() {
+        use crate::inbox::{ConsoleStore, JobFilter};
+        let file = TempFile::new("v2");
+        let v2 = Connection::open(&file.0).unwrap();
+        v2.execute_batch(
+            "CREATE TABLE periskope_inbox_jobs (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT, dedup_key TEXT NOT NULL UNIQUE, event TEXT NOT NULL,
+                 ordering_key TEXT, body BLOB NOT NULL, signing_key TEXT, received_at INTEGER NOT NULL,
+                 state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+                 run_at INTEGER NOT NULL, lease_until INTEGER, last_error TEXT, handled_at INTEGER,
+                 path TEXT NOT NULL DEFAULT '/', dead_at INTEGER);
+             CREATE INDEX periskope_inbox_due ON periskope_inbox_jobs (state, run_at);
+             CREATE INDEX periskope_inbox_order ON periskope_inbox_jobs (ordering_key, id)
+                 WHERE ordering_key IS NOT NULL;
+             CREATE INDEX periskope_inbox_handled ON periskope_inbox_jobs (handled_at) WHERE state = 'done';
+             CREATE INDEX periskope_inbox_dead ON periskope_inbox_jobs (dead_at) WHERE state = 'dead';
+             CREATE TABLE periskope_inbox_owner (id INTEGER PRIMARY KEY CHECK (id = 1), opened_at INTEGER NOT NULL);
+             INSERT INTO periskope_inbox_jobs
+                     (dedup_key, event, ordering_key, body, received_at, run_at, state, attempts, lease_until, path)
+                 VALUES ('message.created|2:m1', 'message.created', 'chat|c',
+                         CAST('{\"event\":\"message.created\",\"data\":{\"message_id\":\"m1\"}}' AS BLOB),
+                         1000, 1000, 'running', 1, 5000, '/hooks');
+             INSERT INTO periskope_inbox_jobs
+                     (dedup_key, event, body, received_at, run_at, state, attempts, last_error, dead_at)
+                 VALUES ('dead', 'reaction.created', CAST('{}' AS BLOB), 2000, 2000, 'dead', 8, 'CRM down', 3000);
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        drop(v2);
+
+        let store = SqliteStore::open(&file.0).unwrap();
+        assert_eq!(pragma(&store, "user_version"), "3");
+        let runtime = runtime();
+        let chat = JobFilter { chat: Some("c".to_owned()), ..JobFilter::default() };
+        let found = runtime.block_on(store.search(chat)).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].key.as_str(), found[0].state), ("message.created|2:m1", JobState::Pending));
+        assert!(runtime.block_on(store.attempts(found[0].id)).unwrap().is_empty(), "no history before v3");
+        let dead = runtime.block_on(store.dead_letters_by_event(5)).unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            (dead[0].event.as_str(), dead[0].latest_error.as_deref()),
+            ("reaction.created", Some("CRM down"))
+        );
+
+        let claimed =
+            runtime.block_on(store.claim(ClaimRequest::new(10, Duration::from_secs(60), 3))).unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!((claimed[0].attempt, claimed[0].path.as_str()), (2, "/hooks"));
+        runtime.block_on(store.complete(claimed[0].lease(), SystemTime::now())).unwrap();
+        let history = runtime.block_on(store.attempts(claimed[0].id)).unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!((history[0].number, history[0].outcome), (2, crate::inbox::AttemptOutcome::Handled));
+        // Purging a job removes its attempts.
+        assert_eq!(runtime.block_on(store.purge(Selection::Job(claimed[0].id))).unwrap(), 1);
+        let left: i64 = runtime
+            .block_on(store.call(|connection| {
+                connection.query_row("SELECT count(*) FROM periskope_inbox_attempts", [], |row| row.get(0))
+            }))
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+
+    /// Each job keeps its last `attempts_kept` attempts; the others are forgotten at claim.
+    #[test]
+    fn only_the_last_attempts_are_kept() {
+        use crate::inbox::ConsoleStore;
+        let file = TempFile::new("kept");
+        let store = SqliteStore::options().attempts_kept(2).open(&file.0).unwrap();
+        let runtime = runtime();
+        runtime.block_on(store.insert(delivery("kept"))).unwrap();
+        let now = SystemTime::now();
+        for _ in 0..3 {
+            let job =
+                runtime.block_on(store.claim(ClaimRequest::new(1, Duration::from_secs(60), 9))).unwrap();
+            runtime.block_on(store.fail(job[0].lease(), "again".to_owned(), Some(now))).unwrap();
+        }
+        let numbers: Vec<u32> =
+            runtime.block_on(store.attempts(1)).unwrap().iter().map(|attempt| attempt.number).collect();
+        assert_eq!(numbers, [2, 3]);
     }
 
     /// A SIGKILL test cannot see an fsync that was skipped: the settings themselves are checked.

@@ -52,7 +52,7 @@ fn outcomes(snapshotter: &Snapshotter) -> BTreeMap<String, u64> {
 #[test]
 fn stored_duplicate_and_full_deliveries_are_told_apart() {
     let dir = TempDir::new("metrics");
-    let inbox = Inbox::new(SqliteStore::options().max_size(64 * 1024).open(dir.db()).unwrap());
+    let inbox = Inbox::new(SqliteStore::options().max_size(128 * 1024).open(dir.db()).unwrap());
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use http::StatusCode;
 use periskope_webhook::PeriskopeWebhookLayer;
 use periskope_webhook::inbox::{
-    ClaimRequest, Inbox, InboxError, InboxStore, JobState, ListQuery, PostgresStore, Stored,
+    AttemptOutcome, ClaimRequest, ConsoleStore, Inbox, InboxError, InboxStore, JobFilter, JobState,
+    ListQuery, PostgresStore, Selection, Stored,
 };
 use tower::Layer;
 
@@ -44,6 +45,147 @@ generic_cases!(
     jobs_of_one_chat_are_claimed_one_at_a_time_in_order,
     operations_list_inspect_retry_and_purge_with_stats,
 );
+
+macro_rules! console_cases {
+    ($($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread")]
+            async fn $case() {
+                let Some((_database, store)) = store().await else { return };
+                crate::console_store::$case(store).await;
+            }
+        )*
+    };
+}
+
+console_cases!(
+    search_filters_and_pages_newest_first,
+    attempts_are_kept_with_their_outcomes,
+    per_minute_counts_and_dead_letters_by_event,
+    a_handled_job_is_replayed_and_bulk_actions_follow_the_filter,
+);
+
+/// A database made by hand as version 2 of the schema (0.2's) left it, with a job that was
+/// running when its worker died and a dead letter, is upgraded to version 3 on connect: the
+/// jobs keep everything, the console's queries work on them, the running job's next claim opens
+/// its attempt history, and purging a job removes its attempts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_2_database_is_upgraded_to_version_3() {
+    let Some(cluster) = cluster() else { return };
+    let database = cluster.database();
+    let admin = admin(&database).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE periskope_inbox_schema (version INTEGER NOT NULL);
+             INSERT INTO periskope_inbox_schema (version) VALUES (1), (2);
+             CREATE TABLE periskope_inbox_jobs (
+                 id BIGSERIAL PRIMARY KEY, dedup_key TEXT NOT NULL UNIQUE, event TEXT NOT NULL,
+                 ordering_key TEXT, body BYTEA NOT NULL, signing_key TEXT, received_at BIGINT NOT NULL,
+                 state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+                 run_at BIGINT NOT NULL, lease_until BIGINT, last_error TEXT, handled_at BIGINT,
+                 path TEXT NOT NULL DEFAULT '/', dead_at BIGINT);
+             CREATE INDEX periskope_inbox_due ON periskope_inbox_jobs (state, run_at);
+             CREATE INDEX periskope_inbox_order ON periskope_inbox_jobs (ordering_key, id)
+                 WHERE ordering_key IS NOT NULL;
+             CREATE INDEX periskope_inbox_handled ON periskope_inbox_jobs (handled_at) WHERE state = 'done';
+             CREATE INDEX periskope_inbox_dead ON periskope_inbox_jobs (dead_at) WHERE state = 'dead';
+             INSERT INTO periskope_inbox_jobs
+                     (dedup_key, event, ordering_key, body, received_at, run_at, state, attempts, lease_until, path)
+                 VALUES ('message.created|2:m1', 'message.created', 'chat|c', '\\x7b7d', 1000, 1000,
+                         'running', 1, 5000, '/hooks');
+             INSERT INTO periskope_inbox_jobs
+                     (dedup_key, event, body, received_at, run_at, state, attempts, last_error, dead_at)
+                 VALUES ('dead', 'reaction.created', '\\x7b7d', 2000, 2000, 'dead', 8, 'CRM down', 3000);",
+        )
+        .await
+        .unwrap();
+
+    let store = PostgresStore::connect(&database.url()).await.unwrap();
+    let version: i32 =
+        admin.query_one("SELECT max(version) FROM periskope_inbox_schema", &[]).await.unwrap().get(0);
+    assert_eq!(version, 3);
+    let mut chat = JobFilter::default();
+    chat.chat = Some("c".to_owned());
+    let found = store.search(chat).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!((found[0].key.as_str(), found[0].state), ("message.created|2:m1", JobState::Running));
+    assert!(store.attempts(found[0].id).await.unwrap().is_empty(), "no history before version 3");
+    let dead = store.dead_letters_by_event(5).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].event.as_str(), dead[0].latest_error.as_deref()),
+        ("reaction.created", Some("CRM down"))
+    );
+
+    // The lease expired long ago: the job is claimed again, on its second attempt.
+    let claimed = store.claim(claim_now()).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!((claimed[0].attempt, claimed[0].path.as_str()), (2, "/hooks"));
+    store.complete(claimed[0].lease(), SystemTime::now()).await.unwrap();
+    let history = store.attempts(claimed[0].id).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!((history[0].number, history[0].outcome), (2, AttemptOutcome::Handled));
+    assert_eq!(store.purge(Selection::Job(claimed[0].id)).await.unwrap(), 1);
+    let left: i64 =
+        admin.query_one("SELECT count(*) FROM periskope_inbox_attempts", &[]).await.unwrap().get(0);
+    assert_eq!(left, 0, "a purged job's attempts go with it");
+}
+
+/// Each job keeps its last `attempts_kept` attempts.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_last_attempts_are_kept() {
+    let Some(cluster) = cluster() else { return };
+    let database = cluster.database();
+    let store = PostgresStore::options().attempts_kept(2).connect(&database.url()).await.unwrap();
+    store.insert(delivery(chat_message("c", "kept"))).await.unwrap();
+    for _ in 0..3 {
+        let job = store.claim(ClaimRequest::new(1, Duration::from_secs(60), 9)).await.unwrap().remove(0);
+        store.fail(job.lease(), "again".to_owned(), Some(SystemTime::now())).await.unwrap();
+    }
+    let job = store.list(ListQuery::new(None, 1)).await.unwrap().remove(0);
+    let numbers: Vec<u32> =
+        store.attempts(job.id).await.unwrap().iter().map(|attempt| attempt.number).collect();
+    assert_eq!(numbers, [2, 3]);
+}
+
+/// Stored texts are escaped (`TEXT` cannot hold NUL): the console's filters find a job by a
+/// chat, a key and a last error that hold NUL and backslashes, and the error reads back as it
+/// was written.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_filters_find_texts_with_nul_and_backslashes() {
+    let Some((_database, store)) = store().await else { return };
+    let body = Bytes::from_static(
+        br#"{"event":"message.created","data":{"message_id":"m\u0000\\b","chat_id":"c\u0000\\x"},"org_id":"o"}"#,
+    );
+    let sent = delivery(body);
+    store.insert(sent.clone()).await.unwrap();
+    store.insert(delivery(chat_message("plain", "plain"))).await.unwrap();
+    let job = store.claim(claim_now()).await.unwrap().into_iter().find(|job| job.key == sent.key).unwrap();
+    store.fail(job.lease(), "bad \\0 byte\0 here".to_owned(), None).await.unwrap();
+
+    let mut by_chat = JobFilter::default();
+    by_chat.chat = Some("c\0\\x".to_owned());
+    let mut by_key = JobFilter::default();
+    by_key.text = Some("\0\\b".to_owned());
+    let mut by_error = JobFilter::default();
+    by_error.text = Some("byte\0 h".to_owned());
+    for filter in [by_chat, by_key, by_error] {
+        let found = store.search(filter.clone()).await.unwrap();
+        assert_eq!(
+            found.iter().map(|job| job.key.as_str()).collect::<Vec<_>>(),
+            [sent.key.as_str()],
+            "{filter:?}"
+        );
+        assert_eq!(store.count(filter).await.unwrap(), 1);
+    }
+    let mut escaped = JobFilter::default();
+    escaped.text = Some("\\\\b".to_owned());
+    assert_eq!(store.count(escaped).await.unwrap(), 0, "the escaped form is not what was stored");
+    let dead = store.dead_letters_by_event(5).await.unwrap();
+    assert_eq!(dead[0].event, sent.event);
+    assert_eq!(dead[0].latest_error.as_deref(), Some("bad \\0 byte\0 here"));
+    assert_eq!(store.attempts(job.id).await.unwrap()[0].error.as_deref(), Some("bad \\0 byte\0 here"));
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replicas_starting_together_migrate_once() {

@@ -195,6 +195,25 @@ mod sqlite {
         let dir = TempDir::new("ops");
         super::operations_list_inspect_retry_and_purge_with_stats(SqliteStore::open(dir.db()).unwrap()).await;
     }
+
+    macro_rules! console_cases {
+        ($($case:ident),* $(,)?) => {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let dir = TempDir::new(stringify!($case));
+                    crate::console_store::$case(SqliteStore::open(dir.db()).unwrap()).await;
+                }
+            )*
+        };
+    }
+
+    console_cases!(
+        search_filters_and_pages_newest_first,
+        attempts_are_kept_with_their_outcomes,
+        per_minute_counts_and_dead_letters_by_event,
+        a_handled_job_is_replayed_and_bulk_actions_follow_the_filter,
+    );
 }
 
 #[tokio::test]
