@@ -152,6 +152,41 @@ impl MinuteCounts {
     }
 }
 
+/// The minutes of a time range (Unix milliseconds), counted from a SQL store's rows grouped by
+/// minute (`time / 60000`).
+pub(crate) struct MinuteTally {
+    first: i64,
+    minutes: Vec<MinuteCounts>,
+}
+
+impl MinuteTally {
+    /// Every minute from the one holding `since` to the one holding `now`, nothing counted.
+    pub(crate) fn new(since: i64, now: i64) -> Self {
+        let first = since.div_euclid(60_000);
+        let minutes = (first..=now.div_euclid(60_000).max(first))
+            .map(|minute| MinuteCounts::new(super::from_millis(minute.saturating_mul(60_000))))
+            .collect();
+        MinuteTally { first, minutes }
+    }
+
+    /// Adds `count` deliveries received (`outcome` `None`), or attempts ended with `outcome`, to
+    /// the `minute`th minute since the Unix epoch; a minute outside the range is left out.
+    pub(crate) fn add(&mut self, minute: i64, outcome: Option<AttemptOutcome>, count: u64) {
+        let index = minute.checked_sub(self.first).and_then(|index| usize::try_from(index).ok());
+        let Some(entry) = index.and_then(|index| self.minutes.get_mut(index)) else { return };
+        match outcome {
+            None => entry.received += count,
+            Some(AttemptOutcome::Handled) => entry.handled += count,
+            Some(AttemptOutcome::Failed) => entry.failed += count,
+            Some(_) => {}
+        }
+    }
+
+    pub(crate) fn into_counts(self) -> Vec<MinuteCounts> {
+        self.minutes
+    }
+}
+
 /// An event name with dead letters, for the console's overview.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -17,7 +17,7 @@ use tokio_postgres::types::ToSql;
 use super::{Connections, PostgresStore, SUMMARY_COLUMNS, escape, job_summary, unescape};
 use crate::inbox::filter_sql::{Dialect, Value, filter_clause};
 use crate::inbox::queries::{
-    AttemptOutcome, AttemptRecord, ConsoleStore, DeadLetters, JobFilter, MinuteCounts,
+    AttemptOutcome, AttemptRecord, ConsoleStore, DeadLetters, JobFilter, MinuteCounts, MinuteTally,
 };
 use crate::inbox::{InboxError, JobId, JobSummary, from_millis, to_millis};
 
@@ -60,11 +60,6 @@ pub(super) async fn forget_old_attempts(
         )
         .await?;
     Ok(())
-}
-
-/// Whole minutes since the Unix epoch.
-fn minute_of(millis: i64) -> i64 {
-    millis.div_euclid(60_000)
 }
 
 impl ConsoleStore for PostgresStore {
@@ -141,10 +136,7 @@ impl ConsoleStore for PostgresStore {
         let connections = self.connections();
         async move {
             let (since, now) = (to_millis(since), to_millis(now));
-            let first = minute_of(since);
-            let mut minutes: Vec<MinuteCounts> = (first..=minute_of(now).max(first))
-                .map(|minute| MinuteCounts::new(from_millis(minute.saturating_mul(60_000))))
-                .collect();
+            let mut tally = MinuteTally::new(since, now);
             let rows = connections
                 .query(
                     "SELECT received_at / 60000, 'received', count(*) FROM periskope_inbox_jobs
@@ -157,20 +149,14 @@ impl ConsoleStore for PostgresStore {
                 )
                 .await?;
             for row in rows {
-                let minute: i64 = row.get(0);
-                let count = row.get::<_, i64>(2).unsigned_abs();
-                let Some(entry) =
-                    usize::try_from(minute - first).ok().and_then(|index| minutes.get_mut(index))
-                else {
-                    continue;
-                };
-                match AttemptOutcome::from_name(row.get(1)) {
-                    Some(AttemptOutcome::Handled) => entry.handled += count,
-                    Some(AttemptOutcome::Failed) => entry.failed += count,
-                    _ => entry.received += count,
-                }
+                // 'received' is no outcome: the row counts deliveries.
+                tally.add(
+                    row.get(0),
+                    AttemptOutcome::from_name(row.get(1)),
+                    row.get::<_, i64>(2).unsigned_abs(),
+                );
             }
-            Ok(minutes)
+            Ok(tally.into_counts())
         }
     }
 

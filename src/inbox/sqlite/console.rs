@@ -16,7 +16,7 @@ use rusqlite::{Connection, params, params_from_iter};
 use super::{SUMMARY_COLUMNS, SqliteStore, job_summary};
 use crate::inbox::filter_sql::{Dialect, Value, filter_clause};
 use crate::inbox::queries::{
-    AttemptOutcome, AttemptRecord, ConsoleStore, DeadLetters, JobFilter, MinuteCounts,
+    AttemptOutcome, AttemptRecord, ConsoleStore, DeadLetters, JobFilter, MinuteCounts, MinuteTally,
 };
 use crate::inbox::{ClaimedJob, InboxError, JobId, JobSummary, from_millis, to_millis};
 
@@ -72,11 +72,6 @@ pub(super) fn end_attempt(
 
 fn sql_limit(value: usize) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// Whole minutes since the Unix epoch.
-fn minute_of(millis: i64) -> i64 {
-    millis.div_euclid(60_000)
 }
 
 impl ConsoleStore for SqliteStore {
@@ -142,19 +137,17 @@ impl ConsoleStore for SqliteStore {
     ) -> impl Future<Output = Result<Vec<MinuteCounts>, InboxError>> + Send {
         self.call(move |connection| {
             let (since, now) = (to_millis(since), to_millis(now));
-            let first = minute_of(since);
-            let mut minutes: Vec<MinuteCounts> = (first..=minute_of(now).max(first))
-                .map(|minute| MinuteCounts::new(from_millis(minute.saturating_mul(60_000))))
-                .collect();
+            let mut tally = MinuteTally::new(since, now);
             let mut received = connection.prepare_cached(
                 "SELECT received_at / 60000, count(*) FROM periskope_inbox_jobs
                  WHERE received_at >= ?1 AND received_at <= ?2 GROUP BY 1",
             )?;
-            let mut counts: Vec<(i64, Option<AttemptOutcome>, u64)> = received
-                .query_map(params![since, now], |row| {
-                    Ok((row.get(0)?, None, row.get::<_, i64>(1)?.unsigned_abs()))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
+            for row in
+                received.query_map(params![since, now], |row| Ok((row.get(0)?, row.get::<_, i64>(1)?)))?
+            {
+                let (minute, count) = row?;
+                tally.add(minute, None, count.unsigned_abs());
+            }
             let mut ended = connection.prepare_cached(
                 "SELECT ended_at / 60000, outcome, count(*) FROM periskope_inbox_attempts
                  WHERE ended_at >= ?1 AND ended_at <= ?2 AND outcome IN ('handled', 'failed') GROUP BY 1, 2",
@@ -163,21 +156,11 @@ impl ConsoleStore for SqliteStore {
                 Ok((row.get(0)?, AttemptOutcome::from_name(&row.get::<_, String>(1)?), row.get::<_, i64>(2)?))
             })? {
                 let (minute, outcome, count) = row?;
-                counts.push((minute, outcome, count.unsigned_abs()));
-            }
-            for (minute, outcome, count) in counts {
-                let Some(entry) =
-                    usize::try_from(minute - first).ok().and_then(|index| minutes.get_mut(index))
-                else {
-                    continue;
-                };
-                match outcome {
-                    None => entry.received += count,
-                    Some(AttemptOutcome::Handled) => entry.handled += count,
-                    Some(_) => entry.failed += count,
+                if outcome.is_some() {
+                    tally.add(minute, outcome, count.unsigned_abs());
                 }
             }
-            Ok(minutes)
+            Ok(tally.into_counts())
         })
     }
 
