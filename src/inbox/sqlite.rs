@@ -353,6 +353,10 @@ fn create_private(path: &Path) -> Result<(), InboxError> {
 /// (a killed process's lock goes with it). The lock is on a file of its own next to the inbox
 /// (`inbox.db-lock`), so that SQLite's own locks stay free for readers.
 fn lock_for_writing(path: &Path) -> Result<std::fs::File, InboxError> {
+    // A directory can never be the inbox: refused before a lock file is left beside it.
+    if path.is_dir() {
+        return Err(open_error(path, "it is a directory"));
+    }
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push("-lock");
     let lock_path = PathBuf::from(lock_path);
@@ -887,7 +891,7 @@ mod tests {
         }
 
         fn remove(&self) {
-            for suffix in ["", "-wal", "-shm", "-journal"] {
+            for suffix in ["", "-wal", "-shm", "-journal", "-lock"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
             }
         }

@@ -2,6 +2,7 @@
 //! retention; each case runs on SQLite here and on PostgreSQL in `postgres.rs`. Then what only
 //! the embedded file has: reopening, locking, and files it must refuse.
 
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use periskope_webhook::inbox::{
@@ -294,6 +295,8 @@ fn corrupt_or_unreadable_files_are_clear_errors() {
         let error = SqliteStore::open(&path).unwrap_err();
         assert!(matches!(error, InboxError::Open { .. }), "{}: {error:?}", path.display());
     }
+    let beside_the_directory = format!("{}-lock", dir.path().display());
+    assert!(!Path::new(&beside_the_directory).exists(), "a refused directory leaves no lock file beside it");
 
     // A valid inbox whose pages were then overwritten.
     let damaged = dir.path().join("damaged.db");
