@@ -52,7 +52,7 @@ async fn drift_mode_reports_unknown_fields_and_values() {
     let bodies = [
         fixture("drift/message.created.extra-fields.json"),
         fixture("drift/ticket.created.extra-fields.json"),
-        fixture("message.created.envelope.json"),
+        fixture("deliveries/message.created.envelope.json"),
     ];
     let seen = deliver(PeriskopeWebhookLayer::new(KEY).report_drift(true), &bodies).await;
     assert_eq!(seen.len(), 3);
