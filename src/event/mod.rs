@@ -77,4 +77,6 @@ pub use raw::RawJson;
 pub use reaction::Reaction;
 pub use text::Str;
 pub use ticket::{Ticket, TicketInfo, TicketMessage, TicketStatus};
+#[cfg(feature = "console")]
+pub(crate) use timestamp::format_utc;
 pub use timestamp::{DateTime, Timestamp};

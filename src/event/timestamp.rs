@@ -345,6 +345,39 @@ fn days_in_month(year: u32, month: u32) -> u32 {
     }
 }
 
+/// `time` in UTC to the second, as people read it: `2025-01-20 07:51:48 UTC`.
+#[cfg(feature = "console")]
+pub(crate) fn format_utc(time: SystemTime) -> String {
+    let seconds = match time.duration_since(UNIX_EPOCH) {
+        Ok(since) => i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
+    };
+    let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01: the inverse of
+/// [`days_from_civil`] (H. Hinnant's `civil_from_days`).
+#[cfg(feature = "console")]
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = u32::try_from(day_of_year - (153 * shifted_month + 2) / 5 + 1).unwrap_or(1);
+    let month =
+        u32::try_from(if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 }).unwrap_or(1);
+    (year_of_era + era * 400 + i64::from(month <= 2), month, day)
+}
+
 /// Days since 1970-01-01 for a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
 fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let year = if month <= 2 { year - 1 } else { year };
@@ -359,6 +392,20 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "console")]
+    #[test]
+    fn utc_texts_and_their_dates_round_trip() {
+        let at = |seconds: u64| format_utc(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds));
+        assert_eq!(at(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(at(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(at(1_737_359_508), "2025-01-20 07:51:48 UTC");
+        assert_eq!(format_utc(SystemTime::UNIX_EPOCH - Duration::from_secs(1)), "1969-12-31 23:59:59 UTC");
+        for days in [-800_000, -1, 0, 59, 11_016, 20_000, 2_932_896] {
+            let (year, month, day) = civil_from_days(days);
+            assert_eq!(days_from_civil(year, month, day), days);
+        }
+    }
 
     fn millis(text: &str) -> Option<i64> {
         Timestamp::from(text).unix_millis()

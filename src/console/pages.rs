@@ -1,0 +1,348 @@
+//! The console's pages, rendered with maud: everything interpolated is escaped.
+
+use std::time::{Duration, SystemTime};
+
+use maud::{DOCTYPE, Markup, html};
+
+use super::Filter;
+use crate::event::format_utc;
+use crate::inbox::{AttemptRecord, DeadLetters, InboxStats, JobRecord, JobState, JobSummary, MinuteCounts};
+use crate::redact::mask_phone_digits;
+
+/// What every page needs: where the console's root is from this page, and what it may show.
+pub(super) struct Frame<'a> {
+    /// The console's root relative to this page (`""` or `"../"`), so that links work
+    /// under whatever prefix the console is mounted at.
+    pub root: &'a str,
+    /// The CSRF token for this page's forms; `None` when actions are not offered.
+    pub csrf: Option<&'a str>,
+    /// Phone numbers and WhatsApp ids in full; masked otherwise.
+    pub show_ids: bool,
+    /// Whether "show ids" may be offered (it needs what actions need).
+    pub may_show_ids: bool,
+}
+
+impl Frame<'_> {
+    fn href(&self, path: &str) -> String {
+        if path.is_empty() && self.root.is_empty() { "./".to_owned() } else { format!("{}{path}", self.root) }
+    }
+
+    /// `text` as this page may show it: phone numbers masked unless ids are shown.
+    fn shown(&self, text: &str) -> String {
+        if self.show_ids { text.to_owned() } else { mask_phone_digits(text) }
+    }
+}
+
+fn layout(frame: &Frame<'_>, title: &str, content: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Periskope inbox" }
+                link rel="stylesheet" href=(frame.href("assets/console.css"));
+            }
+            body {
+                header {
+                    nav aria-label="Console" {
+                        a href=(frame.href("")) { "Overview" }
+                        a href=(frame.href("jobs")) { "Jobs" }
+                        a href=(frame.href("jobs?state=dead")) { "Dead letters" }
+                    }
+                }
+                main { h1 { (title) } (content) }
+            }
+        }
+    }
+}
+
+pub(super) fn overview(
+    frame: &Frame<'_>,
+    stats: &InboxStats,
+    minutes: &[MinuteCounts],
+    dead_letters: &[DeadLetters],
+) -> Markup {
+    let count = |state: JobState| match state {
+        JobState::Pending => stats.pending,
+        JobState::Running => stats.running,
+        JobState::Done => stats.done,
+        JobState::Dead => stats.dead,
+    };
+    layout(
+        frame,
+        "Overview",
+        html! {
+            section aria-labelledby="states" {
+                h2 id="states" { "Jobs by state" }
+                ul.counts {
+                    @for state in JobState::ALL {
+                        li.(state.as_str()) {
+                            a href=(frame.href(&format!("jobs?state={}", state.as_str()))) {
+                                span.count data-count=(state.as_str()) { (count(state)) }
+                                " " (state.as_str())
+                            }
+                        }
+                    }
+                }
+                p {
+                    "Queue depth: " strong { (stats.queue_depth()) }
+                    " · oldest pending: "
+                    strong { (stats.oldest_pending_age.map_or_else(|| "none".to_owned(), age)) }
+                }
+            }
+            section aria-labelledby="activity" {
+                h2 id="activity" { "The last hour" }
+                (chart(minutes))
+            }
+            section aria-labelledby="dead" {
+                h2 id="dead" { "Dead letters by event" }
+                @if dead_letters.is_empty() {
+                    p { "No dead letters." }
+                } @else {
+                    table {
+                        thead { tr { th scope="col" { "Event" } th scope="col" { "Dead" } th scope="col" { "Latest error" } } }
+                        tbody {
+                            @for letters in dead_letters {
+                                tr {
+                                    td { a href=(frame.href(&format!("jobs?{}", super::form::encode([("state", "dead"), ("event", letters.event.as_str())])))) { (letters.event) } }
+                                    td { (letters.count) }
+                                    td { (letters.latest_error.as_deref().map(|error| frame.shown(error)).unwrap_or_default()) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Received, handled and failed per minute as an inline SVG chart, with the figures as a
+/// table for screen readers and text browsers.
+fn chart(minutes: &[MinuteCounts]) -> Markup {
+    const WIDTH: f64 = 600.0;
+    const HEIGHT: f64 = 120.0;
+    let highest = minutes
+        .iter()
+        .map(|minute| minute.received.max(minute.handled).max(minute.failed))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let step = WIDTH / (minutes.len().max(2) - 1) as f64;
+    let line = |value: fn(&MinuteCounts) -> u64| -> String {
+        minutes
+            .iter()
+            .enumerate()
+            .map(|(index, minute)| {
+                format!(
+                    "{:.1},{:.1}",
+                    index as f64 * step,
+                    HEIGHT - value(minute) as f64 / highest as f64 * HEIGHT
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let totals = |value: fn(&MinuteCounts) -> u64| minutes.iter().map(value).sum::<u64>();
+    html! {
+        figure {
+            svg.chart viewBox=(format!("0 -4 {WIDTH} {}", HEIGHT + 8.0)) role="img" aria-labelledby="chart-title" {
+                title id="chart-title" { "Received, handled and failed per minute over the last hour; at most " (highest) " a minute" }
+                polyline.received points=(line(|minute| minute.received)) {}
+                polyline.handled points=(line(|minute| minute.handled)) {}
+                polyline.failed points=(line(|minute| minute.failed)) {}
+            }
+            figcaption {
+                span.received { "received " (totals(|minute| minute.received)) }
+                " · " span.handled { "handled " (totals(|minute| minute.handled)) }
+                " · " span.failed { "failed " (totals(|minute| minute.failed)) }
+                " (at most " (highest) " a minute)"
+            }
+        }
+    }
+}
+
+pub(super) fn jobs(frame: &Frame<'_>, filter: &Filter, jobs: &[JobSummary], next: Option<String>) -> Markup {
+    let query = filter.query();
+    layout(
+        frame,
+        "Jobs",
+        html! {
+            form.filter method="get" action=(frame.href("jobs")) {
+                label for="state" { "State" }
+                select id="state" name="state" {
+                    option value="" selected[filter.state.is_none()] { "any" }
+                    @for state in JobState::ALL {
+                        option value=(state.as_str()) selected[filter.state == Some(state)] { (state.as_str()) }
+                    }
+                }
+                label for="event" { "Event" }
+                input id="event" name="event" value=(filter.event) placeholder="message.created";
+                label for="chat" { "Chat" }
+                input id="chat" name="chat" value=(filter.chat) placeholder="919...@c.us";
+                label for="from" { "Received from (UTC)" }
+                input id="from" name="from" type="datetime-local" value=(filter.from);
+                label for="until" { "until" }
+                input id="until" name="until" type="datetime-local" value=(filter.until);
+                label for="q" { "Text in key or error" }
+                input id="q" name="q" type="search" value=(filter.text);
+                button type="submit" { "Filter" }
+            }
+            @if frame.csrf.is_some() {
+                p.bulk {
+                    a href=(frame.href(&format!("jobs/retry?{query}"))) { "Retry every matching job…" }
+                    " · "
+                    a href=(frame.href(&format!("jobs/purge?{query}"))) { "Purge every matching job…" }
+                }
+            }
+            @if jobs.is_empty() {
+                p { "No job matches." }
+            } @else {
+                table.jobs {
+                    thead {
+                        tr {
+                            th scope="col" { "Job" } th scope="col" { "Event" } th scope="col" { "State" }
+                            th scope="col" { "Attempts" } th scope="col" { "Received" } th scope="col" { "Last error" }
+                        }
+                    }
+                    tbody {
+                        @for job in jobs {
+                            tr data-job-id=(job.id) data-state=(job.state.as_str()) {
+                                td { a href=(frame.href(&format!("jobs/{}", job.id))) { (job.id) } }
+                                td { (job.event) }
+                                td { span.(job.state.as_str()) { (job.state.as_str()) } }
+                                td { (job.attempts) }
+                                td { (format_utc(job.received_at)) }
+                                td { (job.last_error.as_deref().map(|error| frame.shown(error)).unwrap_or_default()) }
+                            }
+                        }
+                    }
+                }
+            }
+            @if let Some(next) = next {
+                p { a rel="next" href=(frame.href(&format!("jobs?{next}"))) { "Older jobs" } }
+            }
+        },
+    )
+}
+
+pub(super) fn job(
+    frame: &Frame<'_>,
+    job: &JobRecord,
+    attempts: &[AttemptRecord],
+    body: &str,
+    typed: &str,
+) -> Markup {
+    let summary = &job.summary;
+    let id = summary.id;
+    let time = |time: Option<SystemTime>| time.map(format_utc).unwrap_or_default();
+    layout(
+        frame,
+        &format!("Job {id}"),
+        html! {
+            @if let Some(csrf) = frame.csrf {
+                div.actions {
+                    @if matches!(summary.state, JobState::Pending | JobState::Dead) {
+                        (action(frame, id, "retry", "Retry", csrf))
+                    }
+                    @if summary.state == JobState::Done {
+                        (action(frame, id, "replay", "Replay", csrf))
+                    }
+                    (action(frame, id, "purge", "Purge", csrf))
+                }
+            }
+            @if frame.may_show_ids {
+                p {
+                    @if frame.show_ids { a href="?" { "Mask ids" } } @else { a href="?ids=show" { "Show ids" } }
+                }
+            }
+            table.fields {
+                tbody {
+                    tr { th scope="row" { "State" } td data-state=(summary.state.as_str()) { (summary.state.as_str()) } }
+                    tr { th scope="row" { "Event" } td { (summary.event) } }
+                    tr { th scope="row" { "Key" } td { code { (frame.shown(&summary.key)) } } }
+                    tr { th scope="row" { "Chat" } td { (job.ordering_key.as_deref().map(|chat| frame.shown(chat)).unwrap_or_default()) } }
+                    tr { th scope="row" { "Attempts" } td { (summary.attempts) } }
+                    tr { th scope="row" { "Last error" } td { (summary.last_error.as_deref().map(|error| frame.shown(error)).unwrap_or_default()) } }
+                    tr { th scope="row" { "Received" } td { (format_utc(summary.received_at)) } }
+                    tr { th scope="row" { "Due" } td { (format_utc(summary.run_at)) } }
+                    tr { th scope="row" { "Lease until" } td { (time(summary.lease_until)) } }
+                    tr { th scope="row" { "Handled" } td { (time(summary.handled_at)) } }
+                    tr { th scope="row" { "Path" } td { code { (job.path) } } }
+                    tr { th scope="row" { "Verified by" } td { (job.signing_key.as_deref().unwrap_or("not verified")) } }
+                }
+            }
+            h2 { "Attempts" }
+            @if attempts.is_empty() {
+                p { "No attempt recorded." }
+            } @else {
+                table.attempts {
+                    thead { tr { th scope="col" { "#" } th scope="col" { "Started" } th scope="col" { "Took" } th scope="col" { "Outcome" } th scope="col" { "Error" } } }
+                    tbody {
+                        @for attempt in attempts {
+                            tr {
+                                td { (attempt.number) }
+                                td { (format_utc(attempt.started_at)) }
+                                td { (attempt.duration.map(took).unwrap_or_default()) }
+                                td { (attempt.outcome.as_str()) }
+                                td { (attempt.error.as_deref().map(|error| frame.shown(error)).unwrap_or_default()) }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "Body" }
+            pre.body { (frame.shown(body)) }
+            h2 { "Typed event" }
+            pre.typed { (frame.shown(typed)) }
+        },
+    )
+}
+
+fn action(frame: &Frame<'_>, id: i64, name: &str, label: &str, csrf: &str) -> Markup {
+    html! {
+        form method="post" action=(frame.href(&format!("jobs/{id}/{name}"))) {
+            input type="hidden" name="csrf" value=(csrf);
+            button type="submit" { (label) }
+        }
+    }
+}
+
+/// The page that asks before a bulk action, with how many jobs it will touch.
+pub(super) fn confirm(frame: &Frame<'_>, verb: &str, matching: u64, filter: &Filter) -> Markup {
+    let csrf = frame.csrf.unwrap_or_default();
+    layout(
+        frame,
+        &format!("{verb} {matching} jobs?"),
+        html! {
+            p { (verb) " the " strong { (matching) } " jobs that match this filter:" }
+            p { code { (filter.describe()) } }
+            form method="post" action="" {
+                input type="hidden" name="csrf" value=(csrf);
+                button type="submit" { (verb) " " (matching) " jobs" }
+            }
+            p { a href=(frame.href(&format!("jobs?{}", filter.query()))) { "Cancel" } }
+        },
+    )
+}
+
+pub(super) fn problem(frame: &Frame<'_>, title: &str, code: &str) -> Markup {
+    layout(frame, title, html! { p { "Code: " code { (code) } } })
+}
+
+fn age(age: Duration) -> String {
+    let seconds = age.as_secs();
+    match seconds {
+        0..60 => format!("{seconds} s"),
+        60..3600 => format!("{} min", seconds / 60),
+        _ => format!("{} h {} min", seconds / 3600, seconds / 60 % 60),
+    }
+}
+
+fn took(duration: Duration) -> String {
+    format!("{} ms", duration.as_millis())
+}
+
+/// The console's stylesheet, served as a file so that the CSP needs no inline style.
+pub(super) const STYLESHEET: &str = include_str!("console.css");

@@ -1,0 +1,442 @@
+//! The console's cases, each generic over the store; `main.rs` runs each on every store.
+
+use http::{Method, StatusCode, header};
+use periskope_webhook::console::Console;
+use periskope_webhook::inbox::{ConsoleStore, JobFilter, JobId, JobState};
+
+use crate::support::{chat_message, delivery};
+use crate::{Answer, PHONE_CHAT, Served, TOKEN, seed};
+
+const PREFIX: &str = "/console";
+
+fn console<St>(store: St) -> Console<St> {
+    Console::new(store).bearer_token(TOKEN)
+}
+
+fn bearer() -> String {
+    format!("Bearer {TOKEN}")
+}
+
+/// The job ids of a jobs table, in page order.
+fn job_ids(text: &str) -> Vec<JobId> {
+    text.split("data-job-id=\"")
+        .skip(1)
+        .map(|rest| rest[..rest.find('"').unwrap()].parse().unwrap())
+        .collect()
+}
+
+/// The text of the first `attribute="…"` after `marker`.
+fn attribute_after<'a>(text: &'a str, marker: &str, attribute: &str) -> Option<&'a str> {
+    let rest = &text[text.find(marker)?..];
+    let rest = &rest[rest.find(&format!("{attribute}=\""))? + attribute.len() + 2..];
+    Some(&rest[..rest.find('"')?])
+}
+
+/// `reference` resolved against the path `base` (both below the server's root), as a browser
+/// resolves a relative link.
+fn resolve(base: &str, reference: &str) -> String {
+    if let Some(query) = reference.strip_prefix('?') {
+        return format!("{}?{query}", base.split('?').next().unwrap());
+    }
+    let base = base.split('?').next().unwrap();
+    let mut segments: Vec<&str> = base.split('/').collect();
+    segments.pop();
+    let (path, query) =
+        reference.split_once('?').map_or((reference, None), |(path, query)| (path, Some(query)));
+    for part in path.split('/') {
+        match part {
+            ".." => {
+                segments.pop();
+            }
+            "." => {}
+            part => segments.push(part),
+        }
+    }
+    let joined = segments.join("/");
+    match query {
+        Some(query) => format!("{joined}?{query}"),
+        None => joined,
+    }
+}
+
+async fn state_of<St: ConsoleStore>(store: &St, id: JobId) -> Option<JobState> {
+    store.get(id).await.unwrap().map(|job| job.summary.state)
+}
+
+/// A browser's session: the token link opened once, then a page read for its cookies and
+/// CSRF token.
+struct Browser {
+    cookies: String,
+    csrf: String,
+}
+
+impl Browser {
+    async fn sign_in(served: &Served, job: JobId) -> Browser {
+        let link = served.send(Method::GET, &format!("/?token={TOKEN}"), &[], "").await;
+        assert_eq!(link.status, StatusCode::SEE_OTHER);
+        let token_cookie = link.header(header::SET_COOKIE).split(';').next().unwrap().to_owned();
+        let page = served.send(Method::GET, &format!("/jobs/{job}"), &[("cookie", &token_cookie)], "").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        let session_cookie = page.header(header::SET_COOKIE).split(';').next().unwrap().to_owned();
+        assert!(session_cookie.starts_with("periskope_console_session="), "{session_cookie}");
+        let csrf = attribute_after(&page.text, "name=\"csrf\"", "value")
+            .expect("a form with a CSRF token")
+            .to_owned();
+        Browser { cookies: format!("{token_cookie}; {session_cookie}"), csrf }
+    }
+
+    /// POSTs a form as a page of the console would: the session's cookies, `origin`.
+    async fn post(&self, served: &Served, path: &str, csrf: Option<&str>, site: (&str, &str)) -> Answer {
+        let body = csrf.map(|csrf| format!("csrf={csrf}")).unwrap_or_default();
+        let headers =
+            [("cookie", self.cookies.as_str()), ("content-type", "application/x-www-form-urlencoded"), site];
+        served.send(Method::POST, path, &headers, &body).await
+    }
+}
+
+pub async fn nobody_gets_in_without_a_decision_or_the_token<St>(store: St)
+where
+    St: ConsoleStore + Clone + Send + Sync + 'static,
+{
+    let seeded = seed(&store).await;
+    let undecided = Served::start(Console::new(store.clone()), PREFIX).await;
+    for path in ["/", "/jobs", &format!("/jobs/{}", seeded.dead)] {
+        let answer = undecided.get(path).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(
+            !answer.text.contains("message.created") && !answer.text.contains("data-count"),
+            "no data: {path}"
+        );
+    }
+
+    let served = Served::start(console(store.clone()), PREFIX).await;
+    let wrong = [("authorization", "Bearer not-the-token")];
+    for headers in [&[][..], &wrong[..]] {
+        let answer = served.send(Method::GET, "/jobs", headers, "").await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+        assert!(!answer.text.contains("data-job-id"));
+    }
+    let wrong_link = served.send(Method::GET, "/jobs?token=not-the-token", &[], "").await;
+    assert_eq!(wrong_link.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong_link.headers.get(header::SET_COOKIE).is_none());
+    let stolen_cookie =
+        served.send(Method::GET, "/jobs", &[("cookie", "periskope_console_token=guess")], "").await;
+    assert_eq!(stolen_cookie.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(served.get("/jobs").await.status, StatusCode::OK);
+
+    let by_session = Console::new(store)
+        .authorize(|parts| parts.headers.get("x-app-session").is_some_and(|value| value == "valid"));
+    let served = Served::start(by_session, PREFIX).await;
+    assert_eq!(served.send(Method::GET, "/", &[], "").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(served.send(Method::GET, "/", &[("x-app-session", "valid")], "").await.status, StatusCode::OK);
+}
+
+pub async fn a_token_link_becomes_a_strict_cookie_and_the_page_reloads_without_it<St>(store: St)
+where
+    St: ConsoleStore + Clone + Send + Sync + 'static,
+{
+    let seeded = seed(&store).await;
+    let served = Served::start(console(store.clone()), PREFIX).await;
+    let link = served.send(Method::GET, &format!("/jobs?state=dead&token={TOKEN}"), &[], "").await;
+    assert_eq!(link.status, StatusCode::SEE_OTHER);
+    assert_eq!(link.header(header::LOCATION), "?state=dead", "the same page, the token left out");
+    let cookie = link.header(header::SET_COOKIE);
+    assert!(cookie.starts_with(&format!("periskope_console_token={TOKEN};")), "{cookie}");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(!cookie.contains("Secure"), "plain HTTP unless told: {cookie}");
+    assert!(!link.text.contains(TOKEN));
+
+    let page = served
+        .send(Method::GET, "/jobs?state=dead", &[("cookie", &format!("periskope_console_token={TOKEN}"))], "")
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(job_ids(&page.text), [seeded.dead]);
+
+    let secure = Served::start(console(store).secure_cookies(true), PREFIX).await;
+    let link = secure.send(Method::GET, &format!("/?token={TOKEN}"), &[], "").await;
+    assert!(link.header(header::SET_COOKIE).contains("; Secure"));
+}
+
+pub async fn every_answer_carries_the_security_headers<St>(store: St)
+where
+    St: ConsoleStore + Clone + Send + Sync + 'static,
+{
+    let seeded = seed(&store).await;
+    let served = Served::start(console(store), PREFIX).await;
+    let answers = [
+        served.get("/").await,
+        served.get("/jobs").await,
+        served.get(&format!("/jobs/{}", seeded.dead)).await,
+        served.get("/jobs/999999").await,
+        served.get("/assets/console.css").await,
+        served.send(Method::GET, "/", &[], "").await,
+        served.send(Method::GET, &format!("/?token={TOKEN}"), &[], "").await,
+        served
+            .send(Method::POST, &format!("/jobs/{}/retry", seeded.dead), &[("authorization", &bearer())], "")
+            .await,
+    ];
+    let statuses: Vec<u16> = answers.iter().map(|answer| answer.status.as_u16()).collect();
+    assert_eq!(statuses, [200, 200, 200, 404, 200, 401, 303, 303]);
+    for answer in &answers {
+        let policy = answer.header(header::CONTENT_SECURITY_POLICY);
+        assert!(
+            policy.contains("default-src 'none'") && policy.contains("frame-ancestors 'none'"),
+            "{policy}"
+        );
+        assert!(
+            !policy.contains("script-src") && !policy.contains("unsafe-inline"),
+            "no script at all: {policy}"
+        );
+        assert_eq!(answer.header(header::X_CONTENT_TYPE_OPTIONS), "nosniff");
+        assert_eq!(answer.header(header::REFERRER_POLICY), "no-referrer");
+        assert_eq!(answer.header(header::CACHE_CONTROL), "no-store");
+    }
+    assert!(answers[4].header(header::CONTENT_TYPE).starts_with("text/css"));
+}
+
+pub async fn the_overview_counts_every_state<St>(store: St)
+where
+    St: ConsoleStore + Clone + Send + Sync + 'static,
+{
+    let seeded = seed(&store).await;
+    let served = Served::start(console(store), PREFIX).await;
+    let page = served.get("/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let count = |state: &str| -> u64 {
+        let marker = format!("data-count=\"{state}\">");
+        let rest =
+            &page.text[page.text.find(&marker).unwrap_or_else(|| panic!("{state} counted")) + marker.len()..];
+        rest[..rest.find('<').unwrap()].parse().unwrap()
+    };
+    let pending = seeded.pending.len() as u64 + 1;
+    assert_eq!([count("pending"), count("running"), count("done"), count("dead")], [pending, 0, 1, 1]);
+    assert!(page.text.contains("<svg"), "the last hour's chart");
+    assert!(page.text.contains("CRM down"), "the dead kind's latest error");
+    assert!(page.text.contains("<title>") && page.text.contains("<html lang=\"en\">"));
+}
+
+pub async fn delivery_content_is_escaped_and_phone_numbers_masked<St>(store: St)
+where
+    St: ConsoleStore + Clone + Send + Sync + 'static,
+{
+    let seeded = seed(&store).await;
+    let served = Served::start(console(store), PREFIX).await;
+    let job = served.get(&format!("/jobs/{}", seeded.hostile)).await;
+    let list = served.get("/jobs").await;
+    for page in [&job, &list] {
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(!page.text.contains("<script") && !page.text.contains("<img") && !page.text.contains("<b>"));
+        assert!(!page.text.contains("919999912345"), "masked by default");
+    }
+    assert!(job.text.contains("&lt;script&gt;window.pwned=1&lt;/script&gt;"), "the body shows as text");
+    assert!(job.text.contains("onerror="), "the attribute shows as text too");
+    assert!(job.text.contains("&lt;b&gt;"), "the error shows as text");
+    assert!(job.text.contains("Message"), "the typed event");
+
+    let shown = served.get(&format!("/jobs/{}?ids=show", seeded.hostile)).await;
+    assert!(shown.text.contains(PHONE_CHAT), "shown when asked");
+    assert!(!shown.text.contains("<script"));
+}
+
+pub async fn filters_select_exactly_their_jobs_and_pages_cover_each_once<St>(store: St)
+where
+    St: ConsoleStore + Clone + Send + Sync + 'static,
+{
+    let seeded = seed(&store).await;
+    for n in 0..60 {
+        store.insert(delivery(chat_message("c9", &format!("bulk-{n}")))).await.unwrap();
+    }
+    let served = Served::start(console(store.clone()), PREFIX).await;
+    let ids = |path: String| {
+        let served = &served;
+        async move {
+            let page = served.get(&path).await;
+            assert_eq!(page.status, StatusCode::OK, "{path}");
+            job_ids(&page.text)
+        }
+    };
+    assert_eq!(ids("/jobs?state=dead".into()).await, [seeded.dead]);
+    assert_eq!(ids("/jobs?state=done".into()).await, [seeded.done]);
+    assert_eq!(ids("/jobs?state=running".into()).await, Vec::<JobId>::new());
+    assert_eq!(ids("/jobs?chat=c1".into()).await.len(), 5);
+    assert_eq!(ids("/jobs?q=hostile-1".into()).await, [seeded.hostile]);
+    assert_eq!(ids("/jobs?q=CRM+down".into()).await, [seeded.dead]);
+    assert_eq!(ids("/jobs?event=reaction.created".into()).await, Vec::<JobId>::new());
+    assert_eq!(ids("/jobs?from=2999-01-01T00%3A00".into()).await, Vec::<JobId>::new());
+    assert_eq!(ids("/jobs?until=2999-01-01T00%3A00&chat=c1&state=dead".into()).await, [seeded.dead]);
+
+    // Newest first, 50 a page, the "older" link to the next page, each job once.
+    let all: Vec<JobId> =
+        store.search(JobFilter::default().limit(1000)).await.unwrap().into_iter().map(|job| job.id).collect();
+    assert_eq!(all.len(), 66);
+    let first = served.get("/jobs").await;
+    let first_ids = job_ids(&first.text);
+    assert_eq!(first_ids, all[..50]);
+    let next = attribute_after(&first.text, "rel=\"next\"", "href").expect("a link to older jobs");
+    let next = resolve(&format!("{PREFIX}/jobs"), &next.replace("&amp;", "&"));
+    let second = served.get(next.strip_prefix(PREFIX).unwrap()).await;
+    assert_eq!(job_ids(&second.text), all[50..]);
+    assert!(!second.text.contains("rel=\"next\""), "the last page");
+}
+
+pub async fn a_browser_post_without_its_csrf_token_or_from_another_site_changes_nothing<St>(store: St)
+where
+    St: ConsoleStore + Clone + Send + Sync + 'static,
+{
+    let seeded = seed(&store).await;
+    let served = Served::start(console(store.clone()), PREFIX).await;
+    let browser = Browser::sign_in(&served, seeded.dead).await;
+    let retry = format!("/jobs/{}/retry", seeded.dead);
+    let origin = format!("http://{}", served.addr);
+    let refusals = [
+        browser.post(&served, &retry, None, ("sec-fetch-site", "same-origin")).await,
+        browser.post(&served, &retry, Some("0123abcd"), ("sec-fetch-site", "same-origin")).await,
+        browser.post(&served, &retry, Some(&browser.csrf), ("sec-fetch-site", "cross-site")).await,
+        browser.post(&served, &retry, Some(&browser.csrf), ("origin", "http://evil.example")).await,
+    ];
+    for refusal in &refusals {
+        assert_eq!(refusal.status, StatusCode::FORBIDDEN, "{}", refusal.text);
+        assert!(refusal.text.contains("csrf"));
+    }
+    assert_eq!(state_of(&store, seeded.dead).await, Some(JobState::Dead), "nothing changed");
+
+    // Another session's token is worth nothing in this one.
+    let other = Browser::sign_in(&served, seeded.done).await;
+    let crossed = browser.post(&served, &retry, Some(&other.csrf), ("sec-fetch-site", "same-origin")).await;
+    assert_eq!(crossed.status, StatusCode::FORBIDDEN);
+    assert_eq!(state_of(&store, seeded.dead).await, Some(JobState::Dead));
+
+    let accepted = browser.post(&served, &retry, Some(&browser.csrf), ("origin", &origin)).await;
+    assert_eq!(accepted.status, StatusCode::SEE_OTHER, "{}", accepted.text);
+    assert_eq!(state_of(&store, seeded.dead).await, Some(JobState::Pending));
+
+    // A script with the header needs no CSRF token; a GET changes nothing.
+    assert_eq!(
+        served.get(&format!("/jobs/{}/replay", seeded.done)).await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    assert_eq!(state_of(&store, seeded.done).await, Some(JobState::Done));
+    let script = served
+        .send(Method::POST, &format!("/jobs/{}/replay", seeded.done), &[("authorization", &bearer())], "")
+        .await;
+    assert_eq!(script.status, StatusCode::SEE_OTHER);
+    assert_eq!(state_of(&store, seeded.done).await, Some(JobState::Pending));
+}
+
+pub async fn retry_replay_and_purge_act_on_their_job<St>(store: St)
+where
+    St: ConsoleStore + Clone + Send + Sync + 'static,
+{
+    let seeded = seed(&store).await;
+    let served = Served::start(console(store.clone()), PREFIX).await;
+    let post = |path: String| {
+        let served = &served;
+        async move { served.send(Method::POST, &path, &[("authorization", &bearer())], "").await }
+    };
+    let page = served.get(&format!("/jobs/{}", seeded.dead)).await;
+    assert!(page.text.contains(">Retry</button>") && page.text.contains(">Purge</button>"));
+    assert!(!page.text.contains(">Replay</button>"), "only a handled job is replayed");
+    let page = served.get(&format!("/jobs/{}", seeded.done)).await;
+    assert!(page.text.contains(">Replay</button>") && !page.text.contains(">Retry</button>"));
+
+    let retried = post(format!("/jobs/{}/retry", seeded.dead)).await;
+    assert_eq!(retried.status, StatusCode::SEE_OTHER);
+    assert_eq!(retried.header(header::LOCATION), format!("../../jobs/{}", seeded.dead));
+    assert_eq!(state_of(&store, seeded.dead).await, Some(JobState::Pending));
+
+    // A handled job is not retried, a pending one not replayed.
+    post(format!("/jobs/{}/retry", seeded.done)).await;
+    assert_eq!(state_of(&store, seeded.done).await, Some(JobState::Done));
+    post(format!("/jobs/{}/replay", seeded.pending[0])).await;
+    let replayed = post(format!("/jobs/{}/replay", seeded.done)).await;
+    assert_eq!(replayed.status, StatusCode::SEE_OTHER);
+    assert_eq!(state_of(&store, seeded.done).await, Some(JobState::Pending));
+
+    let purged = post(format!("/jobs/{}/purge", seeded.hostile)).await;
+    assert_eq!(purged.header(header::LOCATION), "../../jobs");
+    assert_eq!(state_of(&store, seeded.hostile).await, None);
+    assert_eq!(served.get(&format!("/jobs/{}", seeded.hostile)).await.status, StatusCode::NOT_FOUND);
+}
+
+pub async fn bulk_actions_confirm_the_count_then_act<St>(store: St)
+where
+    St: ConsoleStore + Clone + Send + Sync + 'static,
+{
+    let seeded = seed(&store).await;
+    let served = Served::start(console(store.clone()), PREFIX).await;
+    let confirm = served.get("/jobs/retry?state=dead").await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    assert!(confirm.text.contains("<strong>1</strong>"), "{}", confirm.text);
+    assert_eq!(state_of(&store, seeded.dead).await, Some(JobState::Dead), "the confirmation changes nothing");
+    let done = served.send(Method::POST, "/jobs/retry?state=dead", &[("authorization", &bearer())], "").await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    assert_eq!(done.header(header::LOCATION), "../jobs?state=dead");
+    assert_eq!(state_of(&store, seeded.dead).await, Some(JobState::Pending));
+
+    let confirm = served.get("/jobs/purge?chat=c1").await;
+    assert!(confirm.text.contains("<strong>5</strong>"), "{}", confirm.text);
+    served.send(Method::POST, "/jobs/purge?chat=c1", &[("authorization", &bearer())], "").await;
+    let left = store.search(JobFilter::default()).await.unwrap();
+    assert_eq!(left.iter().map(|job| job.id).collect::<Vec<_>>(), [seeded.hostile]);
+}
+
+pub async fn a_read_only_console_shows_no_actions_and_refuses_them<St>(store: St)
+where
+    St: ConsoleStore + Clone + Send + Sync + 'static,
+{
+    let seeded = seed(&store).await;
+    let served = Served::start(console(store.clone()).read_only(true), PREFIX).await;
+    let page = served.get(&format!("/jobs/{}?ids=show", seeded.hostile)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.text.contains("<button") && !page.text.contains("<form method=\"post\""));
+    assert!(!page.text.contains("919999912345"), "ids stay masked");
+    assert!(!served.get("/jobs").await.text.contains("jobs/retry"), "no bulk actions offered");
+    for path in [format!("/jobs/{}/retry", seeded.dead), "/jobs/retry?state=dead".to_owned()] {
+        let refused = served.send(Method::POST, &path, &[("authorization", &bearer())], "").await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(refused.text.contains("read_only"));
+    }
+    assert_eq!(served.get("/jobs/retry?state=dead").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(state_of(&store, seeded.dead).await, Some(JobState::Dead));
+}
+
+pub async fn links_work_under_any_prefix<St>(store: St)
+where
+    St: ConsoleStore + Clone + Send + Sync + 'static,
+{
+    let seeded = seed(&store).await;
+    for prefix in ["", "/console", "/ops/inbox/console"] {
+        let served = Served::start(console(store.clone()), prefix).await;
+        let absolute = |path: &str| format!("{prefix}{path}");
+        let overview = served.get("/").await;
+        let jobs_link = overview
+            .text
+            .split("href=\"")
+            .skip(1)
+            .map(|rest| &rest[..rest.find('"').unwrap()])
+            .find(|href| href.ends_with("jobs"));
+        let jobs_path = resolve(&absolute("/"), jobs_link.expect("a link to the jobs"));
+        assert_eq!(jobs_path, absolute("/jobs"), "{prefix}");
+
+        let jobs = served.get("/jobs").await;
+        let job_link =
+            attribute_after(&jobs.text, &format!("data-job-id=\"{}\"", seeded.dead), "href").unwrap();
+        let job_path = resolve(&jobs_path, job_link);
+        assert_eq!(job_path, absolute(&format!("/jobs/{}", seeded.dead)), "{prefix}");
+        let job = served.get(job_path.strip_prefix(prefix).unwrap()).await;
+        assert!(job.text.contains(&format!("Job {}", seeded.dead)));
+
+        let action = attribute_after(&job.text, "<form method=\"post\"", "action").unwrap();
+        assert_eq!(resolve(&job_path, action), absolute(&format!("/jobs/{}/retry", seeded.dead)));
+        let stylesheet =
+            resolve(&job_path, attribute_after(&job.text, "rel=\"stylesheet\"", "href").unwrap());
+        let css = served.send(Method::GET, stylesheet.strip_prefix(prefix).unwrap(), &[], "").await;
+        assert_eq!(css.status, StatusCode::OK, "{stylesheet}");
+        let retried = served
+            .send(Method::POST, &format!("/jobs/{}/retry", seeded.dead), &[("authorization", &bearer())], "")
+            .await;
+        let back =
+            resolve(&absolute(&format!("/jobs/{}/retry", seeded.dead)), retried.header(header::LOCATION));
+        assert_eq!(back, absolute(&format!("/jobs/{}", seeded.dead)));
+    }
+}
