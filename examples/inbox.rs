@@ -16,6 +16,11 @@
 //!   (default 60 s); each attempt may run for half of it.
 //! - `INBOX_SHUTDOWN_GRACE_MS`: on Ctrl-C or SIGTERM, how long jobs in flight may finish before
 //!   they are given back for the next run (default 10 s).
+//! - `INBOX_MAX_ATTEMPTS`: attempts before a job becomes a dead letter (default 8).
+//! - `HANDLER_FAIL_FILE`: while this file exists, the handler fails every event whose name is
+//!   one of its lines, so that dead letters, and "fix the cause, then retry", can be tried.
+//! - `CONSOLE_TOKEN`: serves the [console](periskope_webhook::console) at `/console/`, for
+//!   requests with this bearer token (open `/console/?token=...` once in a browser).
 //!
 //! For each delivery handled successfully it prints exactly one line,
 //! `processed <event name> <first 16 hex digits of the SHA-256 of the body>`. Stopped (Ctrl-C,
@@ -25,12 +30,12 @@
 #[allow(dead_code)]
 mod support;
 
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use axum::Router;
-use periskope_webhook::inbox::{Inbox, InboxStore, PostgresStore, SqliteStore, WorkerConfig};
+use periskope_webhook::console::Console;
+use periskope_webhook::inbox::{ConsoleStore, Inbox, PostgresStore, SqliteStore, WorkerConfig};
 use periskope_webhook::redact::StoreLocation;
 use periskope_webhook::{EventRouter, PeriskopeWebhookLayer, WebhookEvent, shutdown_signal};
 use sha2::{Digest, Sha256};
@@ -63,6 +68,10 @@ async fn main() {
     if let Some(grace) = millis("INBOX_SHUTDOWN_GRACE_MS") {
         config.shutdown_grace = grace;
     }
+    if let Ok(attempts) = std::env::var("INBOX_MAX_ATTEMPTS") {
+        config.max_attempts =
+            attempts.parse().unwrap_or_else(|_| exit("INBOX_MAX_ATTEMPTS must be a whole number"));
+    }
     // Never printed whole: a PostgreSQL URL or connection string can hold a password.
     match StoreLocation::parse(&location).unwrap_or_else(|error| exit(&error.to_string())) {
         StoreLocation::Postgres(database) => {
@@ -77,12 +86,21 @@ async fn main() {
     }
 }
 
-async fn serve<St: InboxStore>(inbox: Inbox<St>, config: WorkerConfig) {
+/// Whether `HANDLER_FAIL_FILE` names a file that exists and lists `event` on a line.
+fn told_to_fail(event: &str) -> bool {
+    let Some(file) = std::env::var_os("HANDLER_FAIL_FILE") else { return false };
+    std::fs::read_to_string(file).is_ok_and(|names| names.lines().any(|name| name.trim() == event))
+}
+
+async fn serve<St: ConsoleStore + Clone + Send + Sync + 'static>(inbox: Inbox<St>, config: WorkerConfig) {
     let delay = millis("HANDLER_DELAY_MS").unwrap_or(Duration::ZERO);
     let events = EventRouter::new().fallback(move |event: WebhookEvent| async move {
         tokio::time::sleep(delay).await;
+        if told_to_fail(event.name()) {
+            return Err(format!("HANDLER_FAIL_FILE lists {}", event.name()));
+        }
         println!("processed {} {}", event.name(), short_digest(event.body()));
-        Ok::<_, Infallible>(())
+        Ok(())
     });
 
     let worker = inbox.worker(events).config(config).spawn();
@@ -90,12 +108,21 @@ async fn serve<St: InboxStore>(inbox: Inbox<St>, config: WorkerConfig) {
 
     // No `.deduplicate(...)`: the inbox stores each occurrence once.
     let layer = PeriskopeWebhookLayer::new(support::signing_key());
-    let app = Router::new().route_service(support::PATH, layer.service(inbox.acceptor()));
+    let mut app = Router::new().route_service(support::PATH, layer.service(inbox.acceptor()));
+    let console_token = std::env::var("CONSOLE_TOKEN").ok().filter(|token| !token.is_empty());
+    if let Some(token) = &console_token {
+        app = app.nest_service("/console", Console::new(inbox.store().clone()).bearer_token(token.as_str()));
+    }
     let listener = tokio::net::TcpListener::bind(support::addr())
         .await
         .unwrap_or_else(|error| exit(&format!("cannot listen on {}: {error}", support::addr())));
     match listener.local_addr() {
-        Ok(addr) => println!("listening on http://{addr}"),
+        Ok(addr) => {
+            println!("listening on http://{addr}");
+            if console_token.is_some() {
+                println!("console on http://{addr}/console/ (open it once with ?token=<CONSOLE_TOKEN>)");
+            }
+        }
         Err(error) => exit(&error.to_string()),
     }
     // Ctrl-C or SIGTERM: first stop accepting and answer the requests in flight, then give the

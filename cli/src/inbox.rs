@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 #[cfg(feature = "postgres")]
 use periskope_webhook::inbox::PostgresStore;
 use periskope_webhook::inbox::{
-    InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary, ListQuery, Selection,
+    ConsoleStore, InboxError, InboxStats, JobId, JobRecord, JobState, JobSummary, ListQuery, Selection,
     SqliteStore,
 };
 use periskope_webhook::redact::{StoreLocation, mask_phone_digits};
@@ -68,6 +68,14 @@ enum Action {
     Purge(Target),
     /// Count jobs per state, and show the attempts in the queue and the oldest pending job's age.
     Stats,
+    /// Serve the operator console for this inbox (overview, jobs, retry, replay, purge) until
+    /// Ctrl-C. The first line printed is the URL to open: it holds a fresh random token. On a
+    /// file a running server holds, the console is read-only.
+    Console {
+        /// Where to listen; loopback by default (the console shows customer messages).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: std::net::SocketAddr,
+    },
 }
 
 /// Whether ids and error texts are printed in full.
@@ -111,7 +119,7 @@ impl Target {
 impl Action {
     /// Whether the action only reads the inbox, so that it can run beside the server.
     fn only_reads(&self) -> bool {
-        matches!(self, Action::List { .. } | Action::Show { .. } | Action::Stats)
+        matches!(self, Action::List { .. } | Action::Show { .. } | Action::Stats | Action::Console { .. })
     }
 }
 
@@ -133,7 +141,7 @@ pub fn inbox(args: InboxArgs, output: &Output) -> Result<(), Failure> {
             #[cfg(feature = "postgres")]
             StoreLocation::Postgres(config) => {
                 let store = PostgresStore::connect_with(config, 1).await.map_err(failed)?;
-                run(store, args.action, output).await
+                run(store, args.action, None, output).await
             }
             #[cfg(not(feature = "postgres"))]
             StoreLocation::Postgres(_) => Err(Failure::Error(format!(
@@ -145,12 +153,15 @@ pub fn inbox(args: InboxArgs, output: &Output) -> Result<(), Failure> {
                 if !path.is_file() {
                     return Err(Failure::Error(format!("no inbox file at {location}")));
                 }
-                let store = match SqliteStore::open(path) {
-                    Ok(store) => store,
+                let (store, read_only) = match SqliteStore::open(path) {
+                    Ok(store) => (store, None),
                     // A running server holds the file for writing: read it beside the server.
-                    Err(InboxError::Locked { .. }) if args.action.only_reads() => {
-                        SqliteStore::options().read_only(true).open(path).map_err(failed)?
-                    }
+                    Err(InboxError::Locked { .. }) if args.action.only_reads() => (
+                        SqliteStore::options().read_only(true).open(path).map_err(failed)?,
+                        Some(
+                            "a running server holds this file and alone writes it; stop it to retry, replay or purge",
+                        ),
+                    ),
                     Err(InboxError::Locked { .. }) => {
                         return Err(Failure::Error(format!(
                             "the inbox at {location} is in use by a running server, which alone writes \
@@ -159,7 +170,7 @@ pub fn inbox(args: InboxArgs, output: &Output) -> Result<(), Failure> {
                     }
                     Err(error) => return Err(failed(error)),
                 };
-                run(store, args.action, output).await
+                run(store, args.action, read_only, output).await
             }
         }
     })?
@@ -169,8 +180,14 @@ fn failed(error: InboxError) -> Failure {
     Failure::Error(error.to_string())
 }
 
-async fn run<St: InboxStore>(store: St, action: Action, output: &Output) -> Result<(), Failure> {
+/// Runs `action` on `store`; `read_only` says why the store can only be read, if it can't be
+/// written.
+async fn run<St>(store: St, action: Action, read_only: Option<&str>, output: &Output) -> Result<(), Failure>
+where
+    St: ConsoleStore + Clone + Send + Sync + 'static,
+{
     match action {
+        Action::Console { addr } => crate::console::serve(store, read_only, addr, output).await?,
         Action::List { state, limit, after, ids } => {
             let mut query = ListQuery::new(state, limit.max(1));
             if let Some(after) = after {

@@ -1,5 +1,6 @@
 //! `periskope-webhook`: sign, verify, send and receive Periskope webhooks from the command line.
 
+mod console;
 mod delivery;
 mod forward;
 mod inbox;

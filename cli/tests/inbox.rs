@@ -290,6 +290,97 @@ fn the_inbox_example_reads_a_postgres_store_in_any_case_and_never_echoes_it() {
     }
 }
 
+/// `inbox console` on `db`, killed when dropped, and the URL its first line gives.
+struct ServedConsole {
+    child: std::process::Child,
+    url: String,
+    stderr: std::process::ChildStderr,
+}
+
+impl ServedConsole {
+    fn start(db: &Path) -> ServedConsole {
+        let mut child = inbox(db)
+            .arg("console")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the console starts");
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        let url = lines.next().expect("a first line").unwrap();
+        let stderr = child.stderr.take().unwrap();
+        ServedConsole { child, url, stderr }
+    }
+
+    /// The address and the token of the first line, `http://ADDR/?token=TOKEN`.
+    fn addr_and_token(&self) -> (String, String) {
+        let rest = self.url.strip_prefix("http://").unwrap_or_else(|| panic!("a URL first: {}", self.url));
+        let (addr, token) = rest.split_once("/?token=").unwrap();
+        (addr.to_owned(), token.to_owned())
+    }
+
+    /// Stops the console and returns what it wrote on standard error.
+    fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.stderr, &mut text);
+        text
+    }
+}
+
+impl Drop for ServedConsole {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 exchange with `addr`: the status and the whole answer, headers included.
+fn exchange(addr: &str, method: &str, path: &str, headers: &[String]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n");
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    (answer[9..12].parse().unwrap(), answer)
+}
+
+#[test]
+fn the_console_serves_the_inbox_on_loopback_behind_a_fresh_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("inbox.db");
+    let (dead, _) = fill(&db);
+    let console = ServedConsole::start(&db);
+    let (addr, token) = console.addr_and_token();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    assert!(token.len() >= 32, "a long random token");
+    assert_ne!(ServedConsole::start(&db).addr_and_token().1, token, "a fresh token each time");
+
+    let (status, _) = exchange(&addr, "GET", "/", &[]);
+    assert_eq!(status, 401);
+    let (status, answer) = exchange(&addr, "GET", &format!("/?token={token}"), &[]);
+    assert_eq!(status, 303);
+    assert!(answer.contains(&format!("periskope_console_token={token}; Path=/; HttpOnly; SameSite=Strict")));
+    let bearer = format!("Authorization: Bearer {token}");
+    let (status, overview) = exchange(&addr, "GET", "/", &[bearer.clone()]);
+    assert_eq!(status, 200);
+    assert!(overview.contains("data-count=\"dead\">1<"), "{overview}");
+    let (status, _) = exchange(&addr, "POST", &format!("/jobs/{dead}/retry"), &[bearer]);
+    assert_eq!(status, 303);
+    let stderr = console.stop();
+    assert!(!stderr.contains("read-only"), "{stderr}");
+    assert_eq!(jobs(&db)[0].1, JobState::Pending, "retried from the console");
+}
+
 #[test]
 fn a_running_servers_inbox_is_read_beside_it_and_writes_are_refused_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -328,6 +419,18 @@ fn a_running_servers_inbox_is_read_beside_it_and_writes_are_refused_in_one_line(
         assert_one_error_line(&refused);
         assert!(stderr(&refused).contains("running server"), "{}", stderr(&refused));
     }
+    // The console reads it too, read-only, and says why.
+    let console = ServedConsole::start(&db);
+    let (addr, token) = console.addr_and_token();
+    let bearer = format!("Authorization: Bearer {token}");
+    let (status, page) = exchange(&addr, "GET", &format!("/jobs/{dead}"), &[bearer.clone()]);
+    assert_eq!(status, 200);
+    assert!(!page.contains("<button"), "no actions on a read-only console");
+    let (status, _) = exchange(&addr, "POST", &format!("/jobs/{dead}/retry"), &[bearer]);
+    assert_eq!(status, 403);
+    let stderr = console.stop();
+    assert!(stderr.contains("read-only: a running server holds this file"), "{stderr}");
+
     let _ = server.kill();
     let _ = server.wait();
     assert_eq!(jobs(&db)[0], (dead, JobState::Dead, 1), "nothing was retried or purged");
