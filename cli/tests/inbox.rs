@@ -337,7 +337,7 @@ impl Drop for ServedConsole {
 }
 
 /// One HTTP/1.1 exchange with `addr`: the status and the whole answer, headers included.
-fn exchange(addr: &str, method: &str, path: &str, headers: &[String]) -> (u16, String) {
+fn exchange(addr: &str, method: &str, path: &str, headers: &[&str]) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -371,10 +371,10 @@ fn the_console_serves_the_inbox_on_loopback_behind_a_fresh_token() {
     assert_eq!(status, 303);
     assert!(answer.contains(&format!("periskope_console_token={token}; Path=/; HttpOnly; SameSite=Strict")));
     let bearer = format!("Authorization: Bearer {token}");
-    let (status, overview) = exchange(&addr, "GET", "/", &[bearer.clone()]);
+    let (status, overview) = exchange(&addr, "GET", "/", &[&bearer]);
     assert_eq!(status, 200);
     assert!(overview.contains("data-count=\"dead\">1<"), "{overview}");
-    let (status, _) = exchange(&addr, "POST", &format!("/jobs/{dead}/retry"), &[bearer]);
+    let (status, _) = exchange(&addr, "POST", &format!("/jobs/{dead}/retry"), &[&bearer]);
     assert_eq!(status, 303);
     let stderr = console.stop();
     assert!(!stderr.contains("read-only"), "{stderr}");
@@ -423,10 +423,10 @@ fn a_running_servers_inbox_is_read_beside_it_and_writes_are_refused_in_one_line(
     let console = ServedConsole::start(&db);
     let (addr, token) = console.addr_and_token();
     let bearer = format!("Authorization: Bearer {token}");
-    let (status, page) = exchange(&addr, "GET", &format!("/jobs/{dead}"), &[bearer.clone()]);
+    let (status, page) = exchange(&addr, "GET", &format!("/jobs/{dead}"), &[&bearer]);
     assert_eq!(status, 200);
     assert!(!page.contains("<button"), "no actions on a read-only console");
-    let (status, _) = exchange(&addr, "POST", &format!("/jobs/{dead}/retry"), &[bearer]);
+    let (status, _) = exchange(&addr, "POST", &format!("/jobs/{dead}/retry"), &[&bearer]);
     assert_eq!(status, 403);
     let stderr = console.stop();
     assert!(stderr.contains("read-only: a running server holds this file"), "{stderr}");
