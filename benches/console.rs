@@ -1,8 +1,11 @@
-//! The queries behind the console's pages, on an inbox of 1,000,000 jobs: the overview
-//! (`stats`, `per_minute` over the last hour, `dead_letters_by_event`) and the jobs page (its
-//! first page and a deep keyset page, each with and without a state filter), on the embedded
-//! SQLite store and on PostgreSQL (a throw-away cluster on a free port, skipped when
-//! PostgreSQL 15 is not installed).
+//! The console on an inbox of 1,000,000 jobs, on the embedded SQLite store and on PostgreSQL
+//! (a throw-away cluster on a free port, skipped when PostgreSQL 15 is not installed):
+//! - the queries behind its pages: the overview's (`stats`, `per_minute` over the last hour,
+//!   `dead_letters_by_event`) and the jobs page's (its first page and a deep keyset page, each
+//!   with and without a state filter);
+//! - time to first byte of the overview, the jobs page and the dead jobs page: from the request
+//!   handed to [`Console`] to the first frame of its body, every query and the rendering
+//!   included (the socket's own cost, a few tens of microseconds on loopback, is not).
 //!
 //! `cargo bench --bench console --profile release --all-features` (`--profile release` skips
 //! fat LTO); `CONSOLE_BENCH_JOBS` changes the size. Under `cargo test --benches` (`--bench`
@@ -22,9 +25,14 @@ mod postgres;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use periskope_webhook::console::Console;
 use periskope_webhook::inbox::{ConsoleStore, JobFilter, JobState, PostgresStore, SqliteStore};
 use tokio::runtime::Runtime;
+use tower::ServiceExt;
 
 /// The columns [`job_values`] fills.
 const JOB_COLUMNS: &str = "dedup_key, event, ordering_key, body, received_at, run_at, state, attempts, \
@@ -94,7 +102,20 @@ async fn seed_postgres(url: &str, jobs: i64, now: SystemTime) {
     client.batch_execute("VACUUM ANALYZE").await.unwrap();
 }
 
-fn bench_store<St: ConsoleStore>(
+/// Asks the console for `uri` and waits for the first frame of its answer: what a browser
+/// waits for before it can draw anything.
+async fn first_byte<St>(console: Console<St>, uri: &'static str) -> Bytes
+where
+    St: ConsoleStore + Clone + Send + Sync + 'static,
+{
+    let request = Request::get(uri).body(Empty::<Bytes>::new()).unwrap();
+    let answer = console.oneshot(request).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK, "{uri}");
+    let frame = answer.into_body().frame().await.expect("a first frame").unwrap();
+    frame.into_data().expect("a data frame")
+}
+
+fn bench_store<St: ConsoleStore + Clone + Send + Sync + 'static>(
     criterion: &mut Criterion,
     runtime: &Runtime,
     name: &str,
@@ -125,6 +146,14 @@ fn bench_store<St: ConsoleStore>(
         assert!((1..=50).contains(&found.len()), "{page}: a page of {}", found.len());
         group.bench_with_input(BenchmarkId::from_parameter(page), &filter, |bench, filter| {
             bench.iter(|| runtime.block_on(store.search(filter.clone())).unwrap())
+        });
+    }
+    let console = Console::new(store.clone()).insecure_allow_all();
+    for (page, uri) in [("overview", "/"), ("jobs page", "/jobs"), ("dead jobs page", "/jobs?state=dead")] {
+        let first = runtime.block_on(first_byte(console.clone(), uri));
+        assert!(first.starts_with(b"<!DOCTYPE html>"), "{page}: the page itself");
+        group.bench_function(format!("time to first byte, {page}"), |bench| {
+            bench.iter(|| runtime.block_on(first_byte(console.clone(), uri)))
         });
     }
     group.finish();

@@ -100,6 +100,27 @@ pub fn small_message_event_type() -> Vec<u8> {
     .to_vec()
 }
 
+/// A `message.ack.updated` under 1 KB as acks often arrive: `ack` and `forwarding_score` as
+/// integers, a short text.
+pub fn small_ack_updated() -> Vec<u8> {
+    concat!(
+        r#"{"event":"message.ack.updated","data":{"#,
+        r#""message_id":"true_919876500000@c.us_3EB0C7D8E9F0A1B2C3D4_919004300000@c.us","#,
+        r#""org_id":"2997dd64-89bf-48d3-9a22-b314fca017e5","ack":3,"author":null,"#,
+        r#""body":"Your order has shipped","device_type":"web","forwarding_score":0,"#,
+        r#""from":"919004300000@c.us","from_me":true,"has_media":false,"has_quoted_msg":false,"#,
+        r#""id":{"id":"3EB0C7D8E9F0A1B2C3D4","fromMe":true,"remote":"919876500000@c.us","#,
+        r#""_serialized":"true_919876500000@c.us_3EB0C7D8E9F0A1B2C3D4"},"#,
+        r#""to":"919876500000@c.us","message_type":"chat","chat_id":"919876500000@c.us","#,
+        r#""timestamp":"2025-01-20 07:51:47+00","org_phone":"919004300000@c.us","#,
+        r#""sender_phone":"919004300000@c.us","unique_id":"3EB0C7D8E9F0A1B2C3D4"},"#,
+        r#""org_id":"2997dd64-89bf-48d3-9a22-b314fca017e5","previous_attributes":{"ack":2},"#,
+        r#""timestamp":"2025-01-20T07:51:52.114+00:00"}"#
+    )
+    .as_bytes()
+    .to_vec()
+}
+
 /// A private note carrying its attachment inline: `attachment_bytes` of base64 in
 /// `media.filedata`.
 pub fn note_with_attachment(attachment_bytes: usize) -> Vec<u8> {
@@ -124,6 +145,8 @@ pub fn bodies() -> Vec<(&'static str, Vec<u8>)> {
         ("message.created", compact("message.created.envelope.json")),
         ("ticket.created", compact("ticket.created.envelope.json")),
         ("reaction.created", compact("reaction.created.envelope.json")),
+        ("message.ack.updated/small-integer-ack", small_ack_updated()),
+        ("chat.notification.created", compact("chat.notification.created.envelope.json")),
         ("chat.created/1500-members", large_group_chat(1500)),
         ("message.created/data-first-escaped", data_first_escaped_text()),
         ("message.deleted/sparse", sparse_message_deleted()),

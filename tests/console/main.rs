@@ -2,6 +2,7 @@
 //! prefix, over real HTTP, on every store: access decisions, the token link, CSRF, escaping,
 //! masking, filters and pages, the actions, read-only consoles and the headers of every answer.
 
+mod browser;
 #[path = "../common/mod.rs"]
 mod common;
 mod pages;
