@@ -58,10 +58,6 @@ pub(crate) enum Decoded<'a> {
 
 /// Decodes `text` as [`Event::from_json`] does, with the same errors, but types `data` only when
 /// `wanted` accepts the event's kind; `data` of an unwanted kind is only checked to be JSON.
-///
-/// The one pass runs on sonic-rs with the `simd` feature, on serde_json without; the second
-/// pass, which decides every error and every misfit, always runs on serde_json, so errors and
-/// undecodable data are the same either way.
 pub(crate) fn decode_wanted(
     text: &str,
     wanted: impl Fn(EventKind) -> bool,
@@ -72,49 +68,11 @@ pub(crate) fn decode_wanted(
     }
 }
 
-#[cfg(not(feature = "simd"))]
-use self::one_pass_serde_json as one_pass;
-#[cfg(feature = "simd")]
-use self::one_pass_sonic as one_pass;
-
-/// The one pass on serde_json (also the reference the `simd` decoder is tested against).
-fn one_pass_serde_json<'de>(text: &'de str, wanted: &impl Fn(EventKind) -> bool) -> Option<Decoded<'de>> {
+/// The one pass: `None` when anything is unusual, for [`decode_slowly`] to decide.
+fn one_pass<'de>(text: &'de str, wanted: &impl Fn(EventKind) -> bool) -> Option<Decoded<'de>> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let decoded = deserializer.deserialize_map(EnvelopeVisitor { text, wanted }).ok()?;
     deserializer.end().ok().map(|()| decoded)
-}
-
-/// The one pass on sonic-rs, for bodies that cannot nest deeper than serde_json allows.
-///
-/// sonic-rs skips values (unknown fields, raw `data`) by recursion without a depth limit, so
-/// deeply nested input would overflow the stack; a body with more than 128 `[` and `{` bytes in
-/// all (a bound on its depth, counted at memory speed) is left to serde_json, which limits it.
-#[cfg(feature = "simd")]
-fn one_pass_sonic<'de>(text: &'de str, wanted: &impl Fn(EventKind) -> bool) -> Option<Decoded<'de>> {
-    const MAX_OPENERS: usize = 128;
-    if more_openers_than(text.as_bytes(), MAX_OPENERS) {
-        return one_pass_serde_json(text, wanted);
-    }
-    let mut deserializer = sonic_rs::Deserializer::from_str(text);
-    let decoded = (&mut deserializer).deserialize_map(EnvelopeVisitor { text, wanted }).ok()?;
-    deserializer.end().ok().map(|()| decoded)
-}
-
-/// Whether `bytes` holds more than `limit` bytes `[` or `{`.
-///
-/// Counted in blocks of 64 bytes into a `u8` with one comparison per byte (`[` and `{` differ
-/// only in bit 0x20), which the compiler turns into vector code; a per-byte filter and count was
-/// a third of a simd decode. Stops at the first block past the limit.
-#[cfg(feature = "simd")]
-fn more_openers_than(bytes: &[u8], limit: usize) -> bool {
-    let mut openers = 0;
-    for block in bytes.chunks(64) {
-        openers += usize::from(block.iter().fold(0u8, |count, &byte| count + u8::from(byte | 0x20 == b'{')));
-        if openers > limit {
-            return true;
-        }
-    }
-    false
 }
 
 /// The one-pass decoder. Anything unusual (a repeated key, `event` and `event_type` naming
@@ -141,7 +99,7 @@ impl<'de, W: Fn(EventKind) -> bool> Visitor<'de> for EnvelopeVisitor<'de, '_, W>
         let mut event_type: Option<Option<Str<'de>>> = None;
         // `data` is typed as it is read when the name came first, kept raw otherwise.
         let mut typed: Option<EventData<'de>> = None;
-        let mut raw: Option<RawJson<'de>> = None;
+        let mut raw: Option<&'de RawValue> = None;
         let mut org_id: Option<Option<Str<'de>>> = None;
         let mut timestamp: Option<Option<Timestamp<'de>>> = None;
         let mut previous: Option<Option<RawJson<'de>>> = None;
@@ -182,12 +140,7 @@ impl<'de, W: Fn(EventKind) -> bool> Visitor<'de> for EnvelopeVisitor<'de, '_, W>
         let data = match typed {
             Some(typed) if typed.kind() == kind => typed,
             Some(_) => return Err(de::Error::custom("`event` and `event_type` disagree")),
-            // Raw `data` that had to be copied (sonic-rs copies a value holding escapes) cannot
-            // be typed borrowing from the body: the second pass does it.
-            None => match raw.map(|raw| raw.as_borrowed()) {
-                Some(None) => return Err(de::Error::custom("raw `data` was copied")),
-                raw => data_from_raw(kind, name, raw.flatten()),
-            },
+            None => data_from_raw(kind, name, raw.map(RawValue::get)),
         };
         Ok(Decoded::Event(Event {
             data,
@@ -366,189 +319,4 @@ pub(crate) fn ignored_fields(text: &str, kind: EventKind, mut ignored: impl FnMu
     let mut deserializer = serde_json::Deserializer::from_str(data.get());
     let mut record = |path: Path<'_>| ignored("data", path);
     let _ = decode_typed(kind, serde_ignored::Deserializer::new(&mut deserializer, &mut record));
-}
-
-/// The `simd` decoder against the serde_json one: the same result (event, or error) for any
-/// input, whether the kind is wanted or not.
-#[cfg(all(test, feature = "simd"))]
-mod simd_agrees_with_serde_json {
-    use proptest::prelude::*;
-    use proptest::test_runner::Config;
-
-    use super::{
-        Decoded, EventKind, decode_slowly, decode_wanted, more_openers_than, one_pass_serde_json,
-        one_pass_sonic,
-    };
-    use crate::event::{DecodeError, Event};
-
-    /// What a decoder gave, comparable.
-    #[derive(Debug, PartialEq)]
-    enum Outcome<'a> {
-        Event(Event<'a>),
-        Unwanted(EventKind),
-        Error(DecodeError),
-    }
-
-    fn outcome(result: Result<Decoded<'_>, DecodeError>) -> Outcome<'_> {
-        match result {
-            Ok(Decoded::Event(event)) => Outcome::Event(event),
-            Ok(Decoded::Unwanted(kind)) => Outcome::Unwanted(kind),
-            Err(error) => Outcome::Error(error),
-        }
-    }
-
-    fn agree(text: &str, mask: u32) {
-        let wanted = |kind: EventKind| mask & (1 << kind as u32) != 0;
-        let simd = outcome(decode_wanted(text, wanted));
-        let reference =
-            outcome(one_pass_serde_json(text, &wanted).map_or_else(|| decode_slowly(text, wanted), Ok));
-        assert_eq!(simd, reference, "input: {text}");
-    }
-
-    fn fixtures() -> Vec<String> {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let mut paths: Vec<_> = [root.clone(), root.join("deliveries")]
-            .into_iter()
-            .flat_map(|dir| std::fs::read_dir(dir).expect("tests/fixtures"))
-            .map(|entry| entry.expect("an entry").path())
-            .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
-            .collect();
-        paths.sort();
-        paths.into_iter().map(|path| std::fs::read_to_string(path).expect("a UTF-8 fixture")).collect()
-    }
-
-    /// A JSON value with the odd parts real and hostile senders use: escapes, surrogates,
-    /// numbers of every shape, nesting.
-    fn json() -> impl Strategy<Value = String> {
-        let leaf = prop_oneof![
-            Just("null".to_owned()),
-            any::<bool>().prop_map(|b| b.to_string()),
-            any::<i64>().prop_map(|n| n.to_string()),
-            any::<f64>().prop_map(|n| if n.is_finite() { n.to_string() } else { "1e400".to_owned() }),
-            "-?[0-9]{1,60}(\\.[0-9]{1,30})?([eE][-+]?[0-9]{1,4})?",
-            "\"([a-z0-9 ._@é😀]|\\\\[nt\"\\\\/]|\\\\u[0-9a-fA-F]{4}|\\\\ud83d\\\\ude00|\\\\ud800)*\"",
-            prop::sample::select(vec![
-                "\"2\"",
-                "\"\"",
-                "\"[]\"",
-                "\"2025-01-20T07:51:48.209+00:00\"",
-                "\"12.5\""
-            ])
-            .prop_map(str::to_owned),
-        ];
-        leaf.prop_recursive(4, 48, 6, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..6).prop_map(|items| format!("[{}]", items.join(","))),
-                prop::collection::vec((key(), inner), 0..8).prop_map(|members| {
-                    let members: Vec<String> =
-                        members.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
-                    format!("{{{}}}", members.join(","))
-                }),
-            ]
-        })
-    }
-
-    /// Field names the model knows, so generated objects reach typed fields with odd values.
-    fn key() -> impl Strategy<Value = String> {
-        prop_oneof![
-            3 => prop::sample::select(vec![
-                "ack", "body", "links", "timestamp", "duration", "id", "fromMe", "_serialized", "media",
-                "size", "dimensions", "ar", "members", "ticket", "chat", "priority", "chat_type",
-                "message_type", "delivery_info", "read", "mentioned_ids", "poll_results", "location",
-                "org_id", "event", "data", "flag_response_time", "wa_state", "type",
-            ])
-            .prop_map(str::to_owned),
-            1 => "[a-z_]{1,8}",
-        ]
-    }
-
-    fn envelope() -> impl Strategy<Value = String> {
-        let names: Vec<&str> =
-            EventKind::ALL.iter().map(|kind| kind.as_str()).chain(["chat.label.updated"]).collect();
-        (prop::sample::select(names), json(), json(), any::<bool>(), any::<bool>()).prop_map(
-            |(name, data, previous, data_first, event_type)| {
-                let name_key = if event_type { "event_type" } else { "event" };
-                let name = format!("\"{name_key}\":\"{name}\"");
-                let data = format!("\"data\":{data}");
-                let rest = format!("\"org_id\":\"o\",\"previous_attributes\":{previous}");
-                if data_first {
-                    format!("{{{data},{rest},{name}}}")
-                } else {
-                    format!("{{{name},{data},{rest}}}")
-                }
-            },
-        )
-    }
-
-    fn edited_fixture() -> impl Strategy<Value = String> {
-        let fixtures = fixtures();
-        let count = fixtures.len();
-        (0..count, proptest::option::of((any::<prop::sample::Index>(), "[ -~]{0,3}", any::<bool>())))
-            .prop_map(move |(which, edit)| {
-                let mut text = fixtures[which].clone();
-                if let Some((at, insert, cut)) = edit {
-                    let mut at = at.index(text.len() + 1);
-                    while !text.is_char_boundary(at) {
-                        at -= 1;
-                    }
-                    if cut {
-                        text.truncate(at);
-                    } else {
-                        text.insert_str(at, &insert);
-                    }
-                }
-                text
-            })
-    }
-
-    fn config() -> Config {
-        let default = Config::default();
-        let cases = if std::env::var_os("PROPTEST_CASES").is_some() { default.cases } else { 2048 };
-        Config { cases, failure_persistence: None, ..default }
-    }
-
-    proptest! {
-        #![proptest_config(config())]
-
-        #[test]
-        fn on_envelopes(text in envelope(), mask in prop_oneof![Just(u32::MAX), any::<u32>()]) {
-            agree(&text, mask);
-        }
-
-        #[test]
-        fn on_edited_fixtures(text in edited_fixture(), mask in prop_oneof![Just(u32::MAX), any::<u32>()]) {
-            agree(&text, mask);
-        }
-
-        #[test]
-        fn opener_count_agrees_with_a_byte_filter(
-            bytes in prop::collection::vec(prop_oneof![Just(b'['), Just(b'{'), any::<u8>()], 0..600),
-            limit in 0usize..300,
-        ) {
-            let openers = bytes.iter().filter(|&&byte| byte == b'[' || byte == b'{').count();
-            prop_assert_eq!(more_openers_than(&bytes, limit), openers > limit);
-        }
-
-        #[test]
-        fn on_any_json_or_text(text in prop_oneof![json(), "[ -~]{0,40}"], mask in any::<u32>()) {
-            agree(&text, mask);
-        }
-    }
-
-    #[test]
-    fn on_every_fixture() {
-        for text in fixtures() {
-            agree(&text, u32::MAX);
-        }
-    }
-
-    /// The agreement above would be empty if sonic-rs always gave up and left it to serde_json.
-    #[test]
-    fn sonic_decodes_every_delivery_fixture_in_one_pass() {
-        for text in fixtures().iter().filter(|text| text.contains("\"event\"")) {
-            let decoded = one_pass_sonic(text, &|_| true).expect("sonic-rs decodes it in one pass");
-            let Decoded::Event(event) = decoded else { panic!("every kind is wanted") };
-            assert!(event.is_typed() || event.kind() == EventKind::Unknown, "{text}");
-        }
-    }
 }

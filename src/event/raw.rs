@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, Visitor};
+use serde::de::{Deserialize, Deserializer};
 use serde::ser::Error as _;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -24,15 +24,10 @@ use serde_json::value::RawValue;
 /// Decoding it only skips over the value; call [`RawJson::parse`] to read it.
 /// Equality compares the JSON text.
 ///
-/// It is the crate's own type, not serde_json's `RawValue`, so that events are the same types
-/// whichever parser decoded them (see the `simd` feature). It decodes from serde_json (as a
-/// `RawValue`) and from sonic-rs (as a `LazyValue`).
+/// It is the crate's own type, not serde_json's `RawValue`, so that it can also own its text
+/// ([`RawJson::into_owned`], [`RawJson::from_value`]).
 #[derive(Clone)]
 pub struct RawJson<'a>(Cow<'a, str>);
-
-/// The newtype name sonic-rs answers with a value's text. Any other deserializer treats it as an
-/// ordinary newtype, and the value is then read as serde_json's `RawValue`.
-const SONIC_RAW_VALUE: &str = "$sonic_rs::LazyValue";
 
 impl<'a> RawJson<'a> {
     /// JSON `null`.
@@ -56,14 +51,6 @@ impl<'a> RawJson<'a> {
     /// Wraps text the caller knows to be one JSON value.
     pub(crate) fn from_json_text(text: &'a str) -> Self {
         RawJson(Cow::Borrowed(text))
-    }
-
-    /// The text for as long as the input it was decoded from, unless it had to be copied.
-    pub(crate) fn as_borrowed(&self) -> Option<&'a str> {
-        match self.0 {
-            Cow::Borrowed(text) => Some(text),
-            Cow::Owned(_) => None,
-        }
     }
 
     /// Whether the value is JSON `null`.
@@ -123,33 +110,8 @@ impl Serialize for RawJson<'_> {
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for RawJson<'a> {
-    /// Borrows from the input: decode with serde_json (`from_str`, `from_slice`) or sonic-rs.
+    /// Borrows from the input: decode with serde_json's `from_str` or `from_slice`.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_newtype_struct(SONIC_RAW_VALUE, RawJsonVisitor)
-    }
-}
-
-struct RawJsonVisitor;
-
-impl<'de> Visitor<'de> for RawJsonVisitor {
-    type Value = RawJson<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    /// sonic-rs: the value's text, a slice of the input.
-    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
-        Ok(RawJson(Cow::Borrowed(text)))
-    }
-
-    /// sonic-rs: the value's text, when it holds escapes (sonic-rs then lends it more briefly).
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
-        Ok(RawJson(Cow::Owned(text.to_owned())))
-    }
-
-    /// Every other deserializer: serde_json's raw value.
-    fn visit_newtype_struct<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         <&'de RawValue>::deserialize(deserializer).map(RawJson::borrowed)
     }
 }
