@@ -5,31 +5,24 @@
 //! `RedisStore` on a `redis-server` the bench starts on 127.0.0.1 (skipped, with a note,
 //! when `redis-server` is not installed), by one task and by 64.
 
+#[allow(dead_code)] // Only `complete`: the memory store answers at once.
+#[path = "support/drive.rs"]
+mod drive;
 #[allow(dead_code)]
 #[path = "../tests/common/redis.rs"]
 mod redis_server;
 
-use std::future::Future;
-use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use drive::complete;
 use periskope_webhook::dedup::{Claim, DedupKey, DedupStore, Lease, MemoryStore, RedisStore};
 use redis_server::RedisServer;
 use tokio::runtime::Runtime;
 
 const TASKS: u64 = 64;
-
-/// Drives a future that completes without waiting, as the memory store's do.
-fn complete<F: Future>(future: F) -> F::Output {
-    match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("the memory store answers at once"),
-    }
-}
 
 /// A key no earlier iteration used, as a new delivery's would be.
 fn next_key(counter: &AtomicU64) -> DedupKey {

@@ -9,14 +9,13 @@
 //! `cargo bench --bench layer --features metrics` adds the request through the layer with its
 //! metrics recorded by the Prometheus exporter, against the plain measurement of the same run.
 
+#[path = "support/drive.rs"]
+mod drive;
 #[allow(dead_code)] // The bodies are shared; this benchmark uses one of them.
 mod support;
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -24,27 +23,11 @@ use http::{Request, Response};
 use http_body_util::Full;
 use periskope_webhook::signature::{SIGNATURE_HEADER, SigningKey, SigningKeys, sign};
 use periskope_webhook::{EventKind, IgnoredEvent, KindSet, PeriskopeWebhookLayer, Rejection, WebhookEvent};
-use tower::{Layer, Service, service_fn};
+use tower::{Layer, service_fn};
+
+use drive::call;
 
 const KEY: &str = "peri_ea194594-c433-4ea7-8c94-af9e63c5df47";
-
-/// Drives a future that completes without waiting, as every future here does.
-fn complete<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("the benchmarked future was expected to complete at once"),
-    }
-}
-
-fn call<S, B>(service: &mut S, request: Request<B>) -> S::Response
-where
-    S: Service<Request<B>>,
-    S::Error: std::fmt::Debug,
-{
-    complete(std::future::poll_fn(|cx| service.poll_ready(cx))).expect("ready");
-    complete(service.call(request)).expect("no error")
-}
 
 fn bench_layer(c: &mut Criterion) {
     let body = Bytes::from(support::compact("message.created.envelope.json"));
