@@ -17,6 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::list;
 use super::number::opt_int;
 use super::object;
 use super::open_enum::open_enum;
@@ -46,6 +47,7 @@ pub struct Chat<'a> {
     /// Label ids.
     pub label_ids: Option<Map<'a, bool>>,
     /// Label names.
+    #[serde(default, deserialize_with = "list::opt_strs")]
     pub labels: Option<Vec<Str<'a>>>,
     /// Creation time.
     pub created_at: Option<Timestamp<'a>>,
@@ -72,6 +74,7 @@ pub struct Chat<'a> {
     /// Access by user email.
     pub chat_access: Option<Map<'a, bool>>,
     /// Groups shared with the contact.
+    #[serde(default, deserialize_with = "list::opt_strs")]
     pub common_chats: Option<Vec<Str<'a>>>,
     /// Number of members.
     #[serde(default, deserialize_with = "opt_int")]
@@ -90,6 +93,7 @@ pub struct Chat<'a> {
     /// The org phone currently serving the chat.
     pub active_phone: Option<Str<'a>>,
     /// Org phones in the chat.
+    #[serde(default, deserialize_with = "list::opt_strs")]
     pub chat_org_phones: Option<Vec<Str<'a>>>,
     /// Group metadata, kept verbatim.
     pub group_metadata: Option<RawJson<'a>>,

@@ -342,3 +342,22 @@ impl Serialize for Event<'_> {
         map.end()
     }
 }
+
+#[cfg(all(test, target_pointer_width = "64"))]
+mod tests {
+    use super::{Event, Message};
+
+    /// An event is moved several times on its way out of the decoder: at 128 bytes or less the
+    /// compiler moves it inline, beyond that each move is a `memcpy` call.
+    #[test]
+    fn an_event_moves_without_a_memcpy_call() {
+        assert!(size_of::<Event<'_>>() <= 128, "Event is {} bytes", size_of::<Event<'_>>());
+    }
+
+    /// glibc serves blocks of up to 1,032 bytes from its per-thread cache; a message's rarely
+    /// present parts are boxed to stay below.
+    #[test]
+    fn a_message_fits_the_allocators_small_block_cache() {
+        assert!(size_of::<Message<'_>>() <= 1024, "Message is {} bytes", size_of::<Message<'_>>());
+    }
+}

@@ -74,41 +74,56 @@ impl std::error::Error for DecodeError {}
 /// A known event whose `data` does not fit its type: where, and why.
 ///
 /// The delivery is not lost: the event still carries its envelope and raw `data`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DataError {
+#[derive(Clone, PartialEq, Eq)]
+pub struct DataError(Box<Misfit>);
+
+/// Boxed in [`DataError`]: few events carry one, and a pointer keeps every [`super::Event`]
+/// small enough to move without a `memcpy` call.
+#[derive(Clone, PartialEq, Eq)]
+struct Misfit {
     path: String,
     reason: String,
 }
 
 impl DataError {
     pub(crate) fn new(path: &serde_path_to_error::Path, error: &serde_json::Error) -> Self {
-        DataError { path: masked_path(path), reason: strip_position(error) }
+        DataError::at(masked_path(path), strip_position(error))
     }
 
     pub(crate) fn trailing() -> Self {
-        DataError { path: "data".to_owned(), reason: "trailing characters".to_owned() }
+        DataError::at("data".to_owned(), "trailing characters".to_owned())
     }
 
     pub(crate) fn missing() -> Self {
-        DataError { path: "data".to_owned(), reason: "missing `data`".to_owned() }
+        DataError::at("data".to_owned(), "missing `data`".to_owned())
+    }
+
+    fn at(path: String, reason: String) -> Self {
+        DataError(Box::new(Misfit { path, reason }))
     }
 
     /// The JSON path of the offending value, e.g. `data.ticket.priority`, with `[i]` for array
     /// items. Map keys that are not plain identifiers (WhatsApp ids, phone numbers, emails) are
     /// written `*`, as in [drift](crate::drift) reports: `data.members.*.is_admin`.
     pub fn path(&self) -> &str {
-        &self.path
+        &self.0.path
     }
 
     /// What was wrong, from the decoder. It may quote the offending value.
     pub fn reason(&self) -> &str {
-        &self.reason
+        &self.0.reason
     }
 }
 
 impl fmt::Display for DataError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}` does not fit the event's type: {}", self.path, self.reason)
+        write!(f, "`{}` does not fit the event's type: {}", self.path(), self.reason())
+    }
+}
+
+impl fmt::Debug for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataError").field("path", &self.path()).field("reason", &self.reason()).finish()
     }
 }
 

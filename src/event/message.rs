@@ -22,6 +22,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+use super::list;
 use super::number::{opt_float, opt_int};
 use super::object;
 use super::open_enum::open_enum;
@@ -31,6 +32,9 @@ use super::{Map, RawJson, Reaction, Str, Timestamp, WaId};
 ///
 /// Every field is optional: Periskope's columns are nullable and field reports show messages
 /// with few fields. Unknown fields are ignored.
+///
+/// The parts few messages carry (`media`, `delivery_info`, `poll_info`, `flag_metadata`) are
+/// boxed: every message is then a third smaller to allocate and to move while it is decoded.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(bound(deserialize = "'de: 'a"))]
 pub struct Message<'a> {
@@ -64,8 +68,8 @@ pub struct Message<'a> {
     /// Whether the message is flagged.
     pub flag_status: Option<bool>,
     /// Who flagged it and how it was answered.
-    #[serde(default, deserialize_with = "object::opt")]
-    pub flag_metadata: Option<FlagMetadata<'a>>,
+    #[serde(default, deserialize_with = "object::opt_boxed")]
+    pub flag_metadata: Option<Box<FlagMetadata<'a>>>,
     /// Time to respond to a flag.
     #[serde(default, deserialize_with = "opt_float")]
     pub flag_response_time: Option<f64>,
@@ -103,11 +107,12 @@ pub struct Message<'a> {
     /// Location data.
     pub location: Option<RawJson<'a>>,
     /// Attached media.
-    #[serde(default, deserialize_with = "object::opt")]
-    pub media: Option<Media<'a>>,
+    #[serde(default, deserialize_with = "object::opt_boxed")]
+    pub media: Option<Box<Media<'a>>>,
     /// WhatsApp media key.
     pub media_key: Option<Str<'a>>,
     /// Mentioned WhatsApp ids.
+    #[serde(default, deserialize_with = "list::opt_strs")]
     pub mentioned_ids: Option<Vec<Str<'a>>>,
     /// Message type (`chat`, `image`, ...).
     pub message_type: Option<MessageType>,
@@ -118,6 +123,7 @@ pub struct Message<'a> {
     /// Token.
     pub token: Option<Str<'a>>,
     /// Raw vCard strings.
+    #[serde(default, deserialize_with = "list::opt_strs")]
     pub vcards: Option<Vec<Str<'a>>>,
     /// When the message was sent.
     pub timestamp: Option<Timestamp<'a>>,
@@ -132,8 +138,8 @@ pub struct Message<'a> {
     /// UUID of a message sent through Periskope.
     pub sent_message_id: Option<Str<'a>>,
     /// Per-recipient delivery and read times.
-    #[serde(default, deserialize_with = "object::opt")]
-    pub delivery_info: Option<DeliveryInfo<'a>>,
+    #[serde(default, deserialize_with = "object::opt_boxed")]
+    pub delivery_info: Option<Box<DeliveryInfo<'a>>>,
     /// Last update.
     pub updated_at: Option<Timestamp<'a>>,
     /// Ticket the message is attached to.
@@ -141,8 +147,8 @@ pub struct Message<'a> {
     /// Bare WhatsApp message id.
     pub unique_id: Option<Str<'a>>,
     /// Poll definition.
-    #[serde(default, deserialize_with = "object::opt")]
-    pub poll_info: Option<PollInfo<'a>>,
+    #[serde(default, deserialize_with = "object::opt_boxed")]
+    pub poll_info: Option<Box<PollInfo<'a>>>,
     /// Poll results: option → voter → value.
     pub poll_results: Option<Map<'a, Map<'a, Str<'a>>>>,
     /// Reactions (REST responses carry them).
@@ -199,6 +205,7 @@ pub struct DeliveryInfo<'a> {
     /// When each recipient read it.
     pub read: Option<Map<'a, i64>>,
     /// Recipients it has not reached yet.
+    #[serde(default, deserialize_with = "list::opt_strs")]
     pub pending: Option<Vec<Str<'a>>>,
     /// Number of recipients it reached.
     #[serde(default, deserialize_with = "opt_int")]
@@ -238,7 +245,7 @@ pub struct PollInfo<'a> {
     #[serde(rename = "pollName")]
     pub poll_name: Option<Str<'a>>,
     /// The options.
-    #[serde(rename = "pollOptions")]
+    #[serde(default, deserialize_with = "list::opt_strs", rename = "pollOptions")]
     pub poll_options: Option<Vec<Str<'a>>>,
     /// Poll settings.
     #[serde(default, deserialize_with = "object::opt")]

@@ -40,6 +40,7 @@ mod envelope;
 mod error;
 mod ids;
 mod kind;
+mod list;
 mod map;
 mod message;
 mod note;

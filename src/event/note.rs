@@ -12,6 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::list;
 use super::message::{Ack, MessageType, opt_ack};
 use super::object;
 use super::{Media, Str, Timestamp};
@@ -58,6 +59,7 @@ pub struct Note<'a> {
     /// True when deleted, otherwise null.
     pub is_deleted: Option<bool>,
     /// Mentioned users, written `@<email>`.
+    #[serde(default, deserialize_with = "list::opt_strs")]
     pub mentioned_ids: Option<Vec<Str<'a>>>,
     /// Attachment; webhooks carry it inline as base64 in `filedata`.
     #[serde(default, deserialize_with = "object::opt")]

@@ -12,6 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::list;
 use super::object;
 use super::open_enum::open_enum;
 use super::{RawJson, Str, Timestamp, WaId};
@@ -34,7 +35,7 @@ pub struct ChatNotification<'a> {
     #[serde(default, deserialize_with = "object::opt")]
     pub id: Option<WaId<'a>>,
     /// The affected members (Periskope spells it `recipientids`).
-    #[serde(rename = "recipientids")]
+    #[serde(default, deserialize_with = "list::opt_strs", rename = "recipientids")]
     pub recipient_ids: Option<Vec<Str<'a>>>,
     /// What happened.
     #[serde(rename = "type")]

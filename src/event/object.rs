@@ -20,6 +20,14 @@ pub(crate) fn opt<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     deserializer.deserialize_option(Nullable(Object::<T>(PhantomData)))
 }
 
+/// An optional struct kept on the heap, for parts that few objects carry: the object holding
+/// it stays small.
+pub(crate) fn opt_boxed<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Box<T>>, D::Error> {
+    opt(deserializer).map(|object| object.map(Box::new))
+}
+
 /// An optional array of structs, each a JSON object.
 pub(crate) fn opt_vec<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     deserializer: D,

@@ -12,6 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::list;
 use super::open_enum::open_enum;
 use super::{Map, Str, Timestamp};
 
@@ -44,6 +45,7 @@ pub struct Phone<'a> {
     /// Label ids.
     pub label_ids: Option<Map<'a, bool>>,
     /// Label names.
+    #[serde(default, deserialize_with = "list::opt_strs")]
     pub labels: Option<Vec<Str<'a>>>,
     /// Whether the server-side session is open.
     pub is_browser_open: Option<bool>,
