@@ -3,6 +3,7 @@
 //! `cargo bench --bench decode`. The typed side is what the middleware does per request:
 //! `WebhookEvent::decode` (UTF-8 check, one-pass typed decode, the owned handle).
 
+#[allow(dead_code)] // The bodies are shared; this benchmark builds them all at once.
 mod support;
 
 use std::hint::black_box;

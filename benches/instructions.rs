@@ -142,8 +142,7 @@ fn measured(run: &mut dyn FnMut(), calls: u32) {
 }
 
 fn body(name: &str) -> Bytes {
-    let (_, body) = support::bodies().into_iter().find(|(body, _)| *body == name).expect("a bench body");
-    Bytes::from(body)
+    Bytes::from(support::body(name))
 }
 
 /// In a child: sets up, then runs the operation `calls` times inside [`measured`].
