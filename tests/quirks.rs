@@ -694,6 +694,10 @@ fn misfit_paths_through_maps_and_arrays() {
     assert_eq!(e.data_error().unwrap().path(), "data.reactions[1].orphan");
     let e = event(r#"{"event":"message.created","data":{"delivery_info":{"read":{"91@c.us":"soon"}}}}"#);
     assert_eq!(e.data_error().unwrap().path(), "data.delivery_info.read.*");
+    let e = event(r#"{"event":"chat.notification.created","data":{"recipientids":["91@c.us",7]}}"#);
+    assert_eq!(e.data_error().unwrap().path(), "data.recipientids[1]");
+    let e = event(r#"{"event":"message.created","data":{"media":{"size":"big"}}}"#);
+    assert_eq!(e.data_error().unwrap().path(), "data.media.size");
     let e = event(r#"{"event":"org.phone.updated","data":5}"#);
     assert_eq!(e.data_error().unwrap().path(), "data");
     assert_eq!(e.raw_data().unwrap().get(), "5");
