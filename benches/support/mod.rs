@@ -25,7 +25,7 @@ pub fn data_first_escaped_text() -> Vec<u8> {
 
 /// A `message.deleted` as a deletion often arrives: ids, and `null` for everything else.
 pub fn sparse_message_deleted() -> Vec<u8> {
-    let nulls = [
+    message_deleted_with_nulls(&[
         "ack",
         "author",
         "body",
@@ -64,7 +64,16 @@ pub fn sparse_message_deleted() -> Vec<u8> {
         "sender_phone",
         "sent_message_id",
         "delivery_info",
-    ];
+    ])
+}
+
+/// A `message.deleted` under 1 KB: ids, and `null` for the few fields a short deletion carries.
+pub fn small_message_deleted() -> Vec<u8> {
+    message_deleted_with_nulls(&["ack", "author", "body", "media", "prev_body"])
+}
+
+/// A `message.deleted` with its ids, and `null` for each of `nulls`.
+fn message_deleted_with_nulls(nulls: &[&str]) -> Vec<u8> {
     let nulls: String = nulls.iter().map(|key| format!(r#","{key}":null"#)).collect();
     format!(
         concat!(
@@ -143,7 +152,7 @@ pub fn note_with_attachment(attachment_bytes: usize) -> Vec<u8> {
 type NamedBody = (&'static str, fn() -> Vec<u8>);
 
 /// Every body the decode benchmarks measure.
-const BODIES: [NamedBody; 10] = [
+const BODIES: [NamedBody; 11] = [
     ("message.created", || compact("message.created.envelope.json")),
     ("ticket.created", || compact("ticket.created.envelope.json")),
     ("reaction.created", || compact("reaction.created.envelope.json")),
@@ -152,6 +161,7 @@ const BODIES: [NamedBody; 10] = [
     ("chat.created/1500-members", || large_group_chat(1500)),
     ("message.created/data-first-escaped", data_first_escaped_text),
     ("message.deleted/sparse", sparse_message_deleted),
+    ("message.deleted/small-nulls", small_message_deleted),
     ("message.created/event_type-small", small_message_event_type),
     ("note.created/450KB-attachment", || note_with_attachment(450 * 1024)),
 ];

@@ -131,15 +131,38 @@ async fn text_of(browser: &Client, css: &str) -> String {
     browser.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
 }
 
+/// Clicks what `locator` finds, then waits until the browser has left the page it was on. A
+/// form's POST is only sure to have reached the console once its answer replaced the page: a
+/// reload before then can cancel the POST, and a read can see the page before the action.
+async fn click_and_wait_for_next_page(browser: &Client, locator: Locator<'_>) {
+    let page = browser.find(Locator::Css("html")).await.unwrap();
+    browser.find(locator).await.unwrap().click().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match page.tag_name().await {
+            Err(error) if error.is_stale_element_reference() => return,
+            Err(error) => panic!("reading the page that was clicked: {error}"),
+            Ok(_) => assert!(Instant::now() < deadline, "the click leaves the page within 20 s"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Reloads the page until the job's state cell says `state`, for at most 20 s.
 async fn poll_until_state(browser: &Client, state: JobState) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         browser.refresh().await.unwrap();
-        if text_of(browser, "td[data-state]").await == state.as_str() {
+        let shown = text_of(browser, "td[data-state]").await;
+        if shown == state.as_str() {
             return;
         }
-        assert!(Instant::now() < deadline, "the page shows the job {} within 20 s", state.as_str());
+        assert!(
+            Instant::now() < deadline,
+            "the page shows the job {} within 20 s; {} shows {shown}",
+            state.as_str(),
+            browser.current_url().await.unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -226,23 +249,18 @@ async fn an_operator_finds_fixes_retries_and_replays_jobs_in_a_real_browser() {
     let worker = Inbox::new(store.clone()).worker(handler.router()).config(fast()).spawn();
 
     // Open the dead job, fix the cause, press Retry: the page shows it done.
-    browser
-        .find(Locator::Css(&format!("tr[data-job-id=\"{}\"] a", seeded.dead)))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_and_wait_for_next_page(&browser, Locator::Css(&format!("tr[data-job-id=\"{}\"] a", seeded.dead)))
+        .await;
     assert_accessible(&browser, "job").await;
     assert_eq!(text_of(&browser, "td[data-state]").await, "dead");
     handler.broken.lock().unwrap().clear();
-    browser.find(Locator::XPath("//button[text()='Retry']")).await.unwrap().click().await.unwrap();
+    click_and_wait_for_next_page(&browser, Locator::XPath("//button[text()='Retry']")).await;
     poll_until_state(&browser, JobState::Done).await;
     assert_eq!(handler.runs(&dead_message), 1);
 
     // A handled job replayed runs again.
     browser.goto(&served.url(&format!("/jobs/{}", seeded.done))).await.unwrap();
-    browser.find(Locator::XPath("//button[text()='Replay']")).await.unwrap().click().await.unwrap();
+    click_and_wait_for_next_page(&browser, Locator::XPath("//button[text()='Replay']")).await;
     poll_until_state(&browser, JobState::Done).await;
     assert_eq!(handler.runs("m1"), 1, "m1 was handled by the seed, then once by the worker on replay");
 
