@@ -1,5 +1,5 @@
-//! Arrays of strings (`recipientids`, `mentioned_ids`, `labels`, ...) read into a `Vec` sized
-//! once.
+//! JSON arrays read into a `Vec` sized once: lists of strings (`recipientids`, `mentioned_ids`,
+//! `labels`, ...), arrays of objects and a message's links.
 //!
 //! ```
 //! use periskope_webhook::event::ChatNotification;
@@ -16,19 +16,40 @@
 //! ```
 //!
 //! serde's own `Vec` decoder starts empty (serde_json gives no length) and grows on the first
-//! element; these lists hold one to a few ids, so the first element allocates room for four at
-//! once, the capacity that growth would pick, without going through it. An empty array
-//! allocates nothing.
+//! element; these arrays hold one to a few items, so the first element allocates room for four
+//! at once, the capacity that growth would pick for items of up to 1 KB, without going through
+//! it. An empty array allocates nothing.
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::Deserialize;
-use serde::de::{Deserializer, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
 use super::Str;
 
-/// The room made at the first element.
+/// The room made at the first element, when the decoder does not tell the length.
 const FIRST_CAPACITY: usize = 4;
+/// The most room made from a length the decoder tells, before any item is read.
+const MAX_TOLD_CAPACITY: usize = 256;
+
+/// Reads the rest of a JSON array into a `Vec`, each item through `seed`.
+pub(crate) fn collect<'de, A, S>(mut items: A, seed: S) -> Result<Vec<S::Value>, A::Error>
+where
+    A: SeqAccess<'de>,
+    S: DeserializeSeed<'de> + Copy,
+{
+    let Some(first) = items.next_element_seed(seed)? else {
+        return Ok(Vec::new());
+    };
+    let capacity = items.size_hint().map_or(FIRST_CAPACITY, |rest| rest + 1).min(MAX_TOLD_CAPACITY);
+    let mut collected = Vec::with_capacity(capacity);
+    collected.push(first);
+    while let Some(item) = items.next_element_seed(seed)? {
+        collected.push(item);
+    }
+    Ok(collected)
+}
 
 /// An optional array of strings: `null`, absent, or a JSON array of strings.
 pub(crate) fn opt_strs<'de, D: Deserializer<'de>>(
@@ -54,15 +75,7 @@ impl<'de> Visitor<'de> for StrsVisitor {
         f.write_str("an array of strings")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
-        let Some(first) = items.next_element::<Str<'de>>()? else {
-            return Ok(Strs(Vec::new()));
-        };
-        let mut strs = Vec::with_capacity(items.size_hint().map_or(FIRST_CAPACITY, |rest| rest + 1).min(256));
-        strs.push(first);
-        while let Some(item) = items.next_element()? {
-            strs.push(item);
-        }
-        Ok(Strs(strs))
+    fn visit_seq<A: SeqAccess<'de>>(self, items: A) -> Result<Self::Value, A::Error> {
+        collect(items, PhantomData::<Str<'de>>).map(Strs)
     }
 }

@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use super::{Map, Str};
+use super::{Map, Str, list};
 
 /// An optional struct: `null`, absent, or a JSON object.
 pub(crate) fn opt<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
@@ -68,6 +68,15 @@ impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Nullable<S> {
 /// One struct, read only from a JSON object.
 struct Object<T>(PhantomData<T>);
 
+// Not derived: a derive would ask `T: Copy`, and the seed holds no `T`.
+impl<T> Clone for Object<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Object<T> {}
+
 impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Object<T> {
     type Value = T;
 
@@ -106,12 +115,8 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for Objects<T> {
         f.write_str("an array of JSON objects")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Vec<T>, A::Error> {
-        let mut objects = Vec::with_capacity(items.size_hint().unwrap_or(0).min(256));
-        while let Some(object) = items.next_element_seed(Object(PhantomData))? {
-            objects.push(object);
-        }
-        Ok(objects)
+    fn visit_seq<A: SeqAccess<'de>>(self, items: A) -> Result<Vec<T>, A::Error> {
+        list::collect(items, Object(PhantomData))
     }
 }
 
