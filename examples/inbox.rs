@@ -19,8 +19,8 @@
 //! - `INBOX_MAX_ATTEMPTS`: attempts before a job becomes a dead letter (default 8).
 //! - `HANDLER_FAIL_FILE`: while this file exists, the handler fails every event whose name is
 //!   one of its lines, so that dead letters, and "fix the cause, then retry", can be tried.
-//! - `CONSOLE_TOKEN`: serves the [console](periskope_webhook::console) at `/console/`, for
-//!   requests with this bearer token (open `/console/?token=...` once in a browser).
+//! - `CONSOLE_TOKEN`: serves the [console](periskope_webhook::console) at `/console`, for
+//!   requests with this bearer token (at least 16 bytes), and browsers that sign in with it.
 //!
 //! For each delivery handled successfully it prints exactly one line,
 //! `processed <event name> <first 16 hex digits of the SHA-256 of the body>`. Stopped (Ctrl-C,
@@ -111,7 +111,11 @@ async fn serve<St: ConsoleStore + Clone + Send + Sync + 'static>(inbox: Inbox<St
     let mut app = Router::new().route_service(support::PATH, layer.service(inbox.acceptor()));
     let console_token = std::env::var("CONSOLE_TOKEN").ok().filter(|token| !token.is_empty());
     if let Some(token) = &console_token {
-        app = app.nest_service("/console", Console::new(inbox.store().clone()).bearer_token(token.as_str()));
+        if token.len() < 16 {
+            exit("CONSOLE_TOKEN must be at least 16 bytes long");
+        }
+        let console = Console::new(inbox.store().clone()).bearer_token(token.as_str()).mount_path("/console");
+        app = app.nest_service("/console", console);
     }
     let listener = tokio::net::TcpListener::bind(support::addr())
         .await
@@ -120,7 +124,7 @@ async fn serve<St: ConsoleStore + Clone + Send + Sync + 'static>(inbox: Inbox<St
         Ok(addr) => {
             println!("listening on http://{addr}");
             if console_token.is_some() {
-                println!("console on http://{addr}/console/ (open it once with ?token=<CONSOLE_TOKEN>)");
+                println!("console on http://{addr}/console (sign in with CONSOLE_TOKEN)");
             }
         }
         Err(error) => exit(&error.to_string()),

@@ -69,12 +69,18 @@ enum Action {
     /// Count jobs per state, and show the attempts in the queue and the oldest pending job's age.
     Stats,
     /// Serve the operator console for this inbox (overview, jobs, retry, replay, purge) until
-    /// Ctrl-C. The first line printed is the URL to open: it holds a fresh random token. On a
-    /// file a running server holds, the console is read-only.
+    /// Ctrl-C. The first line printed is the link to open: its one-time code signs one browser
+    /// in, within 5 minutes. The second gives the fresh token, for the sign-in form and for
+    /// scripts. On a file a running server holds, the console is read-only.
     Console {
         /// Where to listen; loopback by default (the console shows customer messages).
         #[arg(long, default_value = "127.0.0.1:0")]
         addr: std::net::SocketAddr,
+        /// A host name the console answers for, beside loopback names and addresses (repeat it
+        /// for several): for a console bound to another address. Any other `Host` gets 403, so
+        /// that a page that rebinds its name to this address cannot reach the console.
+        #[arg(long = "allowed-host", value_name = "HOST")]
+        allowed_hosts: Vec<String>,
     },
 }
 
@@ -187,7 +193,9 @@ where
     St: ConsoleStore + Clone + Send + Sync + 'static,
 {
     match action {
-        Action::Console { addr } => crate::console::serve(store, read_only, addr, output).await?,
+        Action::Console { addr, allowed_hosts } => {
+            crate::console::serve(store, read_only, addr, &allowed_hosts, output).await?;
+        }
         Action::List { state, limit, after, ids } => {
             let mut query = ListQuery::new(state, limit.max(1));
             if let Some(after) = after {

@@ -290,17 +290,24 @@ fn the_inbox_example_reads_a_postgres_store_in_any_case_and_never_echoes_it() {
     }
 }
 
-/// `inbox console` on `db`, killed when dropped, and the URL its first line gives.
+/// `inbox console` on `db`, killed when dropped, with the link of its first line and the token
+/// of its second.
 struct ServedConsole {
     child: std::process::Child,
     url: String,
+    token: String,
     stderr: std::process::ChildStderr,
 }
 
 impl ServedConsole {
     fn start(db: &Path) -> ServedConsole {
+        ServedConsole::start_with(db, &[])
+    }
+
+    fn start_with(db: &Path, args: &[&str]) -> ServedConsole {
         let mut child = inbox(db)
             .arg("console")
+            .args(args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -308,15 +315,23 @@ impl ServedConsole {
             .expect("the console starts");
         let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
         let url = lines.next().expect("a first line").unwrap();
+        let second = lines.next().expect("a second line").unwrap();
+        let token =
+            second.rsplit_once(": ").unwrap_or_else(|| panic!("the token second: {second}")).1.to_owned();
         let stderr = child.stderr.take().unwrap();
-        ServedConsole { child, url, stderr }
+        ServedConsole { child, url, token, stderr }
     }
 
-    /// The address and the token of the first line, `http://ADDR/?token=TOKEN`.
-    fn addr_and_token(&self) -> (String, String) {
+    /// The address and the one-time code of the first line, `http://ADDR/?code=CODE`.
+    fn addr_and_code(&self) -> (String, String) {
         let rest = self.url.strip_prefix("http://").unwrap_or_else(|| panic!("a URL first: {}", self.url));
-        let (addr, token) = rest.split_once("/?token=").unwrap();
-        (addr.to_owned(), token.to_owned())
+        let (addr, code) = rest.split_once("/?code=").unwrap();
+        (addr.to_owned(), code.to_owned())
+    }
+
+    /// The address and the token.
+    fn addr_and_token(&self) -> (String, String) {
+        (self.addr_and_code().0, self.token.clone())
     }
 
     /// Stops the console and returns what it wrote on standard error.
@@ -338,11 +353,16 @@ impl Drop for ServedConsole {
 
 /// One HTTP/1.1 exchange with `addr`: the status and the whole answer, headers included.
 fn exchange(addr: &str, method: &str, path: &str, headers: &[&str]) -> (u16, String) {
+    exchange_as(addr, addr, method, path, headers)
+}
+
+/// [`exchange`] with `host` in the `Host` header.
+fn exchange_as(addr: &str, host: &str, method: &str, path: &str, headers: &[&str]) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n");
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n");
     for header in headers {
         request.push_str(header);
         request.push_str("\r\n");
@@ -361,24 +381,50 @@ fn the_console_serves_the_inbox_on_loopback_behind_a_fresh_token() {
     let (dead, _) = fill(&db);
     let console = ServedConsole::start(&db);
     let (addr, token) = console.addr_and_token();
+    let (_, code) = console.addr_and_code();
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     assert!(token.len() >= 32, "a long random token");
+    assert!(!console.url.contains(&token), "the link holds a code, not the token");
     assert_ne!(ServedConsole::start(&db).addr_and_token().1, token, "a fresh token each time");
 
     let (status, _) = exchange(&addr, "GET", "/", &[]);
     assert_eq!(status, 401);
-    let (status, answer) = exchange(&addr, "GET", &format!("/?token={token}"), &[]);
+    // The link's code opens one session, once: history keeps a spent code.
+    let (status, answer) = exchange(&addr, "GET", &format!("/?code={code}"), &[]);
     assert_eq!(status, 303);
-    assert!(answer.contains(&format!("periskope_console_token={token}; Path=/; HttpOnly; SameSite=Strict")));
+    let cookie = answer.lines().find_map(|line| line.strip_prefix("set-cookie: ")).expect("a session cookie");
+    assert!(cookie.contains("; Path=/; Max-Age=43200; HttpOnly; SameSite=Strict"), "{cookie}");
+    assert!(!cookie.contains(&token) && !cookie.contains(&code), "{cookie}");
+    let session = format!("Cookie: {}", cookie.split(';').next().unwrap());
+    assert_eq!(exchange(&addr, "GET", "/", &[&session]).0, 200);
+    let (status, spent) = exchange(&addr, "GET", &format!("/?code={code}"), &[]);
+    assert_eq!(status, 401);
+    assert!(spent.contains("sign_in_code_spent"), "{spent}");
+    // A page that rebinds its name to 127.0.0.1 gets nothing, even with the token.
     let bearer = format!("Authorization: Bearer {token}");
+    let port = addr.rsplit_once(':').unwrap().1;
+    let (status, _) = exchange_as(&addr, &format!("rebind.attacker.example:{port}"), "GET", "/", &[&bearer]);
+    assert_eq!(status, 403);
+    assert_eq!(exchange_as(&addr, &format!("localhost:{port}"), "GET", "/", &[&bearer]).0, 200);
     let (status, overview) = exchange(&addr, "GET", "/", &[&bearer]);
     assert_eq!(status, 200);
     assert!(overview.contains("data-count=\"dead\">1<"), "{overview}");
     let (status, _) = exchange(&addr, "POST", &format!("/jobs/{dead}/retry"), &[&bearer]);
     assert_eq!(status, 303);
-    let stderr = console.stop();
-    assert!(!stderr.contains("read-only"), "{stderr}");
+    let printed = console.stop();
+    assert!(!printed.contains("read-only"), "{printed}");
     assert_eq!(jobs(&db)[0].1, JobState::Pending, "retried from the console");
+
+    // --allowed-host adds a name beside loopback.
+    let listed = ServedConsole::start_with(&db, &["--allowed-host", "ops.example"]);
+    let (addr, token) = listed.addr_and_token();
+    let (port, bearer) =
+        (addr.rsplit_once(':').unwrap().1.to_owned(), format!("Authorization: Bearer {token}"));
+    assert_eq!(exchange_as(&addr, &format!("ops.example:{port}"), "GET", "/", &[&bearer]).0, 200);
+    assert_eq!(exchange_as(&addr, &format!("other.example:{port}"), "GET", "/", &[&bearer]).0, 403);
+    let refused = run(inbox(&db).args(["console", "--allowed-host", "https://ops.example/"]));
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("--allowed-host"), "{}", stderr(&refused));
 }
 
 #[test]

@@ -1,18 +1,21 @@
-//! Who may use the console, and the cookies and CSRF tokens that carry that decision.
+//! Who may use the console: the access decision, and how a request proves it.
 
 use std::fmt;
 use std::sync::Arc;
 
-use hmac::{KeyInit, Mac};
 use http::request::Parts;
 use http::{HeaderMap, header};
+
+/// The shortest bearer token a console takes: one that a sign-in form could be made to guess is
+/// no protection.
+pub(super) const MIN_TOKEN_LEN: usize = 16;
 
 /// The decision the console was given about who gets in.
 #[derive(Clone)]
 pub(super) enum Access {
     /// No decision: every request is refused.
     Undecided,
-    /// `Authorization: Bearer TOKEN`, or the cookie a `?token=TOKEN` link sets.
+    /// `Authorization: Bearer TOKEN`, or a session opened by signing in with the token.
     Bearer(Arc<str>),
     /// The app's own predicate over the request (its sessions).
     Authorize(Arc<dyn Fn(&Parts) -> bool + Send + Sync>),
@@ -36,36 +39,34 @@ impl fmt::Debug for Access {
 pub(super) enum Proof {
     /// An `Authorization` header: a script, which a browser page cannot forge; no CSRF token.
     Header,
-    /// Something a browser sends by itself (a cookie, the app's session, or nothing at all):
-    /// a POST also needs the CSRF token and a same-origin request.
+    /// Something a browser sends by itself (a session cookie, the app's session, or nothing at
+    /// all): a POST also needs the CSRF token and a same-origin request.
     Ambient,
 }
 
-/// The cookie that holds the bearer token once a `?token=` link was opened.
-pub(super) const TOKEN_COOKIE: &str = "periskope_console_token";
-/// The cookie that names the browser's session, to which CSRF tokens are tied.
-pub(super) const SESSION_COOKIE: &str = "periskope_console_session";
-
 impl Access {
-    /// How `parts` proves access, or `None` when it is refused.
-    pub(super) fn check(&self, parts: &Parts) -> Option<Proof> {
+    /// How `parts` proves access, or `None` when it is refused. `signed_in` tells whether the
+    /// request carries a live session of this console.
+    pub(super) fn check(&self, parts: &Parts, signed_in: bool) -> Option<Proof> {
         match self {
             Access::Undecided => None,
             Access::AllowAll => Some(Proof::Ambient),
             Access::Authorize(predicate) => predicate(parts).then_some(Proof::Ambient),
-            Access::Bearer(token) => {
-                if let Some(given) = bearer(&parts.headers) {
-                    return same_secret(given, token).then_some(Proof::Header);
-                }
-                let given = cookie(&parts.headers, TOKEN_COOKIE)?;
-                same_secret(given, token).then_some(Proof::Ambient)
-            }
+            Access::Bearer(token) => match bearer(&parts.headers) {
+                Some(given) => same_secret(given, token).then_some(Proof::Header),
+                None => signed_in.then_some(Proof::Ambient),
+            },
         }
     }
 
-    /// Whether `token` (from a `?token=` link) is the console's bearer token.
-    pub(super) fn accepts_link_token(&self, token: &str) -> bool {
+    /// Whether `token` (typed into the sign-in form) is the console's bearer token.
+    pub(super) fn accepts_token(&self, token: &str) -> bool {
         matches!(self, Access::Bearer(expected) if same_secret(token, expected))
+    }
+
+    /// Whether access is a session opened with the token, which a browser may sign out of.
+    pub(super) fn signs_in(&self) -> bool {
+        matches!(self, Access::Bearer(_))
     }
 }
 
@@ -86,110 +87,55 @@ pub(super) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
         .find_map(|(key, value)| (key == name).then_some(value))
 }
 
-/// Compares two secrets in time that depends on their lengths only, through their digests.
-fn same_secret(given: &str, expected: &str) -> bool {
+/// Compares two secrets in time that depends on their lengths only, through their digests. An
+/// empty secret matches nothing, not even another empty one.
+pub(super) fn same_secret(given: &str, expected: &str) -> bool {
     use sha2::Digest;
-    let (given, expected) =
+    let (given_digest, expected_digest) =
         (sha2::Sha256::digest(given.as_bytes()), sha2::Sha256::digest(expected.as_bytes()));
-    given.iter().zip(expected.iter()).fold(0u8, |difference, (a, b)| difference | (a ^ b)) == 0
-}
-
-/// A `Set-Cookie` value: `HttpOnly; SameSite=Strict`, `Secure` when asked, for the whole site
-/// (the console cannot know the prefix it is mounted at).
-pub(super) fn set_cookie(name: &str, value: &str, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict{secure}")
-}
-
-/// Fresh random hex: session names and tokens.
-pub(super) fn random_hex(bytes: usize) -> String {
-    let mut buffer = vec![0u8; bytes];
-    // Without the system's randomness no session can be named safely: the page is still
-    // served, and its forms carry a token that no session matches.
-    if getrandom::fill(&mut buffer).is_err() {
-        return String::new();
-    }
-    hex(&buffer)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// The CSRF token of `session`: an HMAC under the console's own secret, so that it cannot be
-/// made without that secret, and is worth nothing with another session.
-pub(super) fn csrf_token(secret: &[u8], session: &str) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(b"periskope-console-csrf:");
-    mac.update(session.as_bytes());
-    hex(&mac.finalize().into_bytes())
-}
-
-/// Whether a POST authenticated by what a browser sends by itself may act: its CSRF token
-/// matches its session, and it comes from the console's own origin.
-pub(super) fn csrf_holds(secret: &[u8], headers: &HeaderMap, token: Option<&str>) -> bool {
-    let Some(session) = cookie(headers, SESSION_COOKIE).filter(|session| !session.is_empty()) else {
-        return false;
-    };
-    let Some(token) = token else { return false };
-    same_secret(token, &csrf_token(secret, session)) && same_origin(headers)
-}
-
-/// `Sec-Fetch-Site: same-origin`, or else an `Origin` whose host is the request's `Host`; a
-/// request with neither is refused (every browser sends one of them with a form's POST).
-fn same_origin(headers: &HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site") {
-        return site.as_bytes() == b"same-origin";
-    }
-    let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST)) else {
-        return false;
-    };
-    let (Ok(origin), Ok(host)) = (origin.to_str(), host.to_str()) else { return false };
-    origin.split_once("://").is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+    let difference =
+        given_digest.iter().zip(expected_digest.iter()).fold(0u8, |difference, (a, b)| difference | (a ^ b));
+    difference == 0 && !given.is_empty() && !expected.is_empty()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(name, value)| (header::HeaderName::from_static(name), value.parse().unwrap()))
-            .collect()
+    fn parts(headers: &[(&'static str, &str)]) -> Parts {
+        let mut request = http::Request::builder().uri("/");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).unwrap().into_parts().0
     }
 
     #[test]
     fn cookies_are_found_among_others() {
-        let headers = headers(&[("cookie", "a=1; periskope_console_token=t0k; b=2")]);
-        assert_eq!(cookie(&headers, TOKEN_COOKIE), Some("t0k"));
-        assert_eq!(cookie(&headers, SESSION_COOKIE), None);
+        let parts = parts(&[("cookie", "a=1; periskope_console_x=s3ss; b=2")]);
+        assert_eq!(cookie(&parts.headers, "periskope_console_x"), Some("s3ss"));
+        assert_eq!(cookie(&parts.headers, "periskope_console_y"), None);
     }
 
     #[test]
-    fn a_csrf_token_holds_for_its_session_from_the_same_origin_only() {
-        let secret = b"secret";
-        let token = csrf_token(secret, "s1");
-        let good = headers(&[("cookie", "periskope_console_session=s1"), ("sec-fetch-site", "same-origin")]);
-        assert!(csrf_holds(secret, &good, Some(&token)));
-        assert!(!csrf_holds(b"other secret", &good, Some(&token)));
-        assert!(!csrf_holds(secret, &good, Some(&csrf_token(secret, "s2"))));
-        assert!(!csrf_holds(secret, &good, None));
-        let cross = headers(&[("cookie", "periskope_console_session=s1"), ("sec-fetch-site", "cross-site")]);
-        assert!(!csrf_holds(secret, &cross, Some(&token)));
-        let by_origin = headers(&[
-            ("cookie", "periskope_console_session=s1"),
-            ("origin", "http://127.0.0.1:8080"),
-            ("host", "127.0.0.1:8080"),
-        ]);
-        assert!(csrf_holds(secret, &by_origin, Some(&token)));
-        let other_origin = headers(&[
-            ("cookie", "periskope_console_session=s1"),
-            ("origin", "http://evil.example"),
-            ("host", "127.0.0.1:8080"),
-        ]);
-        assert!(!csrf_holds(secret, &other_origin, Some(&token)));
-        let no_origin = headers(&[("cookie", "periskope_console_session=s1")]);
-        assert!(!csrf_holds(secret, &no_origin, Some(&token)));
+    fn an_empty_secret_matches_nothing() {
+        assert!(same_secret("a-token-of-16-bytes", "a-token-of-16-bytes"));
+        assert!(!same_secret("", ""));
+        assert!(!same_secret("", "a-token-of-16-bytes"));
+        assert!(!same_secret("a-token-of-16-bytes", "a-token-of-16-byteS"));
+    }
+
+    #[test]
+    fn a_bearer_console_takes_its_header_or_a_session_and_nothing_else() {
+        let access = Access::Bearer(Arc::from("a-token-of-16-bytes"));
+        let header = parts(&[("authorization", "Bearer a-token-of-16-bytes")]);
+        assert_eq!(access.check(&header, false), Some(Proof::Header));
+        let wrong = parts(&[("authorization", "Bearer nope")]);
+        assert_eq!(access.check(&wrong, true), None, "a wrong header is not saved by a session");
+        let empty = parts(&[("authorization", "Bearer ")]);
+        assert_eq!(access.check(&empty, false), None);
+        assert_eq!(access.check(&parts(&[]), true), Some(Proof::Ambient));
+        assert_eq!(access.check(&parts(&[]), false), None);
+        assert!(!access.accepts_token(""));
     }
 }

@@ -7,17 +7,20 @@
 //!
 //! # fn app() -> Result<Router, Box<dyn std::error::Error>> {
 //! let store = SqliteStore::open("periskope-inbox.db")?;
-//! let console = Console::new(store).bearer_token(std::env::var("CONSOLE_TOKEN")?);
-//! // Open http://HOST/console/?token=... once: the token moves into a cookie.
+//! // Open http://HOST/console/ and sign in with the token (at least 16 bytes).
+//! let console = Console::new(store).bearer_token(std::env::var("CONSOLE_TOKEN")?).mount_path("/console");
 //! let app: Router = Router::new().nest_service("/console", console);
 //! # Ok(app)
 //! # }
 //! ```
 //!
 //! [`Console`] is a tower `Service` over `http::Request`, so axum (`nest_service`), hyper and
-//! tonic serve it alike, under any prefix: its links are relative (open it at `PREFIX/`, with
-//! the slash). Its pages are rendered on the server and work without JavaScript; its
-//! stylesheet is its own, so it works offline and under its strict `Content-Security-Policy`.
+//! tonic serve it alike, under any prefix. Tell it the prefix with [`Console::mount_path`]: its
+//! links and its cookie's `Path` are then built from it, so that it opens at `PREFIX` and at
+//! `PREFIX/` alike (behind axum's `nest_service` both arrive as `/`, so the console cannot
+//! tell them apart). Without it, its links are relative and it must be opened at `PREFIX/`.
+//! Its pages are rendered on the server and work without JavaScript; its stylesheet is its
+//! own, so it works offline and under its strict `Content-Security-Policy`.
 //!
 //! # Routes
 //! PREFIX is where it is mounted; STATE is [`JobState::as_str`].
@@ -26,30 +29,65 @@
 //! |---|---|
 //! | `GET PREFIX/` | the overview: each state's count in an element with `data-count="STATE"`, queue depth, oldest pending age, a chart of the last hour, dead letters by event |
 //! | `GET PREFIX/jobs?state=&event=&chat=&q=&from=&until=&after=` | jobs newest first, 50 a page (`after` = the last job id of the previous page); each row is `<tr data-job-id="ID" data-state="STATE">` |
-//! | `GET PREFIX/jobs/ID` | a job: its fields, attempts, body and typed event; `?ids=show` shows phone numbers and ids |
+//! | `GET PREFIX/jobs/ID` | a job: its fields, attempts, body and typed event |
 //! | `POST PREFIX/jobs/ID/retry`, `…/replay`, `…/purge` | the job's actions, from `<button>`s whose text is `Retry`, `Replay` and `Purge` |
-//! | `GET`/`POST PREFIX/jobs/retry?FILTER`, `PREFIX/jobs/purge?FILTER` | every job the filter selects, behind a confirmation page that shows how many |
+//! | `GET`/`POST PREFIX/jobs/retry?FILTER`, `PREFIX/jobs/purge?FILTER` | every job the filter selects, behind a confirmation page that shows how many; applied 1,000 jobs a store call |
+//! | `GET`/`POST PREFIX/sign-in` | the sign-in form (a console behind a bearer token), and signing in with the token |
+//! | `POST PREFIX/sign-out` | ends the browser's session |
+//!
+//! Every page also takes `ids=show`: phone numbers and ids in full (see below).
+//!
+//! # Queries are read strictly
+//! A parameter a page does not take, one given twice, or a value the console cannot read (a
+//! state that is not one, a time in no form it knows, a job id that is not one) is answered
+//! `400` with the code `bad_query` and the parameter's name, and nothing is read or changed:
+//! a bulk action never takes a filter it could not read for "every job". Times are read as UTC
+//! from a date (`2025-01-20`), what the jobs form's `datetime-local` fields send
+//! (`2025-01-20T07:51`) or RFC 3339 (`2025-01-20T07:51:00Z`, `…+02:00`). An empty field sets no
+//! condition.
 //!
 //! # Who gets in
 //! Nobody, until one decision is made: [`Console::bearer_token`], [`Console::authorize`] or
 //! [`Console::insecure_allow_all`]. Without one, every request is answered `401` (the first
 //! one logs a warning). A refused request gets `401` and no data.
 //!
-//! A POST that a browser authenticates by itself (the token's cookie, the app's session) must
+//! Behind a bearer token, a script sends `Authorization: Bearer TOKEN`; a person signs in
+//! through the sign-in form (which every `401` shows a browser), which POSTs the token. The
+//! browser then holds a session cookie: `HttpOnly; SameSite=Strict`, scoped to the mount path,
+//! named per console, expiring after [`Console::session_lifetime`]. It holds a session value
+//! signed with a key derived from the token, never the token, and no bearer header accepts it.
+//! Other servers on the same host can read it (browsers do not separate cookies by port), so
+//! what it carries lasts hours, not forever; Sign out clears it from the browser.
+//!
+//! A POST that a browser authenticates by itself (the session cookie, the app's session) must
 //! carry the page's CSRF token, tied to the browser's session, and come from the same origin
 //! (`Sec-Fetch-Site` or `Origin`); otherwise it gets `403` and nothing changes. A POST with an
 //! `Authorization` header (a script) needs no CSRF token. A `GET` never changes anything.
 //!
+//! # Which hosts it answers
+//! A console under [`Console::insecure_allow_all`], and any console given
+//! [`Console::allowed_hosts`], answers `403` (code `host_not_allowed`) to a request whose host
+//! (`Host`, or the URI's authority for HTTP/2) is neither a loopback name or address nor a
+//! listed host: a page that rebinds its own name to 127.0.0.1 cannot reach it.
+//!
+//! # What it shows
 //! Phone numbers and WhatsApp ids are masked unless a page is asked for them (`?ids=show`),
-//! which, like the actions, a [read-only](Console::read_only) console refuses. Every response
-//! carries a `Content-Security-Policy` with no script and `frame-ancestors 'none'`,
+//! which, like the actions, a [read-only](Console::read_only) console refuses with `403`. While
+//! ids are masked, `q=` matches the masked key and error (so a search cannot recover a masked
+//! digit), and `chat=` is refused (`403`, code `ids_masked`). Every response carries a
+//! `Content-Security-Policy` with no script and `frame-ancestors 'none'`,
 //! `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer` and `Cache-Control:
 //! no-store`. Every action is logged with its job ids, never content.
 
 mod access;
+mod filter;
 mod form;
+mod hosts;
 mod pages;
+mod scan;
+mod session;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
@@ -66,10 +104,14 @@ use http_body_util::{BodyExt, Full, Limited};
 use maud::Markup;
 use tower_service::Service;
 
-use self::access::{Access, Proof, SESSION_COOKIE, TOKEN_COOKIE};
+use self::access::{Access, MIN_TOKEN_LEN, Proof};
+use self::filter::{Accepts, BadParameter, Query};
+use self::hosts::Hosts;
 use self::pages::Frame;
-use crate::event::{Timestamp, WebhookEvent};
-use crate::inbox::{ConsoleStore, InboxError, JobFilter, JobId, JobState, Selection};
+use self::scan::Selected;
+use self::session::{SessionKey, SignInCodes};
+use crate::event::WebhookEvent;
+use crate::inbox::{ConsoleStore, InboxError, JobId, Selection};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every answer of the console: a small page, fully rendered before it is sent.
@@ -77,7 +119,7 @@ type Answer = Response<Full<Bytes>>;
 
 /// Jobs on one page of the jobs table.
 const PAGE_SIZE: usize = 50;
-/// The largest form a POST may carry (a CSRF token and little else).
+/// The largest form a POST may carry (a CSRF token or the bearer token, and little else).
 const FORM_LIMIT: usize = 16 * 1024;
 /// The dead-letter kinds on the overview.
 const DEAD_LETTER_KINDS: usize = 5;
@@ -92,9 +134,17 @@ pub struct Console<St> {
     access: Access,
     read_only: bool,
     secure_cookies: bool,
-    /// The key of the CSRF tokens: made when the console is, so a restart ends old forms.
-    /// `None` when the system had no randomness to give: then only scripts may act.
-    secret: Option<Arc<[u8; 32]>>,
+    /// Where the console is mounted (`/console`, or `/` at the root); `None` when it was not
+    /// said, and links are then relative.
+    mount_path: Option<Arc<str>>,
+    /// `None` until the app lists hosts: then the access decision chooses.
+    hosts: Option<Hosts>,
+    session_lifetime: Duration,
+    /// The key of sessions and CSRF tokens: derived from the bearer token, so that replicas
+    /// accept each other's; random for a console without one. `None` when the system had no
+    /// randomness to give: then only scripts may act.
+    key: Option<SessionKey>,
+    codes: SignInCodes,
     /// Whether the missing access decision was already logged.
     warned: Arc<AtomicBool>,
 }
@@ -106,7 +156,11 @@ impl<St: Clone> Clone for Console<St> {
             access: self.access.clone(),
             read_only: self.read_only,
             secure_cookies: self.secure_cookies,
-            secret: self.secret.clone(),
+            mount_path: self.mount_path.clone(),
+            hosts: self.hosts.clone(),
+            session_lifetime: self.session_lifetime,
+            key: self.key.clone(),
+            codes: self.codes.clone(),
             warned: self.warned.clone(),
         }
     }
@@ -118,6 +172,9 @@ impl<St> fmt::Debug for Console<St> {
             .field("access", &self.access)
             .field("read_only", &self.read_only)
             .field("secure_cookies", &self.secure_cookies)
+            .field("mount_path", &self.mount_path)
+            .field("hosts", &self.hosts)
+            .field("session_lifetime", &self.session_lifetime)
             .finish_non_exhaustive()
     }
 }
@@ -125,23 +182,35 @@ impl<St> fmt::Debug for Console<St> {
 impl<St> Console<St> {
     /// A console for `store` that lets nobody in until one access decision is made.
     pub fn new(store: St) -> Self {
-        let mut secret = [0u8; 32];
-        let secret = getrandom::fill(&mut secret).is_ok().then(|| Arc::new(secret));
         Console {
             store,
             access: Access::Undecided,
             read_only: false,
             secure_cookies: false,
-            secret,
+            mount_path: None,
+            hosts: None,
+            session_lifetime: session::DEFAULT_LIFETIME,
+            key: SessionKey::random(),
+            codes: SignInCodes::default(),
             warned: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    /// Lets in requests with `Authorization: Bearer TOKEN`, and browsers that opened a page
-    /// with `?token=TOKEN` once (the token is then kept in an `HttpOnly; SameSite=Strict` cookie,
-    /// and the page reloaded without it, so that it stays out of history and access logs).
+    /// Lets in requests with `Authorization: Bearer TOKEN`, and browsers that signed in with
+    /// the token through the sign-in form (or a [one-time code](Console::sign_in_code)).
+    ///
+    /// # Panics
+    /// When `token` is shorter than 16 bytes: a short token is no protection, and an empty
+    /// one would let everyone in.
     pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
-        self.access = Access::Bearer(Arc::from(token.into()));
+        let token = token.into();
+        assert!(
+            token.len() >= MIN_TOKEN_LEN,
+            "Console::bearer_token: the token must be at least {MIN_TOKEN_LEN} bytes long (this one has {})",
+            token.len()
+        );
+        self.key = Some(SessionKey::from_token(&token));
+        self.access = Access::Bearer(Arc::from(token));
         self
     }
 
@@ -155,10 +224,51 @@ impl<St> Console<St> {
         self
     }
 
-    /// Lets everyone in. Only for a console bound to loopback (as `periskope-webhook inbox
-    /// console` binds it), never on an address others can reach: it shows customer messages.
+    /// Lets everyone in, from a loopback host only (unless [`Console::allowed_hosts`] lists
+    /// others): for a console bound to loopback, as `periskope-webhook inbox console` binds it,
+    /// never on an address others can reach: it shows customer messages.
     pub fn insecure_allow_all(mut self) -> Self {
         self.access = Access::AllowAll;
+        self
+    }
+
+    /// The hosts the console answers for (`name`, or `name:port` for that port only), beside
+    /// loopback names and addresses; any other host gets `403`. Without it, a console under
+    /// [`Console::insecure_allow_all`] answers loopback hosts only, and one behind a token or
+    /// the app's sessions answers any host. An empty list means loopback only.
+    ///
+    /// # Panics
+    /// When a host is empty or is not a host name (a URL, a path).
+    pub fn allowed_hosts<I, H>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator<Item = H>,
+        H: AsRef<str>,
+    {
+        self.hosts = Some(Hosts::listed(hosts));
+        self
+    }
+
+    /// Where the console is mounted, such as `/console` (the prefix given to axum's
+    /// `nest_service`), or `/` at the root: its links, redirects and cookie are built from it.
+    ///
+    /// # Panics
+    /// When `path` does not start with `/` or holds characters no plain path has (`?`, `#`,
+    /// `;`, spaces, percent escapes).
+    pub fn mount_path(mut self, path: &str) -> Self {
+        let plain = path.starts_with('/')
+            && path.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"/-._~".contains(&byte));
+        assert!(plain, "Console::mount_path: {path:?} is not a plain absolute path such as \"/console\"");
+        self.mount_path = Some(Arc::from(path.trim_end_matches('/')));
+        self
+    }
+
+    /// How long a browser stays signed in, and its CSRF session lasts. Default: 12 hours.
+    ///
+    /// # Panics
+    /// When it is shorter than a minute.
+    pub fn session_lifetime(mut self, lifetime: Duration) -> Self {
+        assert!(lifetime >= Duration::from_secs(60), "Console::session_lifetime: at least a minute");
+        self.session_lifetime = lifetime;
         self
     }
 
@@ -168,11 +278,31 @@ impl<St> Console<St> {
         self
     }
 
-    /// Marks the console's cookies `Secure`, for a console served over HTTPS. The console
-    /// does not guess it from `X-Forwarded-Proto`. Default: off.
+    /// Marks the session cookie `Secure` and names it `__Secure-…`, for a console served over
+    /// HTTPS. The console does not guess it from `X-Forwarded-Proto`. Default: off.
     pub fn secure_cookies(mut self, secure: bool) -> Self {
         self.secure_cookies = secure;
         self
+    }
+
+    /// A code that signs one browser in, once, within `valid_for`: open `PREFIX/?code=CODE`.
+    /// The console reloads the page without it, and a spent code opens nothing, so a browser's
+    /// history keeps a worthless one. Shared by the console's clones, not by other processes.
+    /// `None` unless the console has a [bearer token](Console::bearer_token) (or when the
+    /// system gives no randomness).
+    pub fn sign_in_code(&self, valid_for: Duration) -> Option<String> {
+        if !self.access.signs_in() {
+            return None;
+        }
+        self.codes.issue(SystemTime::now(), valid_for)
+    }
+
+    fn hosts(&self) -> Hosts {
+        match (&self.hosts, &self.access) {
+            (Some(hosts), _) => hosts.clone(),
+            (None, Access::AllowAll) => Hosts::loopback(),
+            (None, _) => Hosts::Any,
+        }
     }
 }
 
@@ -261,6 +391,8 @@ enum Route {
     Job(JobId),
     JobAction(JobId, Action),
     Bulk(Action),
+    SignIn,
+    SignOut,
     NotFound,
 }
 
@@ -270,6 +402,8 @@ impl Route {
         match segments.as_slice() {
             [""] => Route::Overview,
             ["assets", "console.css"] => Route::Stylesheet,
+            ["sign-in"] => Route::SignIn,
+            ["sign-out"] => Route::SignOut,
             ["jobs"] => Route::Jobs,
             ["jobs", action @ ("retry" | "purge")] => {
                 Action::from_name(action).map_or(Route::NotFound, Route::Bulk)
@@ -282,80 +416,20 @@ impl Route {
             _ => Route::NotFound,
         }
     }
-}
 
-/// The jobs filter as the jobs page's form spells it.
-#[derive(Clone, Debug, Default)]
-struct Filter {
-    state: Option<JobState>,
-    event: String,
-    chat: String,
-    text: String,
-    /// `datetime-local` values, in UTC.
-    from: String,
-    until: String,
-    after: Option<JobId>,
-}
-
-impl Filter {
-    fn from_pairs(pairs: &[(String, String)]) -> Filter {
-        let mut filter = Filter::default();
-        for (name, value) in pairs {
-            let value = value.trim();
-            match name.as_str() {
-                "state" => filter.state = JobState::from_name(value),
-                "event" => filter.event = value.to_owned(),
-                "chat" => filter.chat = value.to_owned(),
-                "q" => filter.text = value.to_owned(),
-                "from" => filter.from = value.to_owned(),
-                "until" => filter.until = value.to_owned(),
-                "after" => filter.after = value.parse().ok(),
-                _ => {}
-            }
-        }
-        filter
-    }
-
-    /// The query string of the filter's conditions (no page).
-    fn query(&self) -> String {
-        form::encode([
-            ("state", self.state.map_or("", JobState::as_str)),
-            ("event", self.event.as_str()),
-            ("chat", self.chat.as_str()),
-            ("q", self.text.as_str()),
-            ("from", self.from.as_str()),
-            ("until", self.until.as_str()),
-        ])
-    }
-
-    /// The conditions in words, for the confirmation page.
-    fn describe(&self) -> String {
-        let query = form::parse(&self.query());
-        if query.is_empty() {
-            return "every job".to_owned();
-        }
-        query.iter().map(|(name, value)| format!("{name} = {value}")).collect::<Vec<_>>().join(", ")
-    }
-
-    fn job_filter(&self) -> JobFilter {
-        let text = |value: &str| (!value.is_empty()).then(|| value.to_owned());
-        JobFilter {
-            state: self.state,
-            event: text(&self.event),
-            chat: text(&self.chat),
-            text: text(&self.text),
-            received_from: utc_input(&self.from),
-            received_until: utc_input(&self.until),
-            before: self.after,
-            limit: PAGE_SIZE,
+    /// The parameters its query may hold.
+    fn accepts(&self) -> Accepts {
+        match self {
+            Route::Jobs => Accepts::FilterAndPage,
+            Route::Bulk(_) => Accepts::Filter,
+            _ => Accepts::Ids,
         }
     }
-}
 
-/// A `datetime-local` input's value (`2025-01-20T07:51`, seconds optional) read as UTC.
-fn utc_input(value: &str) -> Option<SystemTime> {
-    let with_seconds = if value.len() == 16 { format!("{value}:00") } else { value.to_owned() };
-    Timestamp::from(format!("{with_seconds}+00:00").as_str()).parse()?.to_system_time()
+    /// Whether a sign-in may return to it: a page, not an action.
+    fn is_page(&self) -> bool {
+        matches!(self, Route::Overview | Route::Jobs | Route::Job(_))
+    }
 }
 
 /// The console's root relative to `path` (below the prefix): `""`, `"../"`, ...
@@ -363,40 +437,110 @@ fn root_of(path: &str) -> String {
     "../".repeat(path.trim_start_matches('/').matches('/').count())
 }
 
-/// A failure answered with a page: its status and a short machine-readable code.
+/// A failure answered with a page: its status, a short machine-readable code, and a title
+/// that names what was wrong (never a value from the request).
 struct Refusal {
     status: StatusCode,
     code: &'static str,
-    title: &'static str,
+    title: Cow<'static, str>,
 }
 
-const UNAUTHORIZED: Refusal =
-    Refusal { status: StatusCode::UNAUTHORIZED, code: "unauthorized", title: "Sign-in needed" };
-const READ_ONLY: Refusal =
-    Refusal { status: StatusCode::FORBIDDEN, code: "read_only", title: "This console is read-only" };
-const CSRF: Refusal = Refusal {
-    status: StatusCode::FORBIDDEN,
-    code: "csrf",
-    title: "This form has expired or came from another site: reload the page and try again",
-};
-const NOT_FOUND: Refusal = Refusal { status: StatusCode::NOT_FOUND, code: "not_found", title: "Not found" };
-const METHOD: Refusal = Refusal {
-    status: StatusCode::METHOD_NOT_ALLOWED,
-    code: "method_not_allowed",
-    title: "Method not allowed",
-};
-const BAD_FORM: Refusal =
-    Refusal { status: StatusCode::BAD_REQUEST, code: "bad_form", title: "Unreadable form" };
-const STORE: Refusal = Refusal {
-    status: StatusCode::SERVICE_UNAVAILABLE,
-    code: "store_unavailable",
-    title: "The inbox store did not answer",
-};
+const fn refusal(status: StatusCode, code: &'static str, title: &'static str) -> Refusal {
+    Refusal { status, code, title: Cow::Borrowed(title) }
+}
+
+static UNAUTHORIZED: Refusal = refusal(StatusCode::UNAUTHORIZED, "unauthorized", "Sign-in needed");
+static WRONG_TOKEN: Refusal =
+    refusal(StatusCode::UNAUTHORIZED, "unauthorized", "That is not the console's token");
+static SPENT_CODE: Refusal = refusal(
+    StatusCode::UNAUTHORIZED,
+    "sign_in_code_spent",
+    "This sign-in link was used already or has expired: sign in with the token",
+);
+static HOST_NOT_ALLOWED: Refusal = refusal(
+    StatusCode::FORBIDDEN,
+    "host_not_allowed",
+    "This console does not answer for this host name (see Console::allowed_hosts)",
+);
+static READ_ONLY: Refusal = refusal(StatusCode::FORBIDDEN, "read_only", "This console is read-only");
+static IDS_MASKED: Refusal = refusal(
+    StatusCode::FORBIDDEN,
+    "ids_masked",
+    "Filtering by chat needs the ids shown: a chat id is a phone number",
+);
+static CSRF: Refusal = refusal(
+    StatusCode::FORBIDDEN,
+    "csrf",
+    "This form has expired or came from another site: reload the page and try again",
+);
+static NOT_FOUND: Refusal = refusal(StatusCode::NOT_FOUND, "not_found", "Not found");
+static METHOD: Refusal = refusal(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed");
+static BAD_FORM: Refusal = refusal(StatusCode::BAD_REQUEST, "bad_form", "Unreadable form");
+static NO_RANDOMNESS: Refusal = refusal(
+    StatusCode::SERVICE_UNAVAILABLE,
+    "no_randomness",
+    "The system gave no randomness to open a session with",
+);
+static STORE: Refusal =
+    refusal(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "The inbox store did not answer");
+
+fn bad_query(bad: &BadParameter) -> Refusal {
+    Refusal {
+        status: StatusCode::BAD_REQUEST,
+        code: "bad_query",
+        title: Cow::Owned(format!("The parameter “{}” can't be read: {}", bad.name, bad.why)),
+    }
+}
+
+/// A browser's session with the console, as its request carries it.
+struct Session {
+    /// The cookie's name for this console.
+    cookie: String,
+    /// Its live value, if the request carries one.
+    value: Option<String>,
+}
 
 impl<St> Console<St>
 where
     St: ConsoleStore + Clone + Send + Sync + 'static,
 {
+    /// Where links start: the mount path, or relative to `path` when it is not known.
+    fn base(&self, path: &str) -> String {
+        match &self.mount_path {
+            Some(mount) => format!("{mount}/"),
+            None => root_of(path),
+        }
+    }
+
+    fn session(&self, parts: &Parts, now: SystemTime) -> Option<Session> {
+        let key = self.key.as_ref()?;
+        let cookie = key.cookie_name(
+            self.mount_path.as_deref().filter(|path| !path.is_empty()).unwrap_or("/"),
+            self.secure_cookies,
+        );
+        let value = access::cookie(&parts.headers, &cookie)
+            .filter(|value| key.holds(value, now, self.session_lifetime))
+            .map(str::to_owned);
+        Some(Session { cookie, value })
+    }
+
+    fn set_cookie(&self, response: &mut Answer, session: &Session, value: &str) {
+        let path = self.mount_path.as_deref().filter(|path| !path.is_empty()).unwrap_or("/");
+        let cookie =
+            session::set_cookie(&session.cookie, value, path, self.session_lifetime, self.secure_cookies);
+        if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+    }
+
+    /// A new session for the browser: its cookie set on `response`. `None` when the system
+    /// gives no randomness.
+    fn open_session(&self, response: &mut Answer, session: &Session, now: SystemTime) -> Option<()> {
+        let value = self.key.as_ref()?.issue(now)?;
+        self.set_cookie(response, session, &value);
+        Some(())
+    }
+
     async fn respond<B>(&self, request: Request<B>) -> Answer
     where
         B: http_body::Body + Send + 'static,
@@ -404,78 +548,177 @@ where
         B::Error: Into<BoxError>,
     {
         let (parts, body) = request.into_parts();
+        let now = SystemTime::now();
         let path = parts.uri.path().to_owned();
-        let root = root_of(&path);
-        let query = form::parse(parts.uri.query().unwrap_or(""));
+        let base = self.base(&path);
         let route = Route::of(&path);
+        let bare = Frame::bare(&base);
+        let hosts = self.hosts();
+        if !hosts.allow(&parts) {
+            return secured(refused(&bare, &HOST_NOT_ALLOWED));
+        }
         if route == Route::Stylesheet {
             return secured(stylesheet());
         }
-        let bare = Frame { root: &root, csrf: None, show_ids: false, may_show_ids: false };
+        let session = self.session(&parts, now);
+        let pairs = form::parse(parts.uri.query().unwrap_or(""));
 
-        if let Some((_, token)) = query.iter().find(|(name, _)| name == "token") {
-            if !self.access.accepts_link_token(token) {
-                return secured(refused(&bare, &UNAUTHORIZED));
-            }
-            let rest: Vec<(&str, &str)> = query
-                .iter()
-                .filter(|(name, _)| name != "token")
-                .map(|(n, v)| (n.as_str(), v.as_str()))
-                .collect();
-            let mut response = redirect(&format!("?{}", form::encode(rest)));
-            append_cookie(&mut response, &access::set_cookie(TOKEN_COOKIE, token, self.secure_cookies));
-            return secured(response);
+        if let (Route::Overview, [(name, code)]) = (&route, pairs.as_slice())
+            && name == "code"
+            && self.access.signs_in()
+        {
+            return secured(self.spend_code(code, &bare, session.as_ref(), now));
         }
-        let Some(proof) = self.access.check(&parts) else {
+        if route == Route::SignIn {
+            return secured(match parts.method {
+                _ if !self.access.signs_in() => refused(&bare, &NOT_FOUND),
+                Method::GET | Method::HEAD => sign_in_page(&bare, StatusCode::OK, None, "/"),
+                Method::POST => self.sign_in(&parts, body, &hosts, &bare, session.as_ref(), now).await,
+                _ => refused(&bare, &METHOD),
+            });
+        }
+
+        let signed_in =
+            self.access.signs_in() && session.as_ref().is_some_and(|session| session.value.is_some());
+        let Some(proof) = self.access.check(&parts, signed_in) else {
             if matches!(self.access, Access::Undecided) && !self.warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     "the inbox console has no access decision (bearer_token, authorize or insecure_allow_all): \
                      every request is refused"
                 );
             }
+            if self.access.signs_in() {
+                let next = if route.is_page() { path.as_str() } else { "/" };
+                return secured(sign_in_page(&bare, StatusCode::UNAUTHORIZED, Some(&UNAUTHORIZED), next));
+            }
             return secured(refused(&bare, &UNAUTHORIZED));
         };
+        let query = match Query::read(&pairs, route.accepts()) {
+            Ok(query) => query,
+            Err(bad) => return secured(refused(&bare, &bad_query(&bad))),
+        };
+        if query.show_ids && self.read_only {
+            return secured(refused(&bare, &READ_ONLY));
+        }
+        if query.filter.chat.is_some() && !query.show_ids {
+            return secured(refused(&bare, &IDS_MASKED));
+        }
 
-        let session = access::cookie(&parts.headers, SESSION_COOKIE).filter(|session| !session.is_empty());
-        let new_session = session.is_none().then(|| access::random_hex(16));
-        let session = session.map(str::to_owned).or_else(|| new_session.clone()).unwrap_or_default();
+        // A browser's forms need a session to tie their CSRF token to: one that signed in has
+        // it; under the app's sessions or on loopback, one is opened here.
+        let (csrf_session, opened) = match (&session, proof) {
+            (Some(Session { value: Some(value), .. }), Proof::Ambient) => (Some(value.clone()), false),
+            (Some(_), Proof::Ambient) => (self.key.as_ref().and_then(|key| key.issue(now)), true),
+            _ => (None, false),
+        };
         let csrf =
-            self.secret.as_ref().map(|secret| access::csrf_token(&**secret, &session)).unwrap_or_default();
+            csrf_session.as_deref().zip(self.key.as_ref()).map(|(session, key)| key.csrf_token(session));
         let frame = Frame {
-            root: &root,
-            csrf: (!self.read_only && self.secret.is_some()).then_some(csrf.as_str()),
-            show_ids: !self.read_only && query.iter().any(|(name, value)| name == "ids" && value == "show"),
+            base: &base,
+            // A script's header needs no CSRF token: its page shows the actions all the same.
+            csrf: if proof == Proof::Header { Some("") } else { csrf.as_deref() },
+            actions: !self.read_only,
+            show_ids: query.show_ids,
             may_show_ids: !self.read_only,
+            sign_out: signed_in && proof == Proof::Ambient,
         };
 
         let reading = parts.method == Method::GET || parts.method == Method::HEAD;
+        let acting = matches!(route, Route::JobAction(..) | Route::Bulk(_) | Route::SignOut);
         let response = match (&route, reading) {
             (Route::NotFound, _) => refused(&frame, &NOT_FOUND),
+            (Route::SignOut, _) if !self.access.signs_in() => refused(&frame, &NOT_FOUND),
             (Route::JobAction(..) | Route::Bulk(_), _) if self.read_only => refused(&frame, &READ_ONLY),
-            (Route::JobAction(..) | Route::Bulk(_), false) if parts.method == Method::POST => {
-                match self.authorize_action(proof, &parts, body).await {
+            (_, false) if acting && parts.method == Method::POST => {
+                let live = csrf_session.as_deref().filter(|_| !opened);
+                match self.authorize_action(proof, &parts, body, &hosts, live).await {
                     Err(refusal) => refused(&frame, refusal),
+                    Ok(()) if route == Route::SignOut => {
+                        let mut response = redirect(&frame.href("sign-in"));
+                        if let Some(session) = &session {
+                            self.set_cookie(&mut response, session, "");
+                        }
+                        return secured(response);
+                    }
                     Ok(()) => self
-                        .act(&route, &root, &query)
+                        .act(&route, &frame, &query)
                         .await
                         .unwrap_or_else(|error| store_failed(&frame, &error)),
                 }
             }
-            (Route::JobAction(..), _) | (_, false) => refused(&frame, &METHOD),
+            (Route::JobAction(..) | Route::SignOut, _) | (_, false) => refused(&frame, &METHOD),
             (_, true) => {
                 self.page(&route, &frame, &query).await.unwrap_or_else(|error| store_failed(&frame, &error))
             }
         };
         let mut response = secured(response);
-        if let Some(session) = new_session.filter(|session| !session.is_empty()) {
-            append_cookie(&mut response, &access::set_cookie(SESSION_COOKIE, &session, self.secure_cookies));
+        if let (true, Some(session), Some(value)) = (opened, &session, &csrf_session) {
+            self.set_cookie(&mut response, session, value);
         }
         response
     }
 
+    /// `?code=CODE`: a one-time code opens a session, and the page reloads without it.
+    fn spend_code(
+        &self,
+        code: &str,
+        frame: &Frame<'_>,
+        session: Option<&Session>,
+        now: SystemTime,
+    ) -> Answer {
+        let Some(session) = session.filter(|_| self.codes.spend(code, now)) else {
+            return sign_in_page(frame, StatusCode::UNAUTHORIZED, Some(&SPENT_CODE), "/");
+        };
+        let mut response = redirect(&frame.href(""));
+        match self.open_session(&mut response, session, now) {
+            Some(_) => response,
+            None => refused(frame, &NO_RANDOMNESS),
+        }
+    }
+
+    /// The sign-in form's POST: the token opens a session, and the browser returns to the page
+    /// it came from.
+    async fn sign_in<B>(
+        &self,
+        parts: &Parts,
+        body: B,
+        hosts: &Hosts,
+        frame: &Frame<'_>,
+        session: Option<&Session>,
+        now: SystemTime,
+    ) -> Answer
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        if !hosts.same_origin(parts) {
+            return refused(frame, &CSRF);
+        }
+        let Ok(fields) = read_form(body).await else { return refused(frame, &BAD_FORM) };
+        let field = |name: &str| fields.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
+        let next =
+            field("next").filter(|next| is_plain_path(next) && Route::of(next).is_page()).unwrap_or("/");
+        if !self.access.accepts_token(field("token").unwrap_or("")) {
+            return sign_in_page(frame, StatusCode::UNAUTHORIZED, Some(&WRONG_TOKEN), next);
+        }
+        let mut response = redirect(&frame.href(next.trim_start_matches('/')));
+        match session.and_then(|session| self.open_session(&mut response, session, now)) {
+            Some(_) => response,
+            None => refused(frame, &NO_RANDOMNESS),
+        }
+    }
+
     /// Whether a POST may act: a script's header is enough; a browser's request needs its
     /// session's CSRF token and the console's origin.
-    async fn authorize_action<B>(&self, proof: Proof, parts: &Parts, body: B) -> Result<(), &'static Refusal>
+    async fn authorize_action<B>(
+        &self,
+        proof: Proof,
+        parts: &Parts,
+        body: B,
+        hosts: &Hosts,
+        session: Option<&str>,
+    ) -> Result<(), &'static Refusal>
     where
         B: http_body::Body + Send + 'static,
         B::Data: Send,
@@ -484,19 +727,17 @@ where
         if proof == Proof::Header {
             return Ok(());
         }
-        let form = Limited::new(body, FORM_LIMIT).collect().await.map_err(|_| &BAD_FORM)?.to_bytes();
-        let fields = form::parse(std::str::from_utf8(&form).map_err(|_| &BAD_FORM)?);
+        let fields = read_form(body).await.map_err(|()| &BAD_FORM)?;
         let token = fields.iter().find(|(name, _)| name == "csrf").map(|(_, value)| value.as_str());
-        let Some(secret) = &self.secret else { return Err(&CSRF) };
-        if access::csrf_holds(&**secret, &parts.headers, token) { Ok(()) } else { Err(&CSRF) }
+        let (Some(key), Some(session), Some(token)) = (&self.key, session, token) else { return Err(&CSRF) };
+        if access::same_secret(token, &key.csrf_token(session)) && hosts.same_origin(parts) {
+            Ok(())
+        } else {
+            Err(&CSRF)
+        }
     }
 
-    async fn page(
-        &self,
-        route: &Route,
-        frame: &Frame<'_>,
-        query: &[(String, String)],
-    ) -> Result<Answer, InboxError> {
+    async fn page(&self, route: &Route, frame: &Frame<'_>, query: &Query) -> Result<Answer, InboxError> {
         let now = SystemTime::now();
         Ok(match *route {
             Route::Overview => {
@@ -507,15 +748,10 @@ where
                 page(StatusCode::OK, pages::overview(frame, &stats, &minutes, &dead_letters))
             }
             Route::Jobs => {
-                let filter = Filter::from_pairs(query);
-                let jobs = self.store.search(filter.job_filter()).await?;
-                let next =
-                    (jobs.len() == PAGE_SIZE).then(|| jobs.last().map(|job| job.id)).flatten().map(|last| {
-                        let conditions = filter.query();
-                        let separator = if conditions.is_empty() { "" } else { "&" };
-                        format!("{conditions}{separator}after={last}")
-                    });
-                page(StatusCode::OK, pages::jobs(frame, &filter, &jobs, next))
+                let selected = Selected::new(&query.filter, query.show_ids);
+                let jobs = selected.page(&self.store, query.after, PAGE_SIZE).await?;
+                let next = (jobs.len() == PAGE_SIZE).then(|| jobs.last().map(|job| job.id)).flatten();
+                page(StatusCode::OK, pages::jobs(frame, &query.filter, &jobs, next))
             }
             Route::Job(id) => match self.store.get(id).await? {
                 None => refused(frame, &NOT_FOUND),
@@ -532,15 +768,14 @@ where
                 }
             },
             Route::Bulk(action) => {
-                let filter = Filter::from_pairs(query);
-                let matching = self.store.count(bulk_filter(&filter)).await?;
-                page(StatusCode::OK, pages::confirm(frame, action.verb(), matching, &filter))
+                let matching = Selected::new(&query.filter, query.show_ids).count(&self.store).await?;
+                page(StatusCode::OK, pages::confirm(frame, action.verb(), matching, &query.filter))
             }
-            Route::Stylesheet | Route::JobAction(..) | Route::NotFound => refused(frame, &NOT_FOUND),
+            _ => refused(frame, &NOT_FOUND),
         })
     }
 
-    async fn act(&self, route: &Route, root: &str, query: &[(String, String)]) -> Result<Answer, InboxError> {
+    async fn act(&self, route: &Route, frame: &Frame<'_>, query: &Query) -> Result<Answer, InboxError> {
         let now = SystemTime::now();
         Ok(match *route {
             Route::JobAction(id, action) => {
@@ -551,30 +786,48 @@ where
                 };
                 tracing::info!(action = action.name(), job = id, changed, "inbox console action");
                 if action == Action::Purge {
-                    redirect(&format!("{root}jobs"))
+                    redirect(&frame.href("jobs"))
                 } else {
-                    redirect(&format!("{root}jobs/{id}"))
+                    redirect(&frame.href(&format!("jobs/{id}")))
                 }
             }
             Route::Bulk(action) => {
-                let filter = Filter::from_pairs(query);
-                let selected = bulk_filter(&filter);
+                let selected = Selected::new(&query.filter, query.show_ids);
                 let changed = match action {
-                    Action::Retry => self.store.retry_matching(selected, now).await?,
-                    _ => self.store.purge_matching(selected).await?,
+                    Action::Retry => {
+                        selected
+                            .in_batches(&self.store, |batch| self.store.retry_matching(batch, now))
+                            .await?
+                    }
+                    _ => selected.in_batches(&self.store, |batch| self.store.purge_matching(batch)).await?,
                 };
                 tracing::info!(action = action.name(), jobs = changed, "inbox console bulk action");
-                // From PREFIX/jobs/retry, the jobs page is one level up.
-                redirect(&format!("{root}jobs?{}", filter.query()))
+                redirect(
+                    &frame.href(&format!("jobs?{}", pages::with_ids(&query.filter.query(), frame.show_ids))),
+                )
             }
             _ => return Err(InboxError::Storage("not an action".to_owned())),
         })
     }
 }
 
-/// What a bulk action touches: the filter's jobs, every page of them.
-fn bulk_filter(filter: &Filter) -> JobFilter {
-    JobFilter { before: None, ..filter.job_filter() }
+/// A POSTed form's fields, read up to [`FORM_LIMIT`].
+async fn read_form<B>(body: B) -> Result<Vec<(String, String)>, ()>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let form = Limited::new(body, FORM_LIMIT).collect().await.map_err(|_| ())?.to_bytes();
+    Ok(form::parse(std::str::from_utf8(&form).map_err(|_| ())?))
+}
+
+/// A path below the prefix that a sign-in may return to: no scheme, host or query, so that it
+/// cannot lead off the console.
+fn is_plain_path(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.starts_with("//")
+        && path.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"/-._".contains(&byte))
 }
 
 fn page(status: StatusCode, markup: Markup) -> Answer {
@@ -585,7 +838,11 @@ fn page(status: StatusCode, markup: Markup) -> Answer {
 }
 
 fn refused(frame: &Frame<'_>, refusal: &Refusal) -> Answer {
-    page(refusal.status, pages::problem(frame, refusal.title, refusal.code))
+    page(refusal.status, pages::problem(frame, &refusal.title, refusal.code))
+}
+
+fn sign_in_page(frame: &Frame<'_>, status: StatusCode, refusal: Option<&Refusal>, next: &str) -> Answer {
+    page(status, pages::sign_in(frame, refusal.map(|refusal| (refusal.title.as_ref(), refusal.code)), next))
 }
 
 fn store_failed(frame: &Frame<'_>, error: &InboxError) -> Answer {
@@ -599,7 +856,7 @@ fn stylesheet() -> Answer {
     response
 }
 
-/// A `303 See Other` to `location`, relative to the request's URL.
+/// A `303 See Other` to `location`.
 fn redirect(location: &str) -> Answer {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SEE_OTHER;
@@ -607,12 +864,6 @@ fn redirect(location: &str) -> Answer {
         response.headers_mut().insert(header::LOCATION, location);
     }
     response
-}
-
-fn append_cookie(response: &mut Answer, cookie: &str) {
-    if let Ok(cookie) = HeaderValue::from_str(cookie) {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
 }
 
 /// Adds the headers every console response carries.
@@ -644,6 +895,8 @@ mod tests {
         assert_eq!(Route::of("/jobs/x"), Route::NotFound);
         assert_eq!(Route::of("/jobs/42/delete"), Route::NotFound);
         assert_eq!(Route::of("/assets/console.css"), Route::Stylesheet);
+        assert_eq!(Route::of("/sign-in"), Route::SignIn);
+        assert_eq!(Route::of("/sign-out"), Route::SignOut);
         assert_eq!(Route::of("/../etc"), Route::NotFound);
     }
 
@@ -656,11 +909,12 @@ mod tests {
     }
 
     #[test]
-    fn datetime_inputs_are_read_as_utc() {
-        let at = |seconds| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds));
-        assert_eq!(utc_input("2025-01-20T07:51"), at(1_737_359_460));
-        assert_eq!(utc_input("2025-01-20T07:51:48"), at(1_737_359_508));
-        assert_eq!(utc_input("yesterday"), None);
-        assert_eq!(utc_input(""), None);
+    fn a_sign_in_returns_only_to_a_plain_path() {
+        for path in ["/", "/jobs", "/jobs/42"] {
+            assert!(is_plain_path(path), "{path}");
+        }
+        for path in ["//evil.example", "https://evil.example", "jobs", "/jobs?x=1", "/a\\b", ""] {
+            assert!(!is_plain_path(path), "{path}");
+        }
     }
 }

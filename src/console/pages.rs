@@ -4,32 +4,59 @@ use std::time::{Duration, SystemTime};
 
 use maud::{DOCTYPE, Markup, html};
 
-use super::Filter;
+use super::filter::{Filter, datetime_local};
 use crate::event::format_utc;
-use crate::inbox::{AttemptRecord, DeadLetters, InboxStats, JobRecord, JobState, JobSummary, MinuteCounts};
+use crate::inbox::{
+    AttemptRecord, DeadLetters, InboxStats, JobId, JobRecord, JobState, JobSummary, MinuteCounts,
+};
 use crate::redact::mask_phone_digits;
 
 /// What every page needs: where the console's root is from this page, and what it may show.
 pub(super) struct Frame<'a> {
-    /// The console's root relative to this page (`""` or `"../"`), so that links work
-    /// under whatever prefix the console is mounted at.
-    pub root: &'a str,
-    /// The CSRF token for this page's forms; `None` when actions are not offered.
+    /// Where links start: the mount path (`/console/`), or the console's root relative to this
+    /// page (`""`, `"../"`) when the mount path is not known.
+    pub base: &'a str,
+    /// The CSRF token of this page's forms (empty for a script, which needs none); `None` when
+    /// the page may not post.
     pub csrf: Option<&'a str>,
+    /// Whether the job actions are offered.
+    pub actions: bool,
     /// Phone numbers and WhatsApp ids in full; masked otherwise.
     pub show_ids: bool,
     /// Whether "show ids" may be offered (it needs what actions need).
     pub may_show_ids: bool,
+    /// Whether the browser signed in, and may sign out.
+    pub sign_out: bool,
 }
 
-impl Frame<'_> {
-    fn href(&self, path: &str) -> String {
-        if path.is_empty() && self.root.is_empty() { "./".to_owned() } else { format!("{}{path}", self.root) }
+impl<'a> Frame<'a> {
+    /// The frame of a page that shows nothing of the inbox (a refusal, the sign-in form).
+    pub(super) fn bare(base: &'a str) -> Frame<'a> {
+        Frame { base, csrf: None, actions: false, show_ids: false, may_show_ids: false, sign_out: false }
+    }
+
+    /// The link to `path` below the console's root.
+    pub(super) fn href(&self, path: &str) -> String {
+        if path.is_empty() && self.base.is_empty() { "./".to_owned() } else { format!("{}{path}", self.base) }
     }
 
     /// `text` as this page may show it: phone numbers masked unless ids are shown.
     fn shown(&self, text: &str) -> String {
         if self.show_ids { text.to_owned() } else { mask_phone_digits(text) }
+    }
+
+    /// The CSRF token of forms that change the inbox, when they are offered.
+    fn action_csrf(&self) -> Option<&str> {
+        self.csrf.filter(|_| self.actions)
+    }
+}
+
+/// `query` with `ids=show` added when ids are shown, so that links keep what the page shows.
+pub(super) fn with_ids(query: &str, show_ids: bool) -> String {
+    match (show_ids, query.is_empty()) {
+        (false, _) => query.to_owned(),
+        (true, true) => "ids=show".to_owned(),
+        (true, false) => format!("{query}&ids=show"),
     }
 }
 
@@ -49,6 +76,12 @@ fn layout(frame: &Frame<'_>, title: &str, content: Markup) -> Markup {
                         a href=(frame.href("")) { "Overview" }
                         a href=(frame.href("jobs")) { "Jobs" }
                         a href=(frame.href("jobs?state=dead")) { "Dead letters" }
+                    }
+                    @if let Some(csrf) = frame.csrf.filter(|_| frame.sign_out) {
+                        form.sign-out method="post" action=(frame.href("sign-out")) {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button type="submit" { "Sign out" }
+                        }
                     }
                 }
                 main { h1 { (title) } (content) }
@@ -163,11 +196,13 @@ fn chart(minutes: &[MinuteCounts]) -> Markup {
     }
 }
 
-pub(super) fn jobs(frame: &Frame<'_>, filter: &Filter, jobs: &[JobSummary], next: Option<String>) -> Markup {
-    let query = filter.query();
+pub(super) fn jobs(frame: &Frame<'_>, filter: &Filter, jobs: &[JobSummary], next: Option<JobId>) -> Markup {
+    let query = with_ids(&filter.query(), frame.show_ids);
+    let (from, until) = (filter.from.map(datetime_local), filter.until.map(datetime_local));
+    let title = if filter.state == Some(JobState::Dead) { "Dead letters" } else { "Jobs" };
     layout(
         frame,
-        "Jobs",
+        title,
         html! {
             form.filter method="get" action=(frame.href("jobs")) {
                 label for="state" { "State" }
@@ -178,18 +213,24 @@ pub(super) fn jobs(frame: &Frame<'_>, filter: &Filter, jobs: &[JobSummary], next
                     }
                 }
                 label for="event" { "Event" }
-                input id="event" name="event" value=(filter.event) placeholder="message.created";
-                label for="chat" { "Chat" }
-                input id="chat" name="chat" value=(filter.chat) placeholder="919...@c.us";
+                input id="event" name="event" value=(filter.event.as_deref().unwrap_or_default()) placeholder="message.created";
+                @if frame.show_ids {
+                    label for="chat" { "Chat" }
+                    input id="chat" name="chat" value=(filter.chat.as_deref().unwrap_or_default()) placeholder="919...@c.us";
+                    input type="hidden" name="ids" value="show";
+                }
                 label for="from" { "Received from (UTC)" }
-                input id="from" name="from" type="datetime-local" value=(filter.from);
+                input id="from" name="from" type="datetime-local" step="any" value=(from.unwrap_or_default());
                 label for="until" { "until" }
-                input id="until" name="until" type="datetime-local" value=(filter.until);
+                input id="until" name="until" type="datetime-local" step="any" value=(until.unwrap_or_default());
                 label for="q" { "Text in key or error" }
-                input id="q" name="q" type="search" value=(filter.text);
+                input id="q" name="q" type="search" value=(filter.text.as_deref().map(|text| frame.shown(text)).unwrap_or_default());
                 button type="submit" { "Filter" }
             }
-            @if frame.csrf.is_some() {
+            @if !frame.show_ids && frame.may_show_ids {
+                p { a href=(frame.href(&format!("jobs?{}", with_ids(&filter.query(), true)))) { "Show ids (to filter by chat, or search them)" } }
+            }
+            @if frame.action_csrf().is_some() {
                 p.bulk {
                     a href=(frame.href(&format!("jobs/retry?{query}"))) { "Retry every matching job…" }
                     " · "
@@ -209,7 +250,7 @@ pub(super) fn jobs(frame: &Frame<'_>, filter: &Filter, jobs: &[JobSummary], next
                     tbody {
                         @for job in jobs {
                             tr data-job-id=(job.id) data-state=(job.state.as_str()) {
-                                td { a href=(frame.href(&format!("jobs/{}", job.id))) { (job.id) } }
+                                td { a href=(frame.href(&format!("jobs/{}{}", job.id, if frame.show_ids { "?ids=show" } else { "" }))) { (job.id) } }
                                 td { (job.event) }
                                 td { span.(job.state.as_str()) { (job.state.as_str()) } }
                                 td { (job.attempts) }
@@ -220,8 +261,8 @@ pub(super) fn jobs(frame: &Frame<'_>, filter: &Filter, jobs: &[JobSummary], next
                     }
                 }
             }
-            @if let Some(next) = next {
-                p { a rel="next" href=(frame.href(&format!("jobs?{next}"))) { "Older jobs" } }
+            @if let Some(last) = next {
+                p { a rel="next" href=(frame.href(&format!("jobs?{}", with_ids(&format!("{}{}after={last}", filter.query(), if filter.query().is_empty() { "" } else { "&" }), frame.show_ids)))) { "Older jobs" } }
             }
         },
     )
@@ -241,7 +282,7 @@ pub(super) fn job(
         frame,
         &format!("Job {id}"),
         html! {
-            @if let Some(csrf) = frame.csrf {
+            @if let Some(csrf) = frame.action_csrf() {
                 div.actions {
                     @if matches!(summary.state, JobState::Pending | JobState::Dead) {
                         (action(frame, id, "retry", "Retry", csrf))
@@ -309,20 +350,52 @@ fn action(frame: &Frame<'_>, id: i64, name: &str, label: &str, csrf: &str) -> Ma
     }
 }
 
-/// The page that asks before a bulk action, with how many jobs it will touch.
+/// `count` jobs, in words.
+fn jobs_count(count: u64) -> String {
+    if count == 1 { "1 job".to_owned() } else { format!("{count} jobs") }
+}
+
+/// The page that asks before a bulk action: the filter as it was read, and how many jobs it
+/// selects.
 pub(super) fn confirm(frame: &Frame<'_>, verb: &str, matching: u64, filter: &Filter) -> Markup {
-    let csrf = frame.csrf.unwrap_or_default();
+    let csrf = frame.action_csrf().unwrap_or_default();
+    let conditions = filter.describe(|text| frame.shown(text));
     layout(
         frame,
-        &format!("{verb} {matching} jobs?"),
+        &format!("{verb} {}?", jobs_count(matching)),
         html! {
-            p { (verb) " the " strong { (matching) } " jobs that match this filter:" }
-            p { code { (filter.describe()) } }
+            p { (verb) " the " strong data-matching=(matching) { (matching) } " " (if matching == 1 { "job" } else { "jobs" }) " that match this filter:" }
+            @if conditions.is_empty() {
+                p.filter { strong { "Every job in the inbox" } " (no condition)" }
+            } @else {
+                ul.filter { @for condition in &conditions { li { (condition) } } }
+            }
             form method="post" action="" {
                 input type="hidden" name="csrf" value=(csrf);
-                button type="submit" { (verb) " " (matching) " jobs" }
+                button type="submit" { (verb) " " (jobs_count(matching)) }
             }
-            p { a href=(frame.href(&format!("jobs?{}", filter.query()))) { "Cancel" } }
+            p { a href=(frame.href(&format!("jobs?{}", with_ids(&filter.query(), frame.show_ids)))) { "Cancel" } }
+        },
+    )
+}
+
+/// The sign-in form, with why it is shown (a refusal) when there is a reason; `next` is the
+/// page to return to.
+pub(super) fn sign_in(frame: &Frame<'_>, refusal: Option<(&str, &str)>, next: &str) -> Markup {
+    layout(
+        frame,
+        "Sign in to the inbox console",
+        html! {
+            @if let Some((title, code)) = refusal {
+                p.problem role="alert" { (title) " (code: " code { (code) } ")" }
+            }
+            form.sign-in method="post" action=(frame.href("sign-in")) {
+                input type="hidden" name="next" value=(next);
+                label for="token" { "Console token" }
+                input id="token" name="token" type="password" autocomplete="current-password" required;
+                button type="submit" { "Sign in" }
+            }
+            p { "A script sends the token in an " code { "Authorization: Bearer" } " header instead." }
         },
     )
 }

@@ -14,6 +14,8 @@ use super::to_millis;
 pub(super) enum Value {
     Text(String),
     Integer(i64),
+    /// A list of ids, bound to one placeholder (see [`Dialect::one_of`]).
+    Integers(Vec<i64>),
 }
 
 /// How a store's SQL spells what differs.
@@ -24,6 +26,9 @@ pub(super) struct Dialect {
     pub text: fn(&str) -> String,
     /// The function that gives the position of a substring (`haystack, needle`), 0 when absent.
     pub position: &'static str,
+    /// `column` is one of the list bound to `placeholder` (one placeholder whatever the list's
+    /// length, so that the statement stays the same for any batch).
+    pub one_of: fn(column: &str, placeholder: &str) -> String,
 }
 
 /// The conditions of `filter` joined by `AND` (`TRUE` when none is set), and the values of
@@ -34,7 +39,7 @@ pub(super) fn filter_clause(
     first: usize,
     dialect: &Dialect,
 ) -> (String, Vec<Value>) {
-    let Dialect { placeholder, text, position } = *dialect;
+    let Dialect { placeholder, text, position, one_of } = *dialect;
     let mut conditions: Vec<String> = Vec::new();
     let mut values: Vec<Value> = Vec::new();
     let mut bind = |value: Value| {
@@ -62,6 +67,9 @@ pub(super) fn filter_clause(
             "({position}(dedup_key, {needle}) > 0 OR {position}(coalesce(last_error, ''), {needle}) > 0)"
         ));
     }
+    if let Some(ids) = &filter.ids {
+        conditions.push(one_of("id", &bind(Value::Integers(ids.clone()))));
+    }
     if let Some(before) = filter.before.filter(|_| paged) {
         conditions.push(format!("id < {}", bind(Value::Integer(before))));
     }
@@ -76,8 +84,12 @@ mod tests {
     use super::*;
     use crate::inbox::JobState;
 
-    const NUMBERED: Dialect =
-        Dialect { placeholder: |n| format!("${n}"), text: str::to_owned, position: "strpos" };
+    const NUMBERED: Dialect = Dialect {
+        placeholder: |n| format!("${n}"),
+        text: str::to_owned,
+        position: "strpos",
+        one_of: |column, list| format!("{column} = ANY({list})"),
+    };
 
     #[test]
     fn only_the_conditions_that_are_set_are_written() {
@@ -94,5 +106,9 @@ mod tests {
         );
         let (clause, _) = filter_clause(&filter, false, 1, &NUMBERED);
         assert_eq!(clause, "state = $1 AND ordering_key = $2", "no page for counts and bulk actions");
+        filter.ids = Some(vec![7, 9]);
+        let (clause, values) = filter_clause(&filter, false, 1, &NUMBERED);
+        assert_eq!(clause, "state = $1 AND ordering_key = $2 AND id = ANY($3)");
+        assert_eq!(values[2], Value::Integers(vec![7, 9]));
     }
 }

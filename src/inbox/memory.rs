@@ -118,6 +118,7 @@ impl Job {
                 self.delivery.key.contains(text)
                     || self.last_error.as_deref().is_some_and(|error| error.contains(text))
             })
+            && filter.ids.as_ref().is_none_or(|ids| ids.contains(&id))
             && filter.before.is_none_or(|before| id < before)
     }
 }

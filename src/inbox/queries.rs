@@ -45,6 +45,9 @@ pub struct JobFilter {
     /// the other conditions (or, without them, the primary key walked newest first) select, and
     /// a page stops at its limit. A [`ConsoleStore::count`] by text alone reads every job.
     pub text: Option<String>,
+    /// Only these jobs: a batch of a bulk action, whose other conditions are checked again as
+    /// it is applied.
+    pub ids: Option<Vec<JobId>>,
     /// Keyset paging: only jobs with a smaller id (the last id of the previous page).
     pub before: Option<JobId>,
     /// At most this many ([`ConsoleStore::search`] only); 50 when 0.

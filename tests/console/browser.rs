@@ -200,18 +200,22 @@ async fn an_operator_finds_fixes_retries_and_replays_jobs_in_a_real_browser() {
     let dir = TempDir::new("console-browser-inbox");
     let store = SqliteStore::open(dir.db()).unwrap();
     let seeded = seed(&store).await;
-    let served = Served::start(Console::new(store.clone()).bearer_token(TOKEN), "/console").await;
+    let served =
+        Served::start(Console::new(store.clone()).bearer_token(TOKEN).mount_path("/console"), "/console")
+            .await;
     let browser = driver.browser().await;
     let console = served.url("/");
 
-    // No token: 401, and nothing of the inbox.
+    // Not signed in: the sign-in form, and nothing of the inbox.
     browser.goto(&console).await.unwrap();
-    assert!(browser.title().await.unwrap().starts_with("Sign-in needed"));
+    assert!(browser.title().await.unwrap().starts_with("Sign in"));
     assert!(browser.find_all(Locator::Css("[data-count]")).await.unwrap().is_empty());
+    assert_accessible(&browser, "sign-in").await;
 
-    // The token link signs in; the overview counts every state.
-    browser.goto(&format!("{console}?token={TOKEN}")).await.unwrap();
-    assert!(!browser.current_url().await.unwrap().as_str().contains(TOKEN), "the token left the address bar");
+    // Signing in through the form, which POSTs the token: it never enters the address bar.
+    browser.find(Locator::Id("token")).await.unwrap().send_keys(TOKEN).await.unwrap();
+    click_and_wait_for_next_page(&browser, Locator::XPath("//button[text()='Sign in']")).await;
+    assert_eq!(browser.current_url().await.unwrap().as_str(), console);
     let pending = seeded.pending.len() + 1;
     for (state, count) in [("pending", pending), ("running", 0), ("done", 1), ("dead", 1)] {
         assert_eq!(
@@ -294,6 +298,14 @@ async fn an_operator_finds_fixes_retries_and_replays_jobs_in_a_real_browser() {
     let refused = browser.wait().for_element(Locator::XPath("//code[text()='csrf']")).await;
     assert!(refused.is_ok(), "the refusal page names the csrf code");
     assert_eq!(state_of(&store, seeded.hostile).await, before);
+
+    // Sign out: the cookie is gone, and the console asks to sign in again.
+    browser.goto(&console).await.unwrap();
+    click_and_wait_for_next_page(&browser, Locator::XPath("//button[text()='Sign out']")).await;
+    assert!(browser.title().await.unwrap().starts_with("Sign in"));
+    assert!(browser.get_all_cookies().await.unwrap().is_empty(), "the session cookie was cleared");
+    browser.goto(&console).await.unwrap();
+    assert!(browser.find_all(Locator::Css("[data-count]")).await.unwrap().is_empty());
 
     browser.close().await.unwrap();
     worker.shutdown().await.unwrap();

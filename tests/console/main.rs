@@ -5,6 +5,7 @@
 mod browser;
 #[path = "../common/mod.rs"]
 mod common;
+mod fail_closed;
 mod pages;
 #[allow(dead_code)]
 #[path = "../inbox/support.rs"]
@@ -155,14 +156,15 @@ async fn claim<St: ConsoleStore>(store: &St, limit: usize) -> Vec<periskope_webh
     jobs
 }
 
-/// Runs one generic case on the memory store, on SQLite and on PostgreSQL (when installed).
+/// Runs each generic case of `$cases` on the memory store, on SQLite and on PostgreSQL (when
+/// installed).
 macro_rules! on_every_store {
-    ($($case:ident),* $(,)?) => {
+    ($cases:ident: $($case:ident),* $(,)?) => {
         mod memory {
             $(
                 #[tokio::test(flavor = "multi_thread")]
                 async fn $case() {
-                    crate::pages::$case(periskope_webhook::inbox::MemoryInboxStore::new()).await;
+                    crate::$cases::$case(periskope_webhook::inbox::MemoryInboxStore::new()).await;
                 }
             )*
         }
@@ -171,7 +173,7 @@ macro_rules! on_every_store {
                 #[tokio::test(flavor = "multi_thread")]
                 async fn $case() {
                     let dir = crate::TempDir::new(concat!("console-", stringify!($case)));
-                    crate::pages::$case(periskope_webhook::inbox::SqliteStore::open(dir.db()).unwrap()).await;
+                    crate::$cases::$case(periskope_webhook::inbox::SqliteStore::open(dir.db()).unwrap()).await;
                 }
             )*
         }
@@ -182,23 +184,33 @@ macro_rules! on_every_store {
                     let Some(cluster) = crate::common::postgres::cluster() else { return };
                     let database = cluster.database();
                     let store = periskope_webhook::inbox::PostgresStore::connect(&database.url()).await.unwrap();
-                    crate::pages::$case(store).await;
+                    crate::$cases::$case(store).await;
                 }
             )*
         }
     };
 }
 
-on_every_store!(
-    nobody_gets_in_without_a_decision_or_the_token,
-    a_token_link_becomes_a_strict_cookie_and_the_page_reloads_without_it,
-    every_answer_carries_the_security_headers,
-    the_overview_counts_every_state,
-    delivery_content_is_escaped_and_phone_numbers_masked,
-    filters_select_exactly_their_jobs_and_pages_cover_each_once,
-    a_browser_post_without_its_csrf_token_or_from_another_site_changes_nothing,
-    retry_replay_and_purge_act_on_their_job,
-    bulk_actions_confirm_the_count_then_act,
-    a_read_only_console_shows_no_actions_and_refuses_them,
-    links_work_under_any_prefix,
-);
+mod pages_on_every_store {
+    on_every_store!(
+        pages: nobody_gets_in_without_a_decision_or_the_token,
+        signing_in_opens_a_session_that_is_not_the_token_and_ends,
+        every_answer_carries_the_security_headers,
+        the_overview_counts_every_state,
+        delivery_content_is_escaped_and_phone_numbers_masked,
+        filters_select_exactly_their_jobs_and_pages_cover_each_once,
+        a_browser_post_without_its_csrf_token_or_from_another_site_changes_nothing,
+        retry_replay_and_purge_act_on_their_job,
+        bulk_actions_confirm_the_count_then_act,
+        a_read_only_console_shows_no_actions_and_refuses_them,
+        links_work_under_any_prefix,
+    );
+}
+
+mod fail_closed_on_every_store {
+    on_every_store!(
+        fail_closed: a_filter_that_cannot_be_read_is_refused_and_changes_nothing,
+        a_masked_search_cannot_recover_a_phone_number,
+        bulk_actions_cover_every_batch,
+    );
+}

@@ -1,5 +1,7 @@
 //! The console's cases, each generic over the store; `main.rs` runs each on every store.
 
+use std::time::Duration;
+
 use http::{Method, StatusCode, header};
 use periskope_webhook::console::Console;
 use periskope_webhook::inbox::{ConsoleStore, JobFilter, JobId, JobState};
@@ -10,7 +12,7 @@ use crate::{Answer, PHONE_CHAT, Served, TOKEN, seed};
 const PREFIX: &str = "/console";
 
 fn console<St>(store: St) -> Console<St> {
-    Console::new(store).bearer_token(TOKEN)
+    Console::new(store).bearer_token(TOKEN).mount_path(PREFIX)
 }
 
 fn bearer() -> String {
@@ -35,6 +37,9 @@ fn attribute_after<'a>(text: &'a str, marker: &str, attribute: &str) -> Option<&
 /// `reference` resolved against the path `base` (both below the server's root), as a browser
 /// resolves a relative link.
 fn resolve(base: &str, reference: &str) -> String {
+    if reference.starts_with('/') {
+        return reference.to_owned();
+    }
     if let Some(query) = reference.strip_prefix('?') {
         return format!("{}?{query}", base.split('?').next().unwrap());
     }
@@ -63,30 +68,36 @@ async fn state_of<St: ConsoleStore>(store: &St, id: JobId) -> Option<JobState> {
     store.get(id).await.unwrap().map(|job| job.summary.state)
 }
 
-/// A browser's session: the token link opened once, then a page read for its cookies and
-/// CSRF token.
-struct Browser {
-    cookies: String,
-    csrf: String,
+/// The first `name=value` pair of a `Set-Cookie` header.
+fn cookie_pair(answer: &Answer) -> String {
+    answer.header(header::SET_COOKIE).split(';').next().unwrap().to_owned()
+}
+
+/// A browser's session: signed in through the form, then a page read for its CSRF token.
+pub struct Browser {
+    pub cookies: String,
+    pub csrf: String,
 }
 
 impl Browser {
-    async fn sign_in(served: &Served, job: JobId) -> Browser {
-        let link = served.send(Method::GET, &format!("/?token={TOKEN}"), &[], "").await;
-        assert_eq!(link.status, StatusCode::SEE_OTHER);
-        let token_cookie = link.header(header::SET_COOKIE).split(';').next().unwrap().to_owned();
-        let page = served.send(Method::GET, &format!("/jobs/{job}"), &[("cookie", &token_cookie)], "").await;
+    pub async fn sign_in(served: &Served, job: JobId) -> Browser {
+        let form = format!("token={TOKEN}&next=%2Fjobs%2F{job}");
+        let headers =
+            [("content-type", "application/x-www-form-urlencoded"), ("sec-fetch-site", "same-origin")];
+        let signed_in = served.send(Method::POST, "/sign-in", &headers, &form).await;
+        assert_eq!(signed_in.status, StatusCode::SEE_OTHER, "{}", signed_in.text);
+        assert_eq!(signed_in.header(header::LOCATION), format!("{}/jobs/{job}", served.prefix));
+        let cookies = cookie_pair(&signed_in);
+        let page = served.send(Method::GET, &format!("/jobs/{job}"), &[("cookie", &cookies)], "").await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.text);
-        let session_cookie = page.header(header::SET_COOKIE).split(';').next().unwrap().to_owned();
-        assert!(session_cookie.starts_with("periskope_console_session="), "{session_cookie}");
         let csrf = attribute_after(&page.text, "name=\"csrf\"", "value")
             .expect("a form with a CSRF token")
             .to_owned();
-        Browser { cookies: format!("{token_cookie}; {session_cookie}"), csrf }
+        Browser { cookies, csrf }
     }
 
-    /// POSTs a form as a page of the console would: the session's cookies, `origin`.
-    async fn post(&self, served: &Served, path: &str, csrf: Option<&str>, site: (&str, &str)) -> Answer {
+    /// POSTs a form as a page of the console would: the session's cookie, `origin`.
+    pub async fn post(&self, served: &Served, path: &str, csrf: Option<&str>, site: (&str, &str)) -> Answer {
         let body = csrf.map(|csrf| format!("csrf={csrf}")).unwrap_or_default();
         let headers =
             [("cookie", self.cookies.as_str()), ("content-type", "application/x-www-form-urlencoded"), site];
@@ -119,9 +130,9 @@ where
     let wrong_link = served.send(Method::GET, "/jobs?token=not-the-token", &[], "").await;
     assert_eq!(wrong_link.status, StatusCode::UNAUTHORIZED);
     assert!(wrong_link.headers.get(header::SET_COOKIE).is_none());
-    let stolen_cookie =
-        served.send(Method::GET, "/jobs", &[("cookie", "periskope_console_token=guess")], "").await;
-    assert_eq!(stolen_cookie.status, StatusCode::UNAUTHORIZED);
+    let guessed_session = Browser::sign_in(&served, seeded.dead).await.cookies.replace('.', "0.");
+    let guessed = served.send(Method::GET, "/jobs", &[("cookie", &guessed_session)], "").await;
+    assert_eq!(guessed.status, StatusCode::UNAUTHORIZED);
     assert_eq!(served.get("/jobs").await.status, StatusCode::OK);
 
     let by_session = Console::new(store)
@@ -131,30 +142,127 @@ where
     assert_eq!(served.send(Method::GET, "/", &[("x-app-session", "valid")], "").await.status, StatusCode::OK);
 }
 
-pub async fn a_token_link_becomes_a_strict_cookie_and_the_page_reloads_without_it<St>(store: St)
+pub async fn signing_in_opens_a_session_that_is_not_the_token_and_ends<St>(store: St)
 where
     St: ConsoleStore + Clone + Send + Sync + 'static,
 {
     let seeded = seed(&store).await;
     let served = Served::start(console(store.clone()), PREFIX).await;
-    let link = served.send(Method::GET, &format!("/jobs?state=dead&token={TOKEN}"), &[], "").await;
-    assert_eq!(link.status, StatusCode::SEE_OTHER);
-    assert_eq!(link.header(header::LOCATION), "?state=dead", "the same page, the token left out");
-    let cookie = link.header(header::SET_COOKIE);
-    assert!(cookie.starts_with(&format!("periskope_console_token={TOKEN};")), "{cookie}");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
-    assert!(!cookie.contains("Secure"), "plain HTTP unless told: {cookie}");
-    assert!(!link.text.contains(TOKEN));
+    let form = [("content-type", "application/x-www-form-urlencoded"), ("sec-fetch-site", "same-origin")];
 
-    let page = served
-        .send(Method::GET, "/jobs?state=dead", &[("cookie", &format!("periskope_console_token={TOKEN}"))], "")
-        .await;
+    // A browser without a session is shown the sign-in form, which POSTs the token.
+    let page = served.send(Method::GET, "/jobs?state=dead", &[], "").await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    assert!(page.text.contains("name=\"token\"") && page.text.contains("type=\"password\""), "{}", page.text);
+    assert_eq!(attribute_after(&page.text, "<form", "action"), Some("/console/sign-in"));
+    assert_eq!(attribute_after(&page.text, "name=\"next\"", "value"), Some("/jobs"));
+    // A token in a link is not taken: it would stay in the browser's history.
+    let link = served.send(Method::GET, &format!("/?token={TOKEN}"), &[], "").await;
+    assert_eq!(link.status, StatusCode::UNAUTHORIZED);
+    assert!(link.headers.get(header::SET_COOKIE).is_none());
+
+    let wrong = served.send(Method::POST, "/sign-in", &form, "token=console-test-token-3f9b").await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers.get(header::SET_COOKIE).is_none());
+    let empty = served.send(Method::POST, "/sign-in", &form, "token=").await;
+    assert_eq!(empty.status, StatusCode::UNAUTHORIZED);
+    let cross_site =
+        [("content-type", "application/x-www-form-urlencoded"), ("sec-fetch-site", "cross-site")];
+    let forced = served.send(Method::POST, "/sign-in", &cross_site, &format!("token={TOKEN}")).await;
+    assert_eq!(forced.status, StatusCode::FORBIDDEN, "another site cannot sign a browser in");
+    let offsite =
+        served.send(Method::POST, "/sign-in", &form, &format!("token={TOKEN}&next=%2F%2Fevil.example")).await;
+    assert_eq!(offsite.header(header::LOCATION), "/console/", "a sign-in never leads off the console");
+
+    let signed_in =
+        served.send(Method::POST, "/sign-in", &form, &format!("token={TOKEN}&next=%2Fjobs")).await;
+    assert_eq!(signed_in.status, StatusCode::SEE_OTHER);
+    assert_eq!(signed_in.header(header::LOCATION), "/console/jobs");
+    let cookie = signed_in.header(header::SET_COOKIE).to_owned();
+    let (pair, attributes) = cookie.split_once(';').unwrap();
+    let (name, value) = pair.split_once('=').unwrap();
+    assert!(name.starts_with("periskope_console_"), "{cookie}");
+    assert!(
+        !value.is_empty() && !value.contains(TOKEN) && !cookie.contains(TOKEN),
+        "the token never travels back: {cookie}"
+    );
+    for attribute in ["Path=/console", "Max-Age=43200", "HttpOnly", "SameSite=Strict"] {
+        assert!(attributes.split(';').any(|part| part.trim() == attribute), "{attribute} in {cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP unless told: {cookie}");
+
+    // The session opens pages; its value is no bearer token.
+    let page = served.send(Method::GET, "/jobs?state=dead", &[("cookie", pair)], "").await;
     assert_eq!(page.status, StatusCode::OK);
     assert_eq!(job_ids(&page.text), [seeded.dead]);
+    let as_bearer =
+        served.send(Method::GET, "/jobs", &[("authorization", &format!("Bearer {value}"))], "").await;
+    assert_eq!(as_bearer.status, StatusCode::UNAUTHORIZED);
 
-    let secure = Served::start(console(store).secure_cookies(true), PREFIX).await;
-    let link = secure.send(Method::GET, &format!("/?token={TOKEN}"), &[], "").await;
-    assert!(link.header(header::SET_COOKIE).contains("; Secure"));
+    // A replica with the same token takes the session and its forms; another token does not.
+    let replica = Served::start(console(store.clone()), PREFIX).await;
+    assert_eq!(replica.send(Method::GET, "/jobs", &[("cookie", pair)], "").await.status, StatusCode::OK);
+    let browser = Browser::sign_in(&served, seeded.dead).await;
+    let retried = browser
+        .post(
+            &replica,
+            &format!("/jobs/{}/retry", seeded.dead),
+            Some(&browser.csrf),
+            ("sec-fetch-site", "same-origin"),
+        )
+        .await;
+    assert_eq!(retried.status, StatusCode::SEE_OTHER, "{}", retried.text);
+    assert_eq!(state_of(&store, seeded.dead).await, Some(JobState::Pending));
+    let other = Served::start(
+        Console::new(store.clone()).bearer_token("another-console-token").mount_path(PREFIX),
+        PREFIX,
+    )
+    .await;
+    assert_eq!(
+        other.send(Method::GET, "/jobs", &[("cookie", pair)], "").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Signing out clears the cookie.
+    let page = served.send(Method::GET, "/", &[("cookie", pair)], "").await;
+    let csrf = attribute_after(&page.text, "sign-out", "value").expect("a Sign out form with its CSRF token");
+    let signed_out = served
+        .send(
+            Method::POST,
+            "/sign-out",
+            &[
+                ("cookie", pair),
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("sec-fetch-site", "same-origin"),
+            ],
+            &format!("csrf={csrf}"),
+        )
+        .await;
+    assert_eq!(signed_out.status, StatusCode::SEE_OTHER, "{}", signed_out.text);
+    assert!(signed_out.header(header::SET_COOKIE).starts_with(&format!("{name}=;")));
+    assert!(signed_out.header(header::SET_COOKIE).contains("Max-Age=0"));
+
+    // Lifetime and Secure as configured; each console its own cookie name.
+    let secure = Served::start(
+        console(store.clone()).secure_cookies(true).session_lifetime(Duration::from_secs(600)),
+        PREFIX,
+    )
+    .await;
+    let signed_in = secure.send(Method::POST, "/sign-in", &form, &format!("token={TOKEN}")).await;
+    let cookie = signed_in.header(header::SET_COOKIE);
+    assert!(
+        cookie.starts_with("__Secure-periskope_console_")
+            && cookie.contains("; Secure")
+            && cookie.contains("Max-Age=600"),
+        "{cookie}"
+    );
+    let elsewhere = Served::start(Console::new(store).bearer_token(TOKEN).mount_path("/ops"), "/ops").await;
+    let there = elsewhere.send(Method::POST, "/sign-in", &form, &format!("token={TOKEN}")).await;
+    assert_ne!(
+        there.header(header::SET_COOKIE).split('=').next(),
+        Some(name),
+        "two consoles on one host keep their own cookie"
+    );
 }
 
 pub async fn every_answer_carries_the_security_headers<St>(store: St)
@@ -170,13 +278,13 @@ where
         served.get("/jobs/999999").await,
         served.get("/assets/console.css").await,
         served.send(Method::GET, "/", &[], "").await,
-        served.send(Method::GET, &format!("/?token={TOKEN}"), &[], "").await,
+        served.send(Method::GET, "/jobs?state=deadd", &[("authorization", &bearer())], "").await,
         served
             .send(Method::POST, &format!("/jobs/{}/retry", seeded.dead), &[("authorization", &bearer())], "")
             .await,
     ];
     let statuses: Vec<u16> = answers.iter().map(|answer| answer.status.as_u16()).collect();
-    assert_eq!(statuses, [200, 200, 200, 404, 200, 401, 303, 303]);
+    assert_eq!(statuses, [200, 200, 200, 404, 200, 401, 400, 303]);
     for answer in &answers {
         let policy = answer.header(header::CONTENT_SECURITY_POLICY);
         assert!(
@@ -258,12 +366,12 @@ where
     assert_eq!(ids("/jobs?state=dead".into()).await, [seeded.dead]);
     assert_eq!(ids("/jobs?state=done".into()).await, [seeded.done]);
     assert_eq!(ids("/jobs?state=running".into()).await, Vec::<JobId>::new());
-    assert_eq!(ids("/jobs?chat=c1".into()).await.len(), 5);
+    assert_eq!(ids("/jobs?chat=c1&ids=show".into()).await.len(), 5);
     assert_eq!(ids("/jobs?q=hostile-1".into()).await, [seeded.hostile]);
     assert_eq!(ids("/jobs?q=CRM+down".into()).await, [seeded.dead]);
     assert_eq!(ids("/jobs?event=reaction.created".into()).await, Vec::<JobId>::new());
     assert_eq!(ids("/jobs?from=2999-01-01T00%3A00".into()).await, Vec::<JobId>::new());
-    assert_eq!(ids("/jobs?until=2999-01-01T00%3A00&chat=c1&state=dead".into()).await, [seeded.dead]);
+    assert_eq!(ids("/jobs?until=2999-01-01T00%3A00&chat=c1&state=dead&ids=show".into()).await, [seeded.dead]);
 
     // Newest first, 50 a page, the "older" link to the next page, each job once.
     let all: Vec<JobId> =
@@ -341,7 +449,7 @@ where
 
     let retried = post(format!("/jobs/{}/retry", seeded.dead)).await;
     assert_eq!(retried.status, StatusCode::SEE_OTHER);
-    assert_eq!(retried.header(header::LOCATION), format!("../../jobs/{}", seeded.dead));
+    assert_eq!(retried.header(header::LOCATION), format!("/console/jobs/{}", seeded.dead));
     assert_eq!(state_of(&store, seeded.dead).await, Some(JobState::Pending));
 
     // A handled job is not retried, a pending one not replayed.
@@ -353,7 +461,7 @@ where
     assert_eq!(state_of(&store, seeded.done).await, Some(JobState::Pending));
 
     let purged = post(format!("/jobs/{}/purge", seeded.hostile)).await;
-    assert_eq!(purged.header(header::LOCATION), "../../jobs");
+    assert_eq!(purged.header(header::LOCATION), "/console/jobs");
     assert_eq!(state_of(&store, seeded.hostile).await, None);
     assert_eq!(served.get(&format!("/jobs/{}", seeded.hostile)).await.status, StatusCode::NOT_FOUND);
 }
@@ -366,16 +474,16 @@ where
     let served = Served::start(console(store.clone()), PREFIX).await;
     let confirm = served.get("/jobs/retry?state=dead").await;
     assert_eq!(confirm.status, StatusCode::OK);
-    assert!(confirm.text.contains("<strong>1</strong>"), "{}", confirm.text);
+    assert!(confirm.text.contains("data-matching=\"1\""), "{}", confirm.text);
     assert_eq!(state_of(&store, seeded.dead).await, Some(JobState::Dead), "the confirmation changes nothing");
     let done = served.send(Method::POST, "/jobs/retry?state=dead", &[("authorization", &bearer())], "").await;
     assert_eq!(done.status, StatusCode::SEE_OTHER);
-    assert_eq!(done.header(header::LOCATION), "../jobs?state=dead");
+    assert_eq!(done.header(header::LOCATION), "/console/jobs?state=dead");
     assert_eq!(state_of(&store, seeded.dead).await, Some(JobState::Pending));
 
-    let confirm = served.get("/jobs/purge?chat=c1").await;
-    assert!(confirm.text.contains("<strong>5</strong>"), "{}", confirm.text);
-    served.send(Method::POST, "/jobs/purge?chat=c1", &[("authorization", &bearer())], "").await;
+    let confirm = served.get("/jobs/purge?chat=c1&ids=show").await;
+    assert!(confirm.text.contains("data-matching=\"5\""), "{}", confirm.text);
+    served.send(Method::POST, "/jobs/purge?chat=c1&ids=show", &[("authorization", &bearer())], "").await;
     let left = store.search(JobFilter::default()).await.unwrap();
     assert_eq!(left.iter().map(|job| job.id).collect::<Vec<_>>(), [seeded.hostile]);
 }
@@ -386,10 +494,13 @@ where
 {
     let seeded = seed(&store).await;
     let served = Served::start(console(store.clone()).read_only(true), PREFIX).await;
-    let page = served.get(&format!("/jobs/{}?ids=show", seeded.hostile)).await;
+    let page = served.get(&format!("/jobs/{}", seeded.hostile)).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(!page.text.contains("<button") && !page.text.contains("<form method=\"post\""));
     assert!(!page.text.contains("919999912345"), "ids stay masked");
+    let shown = served.get(&format!("/jobs/{}?ids=show", seeded.hostile)).await;
+    assert_eq!(shown.status, StatusCode::FORBIDDEN, "a read-only console never shows ids");
+    assert!(shown.text.contains("read_only") && !shown.text.contains("919999912345"));
     assert!(!served.get("/jobs").await.text.contains("jobs/retry"), "no bulk actions offered");
     for path in [format!("/jobs/{}/retry", seeded.dead), "/jobs/retry?state=dead".to_owned()] {
         let refused = served.send(Method::POST, &path, &[("authorization", &bearer())], "").await;
@@ -405,29 +516,45 @@ where
     St: ConsoleStore + Clone + Send + Sync + 'static,
 {
     let seeded = seed(&store).await;
-    for prefix in ["", "/console", "/ops/inbox/console"] {
-        let served = Served::start(console(store.clone()), prefix).await;
+    // With its mount path, the console opens at its prefix with or without the slash (behind
+    // `nest_service` both arrive as `/`); without it, at the prefix's slash, as documented.
+    let cases = [
+        ("", "/", true),
+        ("/console", "", true),
+        ("/console", "/", true),
+        ("/ops/inbox/console", "", true),
+        ("/console", "/", false),
+        ("/ops/inbox/console", "/", false),
+    ];
+    for (prefix, opened_at, mounted) in cases {
+        let mut console = Console::new(store.clone()).bearer_token(TOKEN);
+        if mounted {
+            console = console.mount_path(if prefix.is_empty() { "/" } else { prefix });
+        }
+        let served = Served::start(console, prefix).await;
+        let case = format!("{prefix} opened at {opened_at:?}, mount path told: {mounted}");
         let absolute = |path: &str| format!("{prefix}{path}");
-        let overview = served.get("/").await;
+        let overview = served.get(opened_at).await;
+        assert_eq!(overview.status, StatusCode::OK, "{case}");
         let jobs_link = overview
             .text
             .split("href=\"")
             .skip(1)
             .map(|rest| &rest[..rest.find('"').unwrap()])
             .find(|href| href.ends_with("jobs"));
-        let jobs_path = resolve(&absolute("/"), jobs_link.expect("a link to the jobs"));
-        assert_eq!(jobs_path, absolute("/jobs"), "{prefix}");
+        let jobs_path = resolve(&absolute(opened_at), jobs_link.expect("a link to the jobs"));
+        assert_eq!(jobs_path, absolute("/jobs"), "{case}");
 
         let jobs = served.get("/jobs").await;
         let job_link =
             attribute_after(&jobs.text, &format!("data-job-id=\"{}\"", seeded.dead), "href").unwrap();
         let job_path = resolve(&jobs_path, job_link);
-        assert_eq!(job_path, absolute(&format!("/jobs/{}", seeded.dead)), "{prefix}");
+        assert_eq!(job_path, absolute(&format!("/jobs/{}", seeded.dead)), "{case}");
         let job = served.get(job_path.strip_prefix(prefix).unwrap()).await;
         assert!(job.text.contains(&format!("Job {}", seeded.dead)));
 
         let action = attribute_after(&job.text, "<form method=\"post\"", "action").unwrap();
-        assert_eq!(resolve(&job_path, action), absolute(&format!("/jobs/{}/retry", seeded.dead)));
+        assert_eq!(resolve(&job_path, action), absolute(&format!("/jobs/{}/retry", seeded.dead)), "{case}");
         let stylesheet =
             resolve(&job_path, attribute_after(&job.text, "rel=\"stylesheet\"", "href").unwrap());
         let css = served.send(Method::GET, stylesheet.strip_prefix(prefix).unwrap(), &[], "").await;
@@ -437,6 +564,6 @@ where
             .await;
         let back =
             resolve(&absolute(&format!("/jobs/{}/retry", seeded.dead)), retried.header(header::LOCATION));
-        assert_eq!(back, absolute(&format!("/jobs/{}", seeded.dead)));
+        assert_eq!(back, absolute(&format!("/jobs/{}", seeded.dead)), "{case}");
     }
 }

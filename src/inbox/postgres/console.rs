@@ -21,7 +21,12 @@ use crate::inbox::queries::{
 };
 use crate::inbox::{InboxError, JobId, JobSummary, from_millis, to_millis};
 
-const POSTGRES: Dialect = Dialect { placeholder: |n| format!("${n}"), text: escape, position: "strpos" };
+const POSTGRES: Dialect = Dialect {
+    placeholder: |n| format!("${n}"),
+    text: escape,
+    position: "strpos",
+    one_of: |column, list| format!("{column} = ANY({list})"),
+};
 
 /// The values as statement parameters.
 fn parameters(values: &[Value]) -> Vec<Box<dyn ToSql + Sync + Send>> {
@@ -31,6 +36,7 @@ fn parameters(values: &[Value]) -> Vec<Box<dyn ToSql + Sync + Send>> {
             match value {
                 Value::Text(text) => Box::new(text.clone()),
                 Value::Integer(integer) => Box::new(*integer),
+                Value::Integers(integers) => Box::new(integers.clone()),
             }
         })
         .collect()

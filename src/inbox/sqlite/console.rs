@@ -20,15 +20,28 @@ use crate::inbox::queries::{
 };
 use crate::inbox::{ClaimedJob, InboxError, JobId, JobSummary, from_millis, to_millis};
 
-const SQLITE: Dialect = Dialect { placeholder: |n| format!("?{n}"), text: str::to_owned, position: "instr" };
+const SQLITE: Dialect = Dialect {
+    placeholder: |n| format!("?{n}"),
+    text: str::to_owned,
+    position: "instr",
+    // The list is bound as a JSON array: one statement, cached once, for any batch.
+    one_of: |column, list| format!("{column} IN (SELECT value FROM json_each({list}))"),
+};
 
 impl ToSql for Value {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         match self {
             Value::Text(text) => text.to_sql(),
             Value::Integer(integer) => integer.to_sql(),
+            Value::Integers(integers) => Ok(rusqlite::types::ToSqlOutput::from(json_list(integers))),
         }
     }
+}
+
+/// `[1,2,3]`: a list of ids as `json_each` reads it.
+fn json_list(integers: &[i64]) -> String {
+    let items: Vec<String> = integers.iter().map(i64::to_string).collect();
+    format!("[{}]", items.join(","))
 }
 
 /// Opens the attempt `job` starts at `now`, and forgets the job's attempts beyond the last
