@@ -5,6 +5,7 @@
 mod browser;
 #[path = "../common/mod.rs"]
 mod common;
+mod masking;
 mod pages;
 #[allow(dead_code)]
 #[path = "../inbox/support.rs"]
