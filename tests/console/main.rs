@@ -1,11 +1,13 @@
 //! The operator console (`periskope_webhook::console`) served by axum on 127.0.0.1 under a
-//! prefix, over real HTTP, on every store: access decisions, the token link, CSRF, escaping,
-//! masking, filters and pages, the actions, read-only consoles and the headers of every answer.
+//! prefix, over real HTTP, on every store: access decisions, signing in, CSRF, allowed hosts,
+//! escaping, masking, strict filters and pages, the actions, read-only consoles and the headers
+//! of every answer.
 
 mod browser;
 #[path = "../common/mod.rs"]
 mod common;
 mod fail_closed;
+mod masking;
 mod pages;
 #[allow(dead_code)]
 #[path = "../inbox/support.rs"]
