@@ -81,7 +81,7 @@ pub struct ForwardArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
 
-    /// Print ids in full; by default every run of five or more digits is printed as `*`.
+    /// Print ids in full; by default every phone number (seven digits or more) is printed as `*`.
     #[arg(long)]
     show_ids: bool,
 

@@ -87,8 +87,8 @@ enum Action {
 /// Whether ids and error texts are printed in full.
 #[derive(Args, Debug, Clone, Copy)]
 struct Ids {
-    /// Print keys and error texts in full; by default every phone number in them (a run of five
-    /// or more digits, as in a WhatsApp id) is printed as `*`.
+    /// Print keys and error texts in full; by default every phone number in them (seven digits
+    /// or more, as in a WhatsApp id) is printed as `*`.
     #[arg(long)]
     show_ids: bool,
 }

@@ -63,8 +63,8 @@ pub struct ListenArgs {
     #[arg(long, value_name = "CODE", default_value_t = 200, value_parser = clap::value_parser!(u16).range(200..=599))]
     status: u16,
 
-    /// Print ids in full; by default every run of five or more digits (a phone number, in a
-    /// WhatsApp id) is printed as `*`.
+    /// Print ids in full; by default every phone number (seven digits or more, as in a WhatsApp
+    /// id) is printed as `*`.
     #[arg(long)]
     show_ids: bool,
 }
