@@ -53,10 +53,16 @@
 //!   (the job is then run again once its lease expires): make handlers idempotent, keyed by
 //!   [`Attempt::key`].
 //! - **In order per chat.** Jobs of one chat (or one org phone, for `org.phone.*`) are handled
-//!   one at a time, in the order they were stored: a job waits while an earlier job of its chat
-//!   is pending, running or backing off. A dead letter no longer holds its chat back, so a
-//!   later job can then overtake it. Jobs of different chats run concurrently. Periskope's own
-//!   delivery order is not documented; this is the order in which deliveries arrived.
+//!   one at a time, in the order they were acknowledged: a job waits while an earlier job of
+//!   its chat is pending, running or backing off, and a retried job waits while its chat runs.
+//!   A dead letter no longer holds its chat back, so a later job can then overtake it. Jobs of
+//!   different chats run concurrently. Periskope's own delivery order is not documented; this
+//!   is the order in which deliveries arrived, and two in flight together may run in either
+//!   order. [`InboxStore`] states the contract every store keeps.
+//! - **Leases, renewed and fenced.** While a handler runs, the worker renews its lease every
+//!   third of [`WorkerConfig::lease`]; a worker that cannot (paused, cut off) drops the handler
+//!   before the lease ends. A claim that takes an expired job over gets a new fencing token
+//!   ([`Attempt::fencing_token`]), and the late attempt can no longer settle it.
 //! - **Bounded attempts.** The attempt is counted when the job is claimed, so a job that
 //!   crashes the process every time still ends as a dead letter after
 //!   [`WorkerConfig::max_attempts`]. A claim still pending at shutdown is waited for during
