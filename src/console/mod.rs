@@ -23,7 +23,7 @@
 //! own, so it works offline and under its strict `Content-Security-Policy`.
 //!
 //! # Routes
-//! PREFIX is where it is mounted; STATE is [`JobState::as_str`].
+//! PREFIX is where it is mounted; STATE is [`JobState::as_str`](crate::inbox::JobState::as_str).
 //!
 //! | route | what |
 //! |---|---|

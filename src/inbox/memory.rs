@@ -50,6 +50,8 @@ struct Job {
     delivery: NewDelivery,
     state: JobState,
     attempts: u32,
+    /// Claims counted so far: the fencing token of the latest.
+    claims: u64,
     last_error: Option<String>,
     run_at: SystemTime,
     lease_until: Option<SystemTime>,
@@ -92,7 +94,7 @@ impl Job {
 
     /// Whether `lease` is the claim that holds this job now.
     fn held_by(&self, lease: Lease) -> bool {
-        self.state == JobState::Running && self.attempts == lease.attempt
+        self.state == JobState::Running && self.claims == lease.token
     }
 
     /// Ends the running attempt in the history.
@@ -168,6 +170,7 @@ impl InboxStore for MemoryInboxStore {
             delivery,
             state: JobState::Pending,
             attempts: 0,
+            claims: 0,
             last_error: None,
             run_at,
             lease_until: None,
@@ -225,6 +228,7 @@ impl InboxStore for MemoryInboxStore {
             }
             job.state = JobState::Running;
             job.attempts += 1;
+            job.claims += 1;
             job.lease_until = Some(saturating_add(request.now, request.lease));
             if job.history.len() == ATTEMPTS_KEPT {
                 job.history.pop_front();
@@ -239,6 +243,7 @@ impl InboxStore for MemoryInboxStore {
             claimed.push(ClaimedJob {
                 id,
                 attempt: job.attempts,
+                fencing_token: job.claims,
                 event: job.delivery.event.clone(),
                 key: job.delivery.key.clone(),
                 body: job.delivery.body.clone(),
@@ -288,6 +293,20 @@ impl InboxStore for MemoryInboxStore {
             job.attempts = job.attempts.saturating_sub(1);
             job.run_at = now;
         })
+    }
+
+    fn renew(
+        &self,
+        lease: Lease,
+        until: SystemTime,
+    ) -> impl Future<Output = Result<bool, InboxError>> + Send {
+        let mut jobs = self.jobs();
+        let job = jobs.by_id.get_mut(&lease.id).filter(|job| job.held_by(lease));
+        ready(Ok(job.map(|job| job.lease_until = Some(until)).is_some()))
+    }
+
+    fn holds(&self, lease: Lease) -> impl Future<Output = Result<bool, InboxError>> + Send {
+        ready(Ok(self.jobs().by_id.get(&lease.id).is_some_and(|job| job.held_by(lease))))
     }
 
     fn list(&self, query: ListQuery) -> impl Future<Output = Result<Vec<JobSummary>, InboxError>> + Send {

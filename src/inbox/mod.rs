@@ -53,10 +53,16 @@
 //!   (the job is then run again once its lease expires): make handlers idempotent, keyed by
 //!   [`Attempt::key`].
 //! - **In order per chat.** Jobs of one chat (or one org phone, for `org.phone.*`) are handled
-//!   one at a time, in the order they were stored: a job waits while an earlier job of its chat
-//!   is pending, running or backing off. A dead letter no longer holds its chat back, so a
-//!   later job can then overtake it. Jobs of different chats run concurrently. Periskope's own
-//!   delivery order is not documented; this is the order in which deliveries arrived.
+//!   one at a time, in the order they were acknowledged: a job waits while an earlier job of
+//!   its chat is pending, running or backing off, and a retried job waits while its chat runs.
+//!   A dead letter no longer holds its chat back, so a later job can then overtake it. Jobs of
+//!   different chats run concurrently. Periskope's own delivery order is not documented; this
+//!   is the order in which deliveries arrived, and two in flight together may run in either
+//!   order. [`InboxStore`] states the contract every store keeps.
+//! - **Leases, renewed and fenced.** While a handler runs, the worker renews its lease every
+//!   third of [`WorkerConfig::lease`]; a worker that cannot (paused, cut off) drops the handler
+//!   before the lease ends. A claim that takes an expired job over gets a new fencing token
+//!   ([`Attempt::fencing_token`]), and the late attempt can no longer settle it.
 //! - **Bounded attempts.** The attempt is counted when the job is claimed, so a job that
 //!   crashes the process every time still ends as a dead letter after
 //!   [`WorkerConfig::max_attempts`]. A claim still pending at shutdown is waited for during
@@ -204,7 +210,8 @@ impl fmt::Display for JobState {
     }
 }
 
-/// A job handed to a worker by [`InboxStore::claim`]: its lease is `(id, attempt)`.
+/// A job handed to a worker by [`InboxStore::claim`]: its lease is `(id, attempt, fencing
+/// token)`.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ClaimedJob {
@@ -212,6 +219,9 @@ pub struct ClaimedJob {
     pub id: JobId,
     /// This attempt's number, from 1; counted when the job was claimed.
     pub attempt: u32,
+    /// This claim's fencing token: the job's claim counter, which only ever grows (retry,
+    /// replay and release reset or take back the attempt number, never this). See [`Lease`].
+    pub fencing_token: u64,
     /// The event name.
     pub event: String,
     /// The de-duplication key.
@@ -229,18 +239,21 @@ pub struct ClaimedJob {
 impl ClaimedJob {
     /// The lease this claim holds.
     pub fn lease(&self) -> Lease {
-        Lease { id: self.id, attempt: self.attempt }
+        Lease { id: self.id, attempt: self.attempt, token: self.fencing_token }
     }
 }
 
-/// A claim on a job: settling it does nothing once another claim (after the lease expired)
-/// has counted a later attempt.
+/// A claim on a job. It holds the job while its fencing token is the job's latest claim:
+/// settling or renewing it does nothing once another claim (after the lease expired) took the
+/// job over, whatever attempt number that claim counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lease {
     /// The job.
     pub id: JobId,
     /// The attempt the claim counted.
     pub attempt: u32,
+    /// The claim's fencing token ([`ClaimedJob::fencing_token`]).
+    pub token: u64,
 }
 
 /// How [`InboxStore::claim`] claims.
@@ -439,6 +452,33 @@ impl std::error::Error for InboxError {}
 /// replicas sharing one queue).
 ///
 /// Every method is atomic. Writes are durable when their future resolves `Ok`.
+///
+/// # Order and exclusion
+/// Every store keeps this contract, which one conformance suite checks on each
+/// (`tests/inbox/conformance.rs`). A job's *ordering key* is its chat (or org phone,
+/// [`ordering_key`]); jobs without one are not ordered.
+/// - **Exclusion.** Two jobs with the same ordering key are never both running under live
+///   leases. The store enforces it inside the claim (PostgreSQL: a row per busy chat, taken
+///   with an insert that conflicts; SQLite: its single writer checks it), never from a
+///   snapshot that another claim can change.
+/// - **Order.** A chat's jobs run one at a time, in the order they were acknowledged:
+///   - a job waits while an earlier job of its chat (a smaller id) is pending, waiting for a
+///     retry, or running;
+///   - a dead job holds nothing back, so a later job may then overtake it;
+///   - a retried or replayed job waits while another job of its chat runs under a live lease,
+///     even a later one.
+///   - Deliveries of one chat that were in flight together, neither acknowledged before the
+///     other was received, may run in either order: their commits can land in either order,
+///     and the store does not serialize a chat's inserts to hide it.
+/// - **Running, and expired leases.** A job is running from its claim until it is settled
+///   ([`complete`](InboxStore::complete), [`fail`](InboxStore::fail),
+///   [`release`](InboxStore::release)). While its lease is live, nothing else of its chat is
+///   claimed. Once its lease has expired (the worker died, hung, or was cut off from the
+///   store) the job is due again, and its chat is free for a retried or replayed job: the
+///   next claim takes it over, with a new fencing token, and from then on the late attempt's
+///   settlements and renewals do nothing. An attempt whose lease expired may therefore still
+///   be running beside the next one; the worker drops a handler whose lease it could not renew
+///   before the lease ends.
 pub trait InboxStore: Clone + Send + Sync + 'static {
     /// The answer of [`InboxStore::insert`].
     type InsertFuture: Future<Output = Result<Stored, InboxError>> + Send + 'static;
@@ -469,6 +509,15 @@ pub trait InboxStore: Clone + Send + Sync + 'static {
     /// Gives the job back without counting the attempt (graceful shutdown), if `lease` still
     /// holds it.
     fn release(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send;
+
+    /// Extends the lease to `until`, if `lease` still holds the job; returns whether it does.
+    /// The worker renews every third of the lease while a handler runs.
+    fn renew(&self, lease: Lease, until: SystemTime)
+    -> impl Future<Output = Result<bool, InboxError>> + Send;
+
+    /// Whether `lease` still holds its job: its fencing token is the job's latest claim and the
+    /// job is running. A handler that writes elsewhere can check it before it commits.
+    fn holds(&self, lease: Lease) -> impl Future<Output = Result<bool, InboxError>> + Send;
 
     /// Lists jobs, oldest first, without bodies.
     fn list(&self, query: ListQuery) -> impl Future<Output = Result<Vec<JobSummary>, InboxError>> + Send;

@@ -7,10 +7,12 @@
 //! the WAL, and concurrent commits share one sync). The schema is created or migrated on
 //! connect, under an advisory lock, so replicas starting together migrate once.
 //!
-//! Per-chat order holds however commits interleave: an insert holds its chat's advisory lock
-//! from before its id is drawn until its commit, so the ids of a chat follow the order of its
-//! commits; and a claim hands out no job of a chat while another job of that chat runs under a
-//! live lease, whatever its id. Every call is bounded in time ([`PostgresOptions::timeout`]),
+//! A chat's jobs run one at a time: a claim takes its chat's row in `periskope_inbox_chats`
+//! with an insert whose conflict waits for any other claim of that chat to commit, and takes it
+//! over only from a lease that expired; settling the job deletes the row. So two claims racing
+//! (a retried job, a commit that landed late, a claim slowed inside the database) never both
+//! win, whatever their snapshots saw. Inserts of one chat are not serialized: deliveries in
+//! flight together may run in either order (see the [`InboxStore`] contract). Every call is bounded in time ([`PostgresOptions::timeout`]),
 //! on the client and on the server. `TEXT` cannot hold NUL: the texts of a job are stored
 //! escaped and read back as they were sent.
 
@@ -33,7 +35,7 @@ use super::{
 mod console;
 
 /// The schema version this crate writes.
-const SCHEMA_VERSION: i32 = 3;
+const SCHEMA_VERSION: i32 = 4;
 
 /// The advisory lock key migrations hold ("periskop" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7065_7269_736b_6f70;
@@ -104,9 +106,26 @@ DROP INDEX periskope_inbox_dead;
 CREATE INDEX periskope_inbox_dead ON periskope_inbox_jobs (dead_at, event) WHERE state = 'dead';
 ";
 
+/// Version 4: each job's claim counter, the fencing token of its latest claim (it only grows),
+/// and a row per chat with a running job, the lock that claims of one chat conflict on (taken
+/// over from the chat's running jobs at the upgrade, the latest lease for each chat).
+const SCHEMA_V4: &str = "
+ALTER TABLE periskope_inbox_jobs ADD COLUMN claims BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE periskope_inbox_chats (
+    ordering_key TEXT PRIMARY KEY,
+    job_id BIGINT NOT NULL REFERENCES periskope_inbox_jobs (id) ON DELETE CASCADE,
+    lease_until BIGINT NOT NULL
+);
+CREATE INDEX periskope_inbox_chats_job ON periskope_inbox_chats (job_id);
+INSERT INTO periskope_inbox_chats (ordering_key, job_id, lease_until)
+SELECT DISTINCT ON (ordering_key) ordering_key, id, coalesce(lease_until, 0) FROM periskope_inbox_jobs
+WHERE state = 'running' AND ordering_key IS NOT NULL
+ORDER BY ordering_key, lease_until DESC NULLS LAST;
+";
+
 /// What takes a database from each version to the next: `MIGRATIONS[v]` upgrades version `v`
 /// (version 0: no schema yet).
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, SCHEMA_V2, SCHEMA_V3];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
 
 /// How many attempts of each job are kept by default.
 const DEFAULT_ATTEMPTS_KEPT: usize = 10;
@@ -408,16 +427,11 @@ impl InboxStore for PostgresStore {
         let connections = self.connections();
         Box::pin(async move {
             let received_at = to_millis(delivery.received_at);
-            // The chat's lock is taken before the id is drawn and held until the commit, so that
-            // the ids of a chat follow the order of its commits: a claim that sees a job of a
-            // chat sees every job of that chat with a smaller id.
             let inserted = connections
                 .execute(
-                    "WITH chat AS (SELECT pg_advisory_xact_lock(hashtextextended($3::TEXT, 0)))
-                     INSERT INTO periskope_inbox_jobs
+                    "INSERT INTO periskope_inbox_jobs
                          (dedup_key, event, ordering_key, body, signing_key, received_at, run_at, path)
-                     SELECT $1::TEXT, $2::TEXT, $3::TEXT, $4::BYTEA, $5::TEXT, $6::BIGINT, $6::BIGINT, $7::TEXT
-                     FROM chat
+                     VALUES ($1, $2, $3, $4, $5, $6, $6, $7)
                      ON CONFLICT (dedup_key) DO NOTHING",
                     &[
                         &escape(&delivery.key),
@@ -447,8 +461,11 @@ impl InboxStore for PostgresStore {
             let max_attempts = attempts(request.max_attempts);
             let rows = connections
                 .query(
+                    // `due` reads a snapshot; `chats` is what decides. Its insert conflicts with
+                    // any other claim of the chat, waits for that claim to commit, and takes the
+                    // chat only from a lease that expired. A job is claimed only through it.
                     "WITH due AS (
-                         SELECT id FROM periskope_inbox_jobs AS job
+                         SELECT id, ordering_key, attempts FROM periskope_inbox_jobs AS job
                          WHERE ((state = 'pending' AND run_at <= $1) OR (state = 'running' AND lease_until <= $1))
                            AND (ordering_key IS NULL OR NOT EXISTS (
                                  SELECT 1 FROM periskope_inbox_jobs AS other
@@ -457,22 +474,34 @@ impl InboxStore for PostgresStore {
                                         OR (other.state = 'running' AND other.lease_until > $1))))
                          ORDER BY id LIMIT $2
                          FOR UPDATE OF job SKIP LOCKED
+                     ), chats AS (
+                         INSERT INTO periskope_inbox_chats AS chat (ordering_key, job_id, lease_until)
+                         SELECT ordering_key, id, $4 FROM due WHERE ordering_key IS NOT NULL AND attempts < $3
+                         ON CONFLICT (ordering_key) DO UPDATE
+                         SET job_id = excluded.job_id, lease_until = excluded.lease_until
+                         WHERE chat.lease_until <= $1 OR chat.job_id = excluded.job_id
+                         RETURNING job_id
                      ), dead AS (
                          UPDATE periskope_inbox_jobs AS job
                          SET state = 'dead', lease_until = NULL, dead_at = $1,
                              last_error = coalesce(job.last_error || '; ', '') || $5
                          FROM due WHERE job.id = due.id AND job.attempts >= $3
                          RETURNING job.id, job.attempts, job.event, job.dedup_key, job.body, job.signing_key,
-                                   job.received_at, job.path, job.state
+                                   job.received_at, job.path, job.state, job.claims
+                     ), freed AS (
+                         DELETE FROM periskope_inbox_chats AS chat USING dead WHERE chat.job_id = dead.id
                      ), claimed AS (
                          UPDATE periskope_inbox_jobs AS job
-                         SET state = 'running', attempts = job.attempts + 1, lease_until = $4
+                         SET state = 'running', attempts = job.attempts + 1, claims = job.claims + 1,
+                             lease_until = $4
                          FROM due WHERE job.id = due.id AND job.attempts < $3
+                           AND (due.ordering_key IS NULL OR due.id IN (SELECT job_id FROM chats))
                          RETURNING job.id, job.attempts, job.event, job.dedup_key, job.body, job.signing_key,
-                                   job.received_at, job.path, job.state
+                                   job.received_at, job.path, job.state, job.claims
                      ), abandoned AS (
                          UPDATE periskope_inbox_attempts AS attempt SET outcome = 'abandoned', ended_at = $1
                          FROM due WHERE attempt.job_id = due.id AND attempt.outcome = 'running'
+                           AND (due.attempts >= $3 OR due.id IN (SELECT id FROM claimed))
                      ), opened AS (
                          INSERT INTO periskope_inbox_attempts (job_id, number, started_at)
                          SELECT id, attempts, $1 FROM claimed
@@ -509,11 +538,13 @@ impl InboxStore for PostgresStore {
                 .execute(
                     "WITH settled AS (
                          UPDATE periskope_inbox_jobs SET state = 'done', handled_at = $3, lease_until = NULL
-                         WHERE id = $1 AND attempts = $2 AND state = 'running' RETURNING id
+                         WHERE id = $1 AND claims = $2 AND state = 'running' RETURNING id
+                     ), freed AS (
+                         DELETE FROM periskope_inbox_chats AS chat USING settled WHERE chat.job_id = settled.id
                      )
                      UPDATE periskope_inbox_attempts AS attempt SET outcome = 'handled', ended_at = $3
                      FROM settled WHERE attempt.job_id = settled.id AND attempt.outcome = 'running'",
-                    &[&lease.id, &attempts(lease.attempt), &to_millis(now)],
+                    &[&lease.id, &token(lease), &to_millis(now)],
                 )
                 .await?;
             Ok(())
@@ -541,13 +572,15 @@ impl InboxStore for PostgresStore {
                          UPDATE periskope_inbox_jobs
                          SET state = $3, run_at = coalesce($4, run_at), last_error = $5, lease_until = NULL,
                              dead_at = $6
-                         WHERE id = $1 AND attempts = $2 AND state = 'running' RETURNING id
+                         WHERE id = $1 AND claims = $2 AND state = 'running' RETURNING id
+                     ), freed AS (
+                         DELETE FROM periskope_inbox_chats AS chat USING settled WHERE chat.job_id = settled.id
                      )
                      UPDATE periskope_inbox_attempts AS attempt SET outcome = 'failed', ended_at = $7, error = $5
                      FROM settled WHERE attempt.job_id = settled.id AND attempt.outcome = 'running'",
                     &[
                         &lease.id,
-                        &attempts(lease.attempt),
+                        &token(lease),
                         &state.as_str(),
                         &run_at,
                         &error,
@@ -568,14 +601,54 @@ impl InboxStore for PostgresStore {
                     "WITH settled AS (
                          UPDATE periskope_inbox_jobs
                          SET state = 'pending', attempts = attempts - 1, run_at = $3, lease_until = NULL
-                         WHERE id = $1 AND attempts = $2 AND state = 'running' RETURNING id
+                         WHERE id = $1 AND claims = $2 AND state = 'running' RETURNING id
+                     ), freed AS (
+                         DELETE FROM periskope_inbox_chats AS chat USING settled WHERE chat.job_id = settled.id
                      )
                      UPDATE periskope_inbox_attempts AS attempt SET outcome = 'released', ended_at = $3
                      FROM settled WHERE attempt.job_id = settled.id AND attempt.outcome = 'running'",
-                    &[&lease.id, &attempts(lease.attempt), &to_millis(now)],
+                    &[&lease.id, &token(lease), &to_millis(now)],
                 )
                 .await?;
             Ok(())
+        }
+    }
+
+    fn renew(
+        &self,
+        lease: Lease,
+        until: SystemTime,
+    ) -> impl Future<Output = Result<bool, InboxError>> + Send {
+        let connections = self.connections();
+        async move {
+            let until = to_millis(until);
+            let renewed = connections
+                .query(
+                    "WITH renewed AS (
+                         UPDATE periskope_inbox_jobs SET lease_until = $3
+                         WHERE id = $1 AND claims = $2 AND state = 'running' RETURNING id
+                     ), chat AS (
+                         UPDATE periskope_inbox_chats AS chat SET lease_until = $3
+                         FROM renewed WHERE chat.job_id = renewed.id
+                     )
+                     SELECT id FROM renewed",
+                    &[&lease.id, &token(lease), &until],
+                )
+                .await?;
+            Ok(!renewed.is_empty())
+        }
+    }
+
+    fn holds(&self, lease: Lease) -> impl Future<Output = Result<bool, InboxError>> + Send {
+        let connections = self.connections();
+        async move {
+            let held = connections
+                .query_opt(
+                    "SELECT 1 FROM periskope_inbox_jobs WHERE id = $1 AND claims = $2 AND state = 'running'",
+                    &[&lease.id, &token(lease)],
+                )
+                .await?;
+            Ok(held.is_some())
         }
     }
 
@@ -726,10 +799,16 @@ impl InboxStore for PostgresStore {
     }
 }
 
+/// A lease's fencing token as the database stores it (a `BIGINT`, signed).
+fn token(lease: Lease) -> i64 {
+    i64::try_from(lease.token).unwrap_or(i64::MAX)
+}
+
 fn claimed_job(row: &Row) -> ClaimedJob {
     ClaimedJob {
         id: row.get(0),
         attempt: row.get::<_, i32>(1).unsigned_abs(),
+        fencing_token: row.get::<_, i64>(9).unsigned_abs(),
         event: unescape(row.get(2)),
         key: unescape(row.get(3)),
         body: Bytes::from(row.get::<_, Vec<u8>>(4)),

@@ -31,7 +31,7 @@ use super::{
 mod console;
 
 /// The schema version this crate writes; kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// At most this many queued operations share one transaction.
 const MAX_BATCH: usize = 1024;
@@ -94,8 +94,14 @@ CREATE INDEX periskope_inbox_received ON periskope_inbox_jobs (received_at);
 CREATE INDEX periskope_inbox_dead_event ON periskope_inbox_jobs (event, dead_at, id) WHERE state = 'dead';
 ";
 
+/// Version 4: each job's claim counter, the fencing token of its latest claim (it only grows:
+/// the attempt count goes back on a retry, a replay or a release).
+const SCHEMA_V4: &str = "
+ALTER TABLE periskope_inbox_jobs ADD COLUMN claims INTEGER NOT NULL DEFAULT 0;
+";
+
 /// What takes a file from each version to the next: `MIGRATIONS[v]` upgrades version `v`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, SCHEMA_V2, SCHEMA_V3];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
 
 /// How many attempts of each job are kept by default.
 const DEFAULT_ATTEMPTS_KEPT: usize = 10;
@@ -619,12 +625,15 @@ impl InboxStore for SqliteStore {
             let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
             let due: Vec<(JobId, u32, String)> = connection
                 .prepare_cached(
+                    // The writer thread is the only one that claims, so this check is exact:
+                    // nothing can change the chat between it and the update below.
                     "SELECT id, attempts, event FROM periskope_inbox_jobs AS job
                      WHERE ((state = 'pending' AND run_at <= ?1) OR (state = 'running' AND lease_until <= ?1))
                        AND (ordering_key IS NULL OR NOT EXISTS (
-                             SELECT 1 FROM periskope_inbox_jobs AS earlier
-                             WHERE earlier.ordering_key = job.ordering_key AND earlier.id < job.id
-                               AND earlier.state IN ('pending', 'running')))
+                             SELECT 1 FROM periskope_inbox_jobs AS other
+                             WHERE other.ordering_key = job.ordering_key AND other.id <> job.id
+                               AND ((other.id < job.id AND other.state IN ('pending', 'running'))
+                                    OR (other.state = 'running' AND other.lease_until > ?1))))
                      ORDER BY id LIMIT ?2",
                 )?
                 .query_map(params![now, limit], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
@@ -645,9 +654,10 @@ impl InboxStore for SqliteStore {
                 }
                 let job = connection
                     .prepare_cached(
-                        "UPDATE periskope_inbox_jobs SET state = 'running', attempts = attempts + 1, lease_until = ?2
+                        "UPDATE periskope_inbox_jobs
+                         SET state = 'running', attempts = attempts + 1, claims = claims + 1, lease_until = ?2
                          WHERE id = ?1
-                         RETURNING id, attempts, event, dedup_key, body, signing_key, received_at, path",
+                         RETURNING id, attempts, event, dedup_key, body, signing_key, received_at, path, claims",
                     )?
                     .query_row(params![id, lease_until], claimed_job)?;
                 open_attempt(connection, &job, now, attempts_kept)?;
@@ -662,9 +672,9 @@ impl InboxStore for SqliteStore {
             let settled = connection
                 .prepare_cached(
                     "UPDATE periskope_inbox_jobs SET state = 'done', handled_at = ?3, lease_until = NULL
-                     WHERE id = ?1 AND attempts = ?2 AND state = 'running'",
+                     WHERE id = ?1 AND claims = ?2 AND state = 'running'",
                 )?
-                .execute(params![lease.id, lease.attempt, to_millis(now)])?;
+                .execute(params![lease.id, token(lease), to_millis(now)])?;
             if settled == 1 {
                 end_attempt(connection, lease.id, AttemptOutcome::Handled, to_millis(now), None)?;
             }
@@ -691,9 +701,9 @@ impl InboxStore for SqliteStore {
                     "UPDATE periskope_inbox_jobs
                      SET state = ?3, run_at = coalesce(?4, run_at), last_error = ?5, lease_until = NULL,
                          dead_at = ?6
-                     WHERE id = ?1 AND attempts = ?2 AND state = 'running'",
+                     WHERE id = ?1 AND claims = ?2 AND state = 'running'",
                 )?
-                .execute(params![lease.id, lease.attempt, state.as_str(), run_at, error, dead_at])?;
+                .execute(params![lease.id, token(lease), state.as_str(), run_at, error, dead_at])?;
             if settled == 1 {
                 end_attempt(connection, lease.id, AttemptOutcome::Failed, ended_at, Some(&error))?;
             }
@@ -707,13 +717,39 @@ impl InboxStore for SqliteStore {
                 .prepare_cached(
                     "UPDATE periskope_inbox_jobs
                      SET state = 'pending', attempts = attempts - 1, run_at = ?3, lease_until = NULL
-                     WHERE id = ?1 AND attempts = ?2 AND state = 'running'",
+                     WHERE id = ?1 AND claims = ?2 AND state = 'running'",
                 )?
-                .execute(params![lease.id, lease.attempt, to_millis(now)])?;
+                .execute(params![lease.id, token(lease), to_millis(now)])?;
             if settled == 1 {
                 end_attempt(connection, lease.id, AttemptOutcome::Released, to_millis(now), None)?;
             }
             Ok(())
+        })
+    }
+
+    fn renew(
+        &self,
+        lease: Lease,
+        until: SystemTime,
+    ) -> impl Future<Output = Result<bool, InboxError>> + Send {
+        self.call(move |connection| {
+            let renewed = connection
+                .prepare_cached(
+                    "UPDATE periskope_inbox_jobs SET lease_until = ?3
+                     WHERE id = ?1 AND claims = ?2 AND state = 'running'",
+                )?
+                .execute(params![lease.id, token(lease), to_millis(until)])?;
+            Ok(renewed == 1)
+        })
+    }
+
+    fn holds(&self, lease: Lease) -> impl Future<Output = Result<bool, InboxError>> + Send {
+        self.call(move |connection| {
+            connection
+                .prepare_cached(
+                    "SELECT 1 FROM periskope_inbox_jobs WHERE id = ?1 AND claims = ?2 AND state = 'running'",
+                )?
+                .exists(params![lease.id, token(lease)])
         })
     }
 
@@ -840,10 +876,16 @@ impl InboxStore for SqliteStore {
     }
 }
 
+/// A lease's fencing token as the file stores it (an `INTEGER`, signed).
+fn token(lease: Lease) -> i64 {
+    i64::try_from(lease.token).unwrap_or(i64::MAX)
+}
+
 fn claimed_job(row: &Row<'_>) -> rusqlite::Result<ClaimedJob> {
     Ok(ClaimedJob {
         id: row.get(0)?,
         attempt: row.get(1)?,
+        fencing_token: row.get::<_, i64>(8)?.unsigned_abs(),
         event: row.get(2)?,
         key: row.get(3)?,
         body: Bytes::from(row.get::<_, Vec<u8>>(4)?),
@@ -1019,11 +1061,12 @@ mod tests {
     }
 
     /// A file written by version 2 of the schema, made here by hand as 0.2 wrote it (a running
-    /// job a killed process left behind, a dead letter), is upgraded to version 3 when opened:
+    /// job a killed process left behind, a dead letter), is upgraded to the current version when
+    /// opened:
     /// the jobs keep everything, the console's queries work on them, and attempts from then on
     /// are recorded.
     #[test]
-    fn a_version_2_file_is_upgraded_to_version_3() {
+    fn a_version_2_file_is_upgraded_to_the_current_version() {
         use crate::inbox::{ConsoleStore, JobFilter};
         let file = TempFile::new("v2");
         let v2 = Connection::open(&file.0).unwrap();
@@ -1054,7 +1097,7 @@ mod tests {
         drop(v2);
 
         let store = SqliteStore::open(&file.0).unwrap();
-        assert_eq!(pragma(&store, "user_version"), "3");
+        assert_eq!(pragma(&store, "user_version"), SCHEMA_VERSION.to_string());
         let runtime = runtime();
         let chat = JobFilter { chat: Some("c".to_owned()), ..JobFilter::default() };
         let found = runtime.block_on(store.search(chat)).unwrap();

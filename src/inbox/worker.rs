@@ -32,8 +32,11 @@ pub struct WorkerConfig {
     pub max_attempts: u32,
     /// How long one attempt may run before it counts as failed (default 30 s).
     pub attempt_timeout: Duration,
-    /// How long a claim holds a job before another worker may take it over (default 60 s). It
-    /// is never shorter than the attempt timeout plus 1 s.
+    /// How long a claim holds a job before another worker may take it over (default 60 s).
+    /// While a handler runs, the worker renews the lease every third of it, so a handler may run
+    /// longer than the lease, up to the attempt timeout; a worker that cannot renew (paused, cut
+    /// off from the store) drops the handler at the lease's end and leaves the job to the next
+    /// claim. It is never shorter than 3 s.
     pub lease: Duration,
     /// The delay before the first retry (default 1 s); it doubles with each attempt, with
     /// jitter (a random delay between half and all of it).
@@ -76,12 +79,14 @@ impl Default for WorkerConfig {
     }
 }
 
-/// What a lease keeps beyond its attempt's end, for the claim's and the settle's round trips.
+/// What a lease keeps beyond its attempt's end, for the settle's round trip.
 const LEASE_MARGIN: Duration = Duration::from_secs(1);
+/// The shortest lease: its third must leave a renewal time for its round trip.
+const MIN_LEASE: Duration = Duration::from_secs(3);
 
 impl WorkerConfig {
     fn effective_lease(&self) -> Duration {
-        self.lease.max(self.attempt_timeout.saturating_add(LEASE_MARGIN))
+        self.lease.max(MIN_LEASE)
     }
 
     /// The delay before the attempt after `attempt`: `backoff_base * 2^(attempt - 1)`, at most
@@ -102,6 +107,7 @@ impl WorkerConfig {
 pub struct Attempt {
     job: JobId,
     number: u32,
+    fencing_token: u64,
     max_attempts: u32,
     key: String,
     signing_key: Option<String>,
@@ -117,6 +123,15 @@ impl Attempt {
     /// Which attempt this is, from 1.
     pub fn number(&self) -> u32 {
         self.number
+    }
+
+    /// This attempt's fencing token: the job's claim counter, larger for every later claim of
+    /// the job (a takeover after this attempt's lease expired, a retry, a replay), and never
+    /// reused. A handler that writes to its own database stores it with what it writes and
+    /// refuses a write under a smaller token, so a late attempt cannot overwrite a later one;
+    /// [`InboxStore::holds`] tells whether it is still current.
+    pub fn fencing_token(&self) -> u64 {
+        self.fencing_token
     }
 
     /// Whether a failure now makes the job a dead letter.
@@ -220,10 +235,10 @@ where
             let free = concurrency - in_flight.len();
             let mut claimed_all = false;
             if free > 0 {
-                // The lease runs from before the claim's round trip: an attempt must end a margin
-                // before it does, or another worker could take the job over while it runs.
-                let attempts_end =
-                    Instant::now().checked_add(config.effective_lease().saturating_sub(LEASE_MARGIN));
+                // The lease runs from before the claim's round trip: an attempt that cannot renew
+                // it must end a margin before it does, or another worker could take the job over
+                // while it runs.
+                let leases_end = Instant::now().checked_add(config.effective_lease());
                 let request = ClaimRequest {
                     limit: free,
                     lease: config.effective_lease(),
@@ -257,7 +272,7 @@ where
                                 handler.clone(),
                                 job,
                                 Arc::clone(&config),
-                                attempts_end,
+                                leases_end,
                                 stopping.clone(),
                             );
                             in_flight.spawn(attempt);
@@ -352,36 +367,83 @@ async fn run_attempt<St, H, ResBody>(
 {
     let lease = job.lease();
     let event = job.event.clone();
-    // The attempt's time: its timeout, or less when the claim took so long that the lease would
-    // expire first. None left (a claim slower than the lease): the job is given back unrun.
-    let left = lease_ends.map_or(Duration::MAX, |ends| ends.saturating_duration_since(Instant::now()));
-    let budget = config.attempt_timeout.min(left);
+    // The lease runs from before the claim's round trip. A claim that answered so late that
+    // less than the margin is left gives its job back unrun.
+    let Some(lease_ends) = lease_ends.map_or(Some(None), |ends| {
+        (ends.saturating_duration_since(Instant::now()) > LEASE_MARGIN).then_some(Some(ends))
+    }) else {
+        settle(&store, &config, lease, &event, Outcome::Released).await;
+        return;
+    };
     let outcome = match handler_request(job, config.max_attempts) {
-        _ if budget.is_zero() => Outcome::Released,
         Err(reason) => Outcome::Failed(reason),
         Ok(request) => {
             let mut task = AbortOnDrop(tokio::spawn(async move {
                 poll_fn(|cx| handler.poll_ready(cx)).await.map_err(Into::into)?;
                 handler.call(request).await.map_err(Into::into)
             }));
+            let held = hold_lease(&store, &config, lease, lease_ends);
             tokio::select! {
-                joined = tokio::time::timeout(budget, &mut task.0) => match joined {
+                joined = tokio::time::timeout(config.attempt_timeout, &mut task.0) => match joined {
                     Ok(Ok(Ok(response))) => judge(response),
                     Ok(Ok(Err(error))) => Outcome::Failed(format!("the handler failed: {error}")),
                     Ok(Err(join_error)) => Outcome::Failed(match join_error.try_into_panic() {
                         Ok(panic) => format!("the handler panicked: {}", panic_message(&*panic)),
                         Err(_) => "the handler's task was cancelled".to_owned(),
                     }),
-                    Err(_) if budget < config.attempt_timeout => Outcome::Failed(format!(
-                        "the attempt was stopped after {budget:?}, at the end of its lease (the claim took long)"
-                    )),
                     Err(_) => Outcome::Failed(format!("the attempt timed out after {:?}", config.attempt_timeout)),
                 },
                 Ok(_) = stopping.wait_for(|stop| *stop) => Outcome::Released,
+                lost = held => {
+                    // The lease is gone or about to be: another claim may take the job over,
+                    // so this attempt stops here and settles nothing (`task` aborts on drop).
+                    #[cfg(feature = "tracing")]
+                    tracing::warn!(job = lease.id, reason = lost, "periskope inbox attempt stopped: its lease could not be renewed");
+                    let _ = lost;
+                    return;
+                }
             }
         }
     };
     settle(&store, &config, lease, &event, outcome).await;
+}
+
+/// Renews `lease` every third of the lease while the attempt runs (and once more a margin
+/// before it ends, when a claim answered late); returns, with why, once the lease is lost
+/// (another claim took the job over) or renewals failed until a margin before it ends, so that
+/// the attempt stops before its lease does. Without a lease end (a lease beyond what an
+/// `Instant` holds), it only renews.
+async fn hold_lease<St: InboxStore>(
+    store: &St,
+    config: &WorkerConfig,
+    lease: Lease,
+    mut lease_ends: Option<Instant>,
+) -> &'static str {
+    let every = config.effective_lease() / 3;
+    loop {
+        let deadline = lease_ends.map(|ends| ends.checked_sub(LEASE_MARGIN).unwrap_or(ends));
+        let next = Instant::now().checked_add(every);
+        match (deadline, next) {
+            (Some(deadline), Some(next)) => tokio::time::sleep_until(deadline.min(next)).await,
+            (Some(at), None) | (None, Some(at)) => tokio::time::sleep_until(at).await,
+            // A lease of no limit needs no renewal.
+            (None, None) => std::future::pending().await,
+        }
+        let asked = Instant::now();
+        let until = saturating_add(SystemTime::now(), config.effective_lease());
+        let left = lease_ends.map_or(every, |ends| ends.saturating_duration_since(asked));
+        match bounded(config.store_timeout.min(every).min(left), store.renew(lease, until)).await {
+            Ok(true) => lease_ends = asked.checked_add(config.effective_lease()),
+            Ok(false) => return "another claim holds its job",
+            Err(_error) => {
+                #[cfg(feature = "tracing")]
+                tracing::warn!(error = %_error, "periskope inbox could not renew a lease");
+                if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                    return "its lease ends and could not be renewed";
+                }
+            }
+        }
+    }
 }
 
 /// The request the handler gets: `POST` on the path the delivery arrived on, the body as
@@ -401,6 +463,7 @@ fn handler_request(job: ClaimedJob, max_attempts: u32) -> Result<Request<Full<By
     extensions.insert(Attempt {
         job: job.id,
         number: job.attempt,
+        fencing_token: job.fencing_token,
         max_attempts,
         key: job.key,
         signing_key: job.signing_key,

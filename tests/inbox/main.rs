@@ -5,6 +5,7 @@
 mod acceptor;
 #[path = "../common/mod.rs"]
 mod common;
+mod conformance;
 mod console_store;
 mod crash;
 mod memory;
@@ -21,3 +22,52 @@ mod slow_claims;
 mod store;
 mod support;
 mod worker;
+
+/// Runs each case of the order and exclusion contract (`conformance.rs`) on every store, with
+/// [`conformance::CLAIMERS`] instances of it.
+macro_rules! conformance_cases {
+    ($($case:ident),* $(,)?) => {
+        mod conformance_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let store = periskope_webhook::inbox::MemoryInboxStore::new();
+                    crate::conformance::$case(vec![store; crate::conformance::CLAIMERS]).await;
+                }
+            )*
+        }
+        mod conformance_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    // One writer owns a file: its instances are clones sharing it.
+                    let dir = crate::support::TempDir::new(stringify!($case));
+                    let store = periskope_webhook::inbox::SqliteStore::open(dir.db()).unwrap();
+                    crate::conformance::$case(vec![store; crate::conformance::CLAIMERS]).await;
+                }
+            )*
+        }
+        mod conformance_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let Some(cluster) = crate::common::postgres::cluster() else { return };
+                    let database = cluster.database();
+                    let mut stores = Vec::new();
+                    for _ in 0..crate::conformance::CLAIMERS {
+                        stores.push(periskope_webhook::inbox::PostgresStore::connect(&database.url()).await.unwrap());
+                    }
+                    crate::conformance::$case(stores).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance_cases!(
+    concurrent_claimers_run_a_chat_one_job_at_a_time_in_order,
+    a_retried_or_replayed_job_waits_while_its_chat_runs,
+    retry_replay_and_purge_racing_claims_never_break_exclusion,
+    a_late_attempt_is_fenced_off_by_its_token,
+    a_renewed_lease_keeps_its_job,
+);

@@ -66,11 +66,12 @@ console_cases!(
 );
 
 /// A database made by hand as version 2 of the schema (0.2's) left it, with a job that was
-/// running when its worker died and a dead letter, is upgraded to version 3 on connect: the
-/// jobs keep everything, the console's queries work on them, the running job's next claim opens
-/// its attempt history, and purging a job removes its attempts.
+/// running when its worker died and a dead letter, is upgraded to the current version on
+/// connect: the jobs keep everything (the running job holds its chat until its lease's end),
+/// the console's queries work on them, the running job's next claim opens its attempt history,
+/// and purging a job removes its attempts.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_version_2_database_is_upgraded_to_version_3() {
+async fn a_version_2_database_is_upgraded_to_the_current_version() {
     let Some(cluster) = cluster() else { return };
     let database = cluster.database();
     let admin = admin(&database).await;
@@ -103,7 +104,7 @@ async fn a_version_2_database_is_upgraded_to_version_3() {
     let store = PostgresStore::connect(&database.url()).await.unwrap();
     let version: i32 =
         admin.query_one("SELECT max(version) FROM periskope_inbox_schema", &[]).await.unwrap().get(0);
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let mut chat = JobFilter::default();
     chat.chat = Some("c".to_owned());
     let found = store.search(chat).await.unwrap();
@@ -452,11 +453,12 @@ async fn a_job_committed_late_waits_while_a_later_job_of_its_chat_runs() {
     );
 }
 
-/// Two deliveries of one chat stored at once: the first one's commit is slow (a trigger holds its
-/// statement after its id was drawn, until the test opens a gate). The second waits for that
-/// commit, so that the ids of a chat follow the order of its commits: the first is handled first.
+/// Two deliveries of one chat stored at once, in flight together: the first one's commit is
+/// slow (a trigger holds its statement after its id was drawn, until the test opens a gate), so
+/// the second commits first and runs. Inserts of a chat are not serialized, so the first lands
+/// while the second runs: it is not claimed until the second is settled, then it runs.
 #[tokio::test(flavor = "multi_thread")]
-async fn deliveries_of_one_chat_are_handled_in_the_order_their_commits_land() {
+async fn inserts_whose_commits_reorder_still_run_one_at_a_time() {
     let Some((database, store)) = store().await else { return };
     let admin = admin(&database).await;
     admin
@@ -485,33 +487,84 @@ async fn deliveries_of_one_chat_are_handled_in_the_order_their_commits_land() {
         }
     })
     .await;
-    let quick = insert("quick");
-    within("the second delivery is stored or waits", async {
-        while !quick.is_finished() && waiting_on_locks(&admin).await < 2 {
+    assert_eq!(within("the second is stored at once", insert("quick")).await.unwrap().unwrap(), Stored::New);
+    let quick = store.claim(claim_now()).await.unwrap();
+    assert_eq!(quick.iter().map(|job| message_id(&job.body)).collect::<Vec<_>>(), ["quick"]);
+
+    admin.execute("SELECT pg_advisory_unlock(1, 1)", &[]).await.unwrap();
+    assert_eq!(within("the first is stored", slow).await.unwrap().unwrap(), Stored::New);
+    assert!(store.claim(claim_now()).await.unwrap().is_empty(), "the first waits while the second runs");
+    store.complete(quick[0].lease(), SystemTime::now()).await.unwrap();
+    let first = store.claim(claim_now()).await.unwrap();
+    assert_eq!(first.iter().map(|job| message_id(&job.body)).collect::<Vec<_>>(), ["slow-commit"]);
+}
+
+/// The race a snapshot check lost: job 1 of a chat is dead, and a worker's claim of job 2 is
+/// slowed inside the database (a trigger waits on a lock the test holds) before it commits.
+/// An operator retries job 1 and a second worker claims: it must not get job 1 while job 2 is
+/// being claimed, and once the first claim commits, only job 2 runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_slowed_inside_the_database_and_a_retried_job_never_run_together() {
+    let Some((database, first_worker)) = store().await else { return };
+    let second_worker = PostgresStore::connect(&database.url()).await.unwrap();
+    let admin = admin(&database).await;
+    first_worker.insert(delivery(chat_message("x", "job-1"))).await.unwrap();
+    first_worker.insert(delivery(chat_message("x", "job-2"))).await.unwrap();
+    let job_1 = first_worker.claim(claim_now()).await.unwrap().remove(0);
+    first_worker.fail(job_1.lease(), "down".to_owned(), None).await.unwrap();
+    admin
+        .batch_execute(
+            "SELECT pg_advisory_lock(1, 2);
+             CREATE FUNCTION slow_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.state = 'running' AND convert_from(NEW.body, 'UTF8') LIKE '%job-2%' THEN
+                     PERFORM pg_advisory_xact_lock_shared(1, 2);
+                 END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER slow_claim BEFORE UPDATE ON periskope_inbox_jobs
+                 FOR EACH ROW EXECUTE FUNCTION slow_claim();",
+        )
+        .await
+        .unwrap();
+    let slowed = {
+        let store = first_worker.clone();
+        tokio::spawn(async move { store.claim(claim_now()).await })
+    };
+    within("the first claim waits inside the database", async {
+        while waiting_on_locks(&admin).await < 1 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
+    assert_eq!(second_worker.retry(Selection::Job(job_1.id), SystemTime::now()).await.unwrap(), 1);
+    let second = {
+        let store = second_worker.clone();
+        tokio::spawn(async move { store.claim(claim_now()).await })
+    };
+    within("the second claim answers or waits on the chat", async {
+        while !second.is_finished() && waiting_on_locks(&admin).await < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    admin.execute("SELECT pg_advisory_unlock(1, 2)", &[]).await.unwrap();
+    let first = within("the first claim", slowed).await.unwrap().unwrap();
+    let second = within("the second claim", second).await.unwrap().unwrap();
+    let running = admin
+        .query_one(
+            "SELECT count(*) FROM periskope_inbox_jobs WHERE ordering_key = 'chat|x' AND state = 'running'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(running, 1, "one job of the chat runs: first {:?}, second {:?}", ids(&first), ids(&second));
+    assert_eq!(ids(&first).len() + ids(&second).len(), 1);
+}
 
-    let mut handled = Vec::new();
-    for job in store.claim(claim_now()).await.unwrap() {
-        handled.push(message_id(&job.body));
-        store.complete(job.lease(), SystemTime::now()).await.unwrap();
-    }
-    admin.execute("SELECT pg_advisory_unlock(1, 1)", &[]).await.unwrap();
-    assert_eq!(within("the first is stored", slow).await.unwrap().unwrap(), Stored::New);
-    assert_eq!(within("the second is stored", quick).await.unwrap().unwrap(), Stored::New);
-    loop {
-        let jobs = store.claim(claim_now()).await.unwrap();
-        if jobs.is_empty() {
-            break;
-        }
-        for job in jobs {
-            handled.push(message_id(&job.body));
-            store.complete(job.lease(), SystemTime::now()).await.unwrap();
-        }
-    }
-    assert_eq!(handled, ["slow-commit", "quick"]);
+fn ids(jobs: &[periskope_webhook::inbox::ClaimedJob]) -> Vec<String> {
+    jobs.iter().map(|job| message_id(&job.body)).collect()
 }
 
 /// PostgreSQL's `TEXT` cannot hold NUL, which a signed delivery may carry in its ids and event

@@ -1,10 +1,11 @@
-//! A claim whose answer comes back late (a slow database, a starved process): the attempt ends
-//! a margin before the lease does, so that no other worker can take the job over while it
-//! runs; a claim slower than the lease gives its jobs back unrun.
+//! Leases seen from the worker: a claim whose answer comes back late (a slow database, a
+//! starved process) past its lease's margin gives its jobs back unrun; a long handler keeps its
+//! job by renewing the lease; a worker that cannot renew drops its handler before the lease
+//! ends and settles nothing, leaving the job to the next claim.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use periskope_webhook::inbox::{
@@ -16,11 +17,28 @@ use periskope_webhook::{EventRouter, WebhookEvent};
 use crate::common::within;
 use crate::support::{chat_message, delivery};
 
-/// A store whose claims answer `delay_ms` after they were carried out.
+/// A store whose claims answer `delay_ms` after they were carried out, and whose renewals fail
+/// (the store cannot be reached) while `renewals_fail` is set.
 #[derive(Clone)]
 struct SlowClaims {
     inner: MemoryInboxStore,
     delay_ms: Arc<AtomicU64>,
+    /// Jobs the inner store handed out, answered or not.
+    claimed: Arc<AtomicUsize>,
+    renewals: Arc<AtomicUsize>,
+    renewals_fail: Arc<AtomicBool>,
+}
+
+impl SlowClaims {
+    fn new(delay_ms: u64) -> SlowClaims {
+        SlowClaims {
+            inner: MemoryInboxStore::new(),
+            delay_ms: Arc::new(AtomicU64::new(delay_ms)),
+            claimed: Arc::default(),
+            renewals: Arc::default(),
+            renewals_fail: Arc::default(),
+        }
+    }
 }
 
 impl InboxStore for SlowClaims {
@@ -36,8 +54,10 @@ impl InboxStore for SlowClaims {
     ) -> impl Future<Output = Result<Vec<ClaimedJob>, InboxError>> + Send {
         let (inner, delay) =
             (self.inner.clone(), Duration::from_millis(self.delay_ms.load(Ordering::SeqCst)));
+        let counted = Arc::clone(&self.claimed);
         async move {
             let claimed = inner.claim(request).await;
+            counted.fetch_add(claimed.as_ref().map_or(0, Vec::len), Ordering::SeqCst);
             tokio::time::sleep(delay).await;
             claimed
         }
@@ -58,6 +78,25 @@ impl InboxStore for SlowClaims {
 
     fn release(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send {
         self.inner.release(lease, now)
+    }
+
+    fn renew(
+        &self,
+        lease: Lease,
+        until: SystemTime,
+    ) -> impl Future<Output = Result<bool, InboxError>> + Send {
+        self.renewals.fetch_add(1, Ordering::SeqCst);
+        let (inner, fail) = (self.inner.clone(), self.renewals_fail.load(Ordering::SeqCst));
+        async move {
+            if fail {
+                return Err(InboxError::Storage("the store cannot be reached".to_owned()));
+            }
+            inner.renew(lease, until).await
+        }
+    }
+
+    fn holds(&self, lease: Lease) -> impl Future<Output = Result<bool, InboxError>> + Send {
+        self.inner.holds(lease)
     }
 
     fn list(&self, query: ListQuery) -> impl Future<Output = Result<Vec<JobSummary>, InboxError>> + Send {
@@ -93,46 +132,112 @@ impl InboxStore for SlowClaims {
     }
 }
 
-#[tokio::test]
-async fn an_attempt_never_outlives_its_lease_however_late_the_claim_answers() {
-    let store = SlowClaims { inner: MemoryInboxStore::new(), delay_ms: Arc::new(AtomicU64::new(700)) };
-    store.insert(delivery(chat_message("c", "m"))).await.unwrap();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&calls);
-    // The handler takes longer than what is left of the lease after a slow claim.
-    let slow = EventRouter::new().fallback(move |_event: WebhookEvent| {
+/// A handler that counts its calls and its futures dropped before they finished, and takes
+/// `run_for`.
+fn counted_handler(run_for: Duration) -> (EventRouter, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let (calls, dropped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (counter, drops) = (Arc::clone(&calls), Arc::clone(&dropped));
+    let handler = EventRouter::new().fallback(move |_event: WebhookEvent| {
         counter.fetch_add(1, Ordering::SeqCst);
-        async {
-            tokio::time::sleep(Duration::from_millis(400)).await;
+        let unfinished = DropCounter(Some(Arc::clone(&drops)));
+        async move {
+            let mut unfinished = unfinished;
+            tokio::time::sleep(run_for).await;
+            unfinished.0 = None;
             Ok::<_, std::io::Error>(())
         }
     });
+    (handler, calls, dropped)
+}
+
+/// Counts a drop unless disarmed (`None`): a handler future dropped before it finished.
+struct DropCounter(Option<Arc<AtomicUsize>>);
+
+impl Drop for DropCounter {
+    fn drop(&mut self) {
+        if let Some(count) = &self.0 {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn config() -> periskope_webhook::inbox::WorkerConfig {
     let mut config = crate::support::fast();
-    config.lease = Duration::from_millis(1500);
-    config.attempt_timeout = Duration::from_millis(450);
-    // The lease is 1.5 s; an attempt must end 1 s before it: 0.5 s after the claim started.
+    config.lease = Duration::from_secs(3);
+    config.attempt_timeout = Duration::from_secs(30);
+    config
+}
 
-    // Claims answered after 0.7 s: nothing is left of the attempt's time, the job goes back.
-    let worker = Worker::new(store.clone(), slow.clone(), None).config(config.clone()).spawn();
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    assert_eq!(calls.load(Ordering::SeqCst), 0, "no attempt starts after its lease's end");
-    worker.shutdown().await.unwrap();
-    let job = store.list(ListQuery::new(None, 1)).await.unwrap().remove(0);
-    assert_eq!((job.state, job.attempts), (JobState::Pending, 0), "given back, not counted");
-
-    // Answered after 0.3 s: 0.2 s are left, less than the handler needs, so the attempt fails
-    // at the lease's margin instead of running into another worker's takeover.
-    store.delay_ms.store(300, Ordering::SeqCst);
-    config.max_attempts = 1;
-    let worker = Worker::new(store.clone(), slow, None).config(config).spawn();
-    within("the attempt ends", async {
-        while store.list(ListQuery::new(Some(JobState::Dead), 1)).await.unwrap().is_empty() {
+#[tokio::test]
+async fn a_claim_answered_past_its_lease_margin_gives_its_job_back_unrun() {
+    // The lease is 3 s and must keep a 1 s margin: a claim answered after 2.2 s has none left.
+    let store = SlowClaims::new(2200);
+    store.insert(delivery(chat_message("c", "m"))).await.unwrap();
+    let (handler, calls, _) = counted_handler(Duration::ZERO);
+    let worker = Worker::new(store.clone(), handler, None).config(config()).spawn();
+    within("the store hands the job out", async {
+        while store.claimed.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    within("the late claim gives the job back", async {
+        loop {
+            let job = store.list(ListQuery::new(None, 1)).await.unwrap().remove(0);
+            if job.state == JobState::Pending {
+                return;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
     worker.shutdown().await.unwrap();
-    let dead = store.list(ListQuery::new(None, 1)).await.unwrap().remove(0);
-    assert!(dead.last_error.unwrap().contains("at the end of its lease"));
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no attempt starts past its lease's margin");
+    let job = store.list(ListQuery::new(None, 1)).await.unwrap().remove(0);
+    assert_eq!((job.state, job.attempts), (JobState::Pending, 0), "given back, not counted");
+}
+
+#[tokio::test]
+async fn a_long_handler_keeps_its_job_by_renewing_its_lease() {
+    // The claim answers with 1.5 s of its 3 s lease left; the handler takes 4 s.
+    let store = SlowClaims::new(1500);
+    store.insert(delivery(chat_message("c", "m"))).await.unwrap();
+    let (handler, calls, dropped) = counted_handler(Duration::from_secs(4));
+    let worker = Worker::new(store.clone(), handler, None).config(config()).spawn();
+    within("the job is handled", async {
+        while store.list(ListQuery::new(Some(JobState::Done), 1)).await.unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    worker.shutdown().await.unwrap();
+    assert_eq!((calls.load(Ordering::SeqCst), dropped.load(Ordering::SeqCst)), (1, 0));
+    assert!(store.renewals.load(Ordering::SeqCst) >= 2, "renewed every third of the lease");
+    let job = store.list(ListQuery::new(None, 1)).await.unwrap().remove(0);
+    assert_eq!(job.attempts, 1, "one attempt, never taken over");
+}
+
+#[tokio::test]
+async fn a_worker_that_cannot_renew_drops_its_handler_before_the_lease_ends_and_settles_nothing() {
+    let store = SlowClaims::new(0);
+    store.renewals_fail.store(true, Ordering::SeqCst);
+    store.insert(delivery(chat_message("c", "m"))).await.unwrap();
+    let (handler, calls, dropped) = counted_handler(Duration::from_secs(60));
+    let worker = Worker::new(store.clone(), handler, None).config(config()).spawn();
+    within("the handler is dropped", async {
+        while dropped.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let job = store.list(ListQuery::new(None, 1)).await.unwrap().remove(0);
+    assert_eq!(
+        (job.state, job.attempts),
+        (JobState::Running, 1),
+        "not settled: the next claim takes it over"
+    );
+    assert!(job.lease_until.unwrap() > SystemTime::now(), "dropped before its lease ended");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(store.renewals.load(Ordering::SeqCst) >= 1, "it tried");
+    worker.shutdown().await.unwrap();
 }

@@ -453,6 +453,14 @@ impl InboxStore for HeldClaimAnswers {
         self.store.release(lease, now).await
     }
 
+    async fn renew(&self, lease: Lease, until: SystemTime) -> Result<bool, InboxError> {
+        self.store.renew(lease, until).await
+    }
+
+    async fn holds(&self, lease: Lease) -> Result<bool, InboxError> {
+        self.store.holds(lease).await
+    }
+
     async fn list(&self, query: ListQuery) -> Result<Vec<JobSummary>, InboxError> {
         self.store.list(query).await
     }

@@ -1,0 +1,273 @@
+//! The order and exclusion contract of `InboxStore` (its documentation, "Order and exclusion"),
+//! one generic suite run on the memory, SQLite and PostgreSQL stores alike. Each case gets
+//! several instances of one store: clones of the memory store and of the SQLite store (one
+//! writer owns a file), and separate connections to one PostgreSQL database.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use periskope_webhook::inbox::{ClaimRequest, ClaimedJob, ConsoleStore, JobId, JobState, Selection};
+use tokio::sync::Barrier;
+
+use crate::common::within;
+use crate::support::{chat_message, delivery, message_id};
+
+/// Claimers racing in the concurrent cases.
+pub const CLAIMERS: usize = 4;
+
+fn claim_at(limit: usize, now: SystemTime) -> ClaimRequest {
+    let mut request = ClaimRequest::new(limit, Duration::from_secs(60), 1000);
+    request.now = now;
+    request
+}
+
+fn chat_of(job: &ClaimedJob) -> String {
+    let body: serde_json::Value = serde_json::from_slice(&job.body).unwrap();
+    body["data"]["chat_id"].as_str().unwrap().to_owned()
+}
+
+/// What the claimers saw: the job of each chat that runs now, the jobs each chat ran in order,
+/// and every violation of the contract.
+#[derive(Default)]
+struct Ledger {
+    running: HashMap<String, JobId>,
+    ran: HashMap<String, Vec<JobId>>,
+    violations: Vec<String>,
+}
+
+impl Ledger {
+    fn started(&mut self, job: &ClaimedJob) {
+        let chat = chat_of(job);
+        if let Some(other) = self.running.insert(chat.clone(), job.id) {
+            self.violations.push(format!("chat {chat}: job {} claimed while job {other} runs", job.id));
+        }
+    }
+
+    /// Called before the job is settled: once settled, its chat's next job may be claimed.
+    fn finished(&mut self, job: &ClaimedJob) {
+        let chat = chat_of(job);
+        self.running.remove(&chat);
+        self.ran.entry(chat).or_default().push(job.id);
+    }
+}
+
+/// Four claimers, each with its own store instance, start together behind a barrier and drain
+/// 8 chats of 25 jobs each, failing every fifth attempt once (a retry due at once). No chat
+/// ever has two jobs claimed at once, and each chat's jobs finish in the order they were stored.
+pub async fn concurrent_claimers_run_a_chat_one_job_at_a_time_in_order<St: ConsoleStore>(stores: Vec<St>) {
+    let chats = 8;
+    let per_chat = 25;
+    for n in 0..per_chat {
+        for chat in 0..chats {
+            stores[0]
+                .insert(delivery(chat_message(&format!("c{chat}"), &format!("c{chat}-m{n}"))))
+                .await
+                .unwrap();
+        }
+    }
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let barrier = Arc::new(Barrier::new(stores.len()));
+    let mut claimers = Vec::new();
+    for (index, store) in stores.into_iter().enumerate() {
+        let (ledger, barrier) = (Arc::clone(&ledger), Arc::clone(&barrier));
+        claimers.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let mut idle_rounds = 0;
+            let mut attempts = 0usize;
+            while idle_rounds < 50 {
+                let jobs = store.claim(claim_at(3, SystemTime::now())).await.unwrap();
+                if jobs.is_empty() {
+                    idle_rounds += 1;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                idle_rounds = 0;
+                for job in &jobs {
+                    ledger.lock().unwrap().started(job);
+                }
+                tokio::task::yield_now().await;
+                for job in jobs {
+                    attempts += 1;
+                    if (attempts + index).is_multiple_of(5) && job.attempt == 1 {
+                        ledger.lock().unwrap().running.remove(&chat_of(&job));
+                        store.fail(job.lease(), "once".to_owned(), Some(SystemTime::now())).await.unwrap();
+                    } else {
+                        ledger.lock().unwrap().finished(&job);
+                        store.complete(job.lease(), SystemTime::now()).await.unwrap();
+                    }
+                }
+            }
+        }));
+    }
+    for claimer in claimers {
+        within("a claimer drains its share", claimer).await.unwrap();
+    }
+    let ledger = ledger.lock().unwrap();
+    assert!(ledger.violations.is_empty(), "{:#?}", ledger.violations);
+    assert_eq!(ledger.ran.values().map(Vec::len).sum::<usize>(), chats * per_chat, "every job ran once");
+    for (chat, ran) in &ledger.ran {
+        assert!(ran.windows(2).all(|pair| pair[0] < pair[1]), "chat {chat} ran out of order: {ran:?}");
+    }
+}
+
+/// A dead job holds nothing back; retried, it waits while a later job of its chat runs. A
+/// replayed job waits the same way.
+pub async fn a_retried_or_replayed_job_waits_while_its_chat_runs<St: ConsoleStore>(stores: Vec<St>) {
+    let store = &stores[0];
+    for id in ["m1", "m2", "m3"] {
+        store.insert(delivery(chat_message("c", id))).await.unwrap();
+    }
+    let now = SystemTime::now();
+    let first = store.claim(claim_at(10, now)).await.unwrap().remove(0);
+    store.fail(first.lease(), "down".to_owned(), None).await.unwrap();
+    let second = store.claim(claim_at(10, now)).await.unwrap();
+    assert_eq!(
+        second.iter().map(|job| message_id(&job.body)).collect::<Vec<_>>(),
+        ["m2"],
+        "a dead job holds nothing back"
+    );
+
+    assert_eq!(store.retry(Selection::Job(first.id), now).await.unwrap(), 1);
+    for other in &stores {
+        assert!(
+            other.claim(claim_at(10, now)).await.unwrap().is_empty(),
+            "the retried m1 waits while m2 runs"
+        );
+    }
+    store.complete(second[0].lease(), now).await.unwrap();
+    let retried = store.claim(claim_at(10, now)).await.unwrap();
+    assert_eq!(
+        retried.iter().map(|job| message_id(&job.body)).collect::<Vec<_>>(),
+        ["m1"],
+        "then it runs first"
+    );
+    store.complete(retried[0].lease(), now).await.unwrap();
+
+    let third = store.claim(claim_at(10, now)).await.unwrap().remove(0);
+    assert_eq!(message_id(&third.body), "m3");
+    assert!(store.replay(second[0].id, now).await.unwrap());
+    for other in &stores {
+        assert!(
+            other.claim(claim_at(10, now)).await.unwrap().is_empty(),
+            "the replayed m2 waits while m3 runs"
+        );
+    }
+    store.complete(third.lease(), now).await.unwrap();
+    let replayed = store.claim(claim_at(10, now)).await.unwrap();
+    assert_eq!(replayed.iter().map(|job| message_id(&job.body)).collect::<Vec<_>>(), ["m2"]);
+}
+
+/// Retries, replays and purges race with four claimers: whatever they interleave with, no
+/// chat has two jobs claimed at once.
+pub async fn retry_replay_and_purge_racing_claims_never_break_exclusion<St: ConsoleStore>(stores: Vec<St>) {
+    let chats = 4;
+    for n in 0..30 {
+        for chat in 0..chats {
+            stores[0]
+                .insert(delivery(chat_message(&format!("r{chat}"), &format!("r{chat}-m{n}"))))
+                .await
+                .unwrap();
+        }
+    }
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let barrier = Arc::new(Barrier::new(stores.len() + 1));
+    let operator = {
+        let (store, barrier) = (stores[0].clone(), Arc::clone(&barrier));
+        tokio::spawn(async move {
+            barrier.wait().await;
+            for round in 0..40 {
+                let now = SystemTime::now();
+                store.retry(Selection::State(JobState::Dead), now).await.unwrap();
+                let done =
+                    store.search(periskope_webhook::inbox::JobFilter::default().limit(1000)).await.unwrap();
+                if let Some(job) = done.iter().find(|job| job.state == JobState::Done) {
+                    store.replay(job.id, now).await.unwrap();
+                }
+                if round % 10 == 9
+                    && let Some(job) = done.iter().find(|job| job.state == JobState::Pending)
+                {
+                    store.purge(Selection::Job(job.id)).await.unwrap();
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut claimers = Vec::new();
+    for store in stores {
+        let (ledger, barrier) = (Arc::clone(&ledger), Arc::clone(&barrier));
+        claimers.push(tokio::spawn(async move {
+            barrier.wait().await;
+            for round in 0..200u32 {
+                let jobs = store.claim(claim_at(2, SystemTime::now())).await.unwrap();
+                for job in &jobs {
+                    ledger.lock().unwrap().started(job);
+                }
+                tokio::task::yield_now().await;
+                for job in jobs {
+                    ledger.lock().unwrap().finished(&job);
+                    if round.is_multiple_of(3) {
+                        // A dead letter for the operator to retry.
+                        store.fail(job.lease(), "down".to_owned(), None).await.unwrap();
+                    } else {
+                        store.complete(job.lease(), SystemTime::now()).await.unwrap();
+                    }
+                }
+            }
+        }));
+    }
+    within("the operator's rounds", operator).await.unwrap();
+    for claimer in claimers {
+        within("a claimer's rounds", claimer).await.unwrap();
+    }
+    let ledger = ledger.lock().unwrap();
+    assert!(ledger.violations.is_empty(), "{:#?}", ledger.violations);
+    assert!(ledger.ran.values().map(Vec::len).sum::<usize>() >= 120, "the claimers ran jobs");
+}
+
+/// An expired lease is taken over under a new fencing token; the late claim can neither renew
+/// nor settle, even when a release put the attempt number back where it was.
+pub async fn a_late_attempt_is_fenced_off_by_its_token<St: ConsoleStore>(stores: Vec<St>) {
+    let store = &stores[0];
+    store.insert(delivery(chat_message("c", "m1"))).await.unwrap();
+    let start = SystemTime::now();
+    let first = store.claim(claim_at(10, start)).await.unwrap().remove(0);
+    assert!(store.holds(first.lease()).await.unwrap());
+    let later = start + Duration::from_secs(61);
+    let second = store.claim(claim_at(10, later)).await.unwrap().remove(0);
+    assert!(second.fencing_token > first.fencing_token);
+    assert!(!store.holds(first.lease()).await.unwrap(), "taken over");
+    assert!(!store.renew(first.lease(), later + Duration::from_secs(600)).await.unwrap());
+
+    // A release takes the attempt back: the next claim counts attempt 2 again, under a new token.
+    store.release(second.lease(), later).await.unwrap();
+    let third = store.claim(claim_at(10, later)).await.unwrap().remove(0);
+    assert_eq!(third.attempt, second.attempt, "the same attempt number as the released claim");
+    assert!(third.fencing_token > second.fencing_token);
+    store.complete(second.lease(), later).await.unwrap();
+    store.fail(first.lease(), "late".to_owned(), None).await.unwrap();
+    let job = store.get(third.id).await.unwrap().unwrap().summary;
+    assert_eq!(job.state, JobState::Running, "late settlements changed nothing");
+    assert!(store.holds(third.lease()).await.unwrap());
+    store.complete(third.lease(), later).await.unwrap();
+    assert_eq!(store.get(third.id).await.unwrap().unwrap().summary.state, JobState::Done);
+}
+
+/// A renewed lease keeps its job past the first lease's end; a job's chat stays busy with it.
+pub async fn a_renewed_lease_keeps_its_job<St: ConsoleStore>(stores: Vec<St>) {
+    let store = &stores[0];
+    store.insert(delivery(chat_message("c", "m1"))).await.unwrap();
+    store.insert(delivery(chat_message("c", "m2"))).await.unwrap();
+    let start = SystemTime::now();
+    let first = store.claim(claim_at(10, start)).await.unwrap().remove(0);
+    assert!(store.renew(first.lease(), start + Duration::from_secs(300)).await.unwrap());
+    store.retry(Selection::State(JobState::Pending), start).await.unwrap();
+    for other in &stores {
+        assert!(
+            other.claim(claim_at(10, start + Duration::from_secs(200))).await.unwrap().is_empty(),
+            "past the first lease, within the renewed one: nothing of the chat is claimed"
+        );
+    }
+    let taken = store.claim(claim_at(10, start + Duration::from_secs(301))).await.unwrap();
+    assert_eq!(taken.iter().map(|job| job.id).collect::<Vec<_>>(), [first.id], "taken over once it expired");
+}
