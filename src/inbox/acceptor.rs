@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::RETRY_AFTER;
@@ -14,6 +14,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tokio::sync::Notify;
+use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::{InboxError, InboxStore, NewDelivery, Stored};
@@ -30,7 +31,7 @@ use crate::response::{LAYER_MISSING_CODE, LAYER_MISSING_MESSAGE, json_answer};
 /// | stored durably | 200 | `accepted` |
 /// | the same occurrence is already stored | 200 | `duplicate` |
 /// | the store is full ([`SqliteOptions::max_size`](super::SqliteOptions::max_size)) | 503 + `Retry-After: 60` | `inbox_full` |
-/// | storage failed | 503 + `Retry-After: 5` | `inbox_unavailable` |
+/// | storage failed, or took longer than [`Acceptor::store_timeout`] | 503 + `Retry-After: 5` | `inbox_unavailable` |
 /// | no [`WebhookEvent`]: the layer does not wrap this service | 500 | `periskope_layer_missing` |
 ///
 /// The outcome is also in the response extensions as [`Accepted`] (for the 2xx answers).
@@ -41,7 +42,12 @@ pub struct Acceptor<St, K> {
     store: St,
     keys: K,
     wake: Option<Arc<Notify>>,
+    store_timeout: Duration,
 }
+
+/// How long a delivery's insert may take before it is answered `503` (the sender retries, and
+/// a copy stored late is de-duplicated).
+const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the [`Acceptor`] did with a delivery it answered `200`, in the response extensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +56,15 @@ pub struct Accepted(pub Stored);
 impl<St: InboxStore, K: KeyFn> Acceptor<St, K> {
     /// An acceptor storing into `store`, keyed by `keys`, waking `wake` for each new job.
     pub fn new(store: St, keys: K, wake: Option<Arc<Notify>>) -> Self {
-        Acceptor { store, keys, wake }
+        Acceptor { store, keys, wake, store_timeout: DEFAULT_STORE_TIMEOUT }
+    }
+
+    /// How long storing one delivery may take before it is answered `503 inbox_unavailable`
+    /// (default 10 s). The insert may still land: Periskope retries, and the copy is answered
+    /// as a duplicate.
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        self
     }
 }
 
@@ -84,7 +98,11 @@ where
         delivery.signing_key = signing_key;
         request.uri().path().clone_into(&mut delivery.path);
         AcceptFuture {
-            state: AcceptState::Storing { insert: self.store.insert(delivery), wake: self.wake.clone() },
+            state: AcceptState::Storing {
+                insert: self.store.insert(delivery),
+                deadline: tokio::time::sleep(self.store_timeout),
+                wake: self.wake.clone(),
+            },
         }
     }
 }
@@ -100,7 +118,7 @@ pin_project! {
 pin_project! {
     #[project = AcceptStateProj]
     enum AcceptState<F> {
-        Storing { #[pin] insert: F, wake: Option<Arc<Notify>> },
+        Storing { #[pin] insert: F, #[pin] deadline: Sleep, wake: Option<Arc<Notify>> },
         Ready { response: Option<Response<Full<Bytes>>> },
     }
 }
@@ -120,39 +138,55 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         let response = match state.as_mut().project() {
-            AcceptStateProj::Storing { insert, wake } => match ready!(insert.poll(cx)) {
-                Ok(stored) => {
-                    if let (Stored::New, Some(wake)) = (stored, wake.as_ref()) {
-                        wake.notify_one();
-                    }
-                    let mut response = match stored {
-                        Stored::New => json_answer(StatusCode::OK, "accepted", "stored for processing"),
-                        Stored::Duplicate => {
-                            let mut response =
-                                json_answer(StatusCode::OK, "duplicate", "this delivery is already stored");
-                            metrics::report(&mut response, Outcome::Duplicate);
-                            response
-                        }
-                    };
-                    response.extensions_mut().insert(Accepted(stored));
-                    response
-                }
-                Err(InboxError::Full) => {
+            AcceptStateProj::Storing { insert, deadline, wake } => match insert.poll(cx) {
+                Poll::Pending => {
+                    ready!(deadline.poll(cx));
                     #[cfg(feature = "tracing")]
-                    tracing::error!("periskope inbox is full: a delivery was refused (503)");
-                    // A full store frees space only as retention purges handled jobs.
-                    refused("inbox_full", "the inbox is full; retry later", "60", Outcome::Full)
-                }
-                Err(_error) => {
-                    #[cfg(feature = "tracing")]
-                    tracing::error!(error = %_error, "periskope inbox could not store a delivery");
+                    tracing::error!("periskope inbox took too long to store a delivery (503)");
                     refused(
                         "inbox_unavailable",
-                        "the delivery could not be stored; retry later",
+                        "the delivery could not be stored in time; retry later",
                         "5",
                         Outcome::Unavailable,
                     )
                 }
+                Poll::Ready(stored) => match stored {
+                    Ok(stored) => {
+                        if let (Stored::New, Some(wake)) = (stored, wake.as_ref()) {
+                            wake.notify_one();
+                        }
+                        let mut response = match stored {
+                            Stored::New => json_answer(StatusCode::OK, "accepted", "stored for processing"),
+                            Stored::Duplicate => {
+                                let mut response = json_answer(
+                                    StatusCode::OK,
+                                    "duplicate",
+                                    "this delivery is already stored",
+                                );
+                                metrics::report(&mut response, Outcome::Duplicate);
+                                response
+                            }
+                        };
+                        response.extensions_mut().insert(Accepted(stored));
+                        response
+                    }
+                    Err(InboxError::Full) => {
+                        #[cfg(feature = "tracing")]
+                        tracing::error!("periskope inbox is full: a delivery was refused (503)");
+                        // A full store frees space only as retention purges handled jobs.
+                        refused("inbox_full", "the inbox is full; retry later", "60", Outcome::Full)
+                    }
+                    Err(_error) => {
+                        #[cfg(feature = "tracing")]
+                        tracing::error!(error = %_error, "periskope inbox could not store a delivery");
+                        refused(
+                            "inbox_unavailable",
+                            "the delivery could not be stored; retry later",
+                            "5",
+                            Outcome::Unavailable,
+                        )
+                    }
+                },
             },
             // Like a fused future, rather than a panic.
             AcceptStateProj::Ready { response } => match response.take() {

@@ -68,8 +68,9 @@
 //!   [`WorkerConfig::max_attempts`]. A claim still pending at shutdown is waited for during
 //!   the grace period, and what it took is given back uncounted; a claim the worker gave up on
 //!   (after [`WorkerConfig::store_timeout`], or past the grace period) may still be carried
-//!   out by the store: its jobs then count that attempt without running, and are due again
-//!   when their lease expires (the embedded store: when the file is next opened).
+//!   out by the store: what it took is given back, uncounted, as soon as it answers (if the
+//!   process ends first, when the lease expires; the embedded store: when the file is next
+//!   opened). An embedded-store operation whose caller gave up before it started is skipped.
 //! - **Bounded waits.** Every store call of the worker is bounded by
 //!   [`WorkerConfig::store_timeout`], and the shutdown is seen while one is pending: `run`
 //!   returns at most [`WorkerConfig::shutdown_grace`] plus `store_timeout` after its shutdown

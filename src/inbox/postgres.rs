@@ -246,7 +246,12 @@ impl PostgresOptions {
             timeout: self.timeout,
         };
         let first = connections.next().await?;
-        migrate(&first).await.map_err(|error| match error {
+        // Bounded like every call: a migration stuck behind another replica's lock or a silent
+        // server fails the connect, and dropping the connections ends its session and its lock.
+        let migrated = tokio::time::timeout(self.timeout, migrate(&first))
+            .await
+            .map_err(|_| open_error(timed_out(self.timeout)))?;
+        migrated.map_err(|error| match error {
             Migration::Postgres(error) => open_error(reason(&error)),
             Migration::Newer(found) => {
                 InboxError::NewerSchema { found: i64::from(found), supported: i64::from(SCHEMA_VERSION) }

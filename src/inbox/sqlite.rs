@@ -283,6 +283,11 @@ impl SqliteStore {
         let (sender, receiver) = oneshot::channel();
         let operation: Operation = Box::new(move |connection: Option<&Connection>| {
             let result = match connection {
+                // Its caller gave up (a timeout, a dropped future) before the writer reached it:
+                // an operation not yet started has no effect.
+                _ if sender.is_closed() => {
+                    Err(InboxError::Storage("its caller gave up before it started".to_owned()))
+                }
                 Some(connection) => in_savepoint(connection, operation),
                 None => Err(InboxError::Storage("the transaction failed before this write".to_owned())),
             };

@@ -245,7 +245,16 @@ where
                     max_attempts: config.max_attempts,
                     now: SystemTime::now(),
                 };
-                let mut claim = std::pin::pin!(bounded(config.store_timeout, store.claim(request)));
+                // The claim runs on a task of its own, so that one its caller gave up on (a
+                // timeout, the shutdown) still answers: what it took is then given back at once.
+                let mut claiming = {
+                    let store = store.clone();
+                    ReleaseUnclaimed::new(
+                        store.clone(),
+                        tokio::spawn(async move { store.claim(request).await }),
+                    )
+                };
+                let mut claim = std::pin::pin!(bounded(config.store_timeout, claiming.answer()));
                 let claimed = tokio::select! {
                     claimed = &mut claim => claimed,
                     () = &mut shutdown => {
@@ -339,6 +348,46 @@ async fn purge_expired<St: InboxStore>(store: &St, config: &WorkerConfig) {
     if let Err(_error) = bounded(config.store_timeout, store.purge_dead(before(dead_retention))).await {
         #[cfg(feature = "tracing")]
         tracing::error!(error = %_error, "periskope inbox could not purge dead letters");
+    }
+}
+
+/// A claim running on a task of its own. Awaited through [`ReleaseUnclaimed::answer`]; dropped
+/// before it answered (its caller timed out, or gave up at shutdown), what the claim took is
+/// released as soon as it answers, its attempt not counted, instead of staying claimed until
+/// its lease ends.
+struct ReleaseUnclaimed<St: InboxStore> {
+    store: St,
+    claim: Option<JoinHandle<Result<Vec<ClaimedJob>, InboxError>>>,
+}
+
+impl<St: InboxStore> ReleaseUnclaimed<St> {
+    fn new(store: St, claim: JoinHandle<Result<Vec<ClaimedJob>, InboxError>>) -> Self {
+        ReleaseUnclaimed { store, claim: Some(claim) }
+    }
+
+    /// The claim's answer; once taken, nothing is released on drop.
+    async fn answer(&mut self) -> Result<Vec<ClaimedJob>, InboxError> {
+        let Some(claim) = self.claim.as_mut() else { return Ok(Vec::new()) };
+        let answer = claim.await;
+        self.claim = None;
+        answer.unwrap_or_else(|_| {
+            Err(InboxError::Storage("the claim's task ended without an answer".to_owned()))
+        })
+    }
+}
+
+impl<St: InboxStore> Drop for ReleaseUnclaimed<St> {
+    fn drop(&mut self) {
+        let Some(claim) = self.claim.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return claim.abort() };
+        let store = self.store.clone();
+        runtime.spawn(async move {
+            if let Ok(Ok(jobs)) = claim.await {
+                for job in jobs {
+                    let _ = store.release(job.lease(), SystemTime::now()).await;
+                }
+            }
+        });
     }
 }
 

@@ -241,3 +241,39 @@ async fn a_worker_that_cannot_renew_drops_its_handler_before_the_lease_ends_and_
     assert!(store.renewals.load(Ordering::SeqCst) >= 1, "it tried");
     worker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_claim_its_worker_gave_up_on_is_released_when_it_answers() {
+    // The first claim answers after 1 s, past the worker's 300 ms store timeout; the next ones
+    // at once.
+    let store = SlowClaims::new(1000);
+    store.insert(delivery(chat_message("c", "m"))).await.unwrap();
+    let (handler, calls, _) = counted_handler(Duration::ZERO);
+    let mut config = config();
+    config.store_timeout = Duration::from_millis(300);
+    config.lease = Duration::from_secs(60);
+    let worker = Worker::new(store.clone(), handler, None).config(config).spawn();
+    within("the store hands the job out", async {
+        while store.claimed.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    store.delay_ms.store(0, Ordering::SeqCst);
+    within("the job is handled", async {
+        while store.list(ListQuery::new(Some(JobState::Done), 1)).await.unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    worker.shutdown().await.unwrap();
+    let job = store.list(ListQuery::new(None, 1)).await.unwrap().remove(0);
+    // Kept by the claim nobody waited for, it would have waited out its 60 s lease and counted
+    // a second attempt.
+    assert_eq!(
+        (job.attempts, calls.load(Ordering::SeqCst)),
+        (1, 1),
+        "the abandoned claim was given back uncounted"
+    );
+    assert_eq!(store.claimed.load(Ordering::SeqCst), 2, "claimed twice: once given up on, once run");
+}
