@@ -12,15 +12,26 @@ use periskope_webhook::inbox::{
     Lease, ListQuery, MemoryInboxStore, NewDelivery, Selection, Worker,
 };
 use periskope_webhook::{EventRouter, WebhookEvent};
+use tokio::sync::mpsc;
 
 use crate::common::within;
 use crate::support::{chat_message, delivery};
 
-/// A store whose claims answer `delay_ms` after they were carried out.
+/// A store whose claims answer `delay_ms` after they were carried out, and which reports how
+/// the worker settles each job it claimed.
 #[derive(Clone)]
 struct SlowClaims {
     inner: MemoryInboxStore,
     delay_ms: Arc<AtomicU64>,
+    settled: mpsc::UnboundedSender<Settled>,
+}
+
+/// How the worker settled a claimed job.
+#[derive(Debug, PartialEq)]
+enum Settled {
+    Completed,
+    Failed,
+    Released,
 }
 
 impl InboxStore for SlowClaims {
@@ -44,6 +55,7 @@ impl InboxStore for SlowClaims {
     }
 
     fn complete(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send {
+        let _ = self.settled.send(Settled::Completed);
         self.inner.complete(lease, now)
     }
 
@@ -53,10 +65,12 @@ impl InboxStore for SlowClaims {
         error: String,
         retry_at: Option<SystemTime>,
     ) -> impl Future<Output = Result<(), InboxError>> + Send {
+        let _ = self.settled.send(Settled::Failed);
         self.inner.fail(lease, error, retry_at)
     }
 
     fn release(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send {
+        let _ = self.settled.send(Settled::Released);
         self.inner.release(lease, now)
     }
 
@@ -95,7 +109,9 @@ impl InboxStore for SlowClaims {
 
 #[tokio::test]
 async fn an_attempt_never_outlives_its_lease_however_late_the_claim_answers() {
-    let store = SlowClaims { inner: MemoryInboxStore::new(), delay_ms: Arc::new(AtomicU64::new(700)) };
+    let (settled, mut settlements) = mpsc::unbounded_channel();
+    let store =
+        SlowClaims { inner: MemoryInboxStore::new(), delay_ms: Arc::new(AtomicU64::new(700)), settled };
     store.insert(delivery(chat_message("c", "m"))).await.unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
@@ -114,7 +130,8 @@ async fn an_attempt_never_outlives_its_lease_however_late_the_claim_answers() {
 
     // Claims answered after 0.7 s: nothing is left of the attempt's time, the job goes back.
     let worker = Worker::new(store.clone(), slow.clone(), None).config(config.clone()).spawn();
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let first = within("the worker settles the job it claimed", settlements.recv()).await;
+    assert_eq!(first, Some(Settled::Released), "a claim answered after the attempt's end gives its job back");
     assert_eq!(calls.load(Ordering::SeqCst), 0, "no attempt starts after its lease's end");
     worker.shutdown().await.unwrap();
     let job = store.list(ListQuery::new(None, 1)).await.unwrap().remove(0);
