@@ -104,13 +104,46 @@ async fn claims_are_owned_by_their_token() {
     assert!(keys.iter().all(|key| key.starts_with("t1:")), "{keys:?}");
 }
 
+/// When `key` expires, in Unix milliseconds on Redis's clock (-2: no such key).
+async fn expiry(raw: &mut ConnectionManager, key: &str) -> i64 {
+    redis::cmd("PEXPIRETIME").arg(key).query_async(raw).await.unwrap()
+}
+
+/// Redis's clock, in Unix milliseconds.
+async fn redis_now(raw: &mut ConnectionManager) -> i64 {
+    let (seconds, micros): (i64, i64) = redis::cmd("TIME").query_async(raw).await.unwrap();
+    seconds * 1000 + micros / 1000
+}
+
+/// Waits until Redis's clock is past `millis`, when a key expiring then is gone.
+async fn until_redis_passes(raw: &mut ConnectionManager, millis: i64, what: &str) {
+    within(what, async {
+        while redis_now(raw).await <= millis {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_claim_outlives_a_slow_handler_and_a_dead_one_ends_with_its_lease() {
     let Some(server) = RedisServer::start() else { return };
-    let store = RedisStore::from_connection(connection(&server).await).lease(Duration::from_millis(300));
+    let mut raw = connection(&server).await;
+    // Renewed every 0.5 s: a busy machine would have to starve the renewal for a whole second
+    // to lose a held claim.
+    let lease = Duration::from_millis(1500);
+    let store = RedisStore::from_connection(raw.clone()).lease(lease).prefix("lease:");
 
     let slow = claim_when_free(&store, "slow", Duration::ZERO).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let first_lease_ends = expiry(&mut raw, "lease:slow").await;
+    assert!(first_lease_ends > 0, "the claim is a key with an expiry: {first_lease_ends}");
+    within("the held claim is renewed", async {
+        while expiry(&mut raw, "lease:slow").await <= first_lease_ends {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    until_redis_passes(&mut raw, first_lease_ends, "the claim's first lease runs out").await;
     assert_eq!(label(&claim(&store, "slow").await), "in flight", "renewed while held");
     slow.settle(true).await.unwrap();
 
@@ -119,16 +152,18 @@ async fn a_claim_outlives_a_slow_handler_and_a_dead_one_ends_with_its_lease() {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
-            let store = RedisStore::connect(&url).await.unwrap().lease(Duration::from_millis(300));
+            let store = RedisStore::connect(&url).await.unwrap().lease(lease).prefix("lease:");
             std::mem::forget(claim_when_free(&store, "dead", Duration::ZERO).await);
         });
     })
     .join()
     .unwrap();
-    assert_eq!(label(&claim(&store, "dead").await), "in flight");
-    let started = Instant::now();
-    claim_when_free(&store, "dead", Duration::from_secs(3)).await.settle(true).await.unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(100), "held until the lease ran out");
+    let lease_ends = expiry(&mut raw, "lease:dead").await;
+    assert!(lease_ends > 0, "the claim is a key with an expiry: {lease_ends}");
+    assert_eq!(label(&claim(&store, "dead").await), "in flight", "held until its lease runs out");
+    until_redis_passes(&mut raw, lease_ends, "the vanished holder's lease runs out").await;
+    // Free at once: nothing renewed it, and nothing else held it back.
+    claim_when_free(&store, "dead", Duration::ZERO).await.settle(true).await.unwrap();
 }
 
 #[tokio::test]
@@ -148,28 +183,29 @@ async fn an_endless_ttl_keeps_delivered_keys_without_expiry() {
 }
 
 /// `.timeout(..)` bounds a call, not the connection `connect` makes: a server slower than the
-/// default second still answers within a longer timeout.
+/// default second still answers within a longer timeout, while the default gives up on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_longer_timeout_outlasts_a_slow_server() {
     let Some(server) = RedisServer::start() else { return };
-    let store =
+    let patient =
         RedisStore::connect(&server.url()).await.unwrap().timeout(Duration::from_secs(10)).prefix("slow:");
-    claim_when_free(&store, "warm", Duration::ZERO).await.settle(true).await.unwrap();
-    // The server stalls for 1.5 s, longer than the default timeout.
-    let client = redis::Client::open(server.url()).unwrap();
-    let patient = redis::aio::ConnectionManagerConfig::new().set_response_timeout(None);
-    let mut stall = ConnectionManager::new_with_config(client, patient).await.unwrap();
-    let stalled = tokio::spawn(async move {
-        // A script runs alone: every other client waits until it returns.
-        let busy = "local function now() local t = redis.call('TIME') return t[1] * 1000000 + t[2] end
-                    local start = now() while now() - start < 1500000 do end return 0";
-        let _: i64 = redis::cmd("EVAL").arg(busy).arg(0).query_async(&mut stall).await.unwrap();
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = Instant::now();
-    let answer = store.claim(&DedupKey::new("during-the-stall")).await;
-    assert!(matches!(answer, Ok(Claim::New(_))), "{:?} after {:?}", answer.err(), started.elapsed());
-    stalled.await.unwrap();
+    let default = RedisStore::connect(&server.url()).await.unwrap().prefix("slow:");
+    // Both connected, their scripts loaded, before the stall.
+    claim_when_free(&patient, "warm", Duration::ZERO).await.settle(true).await.unwrap();
+    claim_when_free(&default, "warm-default", Duration::ZERO).await.settle(true).await.unwrap();
+
+    // From its answer on, the server holds every client's commands for 2.5 s: both claims
+    // below are sent while it stalls.
+    let mut raw = connection(&server).await;
+    let () = redis::cmd("CLIENT").arg("PAUSE").arg(2500).arg("ALL").query_async(&mut raw).await.unwrap();
+    let (patient_answer, default_answer) = tokio::join!(
+        patient.claim(&DedupKey::new("during-the-stall")),
+        default.claim(&DedupKey::new("during-the-stall-default")),
+    );
+    if let Ok(claim) = &default_answer {
+        panic!("the default timeout outlasted the stall: {}", label(claim));
+    }
+    assert!(matches!(patient_answer, Ok(Claim::New(_))), "{:?}", patient_answer.err());
 }
 
 fn message(id: &str) -> String {

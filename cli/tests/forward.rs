@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -27,6 +28,11 @@ fn node_dir() -> PathBuf {
 /// The socket.io server on `port` (0: a free one), letting in API_KEY with `phones`, emitting
 /// `files`' objects then one unknown event to each connection.
 fn periskope(port: u16, phones: &str, files: &[PathBuf]) -> Running {
+    periskope_then(port, phones, files, &[])
+}
+
+/// [`periskope`], emitting `files_after`' objects after the unknown event.
+fn periskope_then(port: u16, phones: &str, files: &[PathBuf], files_after: &[PathBuf]) -> Running {
     let dir = node_dir();
     assert!(
         dir.join("node_modules").join("socket.io").is_dir(),
@@ -38,6 +44,8 @@ fn periskope(port: u16, phones: &str, files: &[PathBuf]) -> Running {
             .arg(dir.join("periskope-socket.js"))
             .arg(port.to_string())
             .args(files)
+            .arg("--then")
+            .args(files_after)
             .env("PERISKOPE_API_KEY", API_KEY)
             .env("PERISKOPE_PHONE", phones),
     )
@@ -319,29 +327,40 @@ fn after_the_server_restarts_forward_reconnects_and_forwards_the_new_events() {
 #[test]
 fn one_connection_per_phone_and_events_restricts_the_names() {
     let other = "918888888888";
-    let server =
-        periskope(0, &format!("{PHONE},{other}"), &[deliveries_dir().join("note.created.envelope.json")]);
+    // Each connection emits note.created, the unknown contact.merged, then reaction.created.
+    let server = periskope_then(
+        0,
+        &format!("{PHONE},{other}"),
+        &[deliveries_dir().join("note.created.envelope.json")],
+        &[deliveries_dir().join("reaction.created.envelope.json")],
+    );
     let listener = listen(SIGNING_KEY, &[]);
     // PERISKOPE_PHONE may hold several phones.
     let forward = Forward::spawn(
         forward(&server, &url(&listener), API_KEY)
-            .args(["--events", "note.created", "--show-ids"])
+            .args(["--events", "note.created,reaction.created", "--show-ids"])
             .env("PERISKOPE_PHONE", format!("{PHONE},{other}")),
     );
 
-    let mut phones = Vec::new();
-    for _ in 0..2 {
-        let line = forward.next_of("forwarded");
-        assert_eq!(line["event"], "note.created", "{line}");
-        phones.push(line["phone"].as_str().unwrap().to_owned());
+    // Every line up to each phone's reaction.created: forward handles a connection's events in
+    // the order they came, so by then it has handled that phone's contact.merged.
+    let mut lines = Vec::new();
+    let mut forwarded: HashMap<String, Vec<String>> = HashMap::new();
+    while forwarded.values().map(Vec::len).sum::<usize>() < 4 {
+        let line = forward.next();
+        if line["type"] == "forwarded" {
+            let phone = line["phone"].as_str().unwrap().to_owned();
+            forwarded.entry(phone).or_default().push(line["event"].as_str().unwrap().to_owned());
+        }
+        lines.push(line);
     }
-    phones.sort();
-    assert_eq!(phones, [other, PHONE]);
-    for _ in 0..2 {
-        assert!(listener.next_line().contains(" 200 note.created "));
+    let both = ["note.created", "reaction.created"];
+    for phone in [PHONE, other] {
+        assert!(forwarded.get(phone).is_some_and(|events| *events == both), "{phone}: {lines:?}");
     }
-    // The unknown event each server connection emitted last was not forwarded.
-    std::thread::sleep(Duration::from_millis(500));
-    let rest: Vec<String> = forward.lines.try_iter().collect();
-    assert!(rest.iter().all(|line| !line.contains("contact.merged")), "{rest:?}");
+    assert!(lines.iter().all(|line| !line.to_string().contains("contact.merged")), "{lines:?}");
+    for _ in 0..4 {
+        let received = listener.next_line();
+        assert!(received.contains(" 200 note.created ") || received.contains(" 200 reaction.created "));
+    }
 }

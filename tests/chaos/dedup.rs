@@ -3,8 +3,8 @@
 //! they are answered, so it comes back with what it had). "Handled" is counted from the
 //! example's `handled <event> <digest> <outcome>` lines.
 //!
-//! Invariants: every delivery answered 2xx, `duplicate` included, was handled; and a delivery
-//! is handled twice only when
+//! Invariants: each kind of fault was injected; every delivery answered 2xx, `duplicate`
+//! included, was handled; and a delivery is handled twice only when
 //! - one of the two ran while Redis could not answer (`store_unavailable`: forwarded so as not
 //!   to lose it), or
 //! - the first ran on a replica that was SIGKILLed before the second ran (in flight there: its
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::redis_server::RedisServer;
-use crate::support::{self, Fault, Line, Load, Replicas, Rng};
+use crate::support::{self, Duplicates, Explanation, Fault, Line, Load, Replicas, Rng, Run};
 
 const REPLICAS: usize = 2;
 const COPIES: usize = 2;
@@ -57,7 +57,18 @@ enum Again {
     StoreUnavailable,
     KilledInFlight,
     AroundRedisCrash,
-    Unexplained,
+}
+
+impl Explanation for Again {
+    const ALL: &'static [Again] = &[Again::StoreUnavailable, Again::KilledInFlight, Again::AroundRedisCrash];
+
+    fn description(self) -> &'static str {
+        match self {
+            Again::StoreUnavailable => "while Redis could not answer",
+            Again::KilledInFlight => "in flight on a killed replica",
+            Again::AroundRedisCrash => "settling around a Redis crash",
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -69,7 +80,7 @@ async fn dedup_replicas_on_redis_hold_under_compound_faults() {
     let redis = Arc::new(Mutex::new(redis));
     let program = crate::process::example_binary(Path::new(env!("CARGO_MANIFEST_DIR")), "axum");
     let replicas =
-        Replicas::start(program, &[("REDIS_URL", &redis_url), ("REDIS_LEASE_MS", LEASE_MS)], REPLICAS);
+        Replicas::start(program, &[], &[("REDIS_URL", &redis_url), ("REDIS_LEASE_MS", LEASE_MS)], REPLICAS);
 
     // Each Redis outage: from its kill until it answered again.
     let outages: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::default();
@@ -120,7 +131,7 @@ async fn dedup_replicas_on_redis_hold_under_compound_faults() {
             })
             .collect()
     };
-    let acknowledged: Vec<usize> = (0..sent.len()).filter(|n| sent[*n].acknowledged).collect();
+    let acknowledged: Vec<usize> = (0..sent.len()).filter(|n| sent[*n].acknowledged()).collect();
     // Each line is printed before its answer is sent; the test reads them on other threads.
     let all_read = Instant::now() + Duration::from_secs(10);
     let mut handled: Vec<Vec<Handling>> = (0..sent.len()).map(|_| Vec::new()).collect();
@@ -134,6 +145,7 @@ async fn dedup_replicas_on_redis_hold_under_compound_faults() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    handled.iter_mut().for_each(|handlings| handlings.sort_by_key(|handling| handling.line.at));
 
     let outages = outages.lock().unwrap().clone();
     // Redis crashed after the first handling and before the second, close enough to the
@@ -143,78 +155,41 @@ async fn dedup_replicas_on_redis_hold_under_compound_faults() {
             .iter()
             .any(|(down, up)| first + OUTAGE_MARGIN >= *down && first <= *up + OUTAGE_MARGIN && then >= *down)
     };
-    let mut again: HashMap<Again, usize> = HashMap::new();
-    let mut unexplained = Vec::new();
-    for (n, handlings) in handled.iter_mut().enumerate() {
-        handlings.sort_by_key(|handling| handling.line.at);
-        for pair in handlings.windows(2) {
-            let (first, then) = (&pair[0], &pair[1]);
-            let why = if first.store_unavailable || then.store_unavailable {
-                Again::StoreUnavailable
-            } else if replicas
-                .killed_at(first.line.incarnation)
-                .is_some_and(|killed| (first.line.at..=then.line.at).contains(&killed))
-            {
-                Again::KilledInFlight
-            } else if crash_between(first.line.at, then.line.at) {
-                Again::AroundRedisCrash
-            } else {
-                unexplained.push(n);
-                Again::Unexplained
-            };
-            *again.entry(why).or_default() += 1;
+    let duplicates = Duplicates::explain(&handled, |first: &Handling, then: &Handling| {
+        if first.store_unavailable || then.store_unavailable {
+            Some(Again::StoreUnavailable)
+        } else if replicas
+            .killed_at(first.line.incarnation)
+            .is_some_and(|killed| (first.line.at..=then.line.at).contains(&killed))
+        {
+            Some(Again::KilledInFlight)
+        } else if crash_between(first.line.at, then.line.at) {
+            Some(Again::AroundRedisCrash)
+        } else {
+            None
         }
-    }
+    });
+    let killed_in_flight = duplicates.count(Again::KilledInFlight);
+    let run = Run {
+        test: "dedup",
+        seed,
+        duration,
+        kinds: &KINDS,
+        injected: &injected,
+        skipped,
+        copies: COPIES,
+        sent: &sent,
+        handled: handled.iter().map(Vec::len).collect(),
+        duplicates,
+    };
+    println!("{}", run.summary());
 
-    let lost: Vec<usize> = acknowledged.iter().copied().filter(|n| handled[*n].is_empty()).collect();
-    let duplicates_lost: Vec<usize> = lost.iter().copied().filter(|n| sent[*n].duplicate).collect();
-    let answered_duplicate = sent.iter().filter(|delivery| delivery.duplicate).count();
-    let handled_count = handled.iter().filter(|handlings| !handlings.is_empty()).count();
-    let twice: usize = again.values().sum();
-    let faults: Vec<String> = KINDS.iter().zip(&injected).map(|(kind, n)| format!("{n} {kind}")).collect();
-    let count = |why| again.get(&why).copied().unwrap_or(0);
-    println!(
-        "chaos dedup: seed {seed}, {} s, faults: {} ({skipped} skipped: their target was under a fault); \
-         {} deliveries ({COPIES} copies each), {} answered 2xx ({answered_duplicate} of them `duplicate`), \
-         {handled_count} handled, {twice} handled twice ({} while Redis could not answer, {} in flight on a \
-         killed replica, {} settling around a Redis crash, {} otherwise)",
-        duration.as_secs(),
-        faults.join(", "),
-        sent.len(),
-        acknowledged.len(),
-        count(Again::StoreUnavailable),
-        count(Again::KilledInFlight),
-        count(Again::AroundRedisCrash),
-        count(Again::Unexplained),
-    );
-
-    assert!(
-        acknowledged.len() >= 20,
-        "too little traffic to test anything: {} acknowledged",
-        acknowledged.len()
-    );
-    assert!(
-        duplicates_lost.is_empty(),
-        "seed {seed}: {} deliveries answered `duplicate` were never handled (deliveries {:?})",
-        duplicates_lost.len(),
-        &duplicates_lost[..duplicates_lost.len().min(20)]
-    );
-    assert!(
-        lost.is_empty(),
-        "seed {seed}: {} deliveries answered 2xx were never handled (deliveries {:?})",
-        lost.len(),
-        &lost[..lost.len().min(20)]
-    );
-    assert!(
-        unexplained.is_empty(),
-        "seed {seed}: deliveries handled twice while Redis was up and no replica they ran on was killed: {:?}",
-        &unexplained[..unexplained.len().min(20)]
-    );
+    run.assert_held();
     // A kill cuts short at most the requests in flight on that replica.
     let in_flight_bound = injected[KILL] * SENDERS * COPIES;
     assert!(
-        count(Again::KilledInFlight) <= in_flight_bound,
-        "seed {seed}: {} handled again after a kill, more than {in_flight_bound} requests could be in flight",
-        count(Again::KilledInFlight)
+        killed_in_flight <= in_flight_bound,
+        "seed {seed}: {killed_in_flight} handled again after a kill, more than {in_flight_bound} requests could \
+         be in flight"
     );
 }

@@ -1,11 +1,13 @@
-//! Three replicas of the `inbox` example on one PostgreSQL, under SIGKILLs, SIGSTOPs longer
-//! than the lease, and immediate restarts of the server, all at once. Once the faults stop and
-//! the queue drains: every delivery answered 2xx was handled, and no job is left pending,
-//! running or dead. How many were handled twice is printed, each with the fault that explains
-//! it.
+//! Three replicas (this executable started as servers: see `replica`) on one PostgreSQL queue,
+//! under SIGKILLs, SIGSTOPs longer than the lease, and immediate restarts of the server, all at
+//! once. Once the faults stop and the queue drains:
+//! - each kind of fault was injected;
+//! - every delivery answered 2xx was handled, and no job is left pending, running or dead;
+//! - a delivery handled again has a fault between its two handlings that explains it;
+//! - a chat's deliveries ran in the order they were acknowledged: when one was acknowledged
+//!   before another of its chat was sent, its handler started first.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,25 +17,84 @@ use periskope_webhook::dedup::{EventKeys, KeyFn};
 use periskope_webhook::inbox::{InboxStats, InboxStore, JobSummary, ListQuery, PostgresStore};
 
 use crate::common::postgres::OwnCluster;
-use crate::support::{self, Fault, Line, Load, Replicas, Rng};
+use crate::replica::{self, AttemptLine, Edge};
+use crate::support::{self, Duplicates, Explanation, Fault, Load, Replicas, Rng, Run, Sent};
 
 const REPLICAS: usize = 3;
 const COPIES: usize = 2;
-/// The replicas' lease (`INBOX_LEASE_MS`); each attempt may run for half of it.
+/// The replicas' lease; each attempt may run for half of it.
 const LEASE_MS: u64 = 2000;
+/// How long the handler works on each job.
+const HANDLER_MS: &str = "5";
+/// The deliveries go to this many chats, in turn.
+const CHATS: usize = 16;
 const KINDS: [&str; 3] = ["SIGKILL and restart", "SIGSTOP past the lease", "pg_ctl restart -m immediate"];
 const KILL: usize = 0;
 const STOP: usize = 1;
 /// How long the queue may take to drain once the faults stopped.
 const DRAIN_LIMIT: Duration = Duration::from_secs(90);
 
-/// Copy `copy` of delivery `n`: a `message.created` in one of 16 chats (so that per-chat
-/// ordering is exercised), through org phone `copy`.
+/// Copy `copy` of delivery `n`: a `message.created` in chat `n % CHATS`, through org phone
+/// `copy`.
 fn body(n: usize, copy: usize) -> Bytes {
     Bytes::from(format!(
         r#"{{"event":"message.created","org_id":"org-chaos","org_phone":"phone-{copy}","data":{{"message_id":"chaos-{n}","chat_id":"chat-{}","org_phone":"phone-{copy}","body":"hello {n}"}}}}"#,
-        n % 16
+        n % CHATS
     ))
+}
+
+/// One call of a replica's handler: an attempt at a job, from its lines.
+struct HandlerCall {
+    /// Which run of which replica made it.
+    incarnation: usize,
+    delivery: usize,
+    started: AttemptLine,
+    /// Its last line, and when the test read it; `None` while it runs, or when its replica was
+    /// killed first.
+    ended: Option<(AttemptLine, Instant)>,
+}
+
+impl HandlerCall {
+    /// When the test read the line saying the handler returned, if it did.
+    fn returned(&self) -> Option<Instant> {
+        self.ended.as_ref().filter(|(line, _)| line.edge == Edge::Returned).map(|(_, read)| *read)
+    }
+}
+
+/// Every handler call the replicas printed, in the order each replica made them.
+fn handler_calls(replicas: &Replicas) -> Vec<HandlerCall> {
+    let mut calls = Vec::new();
+    let mut index: HashMap<(usize, u64), usize> = HashMap::new();
+    for line in replicas.lines() {
+        // The rest is the test harness's own output.
+        let Some(attempt) = AttemptLine::parse(&line.text) else { continue };
+        let key = (line.incarnation, attempt.call);
+        if attempt.edge == Edge::Started {
+            let delivery = attempt.message.strip_prefix("chaos-").and_then(|n| n.parse().ok());
+            let delivery = delivery.unwrap_or_else(|| panic!("not a delivery of this test: {:?}", line.text));
+            index.insert(key, calls.len());
+            calls.push(HandlerCall {
+                incarnation: line.incarnation,
+                delivery,
+                started: attempt,
+                ended: None,
+            });
+        } else {
+            let call = index.get(&key).unwrap_or_else(|| panic!("an end without a start: {:?}", line.text));
+            calls[*call].ended = Some((attempt, line.at));
+        }
+    }
+    calls
+}
+
+/// Each delivery's handler calls that returned, in the order the test read their lines.
+fn handlings(calls: &[HandlerCall], deliveries: usize) -> Vec<Vec<&HandlerCall>> {
+    let mut handled: Vec<Vec<&HandlerCall>> = (0..deliveries).map(|_| Vec::new()).collect();
+    for call in calls.iter().filter(|call| call.returned().is_some()) {
+        handled[call.delivery].push(call);
+    }
+    handled.iter_mut().for_each(|calls| calls.sort_by_key(|call| call.returned()));
+    handled
 }
 
 /// Why a delivery was handled again: a fault between its two handlings that explains it.
@@ -46,29 +107,66 @@ enum Again {
     Paused,
     /// The server restarted after the first, close enough that completing it could fail.
     ServerRestart,
-    /// None of the faults: an attempt that outlived its lease on a busy machine.
-    Otherwise,
+}
+
+impl Explanation for Again {
+    const ALL: &'static [Again] = &[Again::Killed, Again::Paused, Again::ServerRestart];
+
+    fn description(self) -> &'static str {
+        match self {
+            Again::Killed => "by a replica killed before settling",
+            Again::Paused => "around a pause",
+            Again::ServerRestart => "around a server restart",
+        }
+    }
 }
 
 /// How long after a handling its completion may still be on its way.
 const SETTLE_MARGIN: Duration = Duration::from_secs(2);
 
-fn why_again(replicas: &Replicas, restarts: &[(Instant, Instant)], first: &Line, then: &Line) -> Again {
-    let between = first.at..=then.at;
-    if replicas.killed_at(first.incarnation).is_some_and(|killed| between.contains(&killed)) {
-        Again::Killed
+fn why_again(
+    replicas: &Replicas,
+    restarts: &[(Instant, Instant)],
+    first: &HandlerCall,
+    then: &HandlerCall,
+) -> Option<Again> {
+    let (first_at, then_at) = (first.returned()?, then.returned()?);
+    if replicas.killed_at(first.incarnation).is_some_and(|killed| (first_at..=then_at).contains(&killed)) {
+        Some(Again::Killed)
     } else if [first.incarnation, then.incarnation]
         .iter()
-        .any(|incarnation| replicas.paused_between(*incarnation, first.at, then.at))
+        .any(|incarnation| replicas.paused_between(*incarnation, first_at, then_at))
     {
-        Again::Paused
+        Some(Again::Paused)
     } else if restarts.iter().any(|(began, ready)| {
-        first.at + SETTLE_MARGIN >= *began && first.at <= *ready + SETTLE_MARGIN && then.at >= *began
+        first_at + SETTLE_MARGIN >= *began && first_at <= *ready + SETTLE_MARGIN && then_at >= *began
     }) {
-        Again::ServerRestart
+        Some(Again::ServerRestart)
     } else {
-        Again::Otherwise
+        None
     }
+}
+
+/// Pairs of deliveries `(a, b)` of one chat where `a` was acknowledged before `b` was sent, both
+/// handlers started, and `b`'s started first (`started[n]`: when delivery `n`'s handler first
+/// started); and how many such pairs there were in all, in order or not.
+fn out_of_order(sent: &[Sent], started: &[Option<Duration>]) -> (usize, Vec<(usize, usize)>) {
+    let (mut pairs, mut reversed) = (0, Vec::new());
+    for (b, b_started) in started.iter().enumerate() {
+        let Some(b_started) = b_started else { continue };
+        for a in (b % CHATS..sent.len()).step_by(CHATS) {
+            let (Some(acknowledged), Some(a_started)) = (sent[a].acknowledged_at, started[a]) else {
+                continue;
+            };
+            if acknowledged < sent[b].sent_at {
+                pairs += 1;
+                if a_started >= *b_started {
+                    reversed.push((a, b));
+                }
+            }
+        }
+    }
+    (pairs, reversed)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -76,11 +174,16 @@ async fn inbox_replicas_on_postgres_hold_under_compound_faults() {
     let Some(cluster) = OwnCluster::start().map(Arc::new) else { return };
     let (seed, duration) = (support::seed(), support::load_duration());
     println!("chaos inbox: seed {seed} (replay with PERISKOPE_CHAOS_SEED={seed})");
-    let program = crate::process::example_binary(Path::new(env!("CARGO_MANIFEST_DIR")), "inbox");
+    let program = std::env::current_exe().expect("the test executable");
     let lease = LEASE_MS.to_string();
     let replicas = Replicas::start(
         program,
-        &[("PERISKOPE_INBOX", &cluster.url()), ("INBOX_LEASE_MS", &lease), ("HANDLER_DELAY_MS", "5")],
+        &replica::ARGS,
+        &[
+            (replica::DATABASE, &cluster.url()),
+            (replica::LEASE_MS, &lease),
+            (replica::HANDLER_MS, HANDLER_MS),
+        ],
         REPLICAS,
     );
 
@@ -116,33 +219,14 @@ async fn inbox_replicas_on_postgres_hold_under_compound_faults() {
     let started = Instant::now();
     let sent = support::send_load(replicas.urls(), load, body).await;
     let (injected, skipped) = injector.await.expect("the faults");
-
-    // Which delivery each copy's digest belongs to; the example prints the digest of the copy
-    // it stored.
-    let delivery_of: HashMap<&str, usize> = sent
-        .iter()
-        .enumerate()
-        .flat_map(|(n, delivery)| delivery.digests.iter().map(move |digest| (digest.as_str(), n)))
-        .collect();
-    // Each delivery's handlings, in the order they were printed.
-    let handled = || {
-        let mut handled: Vec<Vec<Line>> = (0..sent.len()).map(|_| Vec::new()).collect();
-        for line in replicas.lines() {
-            let digest = line.text.strip_prefix("processed message.created ").unwrap_or_else(|| {
-                panic!("unexpected line {:?}", line.text);
-            });
-            handled[delivery_of[digest]].push(line);
-        }
-        handled.iter_mut().for_each(|lines| lines.sort_by_key(|line| line.at));
-        handled
-    };
-    let acknowledged: Vec<usize> = (0..sent.len()).filter(|n| sent[*n].acknowledged).collect();
+    let acknowledged: Vec<usize> = (0..sent.len()).filter(|n| sent[*n].acknowledged()).collect();
 
     let store = PostgresStore::connect_with(&cluster.url(), 1).await.expect("connect to the queue");
     let drained = Instant::now() + DRAIN_LIMIT;
     let mut stats: Option<InboxStats> = None;
     loop {
-        let handled = handled();
+        let calls = handler_calls(&replicas);
+        let handled = handlings(&calls, sent.len());
         let all_handled = acknowledged.iter().all(|n| !handled[*n].is_empty());
         // A connection the restarts broke is opened again by the next call.
         if let Ok(now) = store.stats(SystemTime::now()).await {
@@ -158,50 +242,52 @@ async fn inbox_replicas_on_postgres_hold_under_compound_faults() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let handled = handled();
-    let lost: Vec<usize> = acknowledged.iter().copied().filter(|n| handled[*n].is_empty()).collect();
-    let handled_count = handled.iter().filter(|lines| !lines.is_empty()).count();
+    let calls = handler_calls(&replicas);
+    let handled = handlings(&calls, sent.len());
     let restarts = restarts.lock().unwrap().clone();
-    let mut again: HashMap<Again, usize> = HashMap::new();
-    let mut unexplained = Vec::new();
-    for (n, lines) in handled.iter().enumerate() {
-        for pair in lines.windows(2) {
-            let why = why_again(&replicas, &restarts, &pair[0], &pair[1]);
-            if why == Again::Otherwise {
-                unexplained.push((n, pair[0].clone(), pair[1].clone()));
-            }
-            *again.entry(why).or_default() += 1;
-        }
+    let duplicates = Duplicates::explain(&handled, |first: &&HandlerCall, then| {
+        why_again(&replicas, &restarts, first, then)
+    });
+    let mut first_started: Vec<Option<Duration>> = vec![None; sent.len()];
+    for call in &calls {
+        let first = &mut first_started[call.delivery];
+        *first = Some(first.map_or(call.started.at, |at| at.min(call.started.at)));
     }
-    let twice: usize = again.values().sum();
-    let count = |why| again.get(&why).copied().unwrap_or(0);
-    let faults: Vec<String> = KINDS.iter().zip(&injected).map(|(kind, n)| format!("{n} {kind}")).collect();
+    let (pairs, reversed) = out_of_order(&sent, &first_started);
+    let run = Run {
+        test: "inbox",
+        seed,
+        duration,
+        kinds: &KINDS,
+        injected: &injected,
+        skipped,
+        copies: COPIES,
+        sent: &sent,
+        handled: handled.iter().map(Vec::len).collect(),
+        duplicates,
+    };
+    println!("{}", run.summary());
     println!(
-        "chaos inbox: seed {seed}, {} s, faults: {} ({skipped} skipped: their target was under a fault); \
-         {} deliveries ({COPIES} copies each), {} answered 2xx, {handled_count} handled, {twice} handled twice \
-         ({} by a replica killed before settling, {} around a pause, {} around a server restart, {} otherwise)",
-        duration.as_secs(),
-        faults.join(", "),
-        sent.len(),
-        acknowledged.len(),
-        count(Again::Killed),
-        count(Again::Paused),
-        count(Again::ServerRestart),
-        count(Again::Otherwise),
+        "chaos inbox: {pairs} pairs of a chat's deliveries, one acknowledged before the other was sent; {} of \
+         them started in the other order",
+        reversed.len()
     );
-    if !unexplained.is_empty() {
+    if !run.duplicates.unexplained().is_empty() {
         let jobs = store.list(ListQuery::new(None, sent.len() + 100)).await.expect("list the jobs");
         let job_of: HashMap<&str, &JobSummary> = jobs.iter().map(|job| (job.key.as_str(), job)).collect();
-        for (n, first, then) in &unexplained {
+        for n in run.duplicates.unexplained() {
             let event = WebhookEvent::decode(body(*n, 0)).expect("a delivery");
             let job = job_of.get(EventKeys::default().key(&event).as_str());
+            let handlings: Vec<String> = handled[*n]
+                .iter()
+                .map(|call| {
+                    let at = call.returned().expect("a handling returned") - started;
+                    format!("run {} (attempt {}) at {at:?}", call.incarnation, call.started.number)
+                })
+                .collect();
             println!(
-                "chaos inbox: delivery {n} handled by run {} at {:?} and by run {} at {:?} after the start; \
-                 its job: {:?} attempts, last error {:?}",
-                first.incarnation,
-                first.at - started,
-                then.incarnation,
-                then.at - started,
+                "chaos inbox: delivery {n} handled by {} after the start; its job: {:?} attempts, last error {:?}",
+                handlings.join(", "),
                 job.map(|job| job.attempts),
                 job.and_then(|job| job.last_error.as_deref()),
             );
@@ -210,20 +296,30 @@ async fn inbox_replicas_on_postgres_hold_under_compound_faults() {
     let stats = stats.expect("the queue's counts");
     println!("chaos inbox: the queue at the end: {stats:?}");
 
-    assert!(
-        acknowledged.len() >= 20,
-        "too little traffic to test anything: {} acknowledged",
-        acknowledged.len()
-    );
-    assert!(
-        lost.is_empty(),
-        "seed {seed}: {} deliveries answered 2xx were never handled (deliveries {:?})",
-        lost.len(),
-        &lost[..lost.len().min(20)]
-    );
+    run.assert_held();
     assert_eq!(
         (stats.pending, stats.running, stats.dead),
         (0, 0, 0),
         "seed {seed}: jobs left pending, running or dead {DRAIN_LIMIT:?} after the faults stopped"
+    );
+    assert!(pairs > 0, "seed {seed}: no pair of a chat's deliveries to check the order on");
+    let report: Vec<String> = reversed
+        .iter()
+        .take(20)
+        .map(|(a, b)| {
+            let acknowledged = sent[*a].acknowledged_at.expect("acknowledged") - started;
+            let lag = first_started[*a].expect("started") - first_started[*b].expect("started");
+            format!(
+                "delivery {a}, acknowledged at {acknowledged:?}, started {lag:?} after delivery {b}, sent at {:?}",
+                sent[*b].sent_at - started
+            )
+        })
+        .collect();
+    assert!(
+        reversed.is_empty(),
+        "seed {seed}: {} of {pairs} pairs of a chat's deliveries started out of the order they were \
+         acknowledged in: {}",
+        reversed.len(),
+        report.join("; ")
     );
 }

@@ -1,6 +1,7 @@
 //! Chaos: faults that come together, on real processes over loopback HTTP.
 //!
-//! - `inbox`: three replicas of the `inbox` example share one PostgreSQL, while replicas are
+//! - `inbox`: three replicas (`replica`: this executable serving what the `inbox` example
+//!   serves, its handler logging each attempt) share one PostgreSQL, while replicas are
 //!   SIGKILLed and restarted, SIGSTOPped for longer than their lease, and the server is
 //!   restarted with `pg_ctl restart -m immediate`.
 //! - `dedup`: two replicas of the `axum` example de-duplicate in one Redis, while replicas are
@@ -31,4 +32,5 @@ mod process;
 #[allow(dead_code)]
 #[path = "../common/redis.rs"]
 mod redis_server;
+mod replica;
 mod support;

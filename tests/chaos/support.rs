@@ -1,9 +1,10 @@
-//! What both chaos tests share: the knobs and the seeded random source, replicas of an example
-//! that can be killed, paused and restarted, the load of copied and retried deliveries, and
-//! the schedule of faults.
+//! What both chaos tests share: the knobs and the seeded random source, replicas of a server
+//! that can be killed, paused and restarted, the load of copied and retried deliveries, the
+//! schedule of faults, and the checks of what came of it.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher, RandomState};
+use std::fmt::Write as _;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -104,15 +105,17 @@ struct Process {
 }
 
 impl Process {
-    /// Starts `program` with `env` on a free port; `Err` when it exits (e.g. its store is down)
-    /// or says nothing before it listens.
+    /// Starts `program` with `args` and `env` on a free port; `Err` when it exits (e.g. its
+    /// store is down) or says nothing before it listens.
     fn start(
         program: &Path,
+        args: &[String],
         env: &[(String, String)],
         incarnation: usize,
         lines: &Lines,
     ) -> Result<Process, String> {
         let mut child = Command::new(program)
+            .args(args)
             .envs(env.iter().map(|(name, value)| (name, value)))
             .env("ADDR", "127.0.0.1:0")
             .env("PERISKOPE_SIGNING_KEY", KEY)
@@ -127,8 +130,10 @@ impl Process {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(text) = line else { break };
-                match text.strip_prefix("listening on http://") {
-                    Some(addr) => drop(listening.send(addr.parse::<SocketAddr>().expect("an address"))),
+                // Within the line: a replica run by the test harness prints it after the
+                // harness's `test <name> ... `.
+                match text.split_once("listening on http://") {
+                    Some((_, addr)) => drop(listening.send(addr.parse::<SocketAddr>().expect("an address"))),
                     None => lines.lock().unwrap().push(Line { incarnation, at: Instant::now(), text }),
                 }
             }
@@ -162,9 +167,10 @@ impl Drop for Process {
     }
 }
 
-/// Replicas of one example, each in a slot that a load balancer sends to.
+/// Replicas of one server, each in a slot that a load balancer sends to.
 pub struct Replicas {
     program: PathBuf,
+    args: Vec<String>,
     env: Vec<(String, String)>,
     slots: Vec<Mutex<Process>>,
     /// The URL of each slot's current run.
@@ -180,19 +186,22 @@ pub struct Replicas {
 }
 
 impl Replicas {
-    /// Starts `count` replicas of `program` with `env`, one after the other.
-    pub fn start(program: PathBuf, env: &[(&str, &str)], count: usize) -> Arc<Replicas> {
+    /// Starts `count` replicas of `program` with `args` and `env`, one after the other.
+    pub fn start(program: PathBuf, args: &[&str], env: &[(&str, &str)], count: usize) -> Arc<Replicas> {
+        let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
         let env: Vec<(String, String)> =
             env.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
         let lines = Lines::default();
         let processes: Vec<Process> = (0..count)
             .map(|incarnation| {
-                Process::start(&program, &env, incarnation, &lines).unwrap_or_else(|error| panic!("{error}"))
+                Process::start(&program, &args, &env, incarnation, &lines)
+                    .unwrap_or_else(|error| panic!("{error}"))
             })
             .collect();
         let urls = processes.iter().map(|process| url(process.addr)).collect();
         Arc::new(Replicas {
             program,
+            args,
             env,
             slots: processes.into_iter().map(Mutex::new).collect(),
             urls: Arc::new(RwLock::new(urls)),
@@ -235,7 +244,7 @@ impl Replicas {
         let deadline = Instant::now() + RESTART_LIMIT;
         *process = loop {
             let incarnation = self.next_incarnation.fetch_add(1, Ordering::Relaxed);
-            match Process::start(&self.program, &self.env, incarnation, &self.lines) {
+            match Process::start(&self.program, &self.args, &self.env, incarnation, &self.lines) {
                 Ok(started) => break started,
                 Err(error) => {
                     assert!(
@@ -307,14 +316,23 @@ pub struct Load {
 }
 
 /// What became of one delivery.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Sent {
     /// The digest of each copy's body (copies may differ, as Periskope's per-phone copies do).
     pub digests: Vec<String>,
-    /// Some copy was answered 2xx.
-    pub acknowledged: bool,
+    /// When its copies were first sent.
+    pub sent_at: Instant,
+    /// When the first 2xx answer to one of its copies was received.
+    pub acknowledged_at: Option<Instant>,
     /// Some copy was answered `200 duplicate`.
     pub duplicate: bool,
+}
+
+impl Sent {
+    /// Some copy was answered 2xx.
+    pub fn acknowledged(&self) -> bool {
+        self.acknowledged_at.is_some()
+    }
 }
 
 /// Sends deliveries `0, 1, 2, …` (copy `c` of delivery `n` is `body(n, c)`) to the replicas
@@ -341,17 +359,20 @@ pub async fn send_load(
             while started.elapsed() < duration {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let bodies: Vec<Bytes> = (0..copies).map(|copy| body(n, copy)).collect();
-                let mut answers = JoinSet::new();
-                for (copy, body) in bodies.iter().enumerate() {
-                    answers.spawn(send_copy(client.clone(), Arc::clone(&urls), n + copy, body.clone()));
-                }
                 let mut delivery = Sent {
                     digests: bodies.iter().map(|body| short_digest(body)).collect(),
-                    ..Sent::default()
+                    sent_at: Instant::now(),
+                    acknowledged_at: None,
+                    duplicate: false,
                 };
+                let mut answers = JoinSet::new();
+                for (copy, body) in bodies.into_iter().enumerate() {
+                    answers.spawn(send_copy(client.clone(), Arc::clone(&urls), n + copy, body));
+                }
                 while let Some(answer) = answers.join_next().await {
-                    if let Some(code) = answer.expect("a copy's sender") {
-                        delivery.acknowledged = true;
+                    if let Some((code, at)) = answer.expect("a copy's sender") {
+                        delivery.acknowledged_at =
+                            Some(delivery.acknowledged_at.map_or(at, |first| first.min(at)));
                         delivery.duplicate |= code == "duplicate";
                     }
                 }
@@ -368,14 +389,14 @@ pub async fn send_load(
     sent.into_iter().map(|(_, delivery)| delivery).collect()
 }
 
-/// Sends one copy until it is answered 2xx (then returns the answer's `code`) or the attempts
-/// run out.
+/// Sends one copy until it is answered 2xx (then returns the answer's `code`, and when it was
+/// received) or the attempts run out.
 async fn send_copy(
     client: HttpClient,
     urls: Arc<RwLock<Vec<String>>>,
     first: usize,
     body: Bytes,
-) -> Option<String> {
+) -> Option<(String, Instant)> {
     let mut backoff = FIRST_BACKOFF;
     for attempt in 0..ATTEMPTS {
         let url = {
@@ -389,7 +410,7 @@ async fn send_copy(
             Some(common::Reply { status: parts.status, headers: parts.headers, body })
         };
         match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
-            Ok(Some(reply)) if reply.status.is_success() => return Some(reply.code()),
+            Ok(Some(reply)) if reply.status.is_success() => return Some((reply.code(), Instant::now())),
             _ => {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -457,4 +478,130 @@ pub fn inject(faults: &[Fault], kinds: usize, inject: impl Fn(Fault) -> bool + S
         }
     }
     (by_kind, skipped)
+}
+
+// ---------------------------------------------------------------------------------------------
+// What both tests check
+
+/// The faults a test puts a delivery's second handling down to.
+pub trait Explanation: Copy + Eq + Hash + 'static {
+    /// Every one, in the order the summary lists them.
+    const ALL: &'static [Self];
+
+    /// How the summary counts it: `"{count} {description}"`.
+    fn description(self) -> &'static str;
+}
+
+/// The deliveries handled again, by the fault that explains each handling after the first.
+pub struct Duplicates<E> {
+    explained: HashMap<E, usize>,
+    /// A delivery for each handling that no fault explains.
+    unexplained: Vec<usize>,
+}
+
+impl<E: Explanation> Duplicates<E> {
+    /// Puts each handling of a delivery but its first (`handled[n]` holds delivery `n`'s, in the
+    /// order they happened) down to `explain(previous, handling)`: the fault between the two,
+    /// if one explains it.
+    pub fn explain<H>(handled: &[Vec<H>], explain: impl Fn(&H, &H) -> Option<E>) -> Duplicates<E> {
+        let mut duplicates = Duplicates { explained: HashMap::new(), unexplained: Vec::new() };
+        for (n, handlings) in handled.iter().enumerate() {
+            for pair in handlings.windows(2) {
+                match explain(&pair[0], &pair[1]) {
+                    Some(explanation) => *duplicates.explained.entry(explanation).or_default() += 1,
+                    None => duplicates.unexplained.push(n),
+                }
+            }
+        }
+        duplicates
+    }
+
+    pub fn count(&self, explanation: E) -> usize {
+        self.explained.get(&explanation).copied().unwrap_or(0)
+    }
+
+    pub fn unexplained(&self) -> &[usize] {
+        &self.unexplained
+    }
+}
+
+/// What a run did and what came of it, as both tests check it.
+pub struct Run<'a, E> {
+    /// `inbox` or `dedup`.
+    pub test: &'static str,
+    pub seed: u64,
+    pub duration: Duration,
+    /// The fault kinds' names, and how many of each were injected and skipped.
+    pub kinds: &'a [&'static str],
+    pub injected: &'a [usize],
+    pub skipped: usize,
+    pub copies: usize,
+    pub sent: &'a [Sent],
+    /// How many times each delivery was handled.
+    pub handled: Vec<usize>,
+    pub duplicates: Duplicates<E>,
+}
+
+impl<E: Explanation> Run<'_, E> {
+    /// One line of figures for the log.
+    pub fn summary(&self) -> String {
+        let faults: Vec<String> =
+            self.kinds.iter().zip(self.injected).map(|(kind, count)| format!("{count} {kind}")).collect();
+        let acknowledged = self.sent.iter().filter(|delivery| delivery.acknowledged()).count();
+        let duplicate = self.sent.iter().filter(|delivery| delivery.duplicate).count();
+        let handled = self.handled.iter().filter(|count| **count > 0).count();
+        let again: usize = self.handled.iter().map(|count| count.saturating_sub(1)).sum();
+        let mut explained = String::new();
+        for explanation in E::ALL {
+            let _ =
+                write!(explained, "{} {}, ", self.duplicates.count(*explanation), explanation.description());
+        }
+        format!(
+            "chaos {}: seed {}, {} s, faults: {} ({} skipped: their target was under a fault); {} deliveries \
+             ({} copies each), {acknowledged} answered 2xx ({duplicate} of them `duplicate`), {handled} \
+             handled, {again} handled again ({explained}{} with no fault to explain it)",
+            self.test,
+            self.seed,
+            self.duration.as_secs(),
+            faults.join(", "),
+            self.skipped,
+            self.sent.len(),
+            self.copies,
+            self.duplicates.unexplained.len(),
+        )
+    }
+
+    /// Asserts what holds under every fault: enough traffic to tell, each kind of fault
+    /// injected, every delivery answered 2xx (`duplicate` included) handled, and each handling
+    /// after a delivery's first explained by a fault.
+    pub fn assert_held(&self) {
+        let seed = self.seed;
+        let acknowledged: Vec<usize> =
+            (0..self.sent.len()).filter(|n| self.sent[*n].acknowledged()).collect();
+        assert!(
+            acknowledged.len() >= 20,
+            "seed {seed}: too little traffic to test anything: {} acknowledged",
+            acknowledged.len()
+        );
+        for (kind, count) in self.kinds.iter().zip(self.injected) {
+            assert!(*count > 0, "seed {seed}: no {kind} was injected ({} faults skipped)", self.skipped);
+        }
+        let lost: Vec<usize> = acknowledged.into_iter().filter(|n| self.handled[*n] == 0).collect();
+        let lost_duplicates = lost.iter().filter(|n| self.sent[**n].duplicate).count();
+        assert!(
+            lost.is_empty(),
+            "seed {seed}: {} deliveries answered 2xx ({lost_duplicates} of them `duplicate`) were never handled \
+             (deliveries {:?})",
+            lost.len(),
+            &lost[..lost.len().min(20)]
+        );
+        let unexplained = &self.duplicates.unexplained;
+        assert!(
+            unexplained.is_empty(),
+            "seed {seed}: {} handlings came again with no fault between them and the one before to explain it \
+             (deliveries {:?})",
+            unexplained.len(),
+            &unexplained[..unexplained.len().min(20)]
+        );
+    }
 }

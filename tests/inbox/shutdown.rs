@@ -9,7 +9,7 @@ use periskope_webhook::inbox::{InboxStore, JobState, ListQuery, SqliteStore};
 
 use crate::common::{self, KEY, client, signed};
 use crate::crash::{Lines, Process, short_digest};
-use crate::support::{TempDir, chat_message};
+use crate::support::{TempDir, all_in, chat_message, wait_for_jobs};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_during_a_slow_handler_exits_within_the_grace_and_the_job_is_handled_after_a_restart() {
@@ -23,8 +23,11 @@ async fn sigterm_during_a_slow_handler_exits_within_the_grace_and_the_job_is_han
     common::send(&client(), signed(&example.url(), KEY, body.clone()))
         .await
         .assert(StatusCode::OK, "accepted");
-    // The acceptor wakes the worker at once; give it time to claim the job.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The SIGTERM must come while the handler runs: wait until the example has claimed the job,
+    // reading the file as the command line's `inbox` commands do while a server holds it.
+    let reader = SqliteStore::options().read_only(true).open(dir.db()).unwrap();
+    wait_for_jobs(&reader, "the example claims the job", all_in(JobState::Running)).await;
+    drop(reader);
 
     let took = example.stop_with("TERM", grace + Duration::from_secs(5));
     assert!(took >= grace, "exited after {took:?}, before the grace of {grace:?} was over");
