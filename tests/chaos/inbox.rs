@@ -97,6 +97,37 @@ fn handlings(calls: &[HandlerCall], deliveries: usize) -> Vec<Vec<&HandlerCall>>
     handled
 }
 
+/// Pairs of handler calls of one chat, of different jobs, that ran at once although the store
+/// accepted both: each returned under the fencing token that settled its job (`settled_by`:
+/// each job's final claim counter). A paused attempt whose lease ran out overlaps the next one
+/// as expected, and is refused when it settles, so it is not counted.
+fn overlapping<'a>(
+    calls: &'a [HandlerCall],
+    settled_by: &HashMap<i64, u64>,
+) -> Vec<(&'a HandlerCall, &'a HandlerCall)> {
+    let accepted: Vec<&HandlerCall> = calls
+        .iter()
+        .filter(|call| {
+            call.returned().is_some() && settled_by.get(&call.started.job) == Some(&call.started.token)
+        })
+        .collect();
+    let mut by_chat: HashMap<&str, Vec<&HandlerCall>> = HashMap::new();
+    for call in accepted {
+        by_chat.entry(call.started.chat.as_str()).or_default().push(call);
+    }
+    let mut overlaps = Vec::new();
+    for calls in by_chat.values_mut() {
+        calls.sort_by_key(|call| call.started.at);
+        for pair in calls.windows(2) {
+            let ended = pair[0].ended.as_ref().map(|(line, _)| line.at).expect("a call that returned");
+            if pair[1].started.at < ended && pair[0].started.job != pair[1].started.job {
+                overlaps.push((pair[0], pair[1]));
+            }
+        }
+    }
+    overlaps
+}
+
 /// Why a delivery was handled again: a fault between its two handlings that explains it.
 #[derive(Debug, PartialEq, Eq, Hash, Clone, Copy)]
 enum Again {
@@ -254,6 +285,22 @@ async fn inbox_replicas_on_postgres_hold_under_compound_faults() {
         *first = Some(first.map_or(call.started.at, |at| at.min(call.started.at)));
     }
     let (pairs, reversed) = out_of_order(&sent, &first_started);
+    let (database, connection) =
+        tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls).await.expect("connect to the queue");
+    tokio::spawn(connection);
+    let settled_by: HashMap<i64, u64> = database
+        .query("SELECT id, claims FROM periskope_inbox_jobs WHERE state = 'done'", &[])
+        .await
+        .expect("the jobs' claim counters")
+        .iter()
+        .map(|row| (row.get::<_, i64>(0), row.get::<_, i64>(1).unsigned_abs()))
+        .collect();
+    let overlaps = overlapping(&calls, &settled_by);
+    println!(
+        "chaos inbox: {} jobs settled by the attempt that handled them; {} pairs of one chat's ran at once",
+        settled_by.len(),
+        overlaps.len()
+    );
     let run = Run {
         test: "inbox",
         seed,
@@ -303,6 +350,15 @@ async fn inbox_replicas_on_postgres_hold_under_compound_faults() {
         "seed {seed}: jobs left pending, running or dead {DRAIN_LIMIT:?} after the faults stopped"
     );
     assert!(pairs > 0, "seed {seed}: no pair of a chat's deliveries to check the order on");
+    assert!(!settled_by.is_empty(), "seed {seed}: no handled job to check exclusion on");
+    let report_overlaps: Vec<String> =
+        overlaps.iter().take(10).map(|(a, b)| format!("{} and {}", a.started, b.started)).collect();
+    assert!(
+        overlaps.is_empty(),
+        "seed {seed}: {} pairs of one chat's accepted attempts ran at once: {}",
+        overlaps.len(),
+        report_overlaps.join("; ")
+    );
     let report: Vec<String> = reversed
         .iter()
         .take(20)

@@ -105,7 +105,7 @@ impl Edge {
 }
 
 /// One line of the handler's log:
-/// `attempt <edge> call=<n> job=<id> number=<n> chat=<ordering key> message=<id> at_us=<µs>`.
+/// `attempt <edge> call=<n> job=<id> number=<n> token=<n> chat=<ordering key> message=<id> at_us=<µs>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttemptLine {
     pub edge: Edge,
@@ -114,6 +114,8 @@ pub struct AttemptLine {
     pub job: i64,
     /// The attempt's number, as the worker counts it.
     pub number: u32,
+    /// The attempt's fencing token.
+    pub token: u64,
     /// The job's ordering key.
     pub chat: String,
     pub message: String,
@@ -131,6 +133,7 @@ impl AttemptLine {
             call,
             job: attempt.job(),
             number: attempt.number(),
+            token: attempt.fencing_token(),
             chat: ordering_key(event).expect("a chat's message"),
             message: message.expect("a message id").to_owned(),
             at: since_epoch(),
@@ -161,6 +164,7 @@ impl AttemptLine {
             call: field("call").parse().unwrap_or_else(|_| bad(text)),
             job: field("job").parse().unwrap_or_else(|_| bad(text)),
             number: field("number").parse().unwrap_or_else(|_| bad(text)),
+            token: field("token").parse().unwrap_or_else(|_| bad(text)),
             chat: field("chat").to_owned(),
             message: field("message").to_owned(),
             at: Duration::from_micros(field("at_us").parse().unwrap_or_else(|_| bad(text))),
@@ -174,11 +178,11 @@ impl AttemptLine {
 
 impl fmt::Display for AttemptLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let AttemptLine { edge, call, job, number, chat, message, at } = self;
+        let AttemptLine { edge, call, job, number, token, chat, message, at } = self;
         let at = at.as_micros();
         write!(
             f,
-            "attempt {} call={call} job={job} number={number} chat={chat} message={message} at_us={at}",
+            "attempt {} call={call} job={job} number={number} token={token} chat={chat} message={message} at_us={at}",
             edge.name()
         )
     }
