@@ -29,7 +29,7 @@ use tokio_postgres::{Client, NoTls, Row};
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
     LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, NewDelivery, Selection, Stored, bounded_error,
-    from_millis, saturating_add, selection_params, to_millis,
+    from_millis, selection_params, to_millis,
 };
 
 mod console;
@@ -460,8 +460,10 @@ impl InboxStore for PostgresStore {
         let connections = self.connections();
         let attempts_kept = self.attempts_kept;
         async move {
-            let now = to_millis(request.now);
-            let lease_until = to_millis(saturating_add(request.now, request.lease));
+            // Leases are compared on the database's clock, one for every replica; the request's
+            // `now` counts as an offset from this process's clock (a test's simulated time).
+            let offset = to_millis(request.now).saturating_sub(to_millis(SystemTime::now()));
+            let lease = i64::try_from(request.lease.as_millis()).unwrap_or(i64::MAX);
             let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
             let max_attempts = attempts(request.max_attempts);
             let rows = connections
@@ -469,26 +471,30 @@ impl InboxStore for PostgresStore {
                     // `due` reads a snapshot; `chats` is what decides. Its insert conflicts with
                     // any other claim of the chat, waits for that claim to commit, and takes the
                     // chat only from a lease that expired. A job is claimed only through it.
-                    "WITH due AS (
+                    "WITH clock AS MATERIALIZED (
+                         SELECT (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT + $1 AS now
+                     ), leased AS MATERIALIZED (
+                         SELECT now, now + LEAST($4, 9223372036854775807 - now) AS until FROM clock
+                     ), due AS (
                          SELECT id, ordering_key, attempts FROM periskope_inbox_jobs AS job
-                         WHERE ((state = 'pending' AND run_at <= $1) OR (state = 'running' AND lease_until <= $1))
+                         WHERE ((state = 'pending' AND run_at <= (SELECT now FROM leased)) OR (state = 'running' AND lease_until <= (SELECT now FROM leased)))
                            AND (ordering_key IS NULL OR NOT EXISTS (
                                  SELECT 1 FROM periskope_inbox_jobs AS other
                                  WHERE other.ordering_key = job.ordering_key AND other.id <> job.id
                                    AND ((other.id < job.id AND other.state IN ('pending', 'running'))
-                                        OR (other.state = 'running' AND other.lease_until > $1))))
+                                        OR (other.state = 'running' AND other.lease_until > (SELECT now FROM leased)))))
                          ORDER BY id LIMIT $2
                          FOR UPDATE OF job SKIP LOCKED
                      ), chats AS (
                          INSERT INTO periskope_inbox_chats AS chat (ordering_key, job_id, lease_until)
-                         SELECT ordering_key, id, $4 FROM due WHERE ordering_key IS NOT NULL AND attempts < $3
+                         SELECT ordering_key, id, (SELECT until FROM leased) FROM due WHERE ordering_key IS NOT NULL AND attempts < $3
                          ON CONFLICT (ordering_key) DO UPDATE
                          SET job_id = excluded.job_id, lease_until = excluded.lease_until
-                         WHERE chat.lease_until <= $1 OR chat.job_id = excluded.job_id
+                         WHERE chat.lease_until <= (SELECT now FROM leased) OR chat.job_id = excluded.job_id
                          RETURNING job_id
                      ), dead AS (
                          UPDATE periskope_inbox_jobs AS job
-                         SET state = 'dead', lease_until = NULL, dead_at = $1,
+                         SET state = 'dead', lease_until = NULL, dead_at = (SELECT now FROM leased),
                              last_error = coalesce(job.last_error || '; ', '') || $5
                          FROM due WHERE job.id = due.id AND job.attempts >= $3
                          RETURNING job.id, job.attempts, job.event, job.dedup_key, job.body, job.signing_key,
@@ -498,21 +504,21 @@ impl InboxStore for PostgresStore {
                      ), claimed AS (
                          UPDATE periskope_inbox_jobs AS job
                          SET state = 'running', attempts = job.attempts + 1, claims = job.claims + 1,
-                             lease_until = $4
+                             lease_until = (SELECT until FROM leased)
                          FROM due WHERE job.id = due.id AND job.attempts < $3
                            AND (due.ordering_key IS NULL OR due.id IN (SELECT job_id FROM chats))
                          RETURNING job.id, job.attempts, job.event, job.dedup_key, job.body, job.signing_key,
                                    job.received_at, job.path, job.state, job.claims
                      ), abandoned AS (
-                         UPDATE periskope_inbox_attempts AS attempt SET outcome = 'abandoned', ended_at = $1
+                         UPDATE periskope_inbox_attempts AS attempt SET outcome = 'abandoned', ended_at = (SELECT now FROM leased)
                          FROM due WHERE attempt.job_id = due.id AND attempt.outcome = 'running'
                            AND (due.attempts >= $3 OR due.id IN (SELECT id FROM claimed))
                      ), opened AS (
                          INSERT INTO periskope_inbox_attempts (job_id, number, started_at)
-                         SELECT id, attempts, $1 FROM claimed
+                         SELECT id, attempts, (SELECT now FROM leased) FROM claimed
                      )
                      SELECT * FROM claimed UNION ALL SELECT * FROM dead",
-                    &[&now, &limit, &max_attempts, &lease_until, &LEASE_EXPIRED],
+                    &[&offset, &limit, &max_attempts, &lease, &LEASE_EXPIRED],
                 )
                 .await?;
             // The jobs that became dead letters instead (their last attempt's lease expired).
@@ -626,18 +632,23 @@ impl InboxStore for PostgresStore {
     ) -> impl Future<Output = Result<bool, InboxError>> + Send {
         let connections = self.connections();
         async move {
-            let until = to_millis(until);
+            // On the database's clock, as the claim: `until` counts from this process's clock.
+            let left = to_millis(until).saturating_sub(to_millis(SystemTime::now()));
             let renewed = connections
                 .query(
-                    "WITH renewed AS (
-                         UPDATE periskope_inbox_jobs SET lease_until = $3
+                    "WITH clock AS MATERIALIZED (
+                         SELECT (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT AS now
+                     ), leased AS MATERIALIZED (
+                         SELECT now + LEAST($3, 9223372036854775807 - now) AS until FROM clock
+                     ), renewed AS (
+                         UPDATE periskope_inbox_jobs SET lease_until = (SELECT until FROM leased)
                          WHERE id = $1 AND claims = $2 AND state = 'running' RETURNING id
                      ), chat AS (
-                         UPDATE periskope_inbox_chats AS chat SET lease_until = $3
+                         UPDATE periskope_inbox_chats AS chat SET lease_until = (SELECT until FROM leased)
                          FROM renewed WHERE chat.job_id = renewed.id
                      )
                      SELECT id FROM renewed",
-                    &[&lease.id, &token(lease), &until],
+                    &[&lease.id, &token(lease), &left],
                 )
                 .await?;
             Ok(!renewed.is_empty())
