@@ -140,7 +140,14 @@ async fn click_and_wait_for_next_page(browser: &Client, locator: Locator<'_>) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match page.tag_name().await {
-            Err(error) if error.is_stale_element_reference() => return,
+            // Chromium says so in one of two ways, depending on when it is asked during the
+            // navigation: a stale element, or a node that no longer belongs to the document.
+            Err(error)
+                if error.is_stale_element_reference()
+                    || error.to_string().contains("does not belong to the document") =>
+            {
+                return;
+            }
             Err(error) => panic!("reading the page that was clicked: {error}"),
             Ok(_) => assert!(Instant::now() < deadline, "the click leaves the page within 20 s"),
         }
