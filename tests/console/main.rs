@@ -1,11 +1,13 @@
 //! The operator console (`periskope_webhook::console`) served by axum on 127.0.0.1 under a
 //! prefix, over real HTTP, on every store: access decisions, the token link, CSRF, escaping,
-//! masking, filters and pages, the actions, read-only consoles and the headers of every answer.
+//! masking, filters and pages, the actions, read-only consoles and the headers of every answer;
+//! and, on SQLite, pages that answer while the store's writer is held up.
 
 mod browser;
 #[path = "../common/mod.rs"]
 mod common;
 mod pages;
+mod sqlite_reads;
 #[allow(dead_code)]
 #[path = "../inbox/support.rs"]
 mod support;
