@@ -7,32 +7,61 @@
 //!   handed to [`Console`] to the first frame of its body, every query and the rendering
 //!   included (the socket's own cost, a few tens of microseconds on loopback, is not).
 //!
+//! Then what the console costs the webhook on an inbox of 400,000 jobs on SQLite
+//! (`synchronous=FULL`, as the store always runs): the time to the `200` of signed deliveries
+//! (500 a second on a fixed schedule, each timed from when it was due, over loopback HTTP
+//! through `PeriskopeWebhookLayer` and the inbox acceptor, served with the console by one axum
+//! app) in three phases of the same run: alone; beside 4 loops searching the jobs page by text
+//! (`/jobs?q=...`, bearer token); beside those and one bulk purge of the handled jobs (its
+//! confirmation page, then its POST: 86% of the jobs). The first two phases take turns three
+//! times, so that the machine's other work weighs on both alike, each figure over the three;
+//! the purge's comes last, once. Each runs for `CONSOLE_BENCH_LOAD_SECS` seconds (default 5),
+//! the purge's until the purge has answered too; this part runs whatever criterion's filter.
+//!
 //! `cargo bench --bench console --profile release --all-features` (`--profile release` skips
-//! fat LTO); `CONSOLE_BENCH_JOBS` changes the size. Under `cargo test --benches` (`--bench`
-//! absent) the inbox holds 1,000 jobs and each query runs once, to check that the benchmark
+//! fat LTO); `CONSOLE_BENCH_JOBS` changes the size of the first inbox. Under `cargo test
+//! --benches` (`--bench` absent) the inboxes hold 1,000 and 2,000 jobs, each query runs once
+//! and each phase of the load runs once and sends 100 deliveries, to check that the benchmark
 //! works.
 //!
-//! The inbox is written directly in SQL, in the stores' own schema (created by opening them):
-//! the jobs were received over the last 24 hours, one in fifty is dead (eight event names,
-//! 1,000 chats), six in fifty pending, the rest handled; each settled job has one attempt. The
-//! SQLite file is not `ANALYZE`d, as the store never does; PostgreSQL's is, as autovacuum would
-//! after such a load.
+//! The inboxes are written directly in SQL, in the stores' own schema (created by opening
+//! them): the jobs were received over the last 24 hours, one in fifty is dead (eight event
+//! names, 1,000 chats), six in fifty pending, the rest handled; each settled job has one
+//! attempt. The SQLite file is not `ANALYZE`d, as the store never does; PostgreSQL's is, as
+//! autovacuum would after such a load.
 
 #[allow(dead_code)] // Only the cluster and its databases are used.
 #[path = "../tests/common/postgres.rs"]
 mod postgres;
+#[allow(dead_code)] // The bodies are shared; this benchmark uses one of them.
+mod support;
+#[path = "support/unique.rs"]
+mod unique;
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use axum::Router;
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion};
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use periskope_webhook::PeriskopeWebhookLayer;
 use periskope_webhook::console::Console;
-use periskope_webhook::inbox::{ConsoleStore, JobFilter, JobState, PostgresStore, SqliteStore};
+use periskope_webhook::inbox::{
+    ConsoleStore, Inbox, InboxStore, JobFilter, JobState, PostgresStore, SqliteStore,
+};
+use periskope_webhook::signature::SIGNATURE_HEADER;
 use tokio::runtime::Runtime;
-use tower::ServiceExt;
+use tokio::sync::Semaphore;
+use tower::{Layer, ServiceExt};
+
+use crate::unique::UniqueMessages;
 
 /// The columns [`job_values`] fills.
 const JOB_COLUMNS: &str = "dedup_key, event, ordering_key, body, received_at, run_at, state, attempts, \
@@ -160,6 +189,269 @@ fn bench_store<St: ConsoleStore + Clone + Send + Sync + 'static>(
     group.finish();
 }
 
+/// The signing key of the deliveries.
+const KEY: &str = "peri_ea194594-c433-4ea7-8c94-af9e63c5df47";
+const WEBHOOK_PATH: &str = "/webhooks/periskope";
+const CONSOLE_PREFIX: &str = "/console";
+const CONSOLE_TOKEN: &str = "console-bench-token-5d1f0b7a";
+/// Deliveries per second, sent on a fixed schedule whatever the answers, as Periskope sends
+/// them: a stall of the inbox delays every delivery due during it, and each is timed from when
+/// it was due.
+const DELIVERY_RATE: u32 = 500;
+/// At most this many deliveries wait for their answer at once (a stall of several seconds
+/// would otherwise open thousands of connections); one due beyond them waits for a place, and
+/// its time still counts from when it was due.
+const MAX_IN_FLIGHT: usize = 512;
+/// What each search loop looks for: texts in the key or the last error of a handful of jobs,
+/// so that each search reads through the table (no index serves a text).
+const SEARCH_TEXTS: [&str; 4] = ["2:m31337", "2:m27182", "2:m16180", "refused%20job%204200"];
+/// The bulk purge's filter: the handled jobs, 43 in 50.
+const PURGE_FILTER: &str = "state=done";
+
+/// What runs beside the deliveries in one phase of the load.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ConsoleLoad {
+    Nothing,
+    Searches,
+    SearchesAndPurge,
+}
+
+impl ConsoleLoad {
+    fn describe(self) -> &'static str {
+        match self {
+            ConsoleLoad::Nothing => "deliveries alone",
+            ConsoleLoad::Searches => "beside 4 text searches",
+            ConsoleLoad::SearchesAndPurge => "beside 4 text searches and a bulk purge",
+        }
+    }
+}
+
+/// How many deliveries each phase sends: `DELIVERY_RATE` a second for a time (benchmarking),
+/// or a number (under `cargo test`); a phase with a purge goes on until the purge has
+/// answered.
+#[derive(Clone, Copy)]
+enum Budget {
+    Time(Duration),
+    Deliveries(u32),
+}
+
+impl Budget {
+    fn deliveries(self) -> u32 {
+        match self {
+            Budget::Time(duration) => (duration.as_secs_f64() * f64::from(DELIVERY_RATE)) as u32,
+            Budget::Deliveries(deliveries) => deliveries,
+        }
+    }
+}
+
+/// What the phases of one kind measured, each list sorted.
+struct Phase {
+    load: ConsoleLoad,
+    deliveries: Vec<Duration>,
+    searches: Vec<Duration>,
+    purge: Option<Duration>,
+}
+
+impl Phase {
+    /// Adds what another phase of the same kind measured.
+    fn absorb(&mut self, other: Phase) {
+        self.deliveries.extend(other.deliveries);
+        self.searches.extend(other.searches);
+        self.purge = self.purge.or(other.purge);
+        self.deliveries.sort();
+        self.searches.sort();
+    }
+}
+
+fn quantile(sorted: &[Duration], quantile: f64) -> Duration {
+    sorted[((sorted.len() as f64 * quantile) as usize).min(sorted.len() - 1)]
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.2} ms", duration.as_secs_f64() * 1e3)
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// Posts one signed delivery; panics unless it is answered `200`.
+async fn deliver(client: &HttpClient, url: &str, body: Bytes) {
+    let request = Request::post(url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(SIGNATURE_HEADER, periskope_webhook::testing::signature(KEY, &body))
+        .body(Full::new(body))
+        .expect("a delivery");
+    let response = client.request(request).await.expect("an answer to a delivery");
+    let status = response.status();
+    response.into_body().collect().await.expect("the answer's body");
+    assert_eq!(status, StatusCode::OK, "a delivery was refused");
+}
+
+/// A console request with the bearer token: its status, once its body has arrived.
+async fn console_request(client: &HttpClient, method: Method, url: &str) -> StatusCode {
+    let request = Request::builder()
+        .method(method)
+        .uri(url)
+        .header(header::AUTHORIZATION, format!("Bearer {CONSOLE_TOKEN}"))
+        .body(Full::new(Bytes::new()))
+        .expect("a console request");
+    let response = client.request(request).await.expect("the console answers");
+    let status = response.status();
+    response.into_body().collect().await.expect("the console's page");
+    status
+}
+
+/// One phase: deliveries on schedule until the budget is spent (and the purge, if any, has
+/// answered), with `load` beside them.
+async fn run_phase(base: &str, messages: &Arc<UniqueMessages>, load: ConsoleLoad, budget: Budget) -> Phase {
+    let searching = Arc::new(AtomicBool::new(true));
+    let searches: Vec<_> = if load == ConsoleLoad::Nothing { &[][..] } else { &SEARCH_TEXTS[..] }
+        .iter()
+        .map(|text| {
+            let url = format!("{base}{CONSOLE_PREFIX}/jobs?q={text}");
+            let searching = Arc::clone(&searching);
+            tokio::spawn(async move {
+                let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+                let mut latencies = Vec::new();
+                while searching.load(Ordering::Relaxed) {
+                    let sent = Instant::now();
+                    let status = console_request(&client, Method::GET, &url).await;
+                    assert_eq!(status, StatusCode::OK, "a search failed");
+                    latencies.push(sent.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let purge = (load == ConsoleLoad::SearchesAndPurge).then(|| {
+        let url = format!("{base}{CONSOLE_PREFIX}/jobs/purge?{PURGE_FILTER}");
+        tokio::spawn(async move {
+            let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+            let started = Instant::now();
+            let confirmation = console_request(&client, Method::GET, &url).await;
+            assert_eq!(confirmation, StatusCode::OK, "the purge's confirmation page");
+            let purged = console_request(&client, Method::POST, &url).await;
+            assert_eq!(purged, StatusCode::SEE_OTHER, "the purge");
+            started.elapsed()
+        })
+    });
+
+    let url = format!("{base}{WEBHOOK_PATH}");
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let period = Duration::from_secs(1) / DELIVERY_RATE;
+    let start = tokio::time::Instant::now();
+    let mut deliveries = Vec::new();
+    for n in 0.. {
+        if n >= budget.deliveries() && purge.as_ref().is_none_or(|purge| purge.is_finished()) {
+            break;
+        }
+        let due = start + period * n;
+        tokio::time::sleep_until(due).await;
+        let place = Arc::clone(&in_flight).acquire_owned().await.expect("the semaphore stays open");
+        let (client, url, body) = (client.clone(), url.clone(), messages.next());
+        deliveries.push(tokio::spawn(async move {
+            deliver(&client, &url, body).await;
+            drop(place);
+            due.elapsed()
+        }));
+    }
+    let purge = match purge {
+        Some(purge) => Some(purge.await.expect("the purge")),
+        None => None,
+    };
+    let mut phase = Phase { load, deliveries: Vec::new(), searches: Vec::new(), purge };
+    for delivery in deliveries {
+        phase.deliveries.push(delivery.await.expect("a delivery"));
+    }
+    searching.store(false, Ordering::Relaxed);
+    for search in searches {
+        phase.searches.extend(search.await.expect("a search loop"));
+    }
+    phase.deliveries.sort();
+    phase.searches.sort();
+    phase
+}
+
+/// The time to the `200` of deliveries on an inbox of `jobs` jobs: `rounds` times alone then
+/// beside console searches, interleaved so that the machine's other work weighs on both alike;
+/// then beside those and a bulk purge, once, as it leaves few jobs to purge again.
+fn acceptance_under_console_load(runtime: &Runtime, jobs: i64, budget: Budget, rounds: usize) {
+    let dir = std::env::temp_dir().join(format!("periskope-console-load-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let path = dir.join("inbox.db");
+    seed_sqlite(&path, jobs, SystemTime::now());
+    let store = SqliteStore::open(&path).expect("the embedded inbox");
+    let handled = runtime.block_on(store.stats(SystemTime::now())).expect("stats").done;
+
+    let phases = runtime.block_on(async {
+        let inbox = Inbox::new(store.clone());
+        let app = Router::new()
+            .route_service(WEBHOOK_PATH, PeriskopeWebhookLayer::new(KEY).layer(inbox.acceptor()))
+            .nest_service(CONSOLE_PREFIX, Console::new(store.clone()).bearer_token(CONSOLE_TOKEN));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let base = format!("http://{}", listener.local_addr().expect("an address"));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let messages = Arc::new(UniqueMessages::new());
+        // Connections opened, and the file's pages read once (as the searches read them),
+        // before anything is measured: a cold file's first searches wait for the disk, and so
+        // do the syncs beside them.
+        run_phase(&base, &messages, ConsoleLoad::Nothing, Budget::Deliveries(100)).await;
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        for text in SEARCH_TEXTS {
+            let url = format!("{base}{CONSOLE_PREFIX}/jobs?q={text}");
+            assert_eq!(console_request(&client, Method::GET, &url).await, StatusCode::OK, "a search failed");
+        }
+        let mut alone = run_phase(&base, &messages, ConsoleLoad::Nothing, budget).await;
+        let mut searching = run_phase(&base, &messages, ConsoleLoad::Searches, budget).await;
+        for _ in 1..rounds {
+            alone.absorb(run_phase(&base, &messages, ConsoleLoad::Nothing, budget).await);
+            searching.absorb(run_phase(&base, &messages, ConsoleLoad::Searches, budget).await);
+        }
+        let purging = run_phase(&base, &messages, ConsoleLoad::SearchesAndPurge, budget).await;
+        server.abort();
+        [alone, searching, purging]
+    });
+    let left = runtime.block_on(store.stats(SystemTime::now())).expect("stats").done;
+    assert_eq!(left, 0, "the purge took every handled job");
+
+    println!(
+        "\nTime to the 200 of deliveries ({DELIVERY_RATE}/s on schedule, loopback HTTP/1.1), SQLite inbox of {jobs} \
+         jobs, synchronous=FULL; {rounds} rounds of the first two phases"
+    );
+    println!("| deliveries | answered | p50 | p99 | max | searches (p50) |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for phase in &phases {
+        let searches = if phase.searches.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{} ({})", phase.searches.len(), ms(quantile(&phase.searches, 0.5)))
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {searches} |",
+            phase.load.describe(),
+            phase.deliveries.len(),
+            ms(quantile(&phase.deliveries, 0.5)),
+            ms(quantile(&phase.deliveries, 0.99)),
+            ms(*phase.deliveries.last().expect("deliveries")),
+        );
+    }
+    let alone = quantile(&phases[0].deliveries, 0.99).as_secs_f64();
+    for phase in &phases[1..] {
+        println!(
+            "p99 {}: {:.2}x the p99 of deliveries alone",
+            phase.load.describe(),
+            quantile(&phase.deliveries, 0.99).as_secs_f64() / alone
+        );
+    }
+    if let Some(purge) = phases[2].purge {
+        println!("the purge of {handled} handled jobs answered in {}", ms(purge));
+    }
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() {
     let benchmarking = std::env::args().any(|arg| arg == "--bench");
     let jobs: i64 = std::env::var("CONSOLE_BENCH_JOBS")
@@ -191,4 +483,11 @@ fn main() {
         drop(store);
     }
     criterion.final_summary();
+
+    if benchmarking {
+        let seconds = std::env::var("CONSOLE_BENCH_LOAD_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+        acceptance_under_console_load(&runtime, 400_000, Budget::Time(Duration::from_secs(seconds)), 3);
+    } else {
+        acceptance_under_console_load(&runtime, 2_000, Budget::Deliveries(100), 1);
+    }
 }

@@ -18,6 +18,8 @@
 mod postgres;
 #[allow(dead_code)] // The bodies are shared; this benchmark uses one of them.
 mod support;
+#[path = "support/unique.rs"]
+mod unique;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +36,8 @@ use periskope_webhook::PeriskopeWebhookLayer;
 use periskope_webhook::inbox::{Inbox, InboxStore, PostgresStore, SqliteStore};
 use periskope_webhook::signature::SIGNATURE_HEADER;
 use tower::Layer;
+
+use crate::unique::UniqueMessages;
 
 const KEY: &str = "peri_ea194594-c433-4ea7-8c94-af9e63c5df47";
 const PATH: &str = "/webhooks/periskope";
@@ -53,29 +57,6 @@ impl Round {
     }
 }
 
-/// The message.created fixture, compact, with the message id replaced by a fixed-width unique one.
-struct Bodies {
-    template: String,
-    id: String,
-    next: AtomicU64,
-}
-
-impl Bodies {
-    fn new() -> Self {
-        let template = String::from_utf8(support::compact("message.created.envelope.json")).expect("UTF-8");
-        let start = template.find(r#""message_id":""#).expect("a message id") + r#""message_id":""#.len();
-        let end = start + template[start..].find('"').expect("end of the id");
-        let id = template[start..end].to_owned();
-        Bodies { template, id, next: AtomicU64::new(0) }
-    }
-
-    fn next(&self) -> Bytes {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let unique = format!("{n:0width$}", width = self.id.len().min(20));
-        Bytes::from(self.template.replacen(&self.id, &unique, 1))
-    }
-}
-
 async fn serve(app: Router) -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}{PATH}", listener.local_addr().expect("address"));
@@ -86,7 +67,7 @@ async fn serve(app: Router) -> (String, tokio::task::JoinHandle<()>) {
 }
 
 /// 64 clients post for `duration`, or `requests` deliveries in all when given.
-async fn load(url: &str, bodies: &Arc<Bodies>, duration: Duration, requests: Option<usize>) -> Round {
+async fn load(url: &str, bodies: &Arc<UniqueMessages>, duration: Duration, requests: Option<usize>) -> Round {
     let started = Instant::now();
     let sent = Arc::new(AtomicU64::new(0));
     let clients: Vec<_> = (0..CLIENTS)
@@ -142,7 +123,7 @@ async fn main() {
     let seconds = std::env::var("INBOX_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     let (duration, requests, rounds) =
         if benchmarking { (Duration::from_secs(seconds), None, 2) } else { (Duration::ZERO, Some(300), 1) };
-    let bodies = Arc::new(Bodies::new());
+    let bodies = Arc::new(UniqueMessages::new());
 
     let dir = std::env::temp_dir().join(format!("periskope-inbox-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temp dir");

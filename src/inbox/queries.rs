@@ -207,6 +207,18 @@ pub struct DeadLetters {
 ///
 /// Implemented by every store of this crate. Attempt histories keep the last attempts of each
 /// job (10 unless the store is configured otherwise).
+///
+/// How many queries run at once, and beside what, is the store's:
+/// - [`SqliteStore`](super::SqliteStore) runs the queries (and `get`, `list`, `stats`) on
+///   read-only connections of their own, beside its writer: at most
+///   [`read_connections`](super::SqliteOptions::read_connections) at once (1 by default), the
+///   others waiting for a free one, and none waiting for the writer. Replay and the bulk
+///   actions are writes: they run on the writer, a bulk action in a transaction of its own,
+///   which holds the writer (and the deliveries queued behind it) while it runs.
+/// - `PostgresStore` (feature `inbox-postgres`) runs everything on its connections
+///   (`PostgresOptions::connections`, 8 by default), queries and writes alike: nothing but
+///   that bounds the queries, and a delivery sent on a connection that is running a long query
+///   waits for it.
 pub trait ConsoleStore: InboxStore {
     /// Jobs matching `filter`, newest first, at most [`JobFilter::effective_limit`].
     fn search(&self, filter: JobFilter) -> impl Future<Output = Result<Vec<JobSummary>, InboxError>> + Send;

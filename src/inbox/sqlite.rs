@@ -4,8 +4,24 @@
 //! one transaction (each in its own savepoint, so that one failure does not undo the others),
 //! commits with one fsync, and only then answers each caller: deliveries that arrive together
 //! share a sync (group commit), which is what lets the inbox acknowledge thousands of
-//! deliveries per second when one fsync takes most of a millisecond.
+//! deliveries per second when one fsync takes most of a millisecond. An operation over every
+//! job a filter or a state selects (a bulk retry or purge, retention) gets a transaction of its
+//! own, so that the deliveries queued before it are committed without waiting for it.
+//!
+//! Reads that change nothing (the console's queries, `get`, `list`, `stats`) never enter that
+//! queue: read-only connections (one by default), each owned by a thread of its own, take them
+//! from a queue of their own. WAL lets them read the last commit while the writer writes, so a slow
+//! console query does not hold back a delivery's `200`.
+//!
+//! The writer checkpoints (copies the WAL's pages into the file) every 1,000 pages it appends,
+//! SQLite's own default, once it has answered the batch that crossed that mark. SQLite's
+//! automatic checkpoint is off: it runs inside the commit, before the answers, whenever the WAL
+//! holds 1,000 pages, and a reader pins the pages of its snapshot until it ends. While long
+//! reads overlap, no checkpoint can copy the whole WAL, it stays past that length, and every
+//! commit would checkpoint, and sync the file, before its deliveries' `200`.
 
+use std::cell::Cell;
+use std::ffi::c_int;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -17,6 +33,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use rusqlite::hooks::Wal;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
@@ -35,6 +52,16 @@ const SCHEMA_VERSION: i64 = 4;
 
 /// At most this many queued operations share one transaction.
 const MAX_BATCH: usize = 1024;
+
+/// The writer checkpoints each time it has appended this many pages to the WAL since its last
+/// checkpoint: SQLite's own automatic checkpoint threshold.
+const CHECKPOINT_PAGES: c_int = 1000;
+
+/// How many reads run at once by default ([`SqliteOptions::read_connections`]): one, so that
+/// console queries take at most one core from the acceptor and the writer. On two cores, with
+/// a second one, text searches took the deliveries' p99 to 3 to 6 times that of deliveries
+/// alone; with one, it stayed within 1.5 times (`benches/console.rs`).
+const DEFAULT_READ_CONNECTIONS: usize = 1;
 
 const SCHEMA: &str = "
 CREATE TABLE periskope_inbox_jobs (
@@ -115,6 +142,7 @@ pub struct SqliteOptions {
     max_size: Option<u64>,
     read_only: bool,
     attempts_kept: Option<usize>,
+    read_connections: Option<usize>,
 }
 
 impl SqliteOptions {
@@ -146,6 +174,17 @@ impl SqliteOptions {
         self
     }
 
+    /// Reads with `connections` read-only connections (at least 1), each on a thread of its
+    /// own: at most that many reads that change nothing (the console's queries,
+    /// [`get`](InboxStore::get), [`list`](InboxStore::list), [`stats`](InboxStore::stats)) run
+    /// at once; the others wait for a free connection, in order, never behind the writer's
+    /// queue. Each busy connection takes a core: keep one for each core the deliveries can
+    /// spare. Default: 1.
+    pub fn read_connections(mut self, connections: usize) -> Self {
+        self.read_connections = Some(connections.max(1));
+        self
+    }
+
     /// Opens (creating or migrating) the inbox at `path`.
     ///
     /// Fails with [`InboxError::Locked`] when another process has it open for writing, and with
@@ -160,13 +199,34 @@ impl SqliteOptions {
             let (connection, max_pages) = open_connection(&path, self)?;
             (connection, Some(writer_lock), max_pages)
         };
+        // Opened once the writer has created or migrated the file, which they need as it is.
+        let readers = (0..self.read_connections.unwrap_or(DEFAULT_READ_CONNECTIONS))
+            .map(|_| open_reader(&path))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (read_sender, read_queue) = mpsc::channel();
+        let read_queue = Arc::new(Mutex::new(read_queue));
+        let reader_threads = readers
+            .into_iter()
+            .map(|reader| {
+                let queue = Arc::clone(&read_queue);
+                std::thread::Builder::new()
+                    .name("periskope-inbox-sqlite-reader".to_owned())
+                    .spawn(move || run_reader(&reader, &queue))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| open_error(&path, error))?;
         let read_only = self.read_only;
         let (sender, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("periskope-inbox-sqlite".to_owned())
             .spawn(move || {
                 run_writer(&connection, receiver, read_only);
-                // The file is closed before the lock that keeps other writers out is released.
+                // The readers have stopped (their queue closes first) before the writer's
+                // connection, the last one, closes the file and checkpoints it; the lock that
+                // keeps other writers out goes last.
+                for reader in reader_threads {
+                    let _ = reader.join();
+                }
                 drop(connection);
                 drop(writer_lock);
             })
@@ -174,6 +234,7 @@ impl SqliteOptions {
         Ok(SqliteStore {
             shared: Arc::new(Shared {
                 sender: Mutex::new(Some(sender)),
+                readers: Mutex::new(Some(read_sender)),
                 thread: Mutex::new(Some(thread)),
                 path,
                 max_pages,
@@ -185,14 +246,25 @@ impl SqliteOptions {
 
 /// The embedded inbox: a SQLite file (WAL, `synchronous=FULL`) written by one process.
 ///
-/// Every clone shares one connection thread; the file is closed when the last clone is
-/// dropped: before the drop returns outside a tokio runtime; inside one (where waiting would
-/// block the runtime), by the connection thread itself once it has answered what was queued,
-/// and opening the same file again in this process waits for that. A second process opening the
-/// same file for writing gets [`InboxError::Locked`]; it may open it
-/// [read-only](SqliteOptions::read_only) while the first runs. When the store opens, the jobs a
-/// previous process left running (it crashed or was killed) are due again at once: the attempt
-/// they were on stays counted.
+/// Every clone shares one writer thread, which runs every write, and read-only connections for
+/// the reads that change nothing: the [console's queries](super::ConsoleStore),
+/// [`get`](InboxStore::get), [`list`](InboxStore::list) and [`stats`](InboxStore::stats). Those
+/// read the last commit beside the writer (WAL) and never wait for its queue; at most
+/// [`read_connections`](SqliteOptions::read_connections) of them (1 by default) run at once,
+/// the others wait for a free connection. A read whose caller stopped waiting (its future was
+/// dropped) before a connection took it is not run; one already running finishes, and its
+/// connection takes the next. A write over every job a filter or a state selects (a bulk retry
+/// or purge, retention) runs in a transaction of its own, after the deliveries queued before it
+/// are committed; it holds the writer, and the deliveries queued behind it, for as long as it
+/// runs: the fewer jobs each touches, the sooner they are answered.
+///
+/// The file is closed when the last clone is dropped: before the drop returns outside a tokio
+/// runtime; inside one (where waiting would block the runtime), by the writer thread itself
+/// once it has answered what was queued, and opening the same file again in this process waits
+/// for that. A second process opening the same file for writing gets [`InboxError::Locked`];
+/// it may open it [read-only](SqliteOptions::read_only) while the first runs. When the store
+/// opens, the jobs a previous process left running (it crashed or was killed) are due again at
+/// once: the attempt they were on stays counted.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     shared: Arc<Shared>,
@@ -201,6 +273,9 @@ pub struct SqliteStore {
 #[derive(Debug)]
 struct Shared {
     sender: Mutex<Option<Sender<Operation>>>,
+    /// The queue of the read-only connections.
+    readers: Mutex<Option<Sender<Read>>>,
+    /// The writer thread, which stops the readers' threads before it closes the file.
     thread: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
     /// New deliveries are refused once the jobs fill this many pages ([`SqliteOptions::max_size`]).
@@ -211,7 +286,9 @@ struct Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        // Closing the queue ends the thread once it has answered what is queued.
+        // Closing the queues ends the threads once they have answered what is queued; the
+        // writer's waits for the readers'.
+        drop(self.readers.lock().map(|mut readers| readers.take()));
         drop(self.sender.lock().map(|mut sender| sender.take()));
         let Some(thread) = self.thread.lock().ok().and_then(|mut thread| thread.take()) else { return };
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -249,10 +326,29 @@ fn wait_for_closing_writers(path: &Path) {
     }
 }
 
-/// An operation run on the connection thread, inside the batch's transaction; it returns how to
-/// answer its caller once the transaction's fate is known.
-/// `None` when the batch's transaction already failed: the operation is not run.
-type Operation = Box<dyn FnOnce(Option<&Connection>) -> Answer + Send>;
+/// An operation queued for the writer thread.
+struct Operation {
+    run: Write,
+    batching: Batching,
+}
+
+/// An operation's work, run inside the batch's transaction (`None` when it already failed:
+/// nothing is run); it returns how to answer its caller once the transaction's fate is known.
+type Write = Box<dyn FnOnce(Option<&Connection>) -> Answer + Send>;
+
+/// Whether an operation shares its transaction with the others queued beside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Batching {
+    /// One job, or a few: it joins the group commit.
+    Shared,
+    /// Every job a filter or a state selects, however many: its transaction holds it alone, so
+    /// the deliveries queued before it are committed (and answered) first, without waiting for
+    /// it.
+    Alone,
+}
+
+/// A read run on one of the read-only connections; it answers its caller itself.
+type Read = Box<dyn FnOnce(&Connection) + Send>;
 
 /// Answers the caller: with `None` when the transaction committed, or with why it did not.
 type Answer = Box<dyn FnOnce(Option<&InboxError>) + Send>;
@@ -273,15 +369,54 @@ impl SqliteStore {
         &self.shared.path
     }
 
-    /// Runs `operation` on the connection thread, in a transaction that is committed before the
-    /// answer arrives.
+    /// Runs `operation` on the writer thread, in a transaction (shared with the operations
+    /// queued beside it) that is committed before the answer arrives.
     fn call<T, F>(&self, operation: F) -> Pending<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        self.queue(Batching::Shared, operation)
+    }
+
+    /// Runs `operation`, which may touch any number of jobs, on the writer thread, in a
+    /// transaction of its own.
+    fn call_alone<T, F>(&self, operation: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.queue(Batching::Alone, operation)
+    }
+
+    /// Runs `read`, which changes nothing, on a read-only connection, in one read transaction
+    /// (one snapshot of the last commit).
+    fn read<T, F>(&self, read: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
         let (sender, receiver) = oneshot::channel();
-        let operation: Operation = Box::new(move |connection: Option<&Connection>| {
+        let read: Read = Box::new(move |connection: &Connection| {
+            // Nobody waits for it any more: the connection goes on to the next read.
+            if sender.is_closed() {
+                return;
+            }
+            let _ = sender.send(in_read_transaction(connection, read));
+        });
+        let queued = self.shared.readers.lock().ok().and_then(|queue| queue.as_ref()?.send(read).ok());
+        Pending { receiver: queued.map(|()| receiver) }
+    }
+
+    /// Queues `operation` for the writer thread, sharing a transaction or not as `batching`
+    /// says.
+    fn queue<T, F>(&self, batching: Batching, operation: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (sender, receiver) = oneshot::channel();
+        let run = Box::new(move |connection: Option<&Connection>| -> Answer {
             let result = match connection {
                 // Its caller gave up (a timeout, a dropped future) before the writer reached it:
                 // an operation not yet started has no effect.
@@ -298,12 +433,13 @@ impl SqliteStore {
                 });
             })
         });
+        let operation = Operation { run, batching };
         let queued = self.shared.sender.lock().ok().and_then(|queue| queue.as_ref()?.send(operation).ok());
         Pending { receiver: queued.map(|()| receiver) }
     }
 }
 
-/// The answer of an operation queued on the connection thread.
+/// The answer of an operation queued for the writer thread or a read connection.
 #[derive(Debug)]
 pub struct Pending<T> {
     receiver: Option<oneshot::Receiver<Result<T, InboxError>>>,
@@ -442,6 +578,8 @@ fn open_connection(path: &Path, options: &SqliteOptions) -> Result<(Connection, 
         Migration::Sqlite(error) => classify(error),
         Migration::Newer(found) => InboxError::NewerSchema { found, supported: SCHEMA_VERSION },
     })?;
+    // Replaces SQLite's automatic checkpoint: the writer checkpoints after answering.
+    connection.wal_hook(Some(note_wal_pages));
     let max_pages = match options.max_size {
         None => None,
         Some(bytes) => {
@@ -517,19 +655,102 @@ fn migrate(connection: &Connection) -> Result<(), Migration> {
     result
 }
 
-/// The connection thread: group commit of whatever is queued.
+thread_local! {
+    /// How many pages the WAL holds after this thread's last commit (the writer's).
+    static WAL_PAGES: Cell<c_int> = const { Cell::new(0) };
+}
+
+/// SQLite's WAL hook on the writer's connection, called on its thread after each commit.
+fn note_wal_pages(_wal: &Wal, pages: c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.set(pages);
+    Ok(())
+}
+
+/// When the writer checkpoints.
+#[derive(Default)]
+struct Checkpoints {
+    /// How many pages the WAL held at the last checkpoint.
+    at: c_int,
+}
+
+impl Checkpoints {
+    /// After a batch was committed and answered: a checkpoint once the batches since the last
+    /// one appended [`CHECKPOINT_PAGES`]. PASSIVE waits for nobody: it copies the pages no
+    /// reader still needs, and a later one copies the rest. Once it has copied the whole WAL,
+    /// the next commit writes it over from its start.
+    fn after_batch(&mut self, connection: &Connection) {
+        let pages = WAL_PAGES.get();
+        if pages < self.at {
+            // The WAL was written over from its start.
+            self.at = 0;
+        }
+        if pages - self.at < CHECKPOINT_PAGES {
+            return;
+        }
+        self.at = pages;
+        if let Err(_error) = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            #[cfg(feature = "tracing")]
+            tracing::warn!(error = %_error, "periskope inbox checkpoint failed; the next one tries again");
+        }
+    }
+}
+
+/// The writer thread: group commit of whatever is queued, an operation that runs
+/// [alone](Batching::Alone) in a transaction of its own; a checkpoint when the WAL has grown
+/// enough.
 fn run_writer(connection: &Connection, queue: Receiver<Operation>, read_only: bool) {
+    let mut checkpoints = Checkpoints::default();
     let mut batch: Vec<Operation> = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = queue.recv() {
+    // An operation to run alone, taken from the queue while a batch was gathered: it comes next.
+    let mut held: Option<Operation> = None;
+    loop {
+        let Some(first) = held.take().or_else(|| queue.recv().ok()) else { break };
+        let alone = first.batching == Batching::Alone;
         batch.push(first);
-        while batch.len() < MAX_BATCH {
+        while !alone && batch.len() < MAX_BATCH {
             match queue.try_recv() {
+                Ok(operation) if operation.batching == Batching::Alone => {
+                    held = Some(operation);
+                    break;
+                }
                 Ok(operation) => batch.push(operation),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
         run_batch(connection, batch.drain(..), read_only);
+        checkpoints.after_batch(connection);
     }
+}
+
+/// A reader thread: one read at a time on its own read-only connection, taken from the queue
+/// the readers share, until the store is dropped.
+fn run_reader(connection: &Connection, queue: &Mutex<Receiver<Read>>) {
+    loop {
+        // The lock is held while waiting, so that one idle reader waits on the queue and the
+        // others on the lock; it is released before the read runs.
+        let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(read) = next else { break };
+        read(connection);
+    }
+}
+
+/// Runs `read` in one read transaction: every query it makes sees the same commit. A panic is
+/// that read's error only: the reader goes on serving the others.
+fn in_read_transaction<T>(
+    connection: &Connection,
+    read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> Result<T, InboxError> {
+    connection.execute_batch("BEGIN").map_err(storage_error)?;
+    let result = match panic::catch_unwind(AssertUnwindSafe(|| read(connection))) {
+        Ok(result) => result.map_err(storage_error),
+        Err(_) => Err(InboxError::Storage("the store read panicked".to_owned())),
+    };
+    // The transaction wrote nothing: ending it only releases its snapshot, so that checkpoints
+    // can move past it.
+    if !connection.is_autocommit() {
+        let _ = connection.execute_batch("ROLLBACK");
+    }
+    result
 }
 
 fn run_batch(connection: &Connection, batch: impl Iterator<Item = Operation>, read_only: bool) {
@@ -539,7 +760,7 @@ fn run_batch(connection: &Connection, batch: impl Iterator<Item = Operation>, re
     let mut failure = connection.execute_batch(begin).err().map(storage_error);
     for operation in batch {
         // Once the transaction is gone, nothing more runs; every caller gets the error.
-        answers.push(operation(failure.is_none().then_some(connection)));
+        answers.push((operation.run)(failure.is_none().then_some(connection)));
         if failure.is_none() && connection.is_autocommit() {
             // A failure serious enough (disk full, I/O) made SQLite roll the whole transaction
             // back: every operation before this one is undone too.
@@ -759,7 +980,7 @@ impl InboxStore for SqliteStore {
     }
 
     fn list(&self, query: ListQuery) -> impl Future<Output = Result<Vec<JobSummary>, InboxError>> + Send {
-        self.call(move |connection| {
+        self.read(move |connection| {
             let limit = i64::try_from(query.effective_limit()).unwrap_or(i64::MAX);
             connection
                 .prepare_cached(&format!(
@@ -775,7 +996,7 @@ impl InboxStore for SqliteStore {
     }
 
     fn get(&self, id: JobId) -> impl Future<Output = Result<Option<JobRecord>, InboxError>> + Send {
-        self.call(move |connection| {
+        self.read(move |connection| {
             connection
                 .prepare_cached(&format!(
                     "SELECT {SUMMARY_COLUMNS}, body, signing_key, ordering_key, path FROM periskope_inbox_jobs
@@ -799,7 +1020,7 @@ impl InboxStore for SqliteStore {
         selection: Selection,
         now: SystemTime,
     ) -> impl Future<Output = Result<u64, InboxError>> + Send {
-        self.call(move |connection| {
+        self.queue(batching(selection), move |connection| {
             let (id, state) = selection_params(selection);
             let changed = connection
                 .prepare_cached(
@@ -813,7 +1034,7 @@ impl InboxStore for SqliteStore {
     }
 
     fn purge(&self, selection: Selection) -> impl Future<Output = Result<u64, InboxError>> + Send {
-        self.call(move |connection| {
+        self.queue(batching(selection), move |connection| {
             let (id, state) = selection_params(selection);
             let deleted = connection
                 .prepare_cached(
@@ -825,7 +1046,7 @@ impl InboxStore for SqliteStore {
     }
 
     fn purge_handled(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
-        self.call(move |connection| {
+        self.call_alone(move |connection| {
             let deleted = connection
                 .prepare_cached("DELETE FROM periskope_inbox_jobs WHERE state = 'done' AND handled_at < ?1")?
                 .execute([to_millis(before)])?;
@@ -834,7 +1055,7 @@ impl InboxStore for SqliteStore {
     }
 
     fn purge_dead(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
-        self.call(move |connection| {
+        self.call_alone(move |connection| {
             let deleted = connection
                 .prepare_cached("DELETE FROM periskope_inbox_jobs WHERE state = 'dead' AND dead_at < ?1")?
                 .execute([to_millis(before)])?;
@@ -843,7 +1064,7 @@ impl InboxStore for SqliteStore {
     }
 
     fn stats(&self, now: SystemTime) -> impl Future<Output = Result<InboxStats, InboxError>> + Send {
-        self.call(move |connection| {
+        self.read(move |connection| {
             let mut stats = InboxStats::default();
             // Handled and dead jobs are counted on the `(state, id)` index alone; only the queued
             // ones are read for their attempts and age.
@@ -884,6 +1105,14 @@ impl InboxStore for SqliteStore {
 /// A lease's fencing token as the file stores it (an `INTEGER`, signed).
 fn token(lease: Lease) -> i64 {
     i64::try_from(lease.token).unwrap_or(i64::MAX)
+}
+
+/// One job shares the group commit; every job of a state runs alone.
+fn batching(selection: Selection) -> Batching {
+    match selection {
+        Selection::Job(_) => Batching::Shared,
+        Selection::State(_) => Batching::Alone,
+    }
 }
 
 fn claimed_job(row: &Row<'_>) -> rusqlite::Result<ClaimedJob> {
@@ -993,6 +1222,100 @@ mod tests {
             .unwrap();
         assert_ne!(opened_at, -1, "the panicking operation's write was undone");
         assert_eq!(runtime.block_on(store.insert(delivery("after-panic"))).unwrap(), Stored::New);
+    }
+
+    /// The read connections are opened read-only: a read that tries to write is refused.
+    #[test]
+    fn reads_run_on_read_only_connections() {
+        let file = TempFile::new("read-only-reads");
+        let store = SqliteStore::open(&file.0).unwrap();
+        let written = runtime()
+            .block_on(store.read(|connection| {
+                connection.execute("UPDATE periskope_inbox_owner SET opened_at = -1", [])
+            }));
+        assert_eq!(written, Err(InboxError::ReadOnly));
+    }
+
+    /// A read that panics is answered with an error; its connection goes on serving.
+    #[test]
+    fn a_panicking_read_is_answered_with_an_error_and_its_connection_keeps_serving() {
+        let file = TempFile::new("read-panic");
+        let store = SqliteStore::options().read_connections(1).open(&file.0).unwrap();
+        let runtime = runtime();
+        let panicked = runtime.block_on(store.read(|_| -> rusqlite::Result<()> { panic!("a query bug") }));
+        assert!(matches!(panicked, Err(InboxError::Storage(_))), "{panicked:?}");
+        assert_eq!(runtime.block_on(store.stats(SystemTime::now())).unwrap(), InboxStats::default());
+    }
+
+    /// An operation over many jobs gets a transaction of its own: what was queued before it is
+    /// committed before it runs, and it is committed before what was queued after it runs, as
+    /// a second connection sees.
+    #[test]
+    fn an_operation_over_many_jobs_runs_in_a_transaction_of_its_own() {
+        let file = TempFile::new("alone");
+        let store = SqliteStore::open(&file.0).unwrap();
+        let path = file.0.clone();
+        let committed = move || -> rusqlite::Result<(i64, i64)> {
+            let outside = Connection::open(&path)?;
+            outside.query_row(
+                "SELECT (SELECT count(*) FROM periskope_inbox_jobs), (SELECT opened_at FROM periskope_inbox_owner)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+        };
+        // The writer is held while the others queue, so that they could all share one batch.
+        let (release, gate) = mpsc::channel::<()>();
+        let held = store.call(move |_| {
+            let _ = gate.recv();
+            Ok(())
+        });
+        let before = store.insert(delivery("before"));
+        let seen_by_alone = {
+            let committed = committed.clone();
+            store.call_alone(move |connection| {
+                let seen = committed()?;
+                connection.execute("UPDATE periskope_inbox_owner SET opened_at = -1", [])?;
+                Ok(seen)
+            })
+        };
+        let seen_after = store.call(move |_| committed());
+        release.send(()).unwrap();
+        let runtime = runtime();
+        runtime.block_on(held).unwrap();
+        assert_eq!(runtime.block_on(before).unwrap(), Stored::New);
+        assert_eq!(
+            runtime.block_on(seen_by_alone).unwrap().0,
+            1,
+            "the delivery queued before it was committed"
+        );
+        assert_eq!(runtime.block_on(seen_after).unwrap().1, -1, "it was committed before the next operation");
+    }
+
+    /// The writer copies the WAL into the file while the store runs, though SQLite's automatic
+    /// checkpoint is off on its connection.
+    #[test]
+    fn the_writer_checkpoints_the_wal_into_the_file() {
+        use crate::dedup::{EventKeys, KeyFn};
+        let file = TempFile::new("checkpoint");
+        let store = SqliteStore::open(&file.0).unwrap();
+        assert_eq!(pragma(&store, "wal_autocheckpoint"), "0");
+        let before = std::fs::metadata(&file.0).unwrap().len();
+        let runtime = runtime();
+        // 400 bodies of 16 KiB: several times the pages after which the writer checkpoints.
+        let text = "x".repeat(16 * 1024);
+        for n in 0..400 {
+            let body = format!(
+                r#"{{"event":"message.created","data":{{"message_id":"big-{n}","chat_id":"c","body":"{text}"}}}}"#
+            );
+            let event = crate::WebhookEvent::decode(Bytes::from(body)).unwrap();
+            let delivery = NewDelivery::new(&event, &EventKeys::default().key(&event), SystemTime::now());
+            runtime.block_on(store.insert(delivery)).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::fs::metadata(&file.0).unwrap().len() <= before {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint copied the WAL into the file");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Dropped on a runtime thread, the last clone does not wait for the writer to finish its

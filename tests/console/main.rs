@@ -1,7 +1,7 @@
 //! The operator console (`periskope_webhook::console`) served by axum on 127.0.0.1 under a
 //! prefix, over real HTTP, on every store: access decisions, signing in, CSRF, allowed hosts,
 //! escaping, masking, strict filters and pages, the actions, read-only consoles and the headers
-//! of every answer.
+//! of every answer; and, on SQLite, pages that answer while the store's writer is held up.
 
 mod browser;
 #[path = "../common/mod.rs"]
@@ -9,6 +9,7 @@ mod common;
 mod fail_closed;
 mod masking;
 mod pages;
+mod sqlite_reads;
 #[allow(dead_code)]
 #[path = "../inbox/support.rs"]
 mod support;

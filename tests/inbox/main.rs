@@ -19,6 +19,7 @@ mod postgres_worker;
 mod process;
 mod shutdown;
 mod slow_claims;
+mod sqlite_reads;
 mod store;
 mod support;
 mod worker;

@@ -6,6 +6,10 @@
 //! dead letters by event `(event, dead_at, id) WHERE state = 'dead'`; a job's attempts
 //! `(job_id, id)`. The text filter (a substring of the key or the last error) has none: it
 //! narrows the rows the other conditions, or the primary key for a page, select.
+//!
+//! The queries run on the store's read-only connections, beside the writer (at most
+//! [`read_connections`](super::SqliteOptions::read_connections) at once); replay and the bulk
+//! actions run on the writer, a bulk action in a transaction of its own.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -89,7 +93,7 @@ fn sql_limit(value: usize) -> i64 {
 
 impl ConsoleStore for SqliteStore {
     fn search(&self, filter: JobFilter) -> impl Future<Output = Result<Vec<JobSummary>, InboxError>> + Send {
-        self.call(move |connection| {
+        self.read(move |connection| {
             let (clause, mut values) = filter_clause(&filter, true, 1, &SQLITE);
             let limit_at = values.len() + 1;
             values.push(Value::Integer(sql_limit(filter.effective_limit())));
@@ -104,7 +108,7 @@ impl ConsoleStore for SqliteStore {
     }
 
     fn count(&self, filter: JobFilter) -> impl Future<Output = Result<u64, InboxError>> + Send {
-        self.call(move |connection| {
+        self.read(move |connection| {
             let (clause, values) = filter_clause(&filter, false, 1, &SQLITE);
             let count: i64 = connection
                 .prepare_cached(&format!("SELECT count(*) FROM periskope_inbox_jobs WHERE {clause}"))?
@@ -114,7 +118,7 @@ impl ConsoleStore for SqliteStore {
     }
 
     fn attempts(&self, id: JobId) -> impl Future<Output = Result<Vec<AttemptRecord>, InboxError>> + Send {
-        self.call(move |connection| {
+        self.read(move |connection| {
             connection
                 .prepare_cached(
                     "SELECT number, started_at, ended_at, outcome, error FROM periskope_inbox_attempts
@@ -148,7 +152,7 @@ impl ConsoleStore for SqliteStore {
         since: SystemTime,
         now: SystemTime,
     ) -> impl Future<Output = Result<Vec<MinuteCounts>, InboxError>> + Send {
-        self.call(move |connection| {
+        self.read(move |connection| {
             let (since, now) = (to_millis(since), to_millis(now));
             let mut tally = MinuteTally::new(since, now);
             let mut received = connection.prepare_cached(
@@ -181,7 +185,7 @@ impl ConsoleStore for SqliteStore {
         &self,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<DeadLetters>, InboxError>> + Send {
-        self.call(move |connection| {
+        self.read(move |connection| {
             connection
                 .prepare_cached(
                     "SELECT event, count(*) AS dead,
@@ -221,7 +225,7 @@ impl ConsoleStore for SqliteStore {
         filter: JobFilter,
         now: SystemTime,
     ) -> impl Future<Output = Result<u64, InboxError>> + Send {
-        self.call(move |connection| {
+        self.call_alone(move |connection| {
             let (clause, mut values) = filter_clause(&filter, false, 2, &SQLITE);
             values.insert(0, Value::Integer(to_millis(now)));
             let changed = connection
@@ -236,7 +240,7 @@ impl ConsoleStore for SqliteStore {
     }
 
     fn purge_matching(&self, filter: JobFilter) -> impl Future<Output = Result<u64, InboxError>> + Send {
-        self.call(move |connection| {
+        self.call_alone(move |connection| {
             let (clause, values) = filter_clause(&filter, false, 1, &SQLITE);
             let deleted = connection
                 .prepare_cached(&format!("DELETE FROM periskope_inbox_jobs WHERE {clause}"))?
