@@ -31,7 +31,7 @@
 //! | `GET PREFIX/jobs?state=&event=&chat=&q=&from=&until=&after=` | jobs newest first, 50 a page (`after` = the last job id of the previous page); each row is `<tr data-job-id="ID" data-state="STATE">` |
 //! | `GET PREFIX/jobs/ID` | a job: its fields, attempts, body and typed event |
 //! | `POST PREFIX/jobs/ID/retry`, `…/replay`, `…/purge` | the job's actions, from `<button>`s whose text is `Retry`, `Replay` and `Purge` |
-//! | `GET`/`POST PREFIX/jobs/retry?FILTER`, `PREFIX/jobs/purge?FILTER` | every job the filter selects, behind a confirmation page that shows how many; applied 250 jobs a store call |
+//! | `GET`/`POST PREFIX/jobs/retry?FILTER`, `PREFIX/jobs/purge?FILTER` | every job the filter selects, behind a confirmation page that shows how many; applied 1,000 jobs a store call |
 //! | `GET`/`POST PREFIX/sign-in` | the sign-in form (a console behind a bearer token), and signing in with the token |
 //! | `POST PREFIX/sign-out` | ends the browser's session |
 //!

@@ -4,8 +4,7 @@
 //! condition (`q=`) must match the masked key and error, or a search could tell one hidden
 //! digit from another and rebuild a phone number a few requests at a time. The console then
 //! reads the store's jobs a batch at a time and keeps those whose masked text matches, with the
-//! same mask the page shows ([`mask_phone_digits`]). The store still narrows them by the raw
-//! text first, unless the needle holds a `*`, the one character masking writes.
+//! same mask the page shows ([`mask_phone_digits`]).
 //!
 //! Bulk actions go batch by batch too, newest first, each batch one store call over the ids it
 //! selected (the other conditions checked again as it is applied), so that a purge of a
@@ -17,11 +16,8 @@ use super::filter::Filter;
 use crate::inbox::{ConsoleStore, InboxError, JobFilter, JobId, JobSummary};
 use crate::redact::mask_phone_digits;
 
-/// Jobs read per store call while scanning for a page or a count.
-const SCAN_BATCH: usize = 1000;
-/// Jobs changed per store call by a bulk action: on SQLite, 250 deletions hold the writer for
-/// about 3 ms, so a delivery never waits long behind one (`benches/console.rs`).
-const ACTION_BATCH: usize = 250;
+/// Jobs read per store call while scanning, and changed per store call by a bulk action.
+pub(super) const BATCH: usize = 1000;
 
 /// What a filter selects, split into the store's part and the console's.
 pub(super) struct Selected {
@@ -32,12 +28,10 @@ pub(super) struct Selected {
 impl Selected {
     /// The jobs `filter` selects, its text matched against masked text unless `show_ids`.
     pub(super) fn new(filter: &Filter, show_ids: bool) -> Selected {
-        let masked_text = filter.text.clone().filter(|_| !show_ids);
-        // Masking replaces spans of a text with `*` and copies the rest: a needle without `*`
-        // found in the masked text is found in the text itself, so the store's own text
-        // search narrows the jobs first, and the console only confirms on the masked text.
-        let narrows = masked_text.as_deref().is_none_or(|needle| !needle.contains('*'));
-        Selected { in_store: filter.job_filter(show_ids || narrows), masked_text }
+        Selected {
+            in_store: filter.job_filter(show_ids),
+            masked_text: filter.text.clone().filter(|_| !show_ids),
+        }
     }
 
     fn keeps(&self, job: &JobSummary) -> bool {
@@ -54,7 +48,7 @@ impl Selected {
         before: Option<JobId>,
         limit: usize,
     ) -> Result<Vec<JobSummary>, InboxError> {
-        let read = if self.masked_text.is_some() { SCAN_BATCH } else { limit };
+        let read = if self.masked_text.is_some() { BATCH } else { limit };
         let mut found = Vec::with_capacity(limit);
         let mut cursor = before;
         loop {
@@ -76,7 +70,7 @@ impl Selected {
         if self.masked_text.is_none() {
             return store.count(self.in_store.clone()).await;
         }
-        self.each_batch(store, SCAN_BATCH, |ids| {
+        self.each_batch(store, |ids| {
             let batch = ids.len() as u64;
             async move { Ok(batch) }
         })
@@ -95,7 +89,7 @@ impl Selected {
         Act: FnMut(JobFilter) -> Changed,
         Changed: Future<Output = Result<u64, InboxError>>,
     {
-        self.each_batch(store, ACTION_BATCH, |ids| {
+        self.each_batch(store, |ids| {
             let mut batch = self.in_store.clone();
             batch.ids = Some(ids);
             act(batch)
@@ -103,14 +97,9 @@ impl Selected {
         .await
     }
 
-    /// Calls `each` with the ids of every non-empty batch of selected jobs (`size` read at a
-    /// time), newest first, and sums what it returns.
-    async fn each_batch<St, Each, Done>(
-        &self,
-        store: &St,
-        size: usize,
-        mut each: Each,
-    ) -> Result<u64, InboxError>
+    /// Calls `each` with the ids of every non-empty batch of selected jobs, newest first, and
+    /// sums what it returns.
+    async fn each_batch<St, Each, Done>(&self, store: &St, mut each: Each) -> Result<u64, InboxError>
     where
         St: ConsoleStore,
         Each: FnMut(Vec<JobId>) -> Done,
@@ -119,7 +108,7 @@ impl Selected {
         let mut total = 0;
         let mut cursor = None;
         loop {
-            let mut filter = self.in_store.clone().limit(size);
+            let mut filter = self.in_store.clone().limit(BATCH);
             filter.before = cursor;
             let jobs = store.search(filter).await?;
             let Some(last) = jobs.last() else { return Ok(total) };
@@ -128,7 +117,7 @@ impl Selected {
             if !ids.is_empty() {
                 total += each(ids).await?;
             }
-            if jobs.len() < size {
+            if jobs.len() < BATCH {
                 return Ok(total);
             }
         }

@@ -165,7 +165,7 @@ where
     St: ConsoleStore + Clone + Send + Sync + 'static,
 {
     let seeded = seed(&store).await;
-    // Many batches of one chat, beside the seed.
+    // More than two batches of one chat, beside the seed.
     let many = 2 * 1000 + 345;
     for n in 0..many {
         store.insert(delivery(chat_message("c7", &format!("bulk-{n}")))).await.unwrap();
