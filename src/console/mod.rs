@@ -512,12 +512,14 @@ where
         }
     }
 
+    /// The cookie's `Path`: the mount path, `/` at the root or when it was not said.
+    fn cookie_path(&self) -> &str {
+        self.mount_path.as_deref().filter(|path| !path.is_empty()).unwrap_or("/")
+    }
+
     fn session(&self, parts: &Parts, now: SystemTime) -> Option<Session> {
         let key = self.key.as_ref()?;
-        let cookie = key.cookie_name(
-            self.mount_path.as_deref().filter(|path| !path.is_empty()).unwrap_or("/"),
-            self.secure_cookies,
-        );
+        let cookie = key.cookie_name(self.cookie_path(), self.secure_cookies);
         let value = access::cookie(&parts.headers, &cookie)
             .filter(|value| key.holds(value, now, self.session_lifetime))
             .map(str::to_owned);
@@ -525,9 +527,13 @@ where
     }
 
     fn set_cookie(&self, response: &mut Answer, session: &Session, value: &str) {
-        let path = self.mount_path.as_deref().filter(|path| !path.is_empty()).unwrap_or("/");
-        let cookie =
-            session::set_cookie(&session.cookie, value, path, self.session_lifetime, self.secure_cookies);
+        let cookie = session::set_cookie(
+            &session.cookie,
+            value,
+            self.cookie_path(),
+            self.session_lifetime,
+            self.secure_cookies,
+        );
         if let Ok(cookie) = HeaderValue::from_str(&cookie) {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }

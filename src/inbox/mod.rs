@@ -257,6 +257,13 @@ pub struct Lease {
     pub token: u64,
 }
 
+impl Lease {
+    /// The fencing token as the SQL stores keep it: a signed 64-bit integer.
+    pub(crate) fn stored_token(self) -> i64 {
+        i64::try_from(self.token).unwrap_or(i64::MAX)
+    }
+}
+
 /// How [`InboxStore::claim`] claims.
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]

@@ -555,7 +555,7 @@ impl InboxStore for PostgresStore {
                      )
                      UPDATE periskope_inbox_attempts AS attempt SET outcome = 'handled', ended_at = $3
                      FROM settled WHERE attempt.job_id = settled.id AND attempt.outcome = 'running'",
-                    &[&lease.id, &token(lease), &to_millis(now)],
+                    &[&lease.id, &lease.stored_token(), &to_millis(now)],
                 )
                 .await?;
             Ok(())
@@ -591,7 +591,7 @@ impl InboxStore for PostgresStore {
                      FROM settled WHERE attempt.job_id = settled.id AND attempt.outcome = 'running'",
                     &[
                         &lease.id,
-                        &token(lease),
+                        &lease.stored_token(),
                         &state.as_str(),
                         &run_at,
                         &error,
@@ -618,7 +618,7 @@ impl InboxStore for PostgresStore {
                      )
                      UPDATE periskope_inbox_attempts AS attempt SET outcome = 'released', ended_at = $3
                      FROM settled WHERE attempt.job_id = settled.id AND attempt.outcome = 'running'",
-                    &[&lease.id, &token(lease), &to_millis(now)],
+                    &[&lease.id, &lease.stored_token(), &to_millis(now)],
                 )
                 .await?;
             Ok(())
@@ -648,7 +648,7 @@ impl InboxStore for PostgresStore {
                          FROM renewed WHERE chat.job_id = renewed.id
                      )
                      SELECT id FROM renewed",
-                    &[&lease.id, &token(lease), &left],
+                    &[&lease.id, &lease.stored_token(), &left],
                 )
                 .await?;
             Ok(!renewed.is_empty())
@@ -661,7 +661,7 @@ impl InboxStore for PostgresStore {
             let held = connections
                 .query_opt(
                     "SELECT 1 FROM periskope_inbox_jobs WHERE id = $1 AND claims = $2 AND state = 'running'",
-                    &[&lease.id, &token(lease)],
+                    &[&lease.id, &lease.stored_token()],
                 )
                 .await?;
             Ok(held.is_some())
@@ -813,11 +813,6 @@ impl InboxStore for PostgresStore {
             Ok(stats)
         }
     }
-}
-
-/// A lease's fencing token as the database stores it (a `BIGINT`, signed).
-fn token(lease: Lease) -> i64 {
-    i64::try_from(lease.token).unwrap_or(i64::MAX)
 }
 
 fn claimed_job(row: &Row) -> ClaimedJob {

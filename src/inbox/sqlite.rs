@@ -900,7 +900,7 @@ impl InboxStore for SqliteStore {
                     "UPDATE periskope_inbox_jobs SET state = 'done', handled_at = ?3, lease_until = NULL
                      WHERE id = ?1 AND claims = ?2 AND state = 'running'",
                 )?
-                .execute(params![lease.id, token(lease), to_millis(now)])?;
+                .execute(params![lease.id, lease.stored_token(), to_millis(now)])?;
             if settled == 1 {
                 end_attempt(connection, lease.id, AttemptOutcome::Handled, to_millis(now), None)?;
             }
@@ -929,7 +929,7 @@ impl InboxStore for SqliteStore {
                          dead_at = ?6
                      WHERE id = ?1 AND claims = ?2 AND state = 'running'",
                 )?
-                .execute(params![lease.id, token(lease), state.as_str(), run_at, error, dead_at])?;
+                .execute(params![lease.id, lease.stored_token(), state.as_str(), run_at, error, dead_at])?;
             if settled == 1 {
                 end_attempt(connection, lease.id, AttemptOutcome::Failed, ended_at, Some(&error))?;
             }
@@ -945,7 +945,7 @@ impl InboxStore for SqliteStore {
                      SET state = 'pending', attempts = attempts - 1, run_at = ?3, lease_until = NULL
                      WHERE id = ?1 AND claims = ?2 AND state = 'running'",
                 )?
-                .execute(params![lease.id, token(lease), to_millis(now)])?;
+                .execute(params![lease.id, lease.stored_token(), to_millis(now)])?;
             if settled == 1 {
                 end_attempt(connection, lease.id, AttemptOutcome::Released, to_millis(now), None)?;
             }
@@ -964,7 +964,7 @@ impl InboxStore for SqliteStore {
                     "UPDATE periskope_inbox_jobs SET lease_until = ?3
                      WHERE id = ?1 AND claims = ?2 AND state = 'running'",
                 )?
-                .execute(params![lease.id, token(lease), to_millis(until)])?;
+                .execute(params![lease.id, lease.stored_token(), to_millis(until)])?;
             Ok(renewed == 1)
         })
     }
@@ -975,7 +975,7 @@ impl InboxStore for SqliteStore {
                 .prepare_cached(
                     "SELECT 1 FROM periskope_inbox_jobs WHERE id = ?1 AND claims = ?2 AND state = 'running'",
                 )?
-                .exists(params![lease.id, token(lease)])
+                .exists(params![lease.id, lease.stored_token()])
         })
     }
 
@@ -1100,11 +1100,6 @@ impl InboxStore for SqliteStore {
             Ok(stats)
         })
     }
-}
-
-/// A lease's fencing token as the file stores it (an `INTEGER`, signed).
-fn token(lease: Lease) -> i64 {
-    i64::try_from(lease.token).unwrap_or(i64::MAX)
 }
 
 /// One job shares the group commit; every job of a state runs alone.

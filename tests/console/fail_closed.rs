@@ -9,6 +9,7 @@ use http::{Method, StatusCode, header};
 use periskope_webhook::console::Console;
 use periskope_webhook::inbox::{ConsoleStore, JobFilter, JobId, JobState, MemoryInboxStore};
 
+use crate::pages::job_ids;
 use crate::support::{chat_message, delivery};
 use crate::{Answer, PHONE_CHAT, Served, TOKEN, seed};
 
@@ -20,13 +21,6 @@ fn bearer() -> String {
 
 async fn job_count<St: ConsoleStore>(store: &St) -> u64 {
     store.count(JobFilter::default()).await.unwrap()
-}
-
-fn job_ids(text: &str) -> Vec<JobId> {
-    text.split("data-job-id=\"")
-        .skip(1)
-        .map(|rest| rest[..rest.find('"').unwrap()].parse().unwrap())
-        .collect()
 }
 
 /// The count a confirmation page announces.

@@ -20,7 +20,7 @@ fn bearer() -> String {
 }
 
 /// The job ids of a jobs table, in page order.
-fn job_ids(text: &str) -> Vec<JobId> {
+pub fn job_ids(text: &str) -> Vec<JobId> {
     text.split("data-job-id=\"")
         .skip(1)
         .map(|rest| rest[..rest.find('"').unwrap()].parse().unwrap())
