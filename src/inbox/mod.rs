@@ -496,7 +496,7 @@ pub trait InboxStore: Clone + Send + Sync + 'static {
 
     /// Claims up to `request.limit` jobs that are due (pending and past their `run_at`, or
     /// running with an expired lease) and not held back by an earlier job of their chat,
-    /// oldest first; counts an attempt on each and leases it.
+    /// the longest due first; counts an attempt on each and leases it.
     fn claim(
         &self,
         request: ClaimRequest,
@@ -644,6 +644,21 @@ pub(crate) fn from_millis(millis: i64) -> SystemTime {
         UNIX_EPOCH.checked_sub(distance).unwrap_or(UNIX_EPOCH)
     }
 }
+
+/// When a job is next due, over its row in SQL: its lease's end while it runs, else its
+/// `run_at`. Both SQL stores index this expression and claim in its order, so that a claim reads
+/// only due jobs, however many wait.
+macro_rules! due_at {
+    () => {
+        "CASE state WHEN 'running' THEN lease_until ELSE run_at END"
+    };
+}
+pub(crate) use due_at;
+
+/// How many due jobs a SQL store's claim reads beyond those it claims, at most. Those found
+/// waiting behind an earlier job of their chat are marked so, once each, and leave the claim's
+/// index: a backlog marked over a few claims, each of bounded cost.
+pub(crate) const MAX_MARKED_PER_CLAIM: i64 = 128;
 
 /// Says, at ERROR, that a job became a dead letter: its event name, id and attempts, never its
 /// content, key or error (they can hold phone numbers).

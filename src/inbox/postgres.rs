@@ -28,14 +28,14 @@ use tokio_postgres::{Client, NoTls, Row};
 
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
-    LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, NewDelivery, Selection, Stored, bounded_error,
-    from_millis, selection_params, to_millis,
+    LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, MAX_MARKED_PER_CLAIM, NewDelivery, Selection, Stored,
+    bounded_error, due_at, from_millis, selection_params, to_millis,
 };
 
 mod console;
 
 /// The schema version this crate writes.
-const SCHEMA_VERSION: i32 = 4;
+const SCHEMA_VERSION: i32 = 5;
 
 /// The advisory lock key migrations hold ("periskop" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7065_7269_736b_6f70;
@@ -123,9 +123,41 @@ WHERE state = 'running' AND ordering_key IS NOT NULL
 ORDER BY ordering_key, lease_until DESC NULLS LAST;
 ";
 
+/// Version 5: claims that cost the same at any backlog. A queued job that waits behind an
+/// earlier one of its chat is marked `waiting` (by the claim that finds it so), and the index
+/// the claim reads (`periskope_inbox_ready`, in [`due_at`] order) holds only the jobs that are
+/// not: each chat's first queued job, and the jobs of no chat. When a chat's queued job is
+/// settled or deleted, a trigger unmarks the chat's next one (at the end of the statement, so
+/// it sees what the statement marked).
+const SCHEMA_V5: &str = concat!(
+    "
+ALTER TABLE periskope_inbox_jobs ADD COLUMN waiting BOOLEAN NOT NULL DEFAULT false;
+DROP INDEX periskope_inbox_due;
+CREATE INDEX periskope_inbox_ready ON periskope_inbox_jobs ((",
+    due_at!(),
+    "), id)
+WHERE state IN ('pending', 'running') AND NOT waiting;
+CREATE INDEX periskope_inbox_queued ON periskope_inbox_jobs (ordering_key, id)
+WHERE state IN ('pending', 'running') AND ordering_key IS NOT NULL;
+CREATE FUNCTION periskope_inbox_next_of_chat() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE periskope_inbox_jobs SET waiting = false
+    WHERE waiting AND id = (SELECT id FROM periskope_inbox_jobs
+        WHERE ordering_key = OLD.ordering_key AND state IN ('pending', 'running') ORDER BY id LIMIT 1);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER periskope_inbox_next_after_settling AFTER UPDATE OF state ON periskope_inbox_jobs FOR EACH ROW
+WHEN (OLD.ordering_key IS NOT NULL AND OLD.state IN ('pending', 'running') AND NEW.state IN ('done', 'dead'))
+EXECUTE FUNCTION periskope_inbox_next_of_chat();
+CREATE TRIGGER periskope_inbox_next_after_deleting AFTER DELETE ON periskope_inbox_jobs FOR EACH ROW
+WHEN (OLD.ordering_key IS NOT NULL AND OLD.state IN ('pending', 'running'))
+EXECUTE FUNCTION periskope_inbox_next_of_chat();
+"
+);
+
 /// What takes a database from each version to the next: `MIGRATIONS[v]` upgrades version `v`
 /// (version 0: no schema yet).
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
 
 /// How many attempts of each job are kept by default.
 const DEFAULT_ATTEMPTS_KEPT: usize = 10;
@@ -465,26 +497,51 @@ impl InboxStore for PostgresStore {
             let offset = to_millis(request.now).saturating_sub(to_millis(SystemTime::now()));
             let lease = i64::try_from(request.lease.as_millis()).unwrap_or(i64::MAX);
             let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
+            let scanned = limit.saturating_add(MAX_MARKED_PER_CLAIM);
             let max_attempts = attempts(request.max_attempts);
             let rows = connections
                 .query(
                     // `due` reads a snapshot; `chats` is what decides. Its insert conflicts with
                     // any other claim of the chat, waits for that claim to commit, and takes the
                     // chat only from a lease that expired. A job is claimed only through it.
+                    concat!(
                     "WITH clock AS MATERIALIZED (
                          SELECT (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT + $1 AS now
                      ), leased AS MATERIALIZED (
                          SELECT now, now + LEAST($4, 9223372036854775807 - now) AS until FROM clock
-                     ), due AS (
-                         SELECT id, ordering_key, attempts FROM periskope_inbox_jobs AS job
-                         WHERE ((state = 'pending' AND run_at <= (SELECT now FROM leased)) OR (state = 'running' AND lease_until <= (SELECT now FROM leased)))
-                           AND (ordering_key IS NULL OR NOT EXISTS (
-                                 SELECT 1 FROM periskope_inbox_jobs AS other
-                                 WHERE other.ordering_key = job.ordering_key AND other.id <> job.id
-                                   AND ((other.id < job.id AND other.state IN ('pending', 'running'))
-                                        OR (other.state = 'running' AND other.lease_until > (SELECT now FROM leased)))))
-                         ORDER BY id LIMIT $2
-                         FOR UPDATE OF job SKIP LOCKED
+                     ), candidates AS MATERIALIZED (
+                         SELECT id, ordering_key, attempts, ",
+                    due_at!(),
+                    " AS due_at
+                         FROM periskope_inbox_jobs
+                         WHERE state IN ('pending', 'running') AND NOT waiting
+                           AND ",
+                    due_at!(),
+                    " <= (SELECT now FROM leased)
+                         ORDER BY ",
+                    due_at!(),
+                    ", id LIMIT $6
+                         FOR UPDATE SKIP LOCKED
+                     ), placed AS MATERIALIZED (
+                         SELECT candidate.*, (
+                             SELECT first.id FROM periskope_inbox_jobs AS first
+                             WHERE first.ordering_key = candidate.ordering_key AND first.state IN ('pending', 'running')
+                             ORDER BY first.id LIMIT 1
+                         ) AS first_id
+                         FROM candidates AS candidate
+                     ), due AS MATERIALIZED (
+                         SELECT id, ordering_key, attempts FROM placed WHERE ordering_key IS NULL OR first_id = id
+                         ORDER BY due_at, id LIMIT $2
+                     ), blockers AS MATERIALIZED (
+                         SELECT id FROM periskope_inbox_jobs
+                         WHERE id IN (SELECT first_id FROM placed WHERE first_id <> id) AND state IN ('pending', 'running')
+                         FOR UPDATE SKIP LOCKED
+                     ), marked AS (
+                         UPDATE periskope_inbox_jobs AS job SET waiting = true FROM placed
+                         WHERE job.id = placed.id AND placed.first_id <> placed.id
+                           AND placed.first_id IN (SELECT id FROM blockers)
+                     ), unmarked AS (
+                         UPDATE periskope_inbox_jobs SET waiting = false WHERE waiting AND id IN (SELECT id FROM blockers)
                      ), chats AS (
                          INSERT INTO periskope_inbox_chats AS chat (ordering_key, job_id, lease_until)
                          SELECT ordering_key, id, (SELECT until FROM leased) FROM due WHERE ordering_key IS NOT NULL AND attempts < $3
@@ -517,8 +574,9 @@ impl InboxStore for PostgresStore {
                          INSERT INTO periskope_inbox_attempts (job_id, number, started_at)
                          SELECT id, attempts, (SELECT now FROM leased) FROM claimed
                      )
-                     SELECT * FROM claimed UNION ALL SELECT * FROM dead",
-                    &[&offset, &limit, &max_attempts, &lease, &LEASE_EXPIRED],
+                     SELECT * FROM claimed UNION ALL SELECT * FROM dead"
+                    ),
+                    &[&offset, &limit, &max_attempts, &lease, &LEASE_EXPIRED, &scanned],
                 )
                 .await?;
             // The jobs that became dead letters instead (their last attempt's lease expired).
@@ -548,7 +606,7 @@ impl InboxStore for PostgresStore {
             connections
                 .execute(
                     "WITH settled AS (
-                         UPDATE periskope_inbox_jobs SET state = 'done', handled_at = $3, lease_until = NULL
+                         UPDATE periskope_inbox_jobs SET state = 'done', handled_at = $3, lease_until = NULL, waiting = false
                          WHERE id = $1 AND claims = $2 AND state = 'running' RETURNING id
                      ), freed AS (
                          DELETE FROM periskope_inbox_chats AS chat USING settled WHERE chat.job_id = settled.id
@@ -582,7 +640,7 @@ impl InboxStore for PostgresStore {
                     "WITH settled AS (
                          UPDATE periskope_inbox_jobs
                          SET state = $3, run_at = coalesce($4, run_at), last_error = $5, lease_until = NULL,
-                             dead_at = $6
+                             dead_at = $6, waiting = false
                          WHERE id = $1 AND claims = $2 AND state = 'running' RETURNING id
                      ), freed AS (
                          DELETE FROM periskope_inbox_chats AS chat USING settled WHERE chat.job_id = settled.id
@@ -611,7 +669,7 @@ impl InboxStore for PostgresStore {
                 .execute(
                     "WITH settled AS (
                          UPDATE periskope_inbox_jobs
-                         SET state = 'pending', attempts = attempts - 1, run_at = $3, lease_until = NULL
+                         SET state = 'pending', attempts = attempts - 1, run_at = $3, lease_until = NULL, waiting = false
                          WHERE id = $1 AND claims = $2 AND state = 'running' RETURNING id
                      ), freed AS (
                          DELETE FROM periskope_inbox_chats AS chat USING settled WHERE chat.job_id = settled.id
@@ -641,7 +699,7 @@ impl InboxStore for PostgresStore {
                      ), leased AS MATERIALIZED (
                          SELECT now + LEAST($3, 9223372036854775807 - now) AS until FROM clock
                      ), renewed AS (
-                         UPDATE periskope_inbox_jobs SET lease_until = (SELECT until FROM leased)
+                         UPDATE periskope_inbox_jobs SET lease_until = (SELECT until FROM leased), waiting = false
                          WHERE id = $1 AND claims = $2 AND state = 'running' RETURNING id
                      ), chat AS (
                          UPDATE periskope_inbox_chats AS chat SET lease_until = (SELECT until FROM leased)
@@ -722,7 +780,7 @@ impl InboxStore for PostgresStore {
             let changed = connections
                 .execute(
                     "UPDATE periskope_inbox_jobs
-                     SET state = 'pending', attempts = 0, run_at = $3, lease_until = NULL, dead_at = NULL
+                     SET state = 'pending', attempts = 0, run_at = $3, lease_until = NULL, dead_at = NULL, waiting = false
                      WHERE state IN ('pending', 'dead') AND ($1::BIGINT IS NULL OR id = $1)
                        AND ($2::TEXT IS NULL OR state = $2)",
                     &[&id, &state, &to_millis(now)],

@@ -41,14 +41,14 @@ use self::console::{end_attempt, open_attempt};
 use super::queries::AttemptOutcome;
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
-    LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, NewDelivery, Selection, Stored, bounded_error,
-    from_millis, saturating_add, selection_params, to_millis,
+    LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, MAX_MARKED_PER_CLAIM, NewDelivery, Selection, Stored,
+    bounded_error, due_at, from_millis, saturating_add, selection_params, to_millis,
 };
 
 mod console;
 
 /// The schema version this crate writes; kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// At most this many queued operations share one transaction.
 const MAX_BATCH: usize = 1024;
@@ -127,8 +127,46 @@ const SCHEMA_V4: &str = "
 ALTER TABLE periskope_inbox_jobs ADD COLUMN claims INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// Unmarks the first queued job of the chat of `old` (a trigger's row): it waits no more.
+macro_rules! next_of_chat {
+    () => {
+        "UPDATE periskope_inbox_jobs SET waiting = 0
+         WHERE waiting = 1 AND id = (SELECT id FROM periskope_inbox_jobs
+             WHERE ordering_key = old.ordering_key AND state IN ('pending', 'running') ORDER BY id LIMIT 1);"
+    };
+}
+
+/// Version 5: claims that cost the same at any backlog. A queued job that waits behind an
+/// earlier one of its chat is marked `waiting` (by the claim that finds it so), and the index
+/// the claim reads (`periskope_inbox_ready`, in [`due_at`] order) holds only the jobs that are
+/// not: each chat's first queued job, and the jobs of no chat. When a chat's queued job is
+/// settled or deleted, a trigger unmarks the chat's next one.
+const SCHEMA_V5: &str = concat!(
+    "
+ALTER TABLE periskope_inbox_jobs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
+DROP INDEX periskope_inbox_due;
+CREATE INDEX periskope_inbox_ready ON periskope_inbox_jobs (",
+    due_at!(),
+    ", id)
+WHERE state IN ('pending', 'running') AND waiting = 0;
+CREATE INDEX periskope_inbox_queued ON periskope_inbox_jobs (ordering_key, id)
+WHERE state IN ('pending', 'running') AND ordering_key IS NOT NULL;
+CREATE INDEX periskope_inbox_leased ON periskope_inbox_jobs (ordering_key, lease_until) WHERE state = 'running';
+CREATE TRIGGER periskope_inbox_next_after_settling AFTER UPDATE OF state ON periskope_inbox_jobs
+WHEN old.ordering_key IS NOT NULL AND old.state IN ('pending', 'running') AND new.state IN ('done', 'dead')
+BEGIN ",
+    next_of_chat!(),
+    " END;
+CREATE TRIGGER periskope_inbox_next_after_deleting AFTER DELETE ON periskope_inbox_jobs
+WHEN old.ordering_key IS NOT NULL AND old.state IN ('pending', 'running')
+BEGIN ",
+    next_of_chat!(),
+    " END;
+"
+);
+
 /// What takes a file from each version to the next: `MIGRATIONS[v]` upgrades version `v`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
 
 /// How many attempts of each job are kept by default.
 const DEFAULT_ATTEMPTS_KEPT: usize = 10;
@@ -636,7 +674,7 @@ fn migrate(connection: &Connection) -> Result<(), Migration> {
             [now],
         )?;
         connection.execute(
-            "UPDATE periskope_inbox_jobs SET state = 'pending', run_at = ?1, lease_until = NULL
+            "UPDATE periskope_inbox_jobs SET state = 'pending', run_at = ?1, lease_until = NULL, waiting = 0
              WHERE state = 'running'",
             [now],
         )?;
@@ -849,21 +887,34 @@ impl InboxStore for SqliteStore {
             let now = to_millis(request.now);
             let lease_until = to_millis(saturating_add(request.now, request.lease));
             let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
-            let due: Vec<(JobId, u32, String)> = connection
-                .prepare_cached(
-                    // The writer thread is the only one that claims, so this check is exact:
-                    // nothing can change the chat between it and the update below.
-                    "SELECT id, attempts, event FROM periskope_inbox_jobs AS job
-                     WHERE ((state = 'pending' AND run_at <= ?1) OR (state = 'running' AND lease_until <= ?1))
-                       AND (ordering_key IS NULL OR NOT EXISTS (
-                             SELECT 1 FROM periskope_inbox_jobs AS other
-                             WHERE other.ordering_key = job.ordering_key AND other.id <> job.id
-                               AND ((other.id < job.id AND other.state IN ('pending', 'running'))
-                                    OR (other.state = 'running' AND other.lease_until > ?1))))
-                     ORDER BY id LIMIT ?2",
-                )?
-                .query_map(params![now, limit], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+            // The writer thread is the only one that claims, so each check below is exact:
+            // nothing can change a chat between it and the update that follows.
+            let due: Vec<(JobId, u32, String, Option<String>)> = connection
+                .prepare_cached(concat!(
+                    "SELECT id, attempts, event, ordering_key FROM periskope_inbox_jobs
+                     WHERE state IN ('pending', 'running') AND waiting = 0 AND ",
+                    due_at!(),
+                    " <= ?1 ORDER BY ",
+                    due_at!(),
+                    ", id LIMIT ?2"
+                ))?
+                .query_map(params![now, limit.saturating_add(MAX_MARKED_PER_CLAIM)], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })?
                 .collect::<rusqlite::Result<_>>()?;
+            let mut runnable = Vec::new();
+            for (id, attempts, event, ordering_key) in due {
+                if runnable.len() as i64 == limit {
+                    break;
+                }
+                if let Some(chat) = ordering_key
+                    && !first_in_chat_and_free(connection, id, &chat, now)?
+                {
+                    continue;
+                }
+                runnable.push((id, attempts, event));
+            }
+            let due = runnable;
             let mut claimed = Vec::with_capacity(due.len());
             for (id, attempts, event) in due {
                 // A due job that is still running lost its lease: that attempt was abandoned.
@@ -897,7 +948,7 @@ impl InboxStore for SqliteStore {
         self.call(move |connection| {
             let settled = connection
                 .prepare_cached(
-                    "UPDATE periskope_inbox_jobs SET state = 'done', handled_at = ?3, lease_until = NULL
+                    "UPDATE periskope_inbox_jobs SET state = 'done', handled_at = ?3, lease_until = NULL, waiting = 0
                      WHERE id = ?1 AND claims = ?2 AND state = 'running'",
                 )?
                 .execute(params![lease.id, lease.stored_token(), to_millis(now)])?;
@@ -926,7 +977,7 @@ impl InboxStore for SqliteStore {
                 .prepare_cached(
                     "UPDATE periskope_inbox_jobs
                      SET state = ?3, run_at = coalesce(?4, run_at), last_error = ?5, lease_until = NULL,
-                         dead_at = ?6
+                         dead_at = ?6, waiting = 0
                      WHERE id = ?1 AND claims = ?2 AND state = 'running'",
                 )?
                 .execute(params![lease.id, lease.stored_token(), state.as_str(), run_at, error, dead_at])?;
@@ -942,7 +993,7 @@ impl InboxStore for SqliteStore {
             let settled = connection
                 .prepare_cached(
                     "UPDATE periskope_inbox_jobs
-                     SET state = 'pending', attempts = attempts - 1, run_at = ?3, lease_until = NULL
+                     SET state = 'pending', attempts = attempts - 1, run_at = ?3, lease_until = NULL, waiting = 0
                      WHERE id = ?1 AND claims = ?2 AND state = 'running'",
                 )?
                 .execute(params![lease.id, lease.stored_token(), to_millis(now)])?;
@@ -961,7 +1012,7 @@ impl InboxStore for SqliteStore {
         self.call(move |connection| {
             let renewed = connection
                 .prepare_cached(
-                    "UPDATE periskope_inbox_jobs SET lease_until = ?3
+                    "UPDATE periskope_inbox_jobs SET lease_until = ?3, waiting = 0
                      WHERE id = ?1 AND claims = ?2 AND state = 'running'",
                 )?
                 .execute(params![lease.id, lease.stored_token(), to_millis(until)])?;
@@ -1025,7 +1076,7 @@ impl InboxStore for SqliteStore {
             let changed = connection
                 .prepare_cached(
                     "UPDATE periskope_inbox_jobs
-                     SET state = 'pending', attempts = 0, run_at = ?3, lease_until = NULL, dead_at = NULL
+                     SET state = 'pending', attempts = 0, run_at = ?3, lease_until = NULL, dead_at = NULL, waiting = 0
                      WHERE state IN ('pending', 'dead') AND (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR state = ?2)",
                 )?
                 .execute(params![id, state, to_millis(now)])?;
@@ -1108,6 +1159,42 @@ fn batching(selection: Selection) -> Batching {
         Selection::Job(_) => Batching::Shared,
         Selection::State(_) => Batching::Alone,
     }
+}
+
+/// Whether job `id`, due, may run now: it is the first queued job of its chat, and no other
+/// job of the chat runs under a live lease. A job that may not is marked waiting, out of the
+/// claim's index: behind an earlier job (which is unmarked in turn, so that each chat keeps its
+/// first queued job in the index), or behind a running one (a retried or replayed job), whose
+/// settlement, or whose lease's expiry, brings the chat back.
+fn first_in_chat_and_free(
+    connection: &Connection,
+    id: JobId,
+    chat: &str,
+    now: i64,
+) -> rusqlite::Result<bool> {
+    let first: JobId = connection
+        .prepare_cached(
+            "SELECT id FROM periskope_inbox_jobs
+             WHERE ordering_key = ?1 AND state IN ('pending', 'running') ORDER BY id LIMIT 1",
+        )?
+        .query_row([chat], |row| row.get(0))?;
+    let held = first == id
+        && connection
+            .prepare_cached(
+                "SELECT 1 FROM periskope_inbox_jobs
+                 WHERE ordering_key = ?1 AND state = 'running' AND lease_until > ?2 AND id <> ?3",
+            )?
+            .exists(params![chat, now, id])?;
+    if first == id && !held {
+        return Ok(true);
+    }
+    connection.prepare_cached("UPDATE periskope_inbox_jobs SET waiting = 1 WHERE id = ?1")?.execute([id])?;
+    if first != id {
+        connection
+            .prepare_cached("UPDATE periskope_inbox_jobs SET waiting = 0 WHERE id = ?1 AND waiting = 1")?
+            .execute([first])?;
+    }
+    Ok(false)
 }
 
 fn claimed_job(row: &Row<'_>) -> rusqlite::Result<ClaimedJob> {

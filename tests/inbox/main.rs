@@ -71,4 +71,5 @@ conformance_cases!(
     retry_replay_and_purge_racing_claims_never_break_exclusion,
     a_late_attempt_is_fenced_off_by_its_token,
     a_renewed_lease_keeps_its_job,
+    a_chat_goes_on_however_its_first_job_leaves_the_queue,
 );

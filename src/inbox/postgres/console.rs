@@ -200,7 +200,7 @@ impl ConsoleStore for PostgresStore {
             let replayed = connections
                 .execute(
                     "UPDATE periskope_inbox_jobs
-                     SET state = 'pending', attempts = 0, run_at = $2, handled_at = NULL, lease_until = NULL
+                     SET state = 'pending', attempts = 0, run_at = $2, handled_at = NULL, lease_until = NULL, waiting = false
                      WHERE id = $1 AND state = 'done'",
                     &[&id, &to_millis(now)],
                 )
@@ -223,7 +223,8 @@ impl ConsoleStore for PostgresStore {
                 .execute(
                     &format!(
                         "UPDATE periskope_inbox_jobs
-                         SET state = 'pending', attempts = 0, run_at = $1, lease_until = NULL, dead_at = NULL
+                         SET state = 'pending', attempts = 0, run_at = $1, lease_until = NULL, dead_at = NULL,
+                             waiting = false
                          WHERE state IN ('pending', 'dead') AND {clause}"
                     ),
                     &borrowed(&parameters),

@@ -212,7 +212,7 @@ impl ConsoleStore for SqliteStore {
             let replayed = connection
                 .prepare_cached(
                     "UPDATE periskope_inbox_jobs
-                     SET state = 'pending', attempts = 0, run_at = ?2, handled_at = NULL, lease_until = NULL
+                     SET state = 'pending', attempts = 0, run_at = ?2, handled_at = NULL, lease_until = NULL, waiting = 0
                      WHERE id = ?1 AND state = 'done'",
                 )?
                 .execute(params![id, to_millis(now)])?;
@@ -231,7 +231,8 @@ impl ConsoleStore for SqliteStore {
             let changed = connection
                 .prepare_cached(&format!(
                     "UPDATE periskope_inbox_jobs
-                     SET state = 'pending', attempts = 0, run_at = ?1, lease_until = NULL, dead_at = NULL
+                     SET state = 'pending', attempts = 0, run_at = ?1, lease_until = NULL, dead_at = NULL,
+                         waiting = 0
                      WHERE state IN ('pending', 'dead') AND {clause}"
                 ))?
                 .execute(params_from_iter(values))?;
