@@ -466,9 +466,18 @@ impl InboxStore for PostgresStore {
             let received_at = to_millis(delivery.received_at);
             let inserted = connections
                 .execute(
-                    "INSERT INTO periskope_inbox_jobs
-                         (dedup_key, event, ordering_key, body, signing_key, received_at, run_at, path)
-                     VALUES ($1, $2, $3, $4, $5, $6, $6, $7)
+                    // A job of a chat with a queued job waits behind it from the start, out of
+                    // the claim's index. It shares a lock on the chat's first queued job, so that
+                    // this job is committed before that one can be settled and unmark the next:
+                    // inserts of a chat share it, only that settlement waits for them.
+                    "WITH first AS (
+                         SELECT id FROM periskope_inbox_jobs
+                         WHERE ordering_key = $3 AND state IN ('pending', 'running') ORDER BY id LIMIT 1
+                         FOR SHARE
+                     )
+                     INSERT INTO periskope_inbox_jobs
+                         (dedup_key, event, ordering_key, body, signing_key, received_at, run_at, path, waiting)
+                     VALUES ($1, $2, $3, $4, $5, $6, $6, $7, EXISTS (SELECT 1 FROM first))
                      ON CONFLICT (dedup_key) DO NOTHING",
                     &[
                         &escape(&delivery.key),

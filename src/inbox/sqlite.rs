@@ -860,9 +860,12 @@ impl InboxStore for SqliteStore {
             let received_at = to_millis(delivery.received_at);
             let inserted = connection
                 .prepare_cached(
+                    // A job of a chat with a queued job waits behind it from the start, out of
+                    // the claim's index.
                     "INSERT INTO periskope_inbox_jobs
-                         (dedup_key, event, ordering_key, body, signing_key, received_at, run_at, path)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)
+                         (dedup_key, event, ordering_key, body, signing_key, received_at, run_at, path, waiting)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, EXISTS (
+                         SELECT 1 FROM periskope_inbox_jobs WHERE ordering_key = ?3 AND state IN ('pending', 'running')))
                      ON CONFLICT (dedup_key) DO NOTHING",
                 )?
                 .execute(params![
