@@ -1,17 +1,27 @@
-//! Acknowledged deliveries per second and time to the `200`, over loopback HTTP, for the inbox
-//! against the layer with a no-op handler, in the same run.
+//! The inbox over loopback HTTP, in one run: acknowledged deliveries per second and time to the
+//! `200`, against the layer with a no-op handler; the same with a worker draining the inbox in
+//! the same process; and what one claim costs at any backlog.
 //!
 //! `cargo bench --bench inbox` (add `--profile release` to skip fat LTO). 64 concurrent clients,
-//! each on its own keep-alive connection, POST a signed 1.8 KB `message.created` (each with its
-//! own message id, so none is a duplicate) to: the layer with a no-op handler; the layer with
-//! the inbox acceptor on the embedded SQLite store; the same on PostgreSQL (a throw-away cluster
-//! on a free port, skipped when PostgreSQL 15 is not installed). Each setup runs for
-//! `INBOX_BENCH_SECS` seconds (default 5), twice, interleaved; the table gives the better round.
-//! Under `cargo test` (`--bench` absent) every setup runs for a few hundred requests, to check
-//! that the benchmark works.
+//! each on its own keep-alive connection, POST signed 1.8 KB `message.created` deliveries (each
+//! with its own message id, so none is a duplicate), over 16 chats unless a setup says one
+//! chat, to the embedded SQLite store and to PostgreSQL (a throw-away cluster on a free port,
+//! `fsync` and `synchronous_commit` on; skipped when PostgreSQL 15 is not installed).
 //!
-//! Clients and server share the machine's cores, so the figures are for comparison within one
-//! run, not absolute capacities.
+//! - **Acknowledgements**: the layer with a no-op handler, then the inbox's acceptor alone on
+//!   each store, over 16 chats and over one; each for `INBOX_BENCH_SECS` seconds (default 5),
+//!   twice, interleaved; the better round.
+//! - **Draining**: the acceptor and a worker with a no-op handler in one process, as an app
+//!   runs them, for `INBOX_DRAIN_SECS` seconds (default 30): acknowledged and handled per
+//!   second during the load, and how long after its end the queue is empty.
+//! - **Claims at any backlog**: a store seeded with 1,000 and then 1,000,000 due pending jobs
+//!   over 16 chats; the median time of a claim of 8 jobs (each batch then handled), and of a
+//!   claim while every chat's first job runs (it finds nothing to run).
+//!
+//! Under `cargo test` (`--bench` absent) every part runs briefly, to check that it works.
+//!
+//! Clients, servers and PostgreSQL share the machine's cores, so the figures are for comparison
+//! within one run, not absolute capacities.
 
 #[allow(dead_code)] // Only the cluster and its databases are used.
 #[path = "../tests/common/postgres.rs"]
@@ -23,7 +33,7 @@ mod unique;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::routing::post;
@@ -32,9 +42,9 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use periskope_webhook::PeriskopeWebhookLayer;
-use periskope_webhook::inbox::{Inbox, InboxStore, PostgresStore, SqliteStore};
+use periskope_webhook::inbox::{ClaimRequest, Inbox, InboxStore, PostgresStore, SqliteStore};
 use periskope_webhook::signature::SIGNATURE_HEADER;
+use periskope_webhook::{EventRouter, PeriskopeWebhookLayer, WebhookEvent};
 use tower::Layer;
 
 use crate::unique::UniqueMessages;
@@ -117,63 +127,340 @@ fn inbox_app<St: InboxStore>(store: St) -> Router {
     Router::new().route_service(PATH, PeriskopeWebhookLayer::new(KEY).layer(Inbox::new(store).acceptor()))
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() {
-    let benchmarking = std::env::args().any(|arg| arg == "--bench");
-    let seconds = std::env::var("INBOX_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
-    let (duration, requests, rounds) =
-        if benchmarking { (Duration::from_secs(seconds), None, 2) } else { (Duration::ZERO, Some(300), 1) };
-    let bodies = Arc::new(UniqueMessages::new());
+/// How long each part runs, from the command line and the environment.
+struct Plan {
+    ack_duration: Duration,
+    drain_duration: Duration,
+    requests: Option<usize>,
+    rounds: usize,
+    backlogs: [i64; 2],
+}
 
-    let dir = std::env::temp_dir().join(format!("periskope-inbox-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    let sqlite = SqliteStore::open(dir.join("inbox.db")).expect("the embedded inbox");
-    let database = postgres::cluster().map(postgres::Cluster::database);
-    let postgres = match &database {
-        Some(database) => Some(PostgresStore::connect(&database.url()).await.expect("the PostgreSQL inbox")),
-        None => None,
-    };
-
-    let mut setups = vec![
-        (
-            "layer + no-op handler",
-            serve(Router::new().route(PATH, post(|| async { "ok" })).layer(PeriskopeWebhookLayer::new(KEY)))
-                .await,
-        ),
-        ("inbox, embedded SQLite", serve(inbox_app(sqlite.clone())).await),
-    ];
-    if let Some(store) = postgres.clone() {
-        setups.push(("inbox, PostgreSQL", serve(inbox_app(store)).await));
-    }
-    let mut best: Vec<Option<Round>> = setups.iter().map(|_| None).collect();
-    for _ in 0..rounds {
-        for (index, (_, (url, _))) in setups.iter().enumerate() {
-            let round = load(url, &bodies, duration, requests).await;
-            if best[index].as_ref().is_none_or(|best| round.per_second() > best.per_second()) {
-                best[index] = Some(round);
+impl Plan {
+    fn new() -> Self {
+        let benchmarking = std::env::args().any(|arg| arg == "--bench");
+        let seconds = |name: &str, default: u64| {
+            Duration::from_secs(std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default))
+        };
+        if benchmarking {
+            Plan {
+                ack_duration: seconds("INBOX_BENCH_SECS", 5),
+                drain_duration: seconds("INBOX_DRAIN_SECS", 30),
+                requests: None,
+                rounds: 2,
+                backlogs: [1_000, 1_000_000],
+            }
+        } else {
+            Plan {
+                ack_duration: Duration::ZERO,
+                drain_duration: Duration::ZERO,
+                requests: Some(300),
+                rounds: 1,
+                backlogs: [300, 1_000],
             }
         }
     }
+}
 
-    let body_len = bodies.next().len();
-    println!("{CLIENTS} clients, {body_len}-byte message.created, loopback HTTP/1.1");
+/// A fresh store of one kind: a new SQLite file, or a new PostgreSQL database.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Sqlite => "SQLite",
+            Kind::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// Where the fresh stores live; removed on drop.
+struct Stores {
+    dir: std::path::PathBuf,
+    files: AtomicU64,
+    postgres: Option<&'static postgres::Cluster>,
+    databases: std::sync::Mutex<Vec<postgres::Database>>,
+}
+
+/// One fresh store of either kind, with what seeding it needs.
+#[derive(Clone)]
+enum Fresh {
+    Sqlite(SqliteStore, std::path::PathBuf),
+    Postgres(PostgresStore, String),
+}
+
+impl Stores {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("periskope-inbox-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        Stores { dir, files: AtomicU64::new(0), postgres: postgres::cluster(), databases: Default::default() }
+    }
+
+    fn kinds(&self) -> Vec<Kind> {
+        let mut kinds = vec![Kind::Sqlite];
+        if self.postgres.is_some() {
+            kinds.push(Kind::Postgres);
+        }
+        kinds
+    }
+
+    async fn fresh(&self, kind: Kind) -> Fresh {
+        match kind {
+            Kind::Sqlite => {
+                let n = self.files.fetch_add(1, Ordering::Relaxed);
+                let path = self.dir.join(format!("inbox-{n}.db"));
+                Fresh::Sqlite(SqliteStore::open(&path).expect("the embedded inbox"), path)
+            }
+            Kind::Postgres => {
+                let database = self.postgres.expect("PostgreSQL is installed").database();
+                let url = database.url();
+                self.databases.lock().expect("databases").push(database);
+                let store = PostgresStore::connect(&url).await.expect("the PostgreSQL inbox");
+                Fresh::Postgres(store, url)
+            }
+        }
+    }
+}
+
+impl Drop for Stores {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `body` with the fresh store, whichever its kind.
+macro_rules! with_store {
+    ($fresh:expr, |$store:ident| $body:expr) => {
+        match $fresh {
+            Fresh::Sqlite($store, _) => $body,
+            Fresh::Postgres($store, _) => $body,
+        }
+    };
+}
+
+/// Acknowledged per second, the acceptor alone.
+async fn acknowledgements(stores: &Stores, kind: Kind, chats: u64, plan: &Plan) -> Round {
+    let bodies = Arc::new(UniqueMessages::new().over_chats(chats));
+    let fresh = stores.fresh(kind).await;
+    let (url, task) = with_store!(fresh.clone(), |store| serve(inbox_app(store)).await);
+    let mut best: Option<Round> = None;
+    for _ in 0..plan.rounds {
+        let round = load(&url, &bodies, plan.ack_duration, plan.requests).await;
+        if best.as_ref().is_none_or(|best| round.per_second() > best.per_second()) {
+            best = Some(round);
+        }
+    }
+    task.abort();
+    best.expect("a round ran")
+}
+
+/// What the worker did beside the acceptor.
+struct Drained {
+    acknowledged: Round,
+    handled_during_load: u64,
+    emptied_after: Option<Duration>,
+}
+
+/// The acceptor and a worker with a no-op handler in one process, under the load.
+async fn drain<St: InboxStore>(store: St, chats: u64, plan: &Plan) -> Drained {
+    let handled = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&handled);
+    let events = EventRouter::new().fallback(move |_event: WebhookEvent| {
+        let counter = Arc::clone(&counter);
+        async move {
+            counter.fetch_add(1, Ordering::Relaxed);
+            Ok::<(), String>(())
+        }
+    });
+    let inbox = Inbox::new(store.clone());
+    let worker = inbox.worker(events).spawn();
+    let app = Router::new().route_service(PATH, PeriskopeWebhookLayer::new(KEY).layer(inbox.acceptor()));
+    let (url, task) = serve(app).await;
+    let bodies = Arc::new(UniqueMessages::new().over_chats(chats));
+    let acknowledged = load(&url, &bodies, plan.drain_duration, plan.requests).await;
+    let handled_during_load = handled.load(Ordering::Relaxed);
+    let load_ended = Instant::now();
+    let mut emptied_after = None;
+    while load_ended.elapsed() < Duration::from_secs(120) {
+        let stats = store.stats(SystemTime::now()).await.expect("stats");
+        if stats.pending + stats.running == 0 {
+            emptied_after = Some(load_ended.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    task.abort();
+    worker.shutdown().await.expect("the worker stops");
+    Drained { acknowledged, handled_during_load, emptied_after }
+}
+
+/// Seeds `jobs` due pending jobs over 16 chats, as the store's inserts leave them: each chat's
+/// first job in the claim's index, the others waiting behind it.
+async fn seed(fresh: &Fresh, jobs: i64) {
+    let body = UniqueMessages::new().next().to_vec();
+    match fresh {
+        Fresh::Sqlite(_, path) => {
+            let connection = rusqlite::Connection::open(path).expect("the SQLite file");
+            connection.busy_timeout(Duration::from_secs(30)).expect("a busy timeout");
+            connection
+                .execute(
+                    "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1)
+                     INSERT INTO periskope_inbox_jobs
+                         (dedup_key, event, ordering_key, body, received_at, run_at, path, waiting)
+                     SELECT 'seed|' || i, 'message.created', 'chat|seed' || (i % 16), ?2, 0, 0, '/', i >= 16 FROM n",
+                    rusqlite::params![jobs, body],
+                )
+                .expect("seeded");
+        }
+        Fresh::Postgres(_, url) => {
+            let (client, connection) =
+                tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
+            tokio::spawn(connection);
+            client
+                .execute(
+                    "INSERT INTO periskope_inbox_jobs
+                         (dedup_key, event, ordering_key, body, received_at, run_at, path, waiting)
+                     SELECT 'seed|' || i, 'message.created', 'chat|seed' || (i % 16), $2, 0, 0, '/', i >= 16
+                     FROM generate_series(0, $1::BIGINT - 1) AS i",
+                    &[&jobs, &body],
+                )
+                .await
+                .expect("seeded");
+            client.batch_execute("ANALYZE periskope_inbox_jobs").await.expect("analyzed");
+        }
+    }
+}
+
+/// The median of `samples`.
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// Median claim times at one backlog: claiming 8 (then handled), and claiming while every
+/// chat's first job runs.
+async fn claim_costs<St: InboxStore>(store: St) -> (Duration, Duration) {
+    const SAMPLES: usize = 31;
+    let request = || ClaimRequest::new(8, Duration::from_secs(600), 8);
+    let mut claiming = Vec::new();
+    for _ in 0..SAMPLES {
+        let started = Instant::now();
+        let jobs = store.claim(request()).await.expect("a claim");
+        claiming.push(started.elapsed());
+        assert_eq!(jobs.len(), 8, "8 chats' first jobs were due (sample {})", claiming.len());
+        for job in jobs {
+            store.complete(job.lease(), SystemTime::now()).await.expect("handled");
+        }
+    }
+    let running = store.claim(ClaimRequest::new(16, Duration::from_secs(600), 8)).await.expect("a claim");
+    assert_eq!(running.len(), 16, "every chat's first job runs");
+    let mut blocked = Vec::new();
+    for _ in 0..SAMPLES {
+        let started = Instant::now();
+        let jobs = store.claim(request()).await.expect("a claim");
+        blocked.push(started.elapsed());
+        assert!(jobs.is_empty(), "nothing may run while every chat's first job runs");
+    }
+    (median(claiming), median(blocked))
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.2} ms", duration.as_secs_f64() * 1e3)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let plan = Plan::new();
+    let stores = Stores::new();
+
+    println!("## Acknowledgements ({CLIENTS} clients, loopback HTTP/1.1)");
     println!("| setup | acknowledged/s | p50 to 200 | p99 to 200 |");
-    println!("|---|---|---|---|");
-    for ((name, _), round) in setups.iter().zip(&best) {
-        let round = round.as_ref().expect("every setup ran");
+    println!("|---|---:|---:|---:|");
+    let layer =
+        serve(Router::new().route(PATH, post(|| async { "ok" })).layer(PeriskopeWebhookLayer::new(KEY)))
+            .await;
+    let bodies = Arc::new(UniqueMessages::new());
+    let mut best: Option<Round> = None;
+    for _ in 0..plan.rounds {
+        let round = load(&layer.0, &bodies, plan.ack_duration, plan.requests).await;
+        if best.as_ref().is_none_or(|best| round.per_second() > best.per_second()) {
+            best = Some(round);
+        }
+    }
+    layer.1.abort();
+    let print = |name: &str, round: &Round| {
+        println!("| {name} | {:.0} | {} | {} |", round.per_second(), ms(round.p50), ms(round.p99));
+    };
+    print("layer + no-op handler", &best.expect("a round"));
+    let mut acceptor_alone = Vec::new();
+    for kind in stores.kinds() {
+        for chats in [16, 1] {
+            let round = acknowledgements(&stores, kind, chats, &plan).await;
+            print(&format!("inbox, {}, {chats} chat(s)", kind.name()), &round);
+            acceptor_alone.push((kind, chats, round.per_second()));
+        }
+    }
+    if let Some(sqlite) = acceptor_alone.iter().find(|(kind, chats, _)| *kind == Kind::Sqlite && *chats == 16)
+    {
+        for (kind, chats, rate) in acceptor_alone.iter().filter(|(kind, _, _)| *kind == Kind::Postgres) {
+            println!("PostgreSQL, {chats} chat(s): {:.2}x SQLite's 16 chats", rate / sqlite.2);
+            let _ = kind;
+        }
+    }
+
+    println!();
+    println!("## Draining: the acceptor and a worker (no-op handler) in one process");
+    println!(
+        "| store | chats | acknowledged/s | handled/s during the load | with the worker / without | queue empty after the load |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for kind in stores.kinds() {
+        for chats in [16, 1] {
+            let fresh = stores.fresh(kind).await;
+            let drained = with_store!(fresh, |store| drain(store, chats, &plan).await);
+            let seconds = drained.acknowledged.elapsed.as_secs_f64();
+            let alone = acceptor_alone
+                .iter()
+                .find(|(k, c, _)| *k == kind && *c == chats)
+                .map_or(f64::NAN, |(_, _, rate)| *rate);
+            println!(
+                "| {} | {chats} | {:.0} | {:.0} | {:.2} | {} |",
+                kind.name(),
+                drained.acknowledged.per_second(),
+                drained.handled_during_load as f64 / seconds,
+                drained.acknowledged.per_second() / alone,
+                drained.emptied_after.map_or("not within 120 s".to_owned(), ms),
+            );
+        }
+    }
+
+    println!();
+    println!("## Claims at any backlog (median of 31; 16 chats, due pending jobs)");
+    println!("| store | backlog | claim 8 | claim while every chat's first job runs |");
+    println!("|---|---:|---:|---:|");
+    for kind in stores.kinds() {
+        let mut costs = Vec::new();
+        for backlog in plan.backlogs {
+            let fresh = stores.fresh(kind).await;
+            seed(&fresh, backlog).await;
+            let (claiming, blocked) = with_store!(fresh, |store| claim_costs(store).await);
+            println!("| {} | {backlog} | {} | {} |", kind.name(), ms(claiming), ms(blocked));
+            costs.push((claiming, blocked));
+        }
+        let ratio = |at: fn(&(Duration, Duration)) -> Duration| {
+            at(&costs[1]).as_secs_f64() / at(&costs[0]).as_secs_f64()
+        };
         println!(
-            "| {name} | {:.0} | {:.2} ms | {:.2} ms |",
-            round.per_second(),
-            round.p50.as_secs_f64() * 1e3,
-            round.p99.as_secs_f64() * 1e3
+            "{}: {} over {} jobs: {:.2}x (claim 8), {:.2}x (every first job running)",
+            kind.name(),
+            plan.backlogs[1],
+            plan.backlogs[0],
+            ratio(|cost| cost.0),
+            ratio(|cost| cost.1)
         );
     }
-    // Every acknowledged delivery is in the stores.
-    let stored = sqlite.stats(std::time::SystemTime::now()).await.expect("stats").pending;
-    println!("embedded store holds {stored} jobs");
-    for (_, (_, task)) in setups {
-        task.abort();
-    }
-    drop(sqlite);
-    let _ = std::fs::remove_dir_all(&dir);
 }

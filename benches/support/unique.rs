@@ -12,6 +12,8 @@ use crate::support::compact;
 pub struct UniqueMessages {
     template: String,
     id: String,
+    chat: String,
+    chats: u64,
     next: AtomicU64,
 }
 
@@ -21,13 +23,28 @@ impl UniqueMessages {
         let start = template.find(r#""message_id":""#).expect("a message id") + r#""message_id":""#.len();
         let end = start + template[start..].find('"').expect("end of the id");
         let id = template[start..end].to_owned();
-        UniqueMessages { template, id, next: AtomicU64::new(0) }
+        let start = template.find(r#""chat_id":""#).expect("a chat id") + r#""chat_id":""#.len();
+        let end = start + template[start..].find('"').expect("end of the chat id");
+        let chat = template[start..end].to_owned();
+        UniqueMessages { template, id, chat, chats: 1, next: AtomicU64::new(0) }
     }
 
-    /// The next body, with the next message id.
+    /// Bodies spread over `chats` chats in turn (the fixture's chat id with a number appended).
+    #[allow(dead_code)] // benches/console.rs sends every delivery in one chat.
+    pub fn over_chats(mut self, chats: u64) -> Self {
+        self.chats = chats.max(1);
+        self
+    }
+
+    /// The next body, with the next message id (and the next chat).
     pub fn next(&self) -> Bytes {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let unique = format!("{n:0width$}", width = self.id.len().min(20));
-        Bytes::from(self.template.replacen(&self.id, &unique, 1))
+        let body = self.template.replacen(&self.id, &unique, 1);
+        if self.chats == 1 {
+            return Bytes::from(body);
+        }
+        let chat = format!("{}{}", self.chat, n % self.chats);
+        Bytes::from(body.replace(&format!(r#""chat_id":"{}""#, self.chat), &format!(r#""chat_id":"{chat}""#)))
     }
 }

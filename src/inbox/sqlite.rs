@@ -891,10 +891,12 @@ impl InboxStore for SqliteStore {
             let lease_until = to_millis(saturating_add(request.now, request.lease));
             let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
             // The writer thread is the only one that claims, so each check below is exact:
-            // nothing can change a chat between it and the update that follows.
+            // nothing can change a chat between it and the update that follows. The index is
+            // named: without statistics, SQLite's planner prefers `(state, id)` and a sort.
             let due: Vec<(JobId, u32, String, Option<String>)> = connection
                 .prepare_cached(concat!(
                     "SELECT id, attempts, event, ordering_key FROM periskope_inbox_jobs
+                     INDEXED BY periskope_inbox_ready
                      WHERE state IN ('pending', 'running') AND waiting = 0 AND ",
                     due_at!(),
                     " <= ?1 ORDER BY ",
