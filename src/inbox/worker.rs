@@ -232,6 +232,10 @@ where
         // Every wait below is raced against the shutdown: a store call that hangs cannot hold
         // the worker past it. The loop's value is the end of the grace period.
         let grace_ends = loop {
+            // Every attempt that ended frees its slot before the next claim, so that one claim
+            // takes all the jobs there is room for (a task that ended counts in the set until
+            // it is joined).
+            while in_flight.try_join_next().is_some() {}
             let free = concurrency - in_flight.len();
             let mut claimed_all = false;
             if free > 0 {
