@@ -1,8 +1,8 @@
 //! `forward`, run as the built binary between a socket.io server that plays Periskope's
-//! real-time API (`node/periskope-socket.js`, on the npm `socket.io` package installed by
-//! `npm ci --prefix cli/tests/node`) and the axum example or `listen`: every fixture object
-//! forwarded, answered 2xx and decoded; an unknown name forwarded; a refused key exiting 2; a
-//! restarted server reconnected to.
+//! real-time API (`node/periskope-socket.js`, on the npm `socket.io` package, which the tests
+//! install with `npm ci` when it is missing) and the axum example or `listen`: every fixture
+//! object forwarded, answered 2xx and decoded; an unknown name forwarded; a refused key exiting
+//! 2; a restarted server reconnected to. Without Node or npm they are skipped with a note.
 
 mod common;
 
@@ -21,34 +21,26 @@ const SIGNING_KEY: &str = "peri_cli-forward-test-0000-4000-8000-000000000000";
 const API_KEY: &str = "periskope-api-key-forward-test-7a21";
 const PHONE: &str = "919876543210";
 
-fn node_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("node")
-}
-
 /// The socket.io server on `port` (0: a free one), letting in API_KEY with `phones`, emitting
-/// `files`' objects then one unknown event to each connection.
-fn periskope(port: u16, phones: &str, files: &[PathBuf]) -> Running {
+/// `files`' objects then one unknown event to each connection; `None` (the test skips) without
+/// Node or npm.
+fn periskope(port: u16, phones: &str, files: &[PathBuf]) -> Option<Running> {
     periskope_then(port, phones, files, &[])
 }
 
 /// [`periskope`], emitting `files_after`' objects after the unknown event.
-fn periskope_then(port: u16, phones: &str, files: &[PathBuf], files_after: &[PathBuf]) -> Running {
-    let dir = node_dir();
-    assert!(
-        dir.join("node_modules").join("socket.io").is_dir(),
-        "the socket.io server's packages are missing: run `npm ci --prefix cli/tests/node`"
-    );
-    Running::start(
+fn periskope_then(port: u16, phones: &str, files: &[PathBuf], files_after: &[PathBuf]) -> Option<Running> {
+    let mut node = node_with_packages()?;
+    Some(Running::start(
         "periskope-socket.js",
-        Command::new("node")
-            .arg(dir.join("periskope-socket.js"))
+        node.arg(node_dir().join("periskope-socket.js"))
             .arg(port.to_string())
             .args(files)
             .arg("--then")
             .args(files_after)
             .env("PERISKOPE_API_KEY", API_KEY)
             .env("PERISKOPE_PHONE", phones),
-    )
+    ))
 }
 
 fn axum_example() -> Running {
@@ -152,7 +144,7 @@ fn event_name(file: &Path) -> String {
 #[test]
 fn every_fixture_object_reaches_the_axum_example_typed_and_the_unknown_name_too() {
     let fixtures = delivery_fixtures();
-    let server = periskope(0, PHONE, &fixtures);
+    let Some(server) = periskope(0, PHONE, &fixtures) else { return };
     let example = axum_example();
     let forward = Forward::start(&server, &url(&example), &["--phone", PHONE], API_KEY);
     assert_eq!(forward.next_of("connected")["phone"], "*", "the phone's digits are masked");
@@ -180,7 +172,7 @@ fn every_fixture_object_reaches_the_axum_example_typed_and_the_unknown_name_too(
 #[test]
 fn the_body_is_the_webhook_envelope_signed_as_send_signs() {
     let fixture = deliveries_dir().join("reaction.created.envelope.json");
-    let server = periskope(0, PHONE, std::slice::from_ref(&fixture));
+    let Some(server) = periskope(0, PHONE, std::slice::from_ref(&fixture)) else { return };
     let capture = tempfile::tempdir().unwrap();
     let listener = listen(SIGNING_KEY, &[std::ffi::OsStr::new("--save"), capture.path().as_os_str()]);
     let kept = tempfile::tempdir().unwrap();
@@ -217,7 +209,9 @@ fn the_body_is_the_webhook_envelope_signed_as_send_signs() {
 
 #[test]
 fn a_non_2xx_answer_is_retried_then_reported_and_forwarding_goes_on() {
-    let server = periskope(0, PHONE, &[deliveries_dir().join("note.created.envelope.json")]);
+    let Some(server) = periskope(0, PHONE, &[deliveries_dir().join("note.created.envelope.json")]) else {
+        return;
+    };
     let listener = listen(SIGNING_KEY, &[std::ffi::OsStr::new("--status"), std::ffi::OsStr::new("503")]);
     let forward = Forward::start(&server, &url(&listener), &["--phone", PHONE, "--retries", "1"], API_KEY);
     for name in ["note.created", "contact.merged"] {
@@ -253,7 +247,9 @@ fn a_server_unreachable_at_start_is_retried_until_it_answers() {
     assert!(line["reason"].as_str().unwrap().starts_with("cannot connect"), "{line}");
     assert_eq!(line["retry_in_seconds"], 1);
 
-    let _server = periskope(port, PHONE, &[deliveries_dir().join("note.created.envelope.json")]);
+    let Some(_server) = periskope(port, PHONE, &[deliveries_dir().join("note.created.envelope.json")]) else {
+        return;
+    };
     forward.next_of("connected");
     assert_eq!(forward.next_of("forwarded")["event"], "note.created");
     assert!(listener.next_line().contains(" 200 note.created "));
@@ -261,7 +257,7 @@ fn a_server_unreachable_at_start_is_retried_until_it_answers() {
 
 #[test]
 fn a_refused_api_key_exits_2_within_10_s_with_one_line_naming_no_key() {
-    let server = periskope(0, PHONE, &[]);
+    let Some(server) = periskope(0, PHONE, &[]) else { return };
     let wrong = "periskope-the-wrong-api-key-0000";
     let mut forward = Forward::start(&server, "http://127.0.0.1:9/x", &["--phone", PHONE], wrong);
     let status = forward.exit_within(Duration::from_secs(10));
@@ -284,7 +280,9 @@ fn a_refused_api_key_exits_2_within_10_s_with_one_line_naming_no_key() {
 
 #[test]
 fn after_the_server_restarts_forward_reconnects_and_forwards_the_new_events() {
-    let server = periskope(0, PHONE, &[deliveries_dir().join("note.created.envelope.json")]);
+    let Some(server) = periskope(0, PHONE, &[deliveries_dir().join("note.created.envelope.json")]) else {
+        return;
+    };
     let port = server.addr.port();
     let example = axum_example();
     let forward = Forward::start(&server, &url(&example), &["--phone", PHONE], API_KEY);
@@ -308,7 +306,7 @@ fn after_the_server_restarts_forward_reconnects_and_forwards_the_new_events() {
         "true_120363297269676566@g.us_3EB0AFTERRESTART0000001_919004389372@c.us".into();
     let file = dir.path().join("after-restart.json");
     std::fs::write(&file, delivery.to_string()).unwrap();
-    let _restarted = periskope(port, PHONE, &[file]);
+    let Some(_restarted) = periskope(port, PHONE, &[file]) else { return };
 
     forward.next_of("connected");
     let line = forward.next_of("forwarded");
@@ -328,12 +326,14 @@ fn after_the_server_restarts_forward_reconnects_and_forwards_the_new_events() {
 fn one_connection_per_phone_and_events_restricts_the_names() {
     let other = "918888888888";
     // Each connection emits note.created, the unknown contact.merged, then reaction.created.
-    let server = periskope_then(
+    let Some(server) = periskope_then(
         0,
         &format!("{PHONE},{other}"),
         &[deliveries_dir().join("note.created.envelope.json")],
         &[deliveries_dir().join("reaction.created.envelope.json")],
-    );
+    ) else {
+        return;
+    };
     let listener = listen(SIGNING_KEY, &[]);
     // PERISKOPE_PHONE may hold several phones.
     let forward = Forward::spawn(
