@@ -99,8 +99,8 @@ struct Received {
 }
 
 pub fn forward(args: ForwardArgs, output: &Output) -> Result<(), Failure> {
-    let signing_key = args.key.signing_key()?;
-    let api_key = Arc::new(args.api.api_key()?);
+    let signing_key = args.key.signing_key(output)?;
+    let api_key = Arc::new(args.api.api_key(output)?);
     let tls = tls_config()?;
     let capture = args.save.as_deref().map(Capture::open).transpose()?;
     if args.phones.iter().any(|phone| phone.trim().is_empty()) {

@@ -81,7 +81,7 @@ pub fn listen(args: ListenArgs, output: &Output) -> Result<(), Failure> {
     let layer = if args.insecure {
         PeriskopeWebhookLayer::insecure_without_verification()
     } else {
-        PeriskopeWebhookLayer::with_keys(SigningKeys::from(args.key.signing_key()?))
+        PeriskopeWebhookLayer::with_keys(SigningKeys::from(args.key.signing_key(output)?))
     };
     let status = StatusCode::from_u16(args.status)
         .map_err(|_| Failure::Error(format!("{} is not an HTTP status", args.status)))?;

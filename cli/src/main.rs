@@ -7,6 +7,7 @@ mod inbox;
 mod key;
 mod listen;
 mod output;
+mod secret;
 mod send;
 mod sign;
 mod socketio;

@@ -110,7 +110,7 @@ pub(crate) enum Answer {
 }
 
 pub fn send(args: SendArgs, output: &Output) -> Result<(), Failure> {
-    let key = args.key.signing_key()?;
+    let key = args.key.signing_key(output)?;
     let deliveries = delivery::load(&args.paths, output)?;
     if deliveries.is_empty() {
         return Err(Failure::Error("no deliveries to send under the given paths".to_owned()));

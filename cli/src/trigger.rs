@@ -125,7 +125,7 @@ pub fn trigger(args: TriggerArgs, output: &Output) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    let key = args.key.signing_key()?;
+    let key = args.key.signing_key(output)?;
     let plan =
         Plan { url: args.to, concurrency: 1, rate: None, repeat: 1, tamper: false, timeout: args.timeout };
     send::deliver(deliveries, &key, &plan, output)

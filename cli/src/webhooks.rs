@@ -27,8 +27,8 @@ pub struct ApiArgs {
     #[arg(long, value_name = "ORIGIN", default_value = DEFAULT_API_URL, value_parser = parse_origin, global = true)]
     api_url: Origin,
 
-    /// A file holding the API key of Periskope's console (Settings → API); one trailing newline
-    /// is ignored. Without it, the PERISKOPE_API_KEY environment variable. Never printed.
+    /// A file holding the API key of Periskope's console (Settings → API); whitespace around it
+    /// is ignored, and a warning is printed if other users can read it. Without it, the PERISKOPE_API_KEY environment variable. Never printed.
     #[arg(long, value_name = "FILE", global = true)]
     api_key_file: Option<PathBuf>,
 }
@@ -86,27 +86,14 @@ impl ApiArgs {
     }
 
     /// The key, from the file if one was named, else from `PERISKOPE_API_KEY`.
-    pub fn api_key(&self) -> Result<ApiKey, Failure> {
+    pub fn api_key(&self, output: &Output) -> Result<ApiKey, Failure> {
         let key = match &self.api_key_file {
-            Some(path) => {
-                let mut text = std::fs::read_to_string(path).map_err(|error| {
-                    Failure::io(format_args!("reading the API key file {}", path.display()), error)
-                })?;
-                for ending in ['\n', '\r'] {
-                    if text.ends_with(ending) {
-                        text.pop();
-                    }
-                }
-                text
-            }
+            Some(path) => crate::secret::read_file(path, "the API key", output)?,
             None => std::env::var("PERISKOPE_API_KEY").map_err(|_| {
                 Failure::Error("no API key: pass --api-key-file FILE or set PERISKOPE_API_KEY".to_owned())
             })?,
         };
-        if key.is_empty() {
-            return Err(Failure::Error("the API key is empty".to_owned()));
-        }
-        Ok(ApiKey(key))
+        Ok(ApiKey(crate::secret::not_blank(key, "the API key")?))
     }
 }
 
@@ -219,7 +206,7 @@ fn parse_event_name(text: &str) -> Result<String, String> {
 }
 
 pub fn webhooks(args: WebhooksArgs, output: &Output) -> Result<(), Failure> {
-    let key = args.api.api_key()?;
+    let key = args.api.api_key(output)?;
     let api = Api::new(args.api.origin(), key, Duration::from_secs(args.timeout), *output)?;
     crate::block_on(async {
         match args.command {

@@ -294,10 +294,19 @@ fn usage_errors_exit_2_before_any_request() {
     assert!(stderr(&output).contains("no API key"), "{}", stderr(&output));
     assert!(stand_in.received().is_empty(), "{:?}", stand_in.received());
 
-    // The key file's key is used (one trailing newline ignored), over the environment's.
+    // A blank key is refused, not used: every space of a message would be redacted as `***`.
+    for blank in [" ", "\t\n"] {
+        let output = run(webhooks(&stand_in, &["list"]).env("PERISKOPE_API_KEY", blank));
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert_one_error_line(&output);
+        assert_eq!(stderr(&output), "periskope-webhook: error: the API key is blank\n");
+    }
+    assert!(stand_in.received().is_empty(), "{:?}", stand_in.received());
+
+    // The key file's key is used (the whitespace around it ignored), over the environment's.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("api-key");
-    std::fs::write(&file, format!("{API_KEY}\n")).unwrap();
+    std::fs::write(&file, format!("  {API_KEY} \n")).unwrap();
     let output =
         run(webhooks(&stand_in, &["list", "--api-key-file"]).arg(&file).env("PERISKOPE_API_KEY", "other"));
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
