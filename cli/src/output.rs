@@ -46,6 +46,13 @@ impl Output {
         let _ = if self.json { writeln!(stdout, "{object}") } else { writeln!(stdout, "{text}") };
     }
 
+    /// Prints `text`, or under `--json` the line `json`, already JSON text (for a value whose
+    /// member order must stay as it is).
+    pub fn raw_line(&self, text: impl Display, json: &str) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = if self.json { writeln!(stdout, "{json}") } else { writeln!(stdout, "{text}") };
+    }
+
     /// A note on standard error, such as a file that was skipped: text, or `object` under `--json`.
     pub fn note(&self, text: impl Display, object: Value) {
         let mut stderr = std::io::stderr().lock();
