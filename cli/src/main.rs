@@ -2,6 +2,7 @@
 
 mod console;
 mod delivery;
+mod event_names;
 mod forward;
 mod inbox;
 mod key;

@@ -14,6 +14,9 @@ pub enum Failure {
     Unexpected,
     /// A usage, file or network setup error (exit 2), as one line.
     Error(String),
+    /// An answer that was not the expected one (exit 1), as one line, with a short
+    /// machine-readable code for `--json`.
+    Answer { code: &'static str, message: String },
 }
 
 impl Failure {
@@ -59,6 +62,14 @@ impl Output {
         let _ = if self.json { writeln!(stderr, "{object}") } else { writeln!(stderr, "{text}") };
     }
 
+    /// A warning on standard error, prefixed as errors are, with a short code for `--json`.
+    pub fn warn(&self, code: &str, message: impl Display) {
+        self.note(
+            format_args!("periskope-webhook: warning: {message}"),
+            json!({ "type": "warning", "code": code, "message": message.to_string() }),
+        );
+    }
+
     /// Reports `failure` (if not already reported) and returns the exit status it stands for.
     pub fn fail(&self, failure: Failure) -> ExitCode {
         match failure {
@@ -69,6 +80,13 @@ impl Output {
                     json!({ "type": "error", "message": message }),
                 );
                 ExitCode::from(2)
+            }
+            Failure::Answer { code, message } => {
+                self.note(
+                    format_args!("periskope-webhook: error: {message}"),
+                    json!({ "type": "error", "code": code, "message": message }),
+                );
+                ExitCode::from(1)
             }
         }
     }

@@ -2,8 +2,6 @@
 
 use std::path::Path;
 
-use serde_json::json;
-
 use crate::output::{Failure, Output};
 
 /// The secret in the file at `path`, named `what` in messages (`the signing key`), with the
@@ -37,12 +35,11 @@ fn warn_if_shared(path: &Path, what: &str, output: &Output) {
     let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         let file = path.display();
-        output.note(
+        output.warn(
+            "secret_file_shared",
             format_args!(
-                "periskope-webhook: warning: {what} file {file} can be read by other users \
-                 (mode {mode:03o}): `chmod 600 {file}`"
+                "{what} file {file} can be read by other users (mode {mode:03o}): `chmod 600 {file}`"
             ),
-            json!({ "type": "warning", "code": "secret_file_shared", "file": file.to_string(), "mode": format!("{mode:03o}") }),
         );
     }
 }
