@@ -14,6 +14,9 @@ pub enum Failure {
     Unexpected,
     /// A usage, file or network setup error (exit 2), as one line.
     Error(String),
+    /// Stopped by Ctrl-C with work left undone, which was already reported (exit 130, as a
+    /// shell reports an interrupted command).
+    Interrupted,
     /// An answer that was not the expected one (exit 1), as one line, with a short
     /// machine-readable code for `--json`.
     Answer { code: &'static str, message: String },
@@ -74,6 +77,7 @@ impl Output {
     pub fn fail(&self, failure: Failure) -> ExitCode {
         match failure {
             Failure::Unexpected => ExitCode::from(1),
+            Failure::Interrupted => ExitCode::from(130),
             Failure::Error(message) => {
                 self.note(
                     format_args!("periskope-webhook: error: {message}"),
