@@ -733,3 +733,26 @@ fn messages_name_one_of_several_phones_by_position_and_help_hides_the_phones() {
         "{text}"
     );
 }
+
+#[test]
+fn with_the_app_down_the_notes_say_why_each_cause_once() {
+    let Some(server) = periskope(0, PHONE, &[deliveries_dir().join("note.created.envelope.json")]) else {
+        return;
+    };
+    // A port that was free a moment ago: the connection is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let to = format!("http://127.0.0.1:{port}/webhooks/periskope");
+    let forward = Forward::start(&server, &to, &["--phone", PHONE, "--retries", "1"], API_KEY);
+    let retry = forward.next_of("retry");
+    assert_eq!(
+        (retry["status"].clone(), retry["code"].as_str()),
+        (Value::Null, Some("unreachable")),
+        "{retry}"
+    );
+    assert_eq!(retry["to"], to.as_str(), "{retry}");
+    let reason = retry["reason"].as_str().unwrap();
+    assert_eq!(reason.matches("Connection refused (os error 111)").count(), 1, "{reason}");
+    let line = forward.next_of("forwarded");
+    assert_eq!((line["delivered"].as_bool(), line["attempts"].as_u64()), (Some(false), Some(2)), "{line}");
+    assert_eq!(line["gave_up"], "gave up after 2 attempts", "{line}");
+}
