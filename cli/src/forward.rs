@@ -143,7 +143,6 @@ pub fn forward(args: ForwardArgs, output: &Output) -> Result<(), Failure> {
         key: signing_key,
         retries: args.retries,
         timeout: Duration::from_secs(args.timeout),
-        show_ids: args.show_ids,
         phones: phones.clone(),
         output: *output,
     };
@@ -151,6 +150,7 @@ pub fn forward(args: ForwardArgs, output: &Output) -> Result<(), Failure> {
         url: socketio::endpoint(args.api.origin().as_str()),
         origin: args.api.origin().as_str().to_owned(),
         to: args.to.to_string(),
+        to_path: args.to.path().to_owned(),
         api_key,
         tls,
         names: if args.events.iter().any(|name| name == "*") { Vec::new() } else { args.events.clone() },
@@ -193,6 +193,8 @@ struct Receiving {
     url: String,
     origin: String,
     to: String,
+    /// The path of `to`, which `--save` records as the request's.
+    to_path: String,
     api_key: Arc<ApiKey>,
     tls: Arc<rustls::ClientConfig>,
     /// The names to forward; empty: every one.
@@ -425,8 +427,7 @@ impl Receiving {
             let mut headers = HeaderMap::new();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             let signature = "signed by `periskope-webhook forward` with the signing key";
-            let path = self.to.parse::<Uri>().map(|to| to.path().to_owned()).unwrap_or_default();
-            if let Err(error) = capture.save(&name, &body, &headers, &path, signature) {
+            if let Err(error) = capture.save(&name, &body, &headers, &self.to_path, signature) {
                 self.output.note(
                     format_args!("{} {name}: NOT SAVED ({error})", clock()),
                     json!({ "type": "save_error", "time": clock(), "event": name, "error": error.to_string() }),
@@ -456,7 +457,6 @@ struct Forwarder {
     key: SigningKey,
     retries: u32,
     timeout: Duration,
-    show_ids: bool,
     phones: Phones,
     output: Output,
 }
@@ -562,7 +562,9 @@ impl Forwarder {
         let Ok(delivery) = WebhookEvent::decode(body.clone()) else { return Vec::new() };
         crate::listen::main_ids(delivery.event())
             .into_iter()
-            .map(|(label, id)| (label, if self.show_ids { id.to_owned() } else { mask_phone_digits(id) }))
+            .map(|(label, id)| {
+                (label, if self.phones.show_ids { id.to_owned() } else { mask_phone_digits(id) })
+            })
             .collect()
     }
 }
