@@ -206,7 +206,7 @@ struct Receiving {
 
 /// How forwarding ended.
 enum Ended {
-    /// Every connection ended on its own (the receiving side closed).
+    /// Every connection ended on its own, or an undelivered event could not be kept.
     Closed,
     /// Ctrl-C, once or twice.
     Interrupted,
@@ -253,7 +253,9 @@ async fn run(
             outcome = async { in_flight.as_mut().expect("polled only when some").1.as_mut().await }, if in_flight.is_some() => {
                 let (pending, _) = in_flight.take().expect("polled only when some");
                 if !matches!(outcome, Outcome::Delivered) {
-                    undelivered.keep(&pending)?;
+                    if !undelivered.keep(&pending) {
+                        break Ended::Closed;
+                    }
                     output.note(
                         format_args!("{} {}: kept in {}", clock(), pending.name, undelivered.path.display()),
                         json!({ "type": "kept", "time": clock(), "event": pending.name, "file": undelivered.path.display().to_string() }),
@@ -303,9 +305,12 @@ async fn run(
         left.push(pending);
     }
     for pending in &left {
-        undelivered.keep(pending)?;
+        undelivered.keep(pending);
     }
     let kept = undelivered.report(&output);
+    if let Some(lost) = undelivered.lost() {
+        return Err(lost);
+    }
     match (failure, interrupted_at_end) {
         (Some(failure), _) => Err(failure),
         (None, true) if kept > 0 => Err(Failure::Interrupted),
@@ -639,6 +644,9 @@ struct Undelivered {
     path: PathBuf,
     file: Option<File>,
     count: usize,
+    /// The events that could not be written, and the first reason.
+    lost: usize,
+    error: Option<std::io::Error>,
     to: String,
 }
 
@@ -649,27 +657,48 @@ impl Undelivered {
         // 2025-01-20T07:51:48+00:00 → 20250120-075148
         let stamp: String = time[..19].chars().filter(char::is_ascii_digit).collect();
         let name = format!("periskope-undelivered-{}-{}{LINES_SUFFIX}", &stamp[..8], &stamp[8..]);
-        Undelivered { path: dir.join(name), file: None, count: 0, to: to.to_string() }
+        Undelivered { path: dir.join(name), file: None, count: 0, lost: 0, error: None, to: to.to_string() }
     }
 
-    /// Appends the event's body; a failure to write is an error that names the file.
-    fn keep(&mut self, pending: &Pending) -> Result<(), Failure> {
-        let failed = |error| {
-            Failure::io(format_args!("keeping an undelivered event in {}", self.path.display()), error)
-        };
+    /// Appends the event's body and syncs it; `false` when it could not be written, which
+    /// [`Undelivered::lost`] reports.
+    fn keep(&mut self, pending: &Pending) -> bool {
+        let mut line = pending.body.to_vec();
+        line.push(b'\n');
+        let written = self.open().and_then(|file| {
+            file.write_all(&line)?;
+            file.sync_data()
+        });
+        match written {
+            Ok(()) => self.count += 1,
+            Err(error) => {
+                self.lost += 1;
+                self.error.get_or_insert(error);
+            }
+        }
+        self.error.is_none()
+    }
+
+    fn open(&mut self) -> std::io::Result<&mut File> {
         if self.file.is_none() {
             let mut options = std::fs::OpenOptions::new();
             options.append(true).create(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            self.file = Some(options.open(&self.path).map_err(failed)?);
+            self.file = Some(options.open(&self.path)?);
         }
-        let file = self.file.as_mut().expect("opened above");
-        let mut line = pending.body.to_vec();
-        line.push(b'\n');
-        file.write_all(&line).and_then(|()| file.sync_data()).map_err(failed)?;
-        self.count += 1;
-        Ok(())
+        Ok(self.file.as_mut().expect("opened above"))
+    }
+
+    /// The failure that says how many events could not be kept, and why; `None` if none.
+    fn lost(&self) -> Option<Failure> {
+        let error = self.error.as_ref()?;
+        Some(Failure::Error(format!(
+            "{} event{} not delivered could not be kept in {}, and are lost: {error}",
+            self.lost,
+            if self.lost == 1 { "" } else { "s" },
+            self.path.display()
+        )))
     }
 
     /// Prints how many events were kept, where, and the command that resends them; returns the
