@@ -679,13 +679,27 @@ impl Undelivered {
         self.error.is_none()
     }
 
+    /// The file, created at the first call: a new one, never another run's (started in the
+    /// same second), which takes the next free name (`...-2.jsonl`).
     fn open(&mut self) -> std::io::Result<&mut File> {
         if self.file.is_none() {
             let mut options = std::fs::OpenOptions::new();
-            options.append(true).create(true);
+            options.append(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            self.file = Some(options.open(&self.path)?);
+            let first = self.path.clone();
+            let mut number = 1;
+            let file = loop {
+                match options.open(&self.path) {
+                    Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists && number < 100 => {
+                        number += 1;
+                        let stem = first.file_stem().unwrap_or_default().to_string_lossy();
+                        self.path = first.with_file_name(format!("{stem}-{number}{LINES_SUFFIX}"));
+                    }
+                    opened => break opened?,
+                }
+            };
+            self.file = Some(file);
         }
         Ok(self.file.as_mut().expect("opened above"))
     }
@@ -694,10 +708,11 @@ impl Undelivered {
     fn lost(&self) -> Option<Failure> {
         let error = self.error.as_ref()?;
         Some(Failure::Error(format!(
-            "{} event{} not delivered could not be kept in {}, and are lost: {error}",
+            "{} event{} not delivered could not be kept in {}, and {} lost: {error}",
             self.lost,
             if self.lost == 1 { "" } else { "s" },
-            self.path.display()
+            self.path.display(),
+            if self.lost == 1 { "is" } else { "are" }
         )))
     }
 
@@ -782,6 +797,26 @@ mod tests {
             Said::of(&Answer::Status(StatusCode::UNAUTHORIZED, Some("signature_mismatch".to_owned())));
         assert_eq!(mismatch.text(), "401 Unauthorized (code: signature_mismatch)");
         assert!(mismatch.hint().contains("signing key"));
+    }
+
+    #[test]
+    fn undelivered_events_never_go_into_another_runs_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut undelivered = Undelivered::new(dir.path(), &"http://127.0.0.1:3000/x".parse().unwrap());
+        let taken = undelivered.path.clone();
+        std::fs::write(&taken, "another run's\n").unwrap();
+        let pending = Pending { phone: 0, name: "note.created".to_owned(), body: Bytes::from_static(b"{}") };
+        assert!(undelivered.keep(&pending) && undelivered.keep(&pending));
+        assert_eq!(std::fs::read_to_string(&taken).unwrap(), "another run's\n");
+        assert!(undelivered.path.to_string_lossy().ends_with("-2.jsonl"), "{}", undelivered.path.display());
+        assert_eq!(std::fs::read_to_string(&undelivered.path).unwrap(), "{}\n{}\n");
+        assert!(undelivered.lost().is_none());
+
+        let mut nowhere =
+            Undelivered::new(&dir.path().join("missing"), &"http://127.0.0.1:3000/x".parse().unwrap());
+        assert!(!nowhere.keep(&pending) && !nowhere.keep(&pending));
+        let Some(Failure::Error(lost)) = nowhere.lost() else { panic!("the events are said to be lost") };
+        assert!(lost.starts_with("2 events not delivered could not be kept in "), "{lost}");
     }
 
     #[test]

@@ -756,3 +756,37 @@ fn with_the_app_down_the_notes_say_why_each_cause_once() {
     assert_eq!((line["delivered"].as_bool(), line["attempts"].as_u64()), (Some(false), Some(2)), "{line}");
     assert_eq!(line["gave_up"], "gave up after 2 attempts", "{line}");
 }
+
+#[test]
+fn events_that_cannot_be_kept_are_counted_and_the_exit_status_is_2() {
+    let Some(_) = node_with_packages() else { return };
+    // The server is not up yet: forward waits for it, in a directory removed meanwhile.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listener = listen("peri_another-key-0000", &[]);
+    let mut forward = Forward::spawn(
+        cli()
+            .args(["--json", "forward", "--to", &url(&listener), "--phone", PHONE, "--api-url"])
+            .arg(format!("http://127.0.0.1:{port}"))
+            .env("PERISKOPE_SIGNING_KEY", SIGNING_KEY)
+            .env("PERISKOPE_API_KEY", API_KEY),
+    );
+    forward.next_of("disconnected");
+    std::fs::remove_dir(forward.dir.path()).unwrap();
+    let Some(_server) = periskope(port, PHONE, &[deliveries_dir().join("note.created.envelope.json")]) else {
+        return;
+    };
+    // note.created is refused for good (another key), and cannot be kept: forward stops, and
+    // counts it with whatever was queued behind it (contact.merged, if it came in time).
+    let (status, lines) = forward.end();
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    let error: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    let message = error["message"].as_str().unwrap();
+    let (count, rest) = message.split_once(' ').unwrap();
+    assert!(
+        error["type"] == "error"
+            && matches!(count, "1" | "2")
+            && rest.contains(" not delivered could not be kept in ./periskope-undelivered-")
+            && (message.contains(", and is lost: ") || message.contains(", and are lost: ")),
+        "{error}"
+    );
+}
