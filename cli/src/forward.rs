@@ -53,9 +53,9 @@ const QUEUE: usize = 1024;
 /// latency). An answer that may change (5xx, 408, 429, no answer) is retried with backoff; any
 /// other 4xx is not. An event given up on is kept, one compact body a line, in
 /// periskope-undelivered-TIME.jsonl (in the current directory, or the --save directory), which
-/// `send` resends as it is. Ctrl-C stops: the events not yet delivered are kept the same way,
-/// and the exit status is 130 if any was kept; a second Ctrl-C stops without waiting for the
-/// delivery in flight. A refused API key or phone, or an --api-url that is not Periskope's
+/// `send` resends as it is. Ctrl-C (or SIGTERM) stops: the events not yet delivered are kept
+/// the same way, and the exit status is 130 if any was kept; a second one stops without waiting
+/// for the delivery in flight. A refused API key or phone, or an --api-url that is not Periskope's
 /// real-time API, exits 2.
 #[derive(Args, Debug)]
 pub struct ForwardArgs {
@@ -318,25 +318,40 @@ async fn run(
     }
 }
 
-/// Ctrl-C, each one: a stream, so that one that comes while the first is handled is not missed.
+/// Ctrl-C (SIGINT), and on Unix SIGTERM too, each one: streams, so that one that comes while
+/// the first is handled is not missed.
 struct Interrupts {
     #[cfg(unix)]
-    signal: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
     #[cfg(not(unix))]
-    signal: tokio::signal::windows::CtrlC,
+    interrupt: tokio::signal::windows::CtrlC,
 }
 
 impl Interrupts {
     fn new() -> Result<Self, Failure> {
+        let failed = |error| Failure::io("listening for Ctrl-C", error);
         #[cfg(unix)]
-        let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Interrupts {
+                interrupt: signal(SignalKind::interrupt()).map_err(failed)?,
+                terminate: signal(SignalKind::terminate()).map_err(failed)?,
+            })
+        }
         #[cfg(not(unix))]
-        let signal = tokio::signal::windows::ctrl_c();
-        Ok(Interrupts { signal: signal.map_err(|error| Failure::io("listening for Ctrl-C", error))? })
+        Ok(Interrupts { interrupt: tokio::signal::windows::ctrl_c().map_err(failed)? })
     }
 
     async fn next(&mut self) {
-        self.signal.recv().await;
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        self.interrupt.recv().await;
     }
 }
 
@@ -451,7 +466,7 @@ fn plain(message: &str) -> String {
 /// What became of one delivery.
 enum Outcome {
     Delivered,
-    /// Refused for good, retried to the limit, or stopped by Ctrl-C before a 2xx.
+    /// Refused for good, retried to the limit, or stopped (Ctrl-C, SIGTERM) before a 2xx.
     NotDelivered,
 }
 
@@ -493,7 +508,7 @@ impl Forwarder {
                 break (answer, Some(format!("gave up after {attempts} attempts")));
             }
             if *stopping.borrow() {
-                break (answer, Some("stopped by Ctrl-C".to_owned()));
+                break (answer, Some("stopped".to_owned()));
             }
             self.output.note(
                 format_args!(
@@ -521,7 +536,7 @@ impl Forwarder {
             );
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
-                _ = stopping.wait_for(|stop| *stop) => break (answer, Some("stopped by Ctrl-C".to_owned())),
+                _ = stopping.wait_for(|stop| *stop) => break (answer, Some("stopped".to_owned())),
             }
             pause = (pause * 2).min(MAX_RECONNECT_DELAY);
         };

@@ -37,7 +37,7 @@ It is never printed.";
 const AFTER_HELP: &str = "\
 Exit status: 0 on success; 1 when a signature does not verify or an answer is not the expected \
 one; 2 for a usage, file or network setup error (a connection refused included); 130 when \
-`forward` is stopped by Ctrl-C with events kept undelivered.
+`forward` is stopped (Ctrl-C, SIGTERM) with events kept undelivered.
 
 Examples:
   export PERISKOPE_SIGNING_KEY=peri_...

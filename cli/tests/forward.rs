@@ -114,8 +114,13 @@ impl Forward {
 
     /// Sends SIGINT, as Ctrl-C in a terminal does.
     fn interrupt(&self) {
-        let status = Command::new("kill").arg("-INT").arg(self.child.id().to_string()).status().unwrap();
-        assert!(status.success(), "kill -INT");
+        self.signal("-INT");
+    }
+
+    /// Sends the signal `kill` names so (`-INT`, `-TERM`).
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(name).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success(), "kill {name}");
     }
 
     /// Every line printed until the command ended, and how it ended (within WAIT).
@@ -506,7 +511,13 @@ fn ctrl_c_keeps_the_events_in_flight_and_queued_for_send_and_a_second_one_stops_
 }
 
 #[test]
-fn ctrl_c_during_retries_stops_them_and_keeps_the_event_in_the_current_directory() {
+fn ctrl_c_or_sigterm_during_retries_stops_them_and_keeps_the_event_in_the_current_directory() {
+    for signal in ["-INT", "-TERM"] {
+        stop_during_retries(signal);
+    }
+}
+
+fn stop_during_retries(signal: &str) {
     let Some(server) = periskope(0, PHONE, &[deliveries_dir().join("note.created.envelope.json")]) else {
         return;
     };
@@ -516,7 +527,7 @@ fn ctrl_c_during_retries_stops_them_and_keeps_the_event_in_the_current_directory
     let retry = forward.next_of("retry");
     assert_eq!((retry["status"].as_u64(), retry["event"].as_str()), (Some(503), Some("note.created")));
 
-    forward.interrupt();
+    forward.signal(signal);
     let dir = forward.dir.path().to_owned();
     let (status, lines) = forward.end();
     assert_eq!(status.code(), Some(130), "{lines:?}");
@@ -524,8 +535,8 @@ fn ctrl_c_during_retries_stops_them_and_keeps_the_event_in_the_current_directory
     let given_up = lines.iter().find(|line| line["type"] == "forwarded").expect("a forwarded line");
     assert_eq!(
         (given_up["event"].as_str(), given_up["delivered"].as_bool(), given_up["gave_up"].as_str()),
-        (Some("note.created"), Some(false), Some("stopped by Ctrl-C")),
-        "{given_up}"
+        (Some("note.created"), Some(false), Some("stopped")),
+        "{signal}: {given_up}"
     );
     let report = lines.iter().find(|line| line["type"] == "undelivered").expect("an undelivered line");
     let (file, kept) = undelivered_file(&dir);
