@@ -350,6 +350,10 @@ fn byte_at(bytes: &[u8], at: usize, expected: &[u8]) -> Option<usize> {
 ///
 /// Its [`Display`](fmt::Display) and [`Debug`](fmt::Debug) never show a password or user name:
 /// a PostgreSQL location prints as its kind and host, `PostgreSQL database at db:5432/inbox`.
+/// The credentials are found where the PostgreSQL driver finds them: in a URL, everything up
+/// to the first `@` (so `app:pa/ss@db` has the password `pa/ss`). A password that holds an `@`
+/// is written `%40`; written as it is, the rest of the URL holds a piece of it, and the
+/// location prints as an unreadable address instead.
 ///
 /// ```
 /// use periskope_webhook::redact::StoreLocation;
@@ -374,18 +378,29 @@ pub enum StoreLocation {
     File(PathBuf),
 }
 
-/// A store argument with a URL scheme that names no store, such as `mysql://`.
+/// A store argument that names no store: a URL of another scheme, such as `mysql://`, or a
+/// PostgreSQL location that cannot be read without showing a piece of its password.
 #[cfg(feature = "inbox")]
 #[cfg_attr(docsrs, doc(cfg(feature = "inbox")))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnknownScheme {
-    scheme: String,
+    /// The scheme, lowercase; `None` for an unreadable PostgreSQL location.
+    scheme: Option<String>,
 }
 
 #[cfg(feature = "inbox")]
 impl fmt::Display for UnknownScheme {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "a {}:// URL is not an inbox: give a file path, or a postgres:// URL", self.scheme)
+        match &self.scheme {
+            Some(scheme) => {
+                write!(f, "a {scheme}:// URL is not an inbox: give a file path, or a postgres:// URL")
+            }
+            None => f.write_str(
+                "the PostgreSQL location cannot be read without showing a piece of its password: \
+                 in a URL, write an `@` in the password as %40; in a connection string, close \
+                 every quote",
+            ),
+        }
     }
 }
 
@@ -398,20 +413,25 @@ impl StoreLocation {
     ///
     /// # Errors
     ///
-    /// [`UnknownScheme`] for a URL of another scheme than `postgres` or `postgresql`. Its
-    /// message names the scheme only.
+    /// [`UnknownScheme`] for a URL of another scheme than `postgres` or `postgresql`, and for
+    /// a PostgreSQL location whose address cannot be told from its password (an `@` written as
+    /// it is in a URL's password, an unclosed quote in a connection string): the driver would
+    /// take a piece of the password for the host. Its message names the scheme only.
     pub fn parse(text: &str) -> Result<StoreLocation, UnknownScheme> {
-        if let Some((scheme, rest)) = url_scheme(text) {
-            return if scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql") {
-                Ok(StoreLocation::Postgres(format!("{}://{rest}", scheme.to_ascii_lowercase())))
-            } else {
-                Err(UnknownScheme { scheme: scheme.to_ascii_lowercase() })
-            };
+        let config = match url_scheme(text) {
+            Some((scheme, rest))
+                if scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql") =>
+            {
+                format!("{}://{rest}", scheme.to_ascii_lowercase())
+            }
+            Some((scheme, _)) => return Err(UnknownScheme { scheme: Some(scheme.to_ascii_lowercase()) }),
+            None if text.contains('=') => text.to_owned(),
+            None => return Ok(StoreLocation::File(PathBuf::from(text))),
+        };
+        if postgres_address(&config).is_none() {
+            return Err(UnknownScheme { scheme: None });
         }
-        if text.contains('=') {
-            return Ok(StoreLocation::Postgres(text.to_owned()));
-        }
-        Ok(StoreLocation::File(PathBuf::from(text)))
+        Ok(StoreLocation::Postgres(config))
     }
 }
 
@@ -425,31 +445,93 @@ fn url_scheme(text: &str) -> Option<(&str, &str)> {
     valid.then_some((scheme, rest))
 }
 
-/// `host[:port]/database` of a PostgreSQL URL or connection string: no user, password or
-/// other parameter.
+/// `host[:port]/database` of a PostgreSQL URL or connection string, found where
+/// tokio-postgres finds them, so that no user, password or other parameter shows; `None` when
+/// the text cannot be read without risking a piece of a password.
 #[cfg(feature = "inbox")]
-fn postgres_address(config: &str) -> String {
+fn postgres_address(config: &str) -> Option<String> {
     if let Some((_, rest)) = url_scheme(config) {
-        let rest = rest.split(['?', '#']).next().unwrap_or_default();
-        let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
-        // The user info ends at the last `@`: a password may hold one, a host never does.
-        let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-        return format!("{host}/{database}");
+        // tokio-postgres ends the user info at the first `@` of the whole text, wherever it is
+        // (`app:pa/ss@db` has the password `pa/ss`), the host at the next `/` or `?`, and the
+        // database at `?`.
+        let rest = rest.split_once('@').map_or(rest, |(_, after)| after);
+        // A second `@` means the password held one: what follows the first is part of it.
+        if rest.contains('@') {
+            return None;
+        }
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (host, path) = rest.split_at(end);
+        let database = path.strip_prefix('/').map_or("", |path| path.split('?').next().unwrap_or_default());
+        return Some(format!("{host}/{database}"));
     }
-    let mut host = "";
-    let mut port = "";
-    let mut database = "";
-    for pair in config.split_whitespace() {
-        match pair.split_once('=') {
-            Some(("host" | "hostaddr", value)) if host.is_empty() => host = value,
-            Some(("port", value)) => port = value,
-            Some(("dbname", value)) => database = value,
+    let mut host = None;
+    let mut port = None;
+    let mut database = None;
+    for (keyword, value) in libpq_parameters(config)? {
+        match keyword {
+            // The first host, as libpq takes it.
+            "host" | "hostaddr" if host.is_none() => host = Some(value),
+            "port" => port = Some(value),
+            "dbname" => database = Some(value),
             _ => {}
         }
     }
-    let host = if host.is_empty() { "localhost" } else { host };
-    let port = if port.is_empty() { String::new() } else { format!(":{port}") };
-    format!("{host}{port}/{database}")
+    let host = host.unwrap_or_else(|| "localhost".to_owned());
+    let port = port.map(|port| format!(":{port}")).unwrap_or_default();
+    Some(format!("{host}{port}/{}", database.unwrap_or_default()))
+}
+
+/// The `keyword=value` pairs of a libpq connection string, read as tokio-postgres reads them: a
+/// value is `'quoted'` or runs to the next space, and `\` escapes the next character; `None`
+/// when the text is not one, since a misread value could be a piece of a password.
+#[cfg(feature = "inbox")]
+fn libpq_parameters(config: &str) -> Option<Vec<(&str, String)>> {
+    let mut parameters = Vec::new();
+    let mut rest = config.trim_start();
+    while !rest.is_empty() {
+        let end = rest.find(|c: char| c.is_whitespace() || c == '=').unwrap_or(rest.len());
+        let (keyword, after) = rest.split_at(end);
+        let after = after.trim_start().strip_prefix('=')?.trim_start();
+        let quoted = after.starts_with('\'');
+        let mut chars = after.char_indices().skip(usize::from(quoted));
+        let mut value = String::new();
+        let mut end = None;
+        while let Some((at, c)) = chars.next() {
+            match c {
+                '\\' => value.push(chars.next()?.1),
+                '\'' if quoted => {
+                    end = Some(at + 1);
+                    break;
+                }
+                c if c.is_whitespace() && !quoted => {
+                    end = Some(at);
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        let end = match end {
+            Some(end) => end,
+            // An unterminated quote.
+            None if quoted => return None,
+            None => after.len(),
+        };
+        if keyword.is_empty() || (value.is_empty() && !quoted) {
+            return None;
+        }
+        parameters.push((keyword, value));
+        rest = after[end..].trim_start();
+    }
+    Some(parameters)
+}
+
+/// What a PostgreSQL location prints as.
+#[cfg(feature = "inbox")]
+fn postgres_location(config: &str) -> String {
+    match postgres_address(config) {
+        Some(address) => address,
+        None => "an unreadable address (write an `@` in a password as %40)".to_owned(),
+    }
 }
 
 #[cfg(feature = "inbox")]
@@ -457,7 +539,7 @@ impl fmt::Display for StoreLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreLocation::Postgres(config) => {
-                write!(f, "PostgreSQL database at {}", postgres_address(config))
+                write!(f, "PostgreSQL database at {}", postgres_location(config))
             }
             StoreLocation::File(path) => write!(f, "{}", path.display()),
         }
@@ -469,7 +551,7 @@ impl fmt::Debug for StoreLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreLocation::Postgres(config) => {
-                f.debug_tuple("Postgres").field(&postgres_address(config)).finish()
+                f.debug_tuple("Postgres").field(&postgres_location(config)).finish()
             }
             StoreLocation::File(path) => f.debug_tuple("File").field(path).finish(),
         }
@@ -582,9 +664,23 @@ mod tests {
     #[cfg(feature = "inbox")]
     #[test]
     fn store_locations_print_without_credentials() {
+        const UNREADABLE: &str =
+            "PostgreSQL database at an unreadable address (write an `@` in a password as %40)";
         let cases = [
             ("postgres://app:S3cret@db:5433/inbox", "PostgreSQL database at db:5433/inbox"),
-            ("PostgreSQL://app:S3@cret@db/inbox?password=S3cret", "PostgreSQL database at db/inbox"),
+            ("PostgreSQL://app:S3cret@db/inbox?password=S3cret", "PostgreSQL database at db/inbox"),
+            ("postgres://app:S3/cret@db/inbox", "PostgreSQL database at db/inbox"),
+            ("postgres://app:S3?cret@db/inbox", "PostgreSQL database at db/inbox"),
+            ("postgres://app:S3#cret@db/inbox", "PostgreSQL database at db/inbox"),
+            ("postgres://app:S3:cret@db:5433/inbox", "PostgreSQL database at db:5433/inbox"),
+            ("postgres://app:S3%40cret@db/inbox", "PostgreSQL database at db/inbox"),
+            ("postgres://app:S3@cret@db/inbox", UNREADABLE),
+            ("postgres://app:S3@cr/et@db/inbox", UNREADABLE),
+            ("postgres://app:S3@cr?et@db/inbox", UNREADABLE),
+            ("host=db password='S3 host=cret' dbname=inbox", "PostgreSQL database at db/inbox"),
+            ("password='S3 host=cret' host=db", "PostgreSQL database at db/"),
+            (r"password=S3\ host=cret host=db", "PostgreSQL database at db/"),
+            ("host=db password='S3 host=cret", UNREADABLE),
             ("postgresql://db", "PostgreSQL database at db/"),
             (
                 "host=db port=5433 user=app password=S3cret dbname=inbox",
@@ -594,10 +690,22 @@ mod tests {
             ("inbox.db", "inbox.db"),
         ];
         for (text, shown) in cases {
-            let location = StoreLocation::parse(text).unwrap();
+            let location = match StoreLocation::parse(text) {
+                Ok(location) => {
+                    assert_ne!(shown, UNREADABLE, "{text} is read");
+                    location
+                }
+                // Refused by `parse`, and printed without a piece of the password when built.
+                Err(refused) => {
+                    assert_eq!(shown, UNREADABLE, "{text} is refused");
+                    assert!(refused.to_string().contains("%40"), "{refused}");
+                    assert!(!refused.to_string().contains("cret"), "{refused}");
+                    StoreLocation::Postgres(text.to_owned())
+                }
+            };
             assert_eq!(location.to_string(), shown, "{text}");
             let debug = format!("{location:?}");
-            assert!(!debug.contains("S3") && !debug.contains("app"), "{debug}");
+            assert!(!debug.contains("S3") && !debug.contains("cret") && !debug.contains("app"), "{debug}");
         }
         let refused = StoreLocation::parse("MySQL://app:S3cret@db/inbox").unwrap_err().to_string();
         assert!(refused.starts_with("a mysql:// URL is not an inbox"), "{refused}");

@@ -18,11 +18,15 @@ pub struct Delivery {
     pub body: Vec<u8>,
 }
 
+/// The suffix of a file of several deliveries, one compact body a line, as `forward` keeps
+/// those it could not deliver.
+pub const LINES_SUFFIX: &str = ".jsonl";
+
 /// Every delivery under `paths`, in order: a file is sent as it is (it must be JSON), and so is
-/// standard input for `-`, as `sign` and `verify` read it; a directory gives its `.json` files
-/// that are deliveries (objects with `event` or `event_type`), in name order, and each other
-/// entry is skipped with a note. The headers files `listen --save` writes next to each body are
-/// passed over silently.
+/// standard input for `-`, as `sign` and `verify` read it; a `.jsonl` file gives one delivery a
+/// line; a directory gives its `.json` files that are deliveries (objects with `event` or
+/// `event_type`), in name order, and each other entry is skipped with a note. The headers files
+/// `listen --save` writes next to each body are passed over silently.
 pub fn load(paths: &[PathBuf], output: &Output) -> Result<Vec<Delivery>, Failure> {
     let mut deliveries = Vec::new();
     for path in paths {
@@ -35,6 +39,10 @@ pub fn load(paths: &[PathBuf], output: &Output) -> Result<Vec<Delivery>, Failure
         }
         let metadata = std::fs::metadata(path)
             .map_err(|error| Failure::io(format_args!("reading {}", path.display()), error))?;
+        if !metadata.is_dir() && path.to_string_lossy().ends_with(LINES_SUFFIX) {
+            deliveries.extend(read_lines(path)?);
+            continue;
+        }
         if !metadata.is_dir() {
             let json =
                 read_json(path)?.map_err(|reason| Failure::Error(format!("{}: {reason}", path.display())))?;
@@ -96,6 +104,24 @@ fn read_delivery(path: &Path) -> Result<Entry, Failure> {
         return Ok(Entry::Skipped("not a delivery (no `event` or `event_type`)".to_owned()));
     }
     Ok(Entry::Delivery(delivery(path.display().to_string(), &bytes, value)))
+}
+
+/// The deliveries of a `.jsonl` file, one a line (blank lines passed over); a line that is not
+/// JSON is refused with its number.
+fn read_lines(path: &Path) -> Result<Vec<Delivery>, Failure> {
+    let bytes = std::fs::read(path)
+        .map_err(|error| Failure::io(format_args!("reading {}", path.display()), error))?;
+    let mut deliveries = Vec::new();
+    for (index, line) in bytes.split(|byte| *byte == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let source = format!("{}:{}", path.display(), index + 1);
+        let json = serde_json::from_slice(line)
+            .map_err(|error| Failure::Error(format!("{source}: not JSON ({error})")))?;
+        deliveries.push(delivery(source, line, json));
+    }
+    Ok(deliveries)
 }
 
 /// The file's bytes and their JSON, or why they are not JSON.

@@ -6,7 +6,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
 use periskope_webhook::SigningKey;
 
-use crate::output::Failure;
+use crate::output::{Failure, Output};
 
 /// Where the signing key comes from.
 #[derive(Args, Debug)]
@@ -16,8 +16,8 @@ pub struct KeyArgs {
     #[arg(long, value_name = "KEY", env = "PERISKOPE_SIGNING_KEY", hide_env_values = true)]
     key: Option<String>,
 
-    /// A file holding the signing key (one trailing newline is ignored). Takes precedence over
-    /// PERISKOPE_SIGNING_KEY.
+    /// A file holding the signing key (whitespace around it is ignored; a warning if other users
+    /// can read it). Takes precedence over PERISKOPE_SIGNING_KEY.
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
 }
@@ -45,31 +45,18 @@ pub fn check_conflict(command: &mut clap::Command, matches: &ArgMatches) {
 
 impl KeyArgs {
     /// The key, from the file if one was named, else from `--key` or the environment.
-    pub fn signing_key(&self) -> Result<SigningKey, Failure> {
+    pub fn signing_key(&self, output: &Output) -> Result<SigningKey, Failure> {
         let key = match &self.key_file {
-            Some(path) => {
-                let mut text = std::fs::read(path).map_err(|error| {
-                    Failure::io(format_args!("reading the key file {}", path.display()), error)
-                })?;
-                for ending in [&b"\n"[..], b"\r"] {
-                    if text.ends_with(ending) {
-                        text.pop();
-                    }
-                }
-                text
-            }
-            None => self
-                .key
-                .clone()
-                .ok_or_else(|| {
-                    Failure::Error(
-                        "no signing key: pass --key-file FILE, set PERISKOPE_SIGNING_KEY, or pass --key KEY"
-                            .to_owned(),
-                    )
-                })?
-                .into_bytes(),
+            Some(path) => crate::secret::read_file(path, "the signing key", output)?,
+            None => self.key.clone().ok_or_else(|| {
+                Failure::Error(
+                    "no signing key: pass --key-file FILE, set PERISKOPE_SIGNING_KEY, or pass --key KEY"
+                        .to_owned(),
+                )
+            })?,
         };
-        SigningKey::new(key).map_err(|_| Failure::Error("the signing key is empty".to_owned()))
+        let key = crate::secret::not_blank(key, "the signing key")?;
+        SigningKey::new(key.into_bytes()).map_err(|_| Failure::Error("the signing key is empty".to_owned()))
     }
 }
 

@@ -81,7 +81,7 @@ pub fn listen(args: ListenArgs, output: &Output) -> Result<(), Failure> {
     let layer = if args.insecure {
         PeriskopeWebhookLayer::insecure_without_verification()
     } else {
-        PeriskopeWebhookLayer::with_keys(SigningKeys::from(args.key.signing_key()?))
+        PeriskopeWebhookLayer::with_keys(SigningKeys::from(args.key.signing_key(output)?))
     };
     let status = StatusCode::from_u16(args.status)
         .map_err(|_| Failure::Error(format!("{} is not an HTTP status", args.status)))?;
@@ -183,7 +183,7 @@ impl Route {
 }
 
 /// The time of day in UTC, `HH:MM:SS`: enough to tell retries apart.
-fn clock() -> String {
+pub(crate) fn clock() -> String {
     let seconds = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs()) % 86_400;
     format!("{:02}:{:02}:{:02}", seconds / 3600, seconds / 60 % 60, seconds % 60)
 }

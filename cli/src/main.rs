@@ -2,11 +2,13 @@
 
 mod console;
 mod delivery;
+mod event_names;
 mod forward;
 mod inbox;
 mod key;
 mod listen;
 mod output;
+mod secret;
 mod send;
 mod sign;
 mod socketio;
@@ -34,7 +36,8 @@ It is never printed.";
 
 const AFTER_HELP: &str = "\
 Exit status: 0 on success; 1 when a signature does not verify or an answer is not the expected \
-one; 2 for a usage, file or network setup error (a connection refused included).
+one; 2 for a usage, file or network setup error (a connection refused included); 130 when \
+`forward` is stopped (Ctrl-C, SIGTERM) with events kept undelivered.
 
 Examples:
   export PERISKOPE_SIGNING_KEY=peri_...

@@ -14,6 +14,12 @@ pub enum Failure {
     Unexpected,
     /// A usage, file or network setup error (exit 2), as one line.
     Error(String),
+    /// Stopped by Ctrl-C with work left undone, which was already reported (exit 130, as a
+    /// shell reports an interrupted command).
+    Interrupted,
+    /// An answer that was not the expected one (exit 1), as one line, with a short
+    /// machine-readable code for `--json`.
+    Answer { code: &'static str, message: String },
 }
 
 impl Failure {
@@ -46,22 +52,45 @@ impl Output {
         let _ = if self.json { writeln!(stdout, "{object}") } else { writeln!(stdout, "{text}") };
     }
 
+    /// Prints `text`, or under `--json` the line `json`, already JSON text (for a value whose
+    /// member order must stay as it is).
+    pub fn raw_line(&self, text: impl Display, json: &str) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = if self.json { writeln!(stdout, "{json}") } else { writeln!(stdout, "{text}") };
+    }
+
     /// A note on standard error, such as a file that was skipped: text, or `object` under `--json`.
     pub fn note(&self, text: impl Display, object: Value) {
         let mut stderr = std::io::stderr().lock();
         let _ = if self.json { writeln!(stderr, "{object}") } else { writeln!(stderr, "{text}") };
     }
 
+    /// A warning on standard error, prefixed as errors are, with a short code for `--json`.
+    pub fn warn(&self, code: &str, message: impl Display) {
+        self.note(
+            format_args!("periskope-webhook: warning: {message}"),
+            json!({ "type": "warning", "code": code, "message": message.to_string() }),
+        );
+    }
+
     /// Reports `failure` (if not already reported) and returns the exit status it stands for.
     pub fn fail(&self, failure: Failure) -> ExitCode {
         match failure {
             Failure::Unexpected => ExitCode::from(1),
+            Failure::Interrupted => ExitCode::from(130),
             Failure::Error(message) => {
                 self.note(
                     format_args!("periskope-webhook: error: {message}"),
                     json!({ "type": "error", "message": message }),
                 );
                 ExitCode::from(2)
+            }
+            Failure::Answer { code, message } => {
+                self.note(
+                    format_args!("periskope-webhook: error: {message}"),
+                    json!({ "type": "error", "code": code, "message": message }),
+                );
+                ExitCode::from(1)
             }
         }
     }

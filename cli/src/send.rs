@@ -110,7 +110,7 @@ pub(crate) enum Answer {
 }
 
 pub fn send(args: SendArgs, output: &Output) -> Result<(), Failure> {
-    let key = args.key.signing_key()?;
+    let key = args.key.signing_key(output)?;
     let deliveries = delivery::load(&args.paths, output)?;
     if deliveries.is_empty() {
         return Err(Failure::Error("no deliveries to send under the given paths".to_owned()));
@@ -177,7 +177,7 @@ async fn run(jobs: Vec<Job>, args: &Plan, output: &Output) -> Result<(), Failure
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         ticker
     });
-    let mut report = Report::new(jobs.len(), output);
+    let mut report = Report::new(jobs.len(), args.url.clone(), output);
     let mut tasks = JoinSet::new();
     for job in jobs {
         if let Some(ticker) = ticker.as_mut() {
@@ -234,12 +234,17 @@ pub(crate) async fn post(
 }
 
 /// An error and its sources, as one line: `client error (Connect): tcp connect error: ...`.
+/// A cause whose text is already in the line (errors that print their source as part of their
+/// own message) is written once.
 pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut line = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
+        let text = cause.to_string();
+        if !text.is_empty() && !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
         source = cause.source();
     }
     line
@@ -275,11 +280,13 @@ struct Report<'o> {
     unexpected: usize,
     /// Why the first request that could not connect failed: the run is a setup error.
     unreachable: Option<String>,
+    /// Where the requests went, for the line that says it could not be reached.
+    url: Uri,
     started: Instant,
 }
 
 impl<'o> Report<'o> {
-    fn new(total: usize, output: &'o Output) -> Self {
+    fn new(total: usize, url: Uri, output: &'o Output) -> Self {
         let terminal = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
         let bar = (terminal && !output.json()).then(|| {
             let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
@@ -295,6 +302,7 @@ impl<'o> Report<'o> {
             statuses: BTreeMap::new(),
             unexpected: 0,
             unreachable: None,
+            url,
             started: Instant::now(),
         }
     }
@@ -390,7 +398,7 @@ impl<'o> Report<'o> {
             }),
         );
         if let Some(reason) = self.unreachable {
-            return Err(Failure::Error(format!("cannot connect to the server: {reason}")));
+            return Err(Failure::Error(format!("cannot connect to {}: {reason}", self.url)));
         }
         if self.unexpected == 0 { Ok(()) } else { Err(Failure::Unexpected) }
     }
@@ -407,6 +415,24 @@ mod tests {
             assert_eq!(changed.len(), body.len());
             assert_eq!(body.iter().zip(&changed).filter(|(a, b)| a != b).count(), 1, "{body:?}");
         }
+    }
+
+    #[test]
+    fn each_cause_is_written_once() {
+        #[derive(Debug)]
+        struct Wrapper(std::io::Error);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "tcp connect error: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let error = Wrapper(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(chain(&error), "tcp connect error: connection refused");
     }
 
     #[test]

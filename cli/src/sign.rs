@@ -44,7 +44,7 @@ pub struct VerifyArgs {
 }
 
 pub fn sign(args: SignArgs, output: &Output) -> Result<(), Failure> {
-    let key = args.key.signing_key()?;
+    let key = args.key.signing_key(output)?;
     let body = read_input(&args.input)?;
     let signature = signature_of(&key, &body);
     output.line(&signature, json!({ "signature": signature, "bytes": body.len() }));
@@ -52,7 +52,7 @@ pub fn sign(args: SignArgs, output: &Output) -> Result<(), Failure> {
 }
 
 pub fn verify(args: VerifyArgs, output: &Output) -> Result<(), Failure> {
-    let keys = SigningKeys::from(args.key.signing_key()?);
+    let keys = SigningKeys::from(args.key.signing_key(output)?);
     let body = read_input(&args.input)?;
     match keys.verify(args.signature.as_bytes(), &body) {
         Ok(_) => {

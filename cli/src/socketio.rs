@@ -29,8 +29,11 @@ pub enum ConnectError {
     /// `connect_error` reports), or a 401/403 answer to the WebSocket upgrade. The server's
     /// message, when it sent one.
     Refused(Option<String>),
-    /// Anything else (no route, refused TCP connection, TLS, an unexpected answer): worth trying
-    /// again.
+    /// An answer to the upgrade that no socket.io server gives, such as `405` or `200`: the
+    /// address is not a real-time API. The status.
+    NotSocketIo(String),
+    /// Anything else (no route, refused TCP connection, TLS, a server error, a timeout): worth
+    /// trying again.
     Failed(String),
 }
 
@@ -74,10 +77,13 @@ pub async fn connect(
         }
         Ok(Err(tungstenite::Error::Http(response))) => {
             let status = response.status();
-            return Err(if matches!(status.as_u16(), 401 | 403) {
-                ConnectError::Refused(Some(status.to_string()))
-            } else {
-                ConnectError::Failed(format!("the server answered the upgrade with {status}"))
+            return Err(match status.as_u16() {
+                401 | 403 => ConnectError::Refused(Some(status.to_string())),
+                // A timeout, a rate limit or a server error passes; the server may be fine later.
+                408 | 429 | 500.. => {
+                    ConnectError::Failed(format!("the server answered the upgrade with {status}"))
+                }
+                _ => ConnectError::NotSocketIo(status.to_string()),
             });
         }
         Ok(Err(error)) => return Err(ConnectError::Failed(crate::send::chain(&error))),

@@ -60,10 +60,17 @@ pub struct TriggerArgs {
     #[arg(long, value_name = "URL", default_value = DEFAULT_URL, value_parser = send::parse_url)]
     to: Uri,
 
-    /// Set a field of the delivery: PATH is dot-separated (`data.body`, `data.mentioned_ids.0`),
-    /// VALUE is used as JSON when it parses as JSON, as a string otherwise. Repeatable.
-    #[arg(long = "set", value_name = "PATH=VALUE", value_parser = parse_assignment)]
+    /// Set a field of the delivery: PATH is dot-separated (`data.body`, `data.mentioned_ids.0`;
+    /// an index one past a list's end appends). Where the template has a string, VALUE is that
+    /// string; elsewhere it is JSON when it parses as JSON (`data.ack=3`), a string otherwise.
+    /// Repeatable.
+    #[arg(long = "set", value_name = "PATH=VALUE", value_parser = parse_text_assignment)]
     assignments: Vec<Assignment>,
+
+    /// Set a field to raw JSON, whatever the template has there: `data.ack=3`,
+    /// `data.mentioned_ids=["919876543210@c.us"]`. Applied after every --set. Repeatable.
+    #[arg(long = "set-json", value_name = "PATH=JSON", value_parser = parse_json_assignment)]
+    json_assignments: Vec<Assignment>,
 
     /// Send N deliveries, each with its own ids.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -82,24 +89,59 @@ pub struct TriggerArgs {
     key: KeyArgs,
 }
 
-/// One `--set PATH=VALUE`.
+/// One `--set PATH=VALUE` or `--set-json PATH=JSON`.
 #[derive(Clone, Debug)]
 struct Assignment {
     path: Vec<String>,
-    value: Json,
+    value: Assigned,
 }
 
-fn parse_assignment(text: &str) -> Result<Assignment, String> {
-    let (path, value) = text.split_once('=').ok_or("expected PATH=VALUE, e.g. data.body=hello")?;
-    let path: Vec<String> = path.split('.').map(str::to_owned).collect();
-    if path.iter().any(String::is_empty) {
-        return Err(format!(
-            "`{}` is not a dot-separated path such as data.body",
-            text.split('=').next().unwrap_or("")
-        ));
+/// What an assignment sets.
+#[derive(Clone, Debug)]
+enum Assigned {
+    /// `--set`'s text: typed by the value it replaces (see [`Assigned::at`]).
+    Text(String),
+    /// `--set-json`'s JSON, set as it is.
+    Json(Json),
+}
+
+impl Assigned {
+    /// The value to put where `replaced` is (`None` for a new member or list item): text stays
+    /// text where the template has a string, so that `data.sender_phone=919876543210` does not
+    /// become a number the app cannot decode; elsewhere text that parses as JSON is JSON.
+    fn at(&self, replaced: Option<&Json>) -> Json {
+        match self {
+            Assigned::Json(json) => json.clone(),
+            Assigned::Text(text) if matches!(replaced, Some(Json::Scalar(Value::String(_)))) => {
+                Json::Scalar(Value::String(text.clone()))
+            }
+            Assigned::Text(text) => {
+                serde_json::from_str(text).unwrap_or_else(|_| Json::Scalar(Value::String(text.clone())))
+            }
+        }
     }
-    let value = serde_json::from_str(value).unwrap_or_else(|_| Json::Scalar(Value::String(value.to_owned())));
-    Ok(Assignment { path, value })
+}
+
+/// `PATH=VALUE` as its dot-separated path and its value.
+fn split_assignment(text: &str) -> Result<(Vec<String>, &str), String> {
+    let (path, value) = text.split_once('=').ok_or("expected PATH=VALUE, e.g. data.body=hello")?;
+    let parts: Vec<String> = path.split('.').map(str::to_owned).collect();
+    if parts.iter().any(String::is_empty) {
+        return Err(format!("`{path}` is not a dot-separated path such as data.body"));
+    }
+    Ok((parts, value))
+}
+
+fn parse_text_assignment(text: &str) -> Result<Assignment, String> {
+    let (path, value) = split_assignment(text)?;
+    Ok(Assignment { path, value: Assigned::Text(value.to_owned()) })
+}
+
+fn parse_json_assignment(text: &str) -> Result<Assignment, String> {
+    let (path, value) = split_assignment(text)?;
+    let json = serde_json::from_str(value)
+        .map_err(|error| format!("the value is not JSON ({error}); use --set for text"))?;
+    Ok(Assignment { path, value: Assigned::Json(json) })
 }
 
 pub fn trigger(args: TriggerArgs, output: &Output) -> Result<(), Failure> {
@@ -111,7 +153,7 @@ pub fn trigger(args: TriggerArgs, output: &Output) -> Result<(), Failure> {
     let mut deliveries = Vec::new();
     for number in 1..=args.count {
         let mut body = render(template)?;
-        for assignment in &args.assignments {
+        for assignment in args.assignments.iter().chain(&args.json_assignments) {
             assign(&mut body, assignment)?;
         }
         let body = serde_json::to_vec(&body).map_err(|error| Failure::Error(error.to_string()))?;
@@ -121,11 +163,17 @@ pub fn trigger(args: TriggerArgs, output: &Output) -> Result<(), Failure> {
     if args.print {
         for delivery in &deliveries {
             let body = String::from_utf8_lossy(&delivery.body);
-            output.line(&body, serde_json::from_slice(&delivery.body).unwrap_or_default());
+            // Under --json, the body goes inside a line of its own type, unchanged: Periskope's
+            // member order, and the exact bytes a signature covers.
+            let line = format!(
+                r#"{{"type":"delivery","event":{},"body":{body}}}"#,
+                serde_json::Value::from(delivery.name.as_str())
+            );
+            output.raw_line(&body, &line);
         }
         return Ok(());
     }
-    let key = args.key.signing_key()?;
+    let key = args.key.signing_key(output)?;
     let plan =
         Plan { url: args.to, concurrency: 1, rate: None, repeat: 1, tamper: false, timeout: args.timeout };
     send::deliver(deliveries, &key, &plan, output)
@@ -289,38 +337,42 @@ impl Tokens {
     }
 }
 
-/// Sets the member at `assignment.path`, creating missing object members on the way.
+/// Sets the member at `assignment.path`, creating missing object members on the way; an index
+/// one past a list's end appends to the list.
 fn assign(body: &mut Json, assignment: &Assignment) -> Result<(), Failure> {
     let path = assignment.path.join(".");
     let mut at = body;
     for (depth, part) in assignment.path.iter().enumerate() {
         let last = depth + 1 == assignment.path.len();
-        at = match at {
-            Json::Object(members) => {
-                let index = match members.iter().position(|(name, _)| name == part) {
-                    Some(index) => index,
-                    None => {
-                        members.push((part.clone(), Json::Object(Vec::new())));
-                        members.len() - 1
+        let slot = match at {
+            Json::Object(members) => match members.iter().position(|(name, _)| name == part) {
+                Some(index) => &mut members[index].1,
+                None => {
+                    members.push((
+                        part.clone(),
+                        if last { assignment.value.at(None) } else { Json::Object(Vec::new()) },
+                    ));
+                    if last {
+                        return Ok(());
                     }
-                };
-                let slot = &mut members[index].1;
-                if last {
-                    *slot = assignment.value.clone();
-                    return Ok(());
+                    &mut members.last_mut().expect("a member was just pushed").1
                 }
-                slot
-            }
+            },
             Json::Array(items) => {
-                let slot =
-                    part.parse::<usize>().ok().and_then(|index| items.get_mut(index)).ok_or_else(|| {
-                        Failure::Error(format!("--set {path}: `{part}` is not an index of the list there"))
+                let index =
+                    part.parse::<usize>().ok().filter(|index| *index <= items.len()).ok_or_else(|| {
+                        Failure::Error(format!(
+                            "--set {path}: `{part}` is not an index of the list there (0 to {})",
+                            items.len()
+                        ))
                     })?;
-                if last {
-                    *slot = assignment.value.clone();
-                    return Ok(());
+                if index == items.len() {
+                    items.push(if last { assignment.value.at(None) } else { Json::Object(Vec::new()) });
+                    if last {
+                        return Ok(());
+                    }
                 }
-                slot
+                &mut items[index]
             }
             _ => {
                 return Err(Failure::Error(format!(
@@ -328,6 +380,11 @@ fn assign(body: &mut Json, assignment: &Assignment) -> Result<(), Failure> {
                 )));
             }
         };
+        if last {
+            *slot = assignment.value.at(Some(slot));
+            return Ok(());
+        }
+        at = slot;
     }
     Ok(())
 }
@@ -473,26 +530,85 @@ mod tests {
     }
 
     #[test]
-    fn set_parses_json_values_and_creates_members() {
-        let mut body: Json =
-            serde_json::from_str(r#"{"data":{"body":"x","list":[1,2]},"event":"e"}"#).unwrap();
+    fn set_keeps_the_templates_strings_and_creates_members() {
+        let mut body: Json = serde_json::from_str(
+            r#"{"data":{"body":"x","ack":"2","n":1,"list":[1,2],"empty":[]},"event":"e"}"#,
+        )
+        .unwrap();
         for text in [
             "data.body=hello",
             "data.ack=3",
+            "data.n=5",
             "data.list.1=\"two\"",
+            "data.list.2=3",
+            "data.empty.0=x",
             "data.new.deep=true",
             "data.o={\"z\":1,\"a\":2}",
         ] {
-            assign(&mut body, &parse_assignment(text).unwrap()).unwrap();
+            assign(&mut body, &parse_text_assignment(text).unwrap()).unwrap();
         }
+        assign(&mut body, &parse_json_assignment("data.body=7").unwrap()).unwrap();
         assert_eq!(
             serde_json::to_string(&body).unwrap(),
-            r#"{"data":{"body":"hello","list":[1,"two"],"ack":3,"new":{"deep":true},"o":{"z":1,"a":2}},"event":"e"}"#
+            r#"{"data":{"body":7,"ack":"3","n":5,"list":[1,"two",3],"empty":["x"],"new":{"deep":true},"o":{"z":1,"a":2}},"event":"e"}"#
         );
-        assert!(assign(&mut body, &parse_assignment("data.body.x=1").unwrap()).is_err());
-        assert!(assign(&mut body, &parse_assignment("data.list.9=1").unwrap()).is_err());
-        assert!(parse_assignment("data..body=1").is_err());
-        assert!(parse_assignment("data.body").is_err());
+        assert!(assign(&mut body, &parse_text_assignment("data.n.x=1").unwrap()).is_err());
+        assert!(assign(&mut body, &parse_text_assignment("data.list.9=1").unwrap()).is_err());
+        assert!(parse_text_assignment("data..body=1").is_err());
+        assert!(parse_text_assignment("data.body").is_err());
+        assert!(parse_json_assignment("data.body=hello").is_err());
+    }
+
+    /// Every string of a rendered template, with the name of the member that holds it.
+    fn strings<'j>(json: &'j Json, member: &'j str, found: &mut Vec<(&'j str, &'j str)>) {
+        match json {
+            Json::Scalar(Value::String(text)) => found.push((member, text)),
+            Json::Scalar(_) => {}
+            Json::Array(items) => items.iter().for_each(|item| strings(item, member, found)),
+            Json::Object(members) => {
+                for (name, value) in members {
+                    found.push(("", name));
+                    strings(value, name, found);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn templates_carry_ids_that_parse_and_one_org_id() {
+        for (name, template) in TEMPLATES {
+            let body = render(template).unwrap();
+            let envelope = serde_json::to_value(&body).unwrap();
+            let org_id = envelope["org_id"].as_str().unwrap_or_else(|| panic!("{name}: no org_id"));
+            assert!(
+                org_id.len() == 36 && org_id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'),
+                "{name}: {org_id}"
+            );
+            let mut found = Vec::new();
+            strings(&body, "", &mut found);
+            for (member, text) in found {
+                if member == "org_id" {
+                    assert_eq!(text, org_id, "{name}: every org_id is the envelope's");
+                }
+                // Each WhatsApp id in the text: digits, then @c.us (a phone) or @g.us (a group).
+                for (at, _) in text.match_indices('@').filter(|(at, _)| {
+                    text[at + 1..].starts_with("c.us") || text[at + 1..].starts_with("g.us")
+                }) {
+                    let digits = text[..at].chars().rev().take_while(|c| c.is_ascii_alphanumeric()).count();
+                    let user = &text[at - digits..at];
+                    let group = text[at + 1..].starts_with("g.us");
+                    assert!(
+                        user.bytes().all(|b| b.is_ascii_digit())
+                            && (10..=18).contains(&user.len())
+                            && (!group || user.len() == 18),
+                        "{name}: {member} = {text}"
+                    );
+                }
+            }
+            if let Some(ack) = envelope["data"].get("ack") {
+                assert!(ack.is_string(), "{name}: Periskope sends ack as a string: {ack}");
+            }
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
@@ -15,6 +15,9 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
 use crate::output::{Failure, Output};
+
+/// The `User-Agent` of every request to Periskope's API: `periskope-webhook/VERSION`.
+pub const USER_AGENT_VALUE: &str = concat!("periskope-webhook/", env!("CARGO_PKG_VERSION"));
 
 /// Periskope's API, as its SDK reaches it.
 const DEFAULT_API_URL: &str = "https://api.periskope.app";
@@ -27,8 +30,8 @@ pub struct ApiArgs {
     #[arg(long, value_name = "ORIGIN", default_value = DEFAULT_API_URL, value_parser = parse_origin, global = true)]
     api_url: Origin,
 
-    /// A file holding the API key of Periskope's console (Settings → API); one trailing newline
-    /// is ignored. Without it, the PERISKOPE_API_KEY environment variable. Never printed.
+    /// A file holding the API key of Periskope's console (Settings → API); whitespace around it
+    /// is ignored, and a warning is printed if other users can read it. Without it, the PERISKOPE_API_KEY environment variable. Never printed.
     #[arg(long, value_name = "FILE", global = true)]
     api_key_file: Option<PathBuf>,
 }
@@ -86,27 +89,14 @@ impl ApiArgs {
     }
 
     /// The key, from the file if one was named, else from `PERISKOPE_API_KEY`.
-    pub fn api_key(&self) -> Result<ApiKey, Failure> {
+    pub fn api_key(&self, output: &Output) -> Result<ApiKey, Failure> {
         let key = match &self.api_key_file {
-            Some(path) => {
-                let mut text = std::fs::read_to_string(path).map_err(|error| {
-                    Failure::io(format_args!("reading the API key file {}", path.display()), error)
-                })?;
-                for ending in ['\n', '\r'] {
-                    if text.ends_with(ending) {
-                        text.pop();
-                    }
-                }
-                text
-            }
+            Some(path) => crate::secret::read_file(path, "the API key", output)?,
             None => std::env::var("PERISKOPE_API_KEY").map_err(|_| {
                 Failure::Error("no API key: pass --api-key-file FILE or set PERISKOPE_API_KEY".to_owned())
             })?,
         };
-        if key.is_empty() {
-            return Err(Failure::Error("the API key is empty".to_owned()));
-        }
-        Ok(ApiKey(key))
+        Ok(ApiKey(crate::secret::not_blank(key, "the API key")?))
     }
 }
 
@@ -178,10 +168,13 @@ enum WebhooksCommand {
         #[arg(long, value_name = "BOOL")]
         subscribed: Option<bool>,
     },
-    /// Delete a subscription.
+    /// Delete a subscription, after a confirmation on a terminal.
     Delete {
         #[arg(value_name = "ID", value_parser = parse_id)]
         id: String,
+        /// Delete without asking: needed when standard input is not a terminal (scripts).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -219,8 +212,8 @@ fn parse_event_name(text: &str) -> Result<String, String> {
 }
 
 pub fn webhooks(args: WebhooksArgs, output: &Output) -> Result<(), Failure> {
-    let key = args.api.api_key()?;
-    let api = Api::new(args.api.origin(), key, Duration::from_secs(args.timeout), *output)?;
+    let key = args.api.api_key(output)?;
+    let api = Api::new(args.api.origin(), key, Duration::from_secs(args.timeout))?;
     crate::block_on(async {
         match args.command {
             WebhooksCommand::List { event, url } => {
@@ -242,6 +235,8 @@ pub fn webhooks(args: WebhooksArgs, output: &Output) -> Result<(), Failure> {
                 Ok(())
             }
             WebhooksCommand::Create { url, events } => {
+                warn_of_names(&events, output);
+                warn_of_loopback(&url, output);
                 // One name as a string, several as a list: the SDK's `integrationName`.
                 let names = match events.as_slice() {
                     [one] => json!(one),
@@ -253,6 +248,10 @@ pub fn webhooks(args: WebhooksArgs, output: &Output) -> Result<(), Failure> {
                 Ok(())
             }
             WebhooksCommand::Update { id, url, event, subscribed } => {
+                warn_of_names(event.as_slice(), output);
+                if let Some(url) = &url {
+                    warn_of_loopback(url, output);
+                }
                 let mut body = serde_json::Map::new();
                 if let Some(url) = url {
                     body.insert("hookUrl".to_owned(), json!(url));
@@ -272,13 +271,64 @@ pub fn webhooks(args: WebhooksArgs, output: &Output) -> Result<(), Failure> {
                 print_rows(&rows(answer), output);
                 Ok(())
             }
-            WebhooksCommand::Delete { id } => {
+            WebhooksCommand::Delete { id, yes } => {
+                if !yes && !confirmed(&format!("Delete the webhook subscription {id}?"))? {
+                    return Err(Failure::Error("not deleted: the deletion was not confirmed".to_owned()));
+                }
                 api.call(Method::DELETE, &format!("/{id}"), None).await?;
                 output.line(format_args!("deleted {id}"), json!({ "type": "deleted", "id": id }));
                 Ok(())
             }
         }
     })?
+}
+
+/// Warns about each name that is not an event kind's: Periskope would post nothing for it.
+fn warn_of_names(names: &[String], output: &Output) {
+    for name in names {
+        if let Err(reason) = crate::event_names::check(name) {
+            output.warn("unknown_event_name", format_args!("{reason} (subscribing all the same)"));
+        }
+    }
+}
+
+/// Warns when `url` names this machine: Periskope's servers cannot reach it there.
+fn warn_of_loopback(url: &str, output: &Output) {
+    let Some(host) = url.parse::<http::Uri>().ok().and_then(|uri| uri.host().map(str::to_owned)) else {
+        return;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.to_ascii_lowercase().ends_with(".localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
+    if loopback {
+        output.warn(
+            "loopback_url",
+            format_args!(
+                "{host} is this machine: Periskope's servers cannot post there. Use a tunnel's \
+                 public URL, or `periskope-webhook forward` to receive events locally"
+            ),
+        );
+    }
+}
+
+/// Asks `question` on the terminal and reads the answer: `true` for y or yes. Without a
+/// terminal on standard input, refuses: a script must say `--yes`.
+fn confirmed(question: &str) -> Result<bool, Failure> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(Failure::Error(
+            "standard input is not a terminal, so the deletion cannot be confirmed: pass --yes".to_owned(),
+        ));
+    }
+    let mut stderr = std::io::stderr().lock();
+    write!(stderr, "{question} [y/N] ")
+        .and_then(|()| stderr.flush())
+        .map_err(|error| Failure::io("asking for confirmation", error))?;
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer).map_err(|error| Failure::io("reading the confirmation", error))?;
+    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
 /// The subscriptions in an answer: a list, a list under `data`, or one object.
@@ -329,18 +379,17 @@ struct Api {
     base: String,
     key: ApiKey,
     timeout: Duration,
-    output: Output,
 }
 
 impl Api {
-    fn new(origin: &Origin, key: ApiKey, timeout: Duration, output: Output) -> Result<Self, Failure> {
+    fn new(origin: &Origin, key: ApiKey, timeout: Duration) -> Result<Self, Failure> {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(Arc::unwrap_or_clone(tls_config()?))
             .https_or_http()
             .enable_http1()
             .build();
         let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(Api { client, base: format!("{}/v1/webhooks", origin.as_str()), key, timeout, output })
+        Ok(Api { client, base: format!("{}/v1/webhooks", origin.as_str()), key, timeout })
     }
 
     /// `method` on `/v1/webhooks` + `suffix`, with `body` as JSON; the answer's JSON (null
@@ -351,7 +400,8 @@ impl Api {
             .method(method.clone())
             .uri(&url)
             .header(AUTHORIZATION, self.key.bearer()?)
-            .header(ACCEPT, "application/json");
+            .header(ACCEPT, "application/json")
+            .header(USER_AGENT, USER_AGENT_VALUE);
         let body = match body {
             Some(body) => {
                 request = request.header(CONTENT_TYPE, "application/json");
@@ -387,8 +437,10 @@ impl Api {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Null);
         }
-        serde_json::from_slice(&body)
-            .map_err(|error| Failure::Error(format!("{method} {url}: the answer is not JSON ({error})")))
+        serde_json::from_slice(&body).map_err(|_| Failure::Answer {
+            code: "not_json",
+            message: format!("{method} {url}: the API answered {status} with a body that is not JSON"),
+        })
     }
 
     /// The failure for a non-2xx answer, with its status and the API's own short message, if
@@ -409,12 +461,10 @@ impl Api {
                 "{method} {url}: the API refused the API key ({status}){message}"
             ));
         }
-        let line = format!("{method} {url}: the API answered {status}{message}");
-        self.output.note(
-            &line,
-            json!({ "type": "api_error", "method": method.as_str(), "url": url, "status": status.as_u16(), "message": line }),
-        );
-        Failure::Unexpected
+        Failure::Answer {
+            code: "api_error",
+            message: format!("{method} {url}: the API answered {status}{message}"),
+        }
     }
 }
 

@@ -212,11 +212,19 @@ const PASSWORD: &str = "S3cretPw";
 fn a_store_argument_with_a_password_is_never_echoed() {
     // Port 1 refuses at once: a build with PostgreSQL support fails to connect, one without it
     // says so; neither may print the password, and neither may create a file.
-    let urls = [
+    let mut urls = vec![
         format!("POSTGRES://app:{PASSWORD}@127.0.0.1:1/inbox"),
         format!("PostgreSQL://app:{PASSWORD}@127.0.0.1:1/inbox?sslmode=disable&x=1"),
         format!("host=127.0.0.1 port=1 user=app password={PASSWORD} dbname=inbox"),
+        format!("host=127.0.0.1 port=1 user=app password='S3cr etPw host=S3cr' dbname=inbox"),
     ];
+    // The driver ends the credentials at the first `@`: a password holding `/`, `?`, `#` or
+    // `:` is the password still, and an `@` in it is written %40. Neither half of it may show.
+    for separator in ["/", "?", "#", ":", "%40"] {
+        urls.push(format!("postgres://app:S3cr{separator}etPw@127.0.0.1:1/inbox"));
+    }
+    // An `@` written as it is: what follows it is a piece of the password, never printed.
+    urls.push("postgres://app:S3cr@etPw@127.0.0.1:1/inbox".to_owned());
     for url in &urls {
         for through_env in [false, true] {
             let dir = tempfile::tempdir().unwrap();
@@ -232,7 +240,9 @@ fn a_store_argument_with_a_password_is_never_echoed() {
             assert_eq!(output.status.code(), Some(2), "{url}");
             assert_one_error_line(&output);
             let error = stderr(&output);
-            assert!(!error.contains(PASSWORD) && !error.contains("app"), "{url}: {error}");
+            for piece in [PASSWORD, "S3cr", "etPw", "app"] {
+                assert!(!error.contains(piece), "{url}: {error}");
+            }
             assert!(error.to_lowercase().contains("postgres"), "{url}: {error}");
             assert!(!error.contains("no inbox file"), "{url} was taken for a file: {error}");
             let created: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();

@@ -5,7 +5,6 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::process::Command;
 
 use common::process::Running;
 use common::*;
@@ -19,21 +18,6 @@ fn lines(listener: &Running, count: usize) -> Vec<String> {
 
 fn send(listener: &Running, key: &str, paths: &[&std::path::Path]) -> std::process::Output {
     run(cli().args(["send", &url(listener)]).args(paths).env("PERISKOPE_SIGNING_KEY", key))
-}
-
-/// `node`, or `None` with the reason printed; under PERISKOPE_REQUIRE_SERVERS=1 a missing
-/// `node` fails the test instead.
-fn node() -> Option<Command> {
-    match Command::new("node").arg("--version").output() {
-        Ok(output) if output.status.success() => Some(Command::new("node")),
-        _ if std::env::var_os("PERISKOPE_REQUIRE_SERVERS").is_some_and(|value| value == "1") => {
-            panic!("node is required (PERISKOPE_REQUIRE_SERVERS=1) but cannot be run")
-        }
-        _ => {
-            eprintln!("skipped: node is not installed, so the Node sender cannot run");
-            None
-        }
-    }
 }
 
 #[test]

@@ -205,7 +205,11 @@ fn a_refused_connection_is_a_network_setup_error_exit_2() {
     assert_one_error_line(&output);
     let error = json_lines(&stderr(&output)).remove(0);
     assert_eq!(error["type"], "error");
-    assert!(error["message"].as_str().unwrap().starts_with("cannot connect to the server: "), "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.starts_with(&format!("cannot connect to {url}: ")), "{error}");
+    // Each cause once: "Connection refused (os error 111)" is not repeated.
+    let refused = "Connection refused (os error 111)";
+    assert_eq!(message.matches(refused).count(), 1, "{message}");
 }
 
 #[test]

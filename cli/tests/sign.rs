@@ -28,12 +28,27 @@ fn the_key_comes_from_a_file_or_the_environment() {
     let vector = vector();
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("key");
-    // An editor leaves a newline at the end of the file; it is not part of the key.
-    std::fs::write(&key_file, format!("{}\n", vector.key)).unwrap();
+    // An editor leaves a newline at the end of the file, a paste a space: neither is the key's.
+    std::fs::write(&key_file, format!(" {} \r\n", vector.key)).unwrap();
+    set_mode(&key_file, 0o600);
 
     let from_file =
         run_with_stdin(cli().arg("sign").arg("--key-file").arg(&key_file), vector.body.as_bytes());
     assert_eq!(stdout(&from_file), format!("{}\n", vector.signature), "{}", stderr(&from_file));
+    assert_eq!(stderr(&from_file), "", "a file only its owner reads gets no warning");
+
+    // A file other users may read is used, with one warning naming it and the fix.
+    set_mode(&key_file, 0o644);
+    let shared = run_with_stdin(cli().arg("sign").arg("--key-file").arg(&key_file), vector.body.as_bytes());
+    assert_eq!(stdout(&shared), format!("{}\n", vector.signature), "{}", stderr(&shared));
+    let warning = stderr(&shared);
+    assert!(
+        warning.starts_with("periskope-webhook: warning: the signing key file ")
+            && warning.contains("(mode 644): `chmod 600 ")
+            && warning.lines().count() == 1,
+        "{warning}"
+    );
+    assert!(!warning.contains(&vector.key), "{warning}");
 
     let from_env =
         run_with_stdin(cli().arg("sign").env("PERISKOPE_SIGNING_KEY", &vector.key), vector.body.as_bytes());
@@ -119,7 +134,8 @@ fn usage_and_io_errors_exit_2_with_one_line() {
     let cases = [
         (cli().args(["sign", "--key", "peri_k"]).arg(&missing).output().unwrap(), "missing.json"),
         (cli().args(["sign"]).output().unwrap(), "no signing key"),
-        (cli().arg("sign").arg("--key-file").arg(&empty_key).output().unwrap(), "empty"),
+        (cli().arg("sign").arg("--key-file").arg(&empty_key).output().unwrap(), "is blank"),
+        (cli().args(["sign", "--key", " "]).output().unwrap(), "the signing key is blank"),
         (cli().arg("sign").arg("--key-file").arg(&missing).output().unwrap(), "key file"),
         (cli().args(["verify", "--key", "peri_k"]).output().unwrap(), "--signature"),
     ];
@@ -189,4 +205,10 @@ fn help_explains_the_key_and_the_exit_statuses() {
     }
     let sign_help = stdout(&cli().args(["sign", "--help"]).output().unwrap());
     assert!(sign_help.contains("`ps`"), "{sign_help}");
+}
+
+/// Sets the file's permission bits.
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }

@@ -107,7 +107,11 @@ fn set_changes_the_field_of_the_signed_delivery() {
         "--set",
         "data.ack=3",
         "--set",
-        "data.mentioned_ids=[\"919999999999@c.us\"]",
+        "data.sender_phone=919876543210",
+        "--set",
+        "data.mentioned_ids.0=919999999999@c.us",
+        "--set-json",
+        "data.is_forwarded=true",
     ]));
     answered_2xx(&output);
     let line = listener.next_line();
@@ -121,8 +125,43 @@ fn set_changes_the_field_of_the_signed_delivery() {
     );
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["data"]["body"], "hello from trigger");
-    assert_eq!(body["data"]["ack"], 3);
+    // Where the template has a string, as Periskope sends these, the value stays a string.
+    assert_eq!(body["data"]["ack"], "3");
+    assert_eq!(body["data"]["sender_phone"], "919876543210");
+    // An index one past the end appends: the help's own example.
     assert_eq!(body["data"]["mentioned_ids"], serde_json::json!(["919999999999@c.us"]));
+    assert_eq!(body["data"]["is_forwarded"], true);
+}
+
+#[test]
+fn set_keeps_the_template_string_so_the_app_decodes_the_delivery_typed() {
+    let example = axum_example();
+    let output = run(trigger(&url(&example), "message.created").args([
+        "--set",
+        "data.sender_phone=919876543210",
+        "--set",
+        "data.ack=3",
+    ]));
+    answered_2xx(&output);
+    handled_as_typed(&example, "message.created");
+}
+
+#[test]
+fn json_print_wraps_each_body_unchanged_in_a_typed_line() {
+    let output = run(cli().args(["--json", "trigger", "reaction.created", "--print", "--count", "2"]));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for line in lines {
+        let prefix =
+            r#"{"type":"delivery","event":"reaction.created","body":{"event":"reaction.created","data":{"#;
+        assert!(line.starts_with(prefix), "the type wraps the body, in Periskope's order: {line}");
+        let wrapped: Value = serde_json::from_str(line).unwrap();
+        // The body is the one `--print` writes without --json: no member added.
+        assert!(wrapped["body"].get("type").is_none(), "{line}");
+        assert_eq!(wrapped["body"]["data"]["org_id"], wrapped["body"]["org_id"], "{line}");
+    }
 }
 
 #[test]
@@ -144,10 +183,12 @@ fn print_writes_fresh_bodies_without_a_key() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["trigger", "contact.merged", "--print"], "possible values"),
         (&["trigger", "message.created", "--print", "--set", "data.body"], "PATH=VALUE"),
         (&["trigger", "message.created", "--print", "--set", "data.body.x=1"], "--set data.body.x"),
+        (&["trigger", "message.created", "--print", "--set-json", "data.body=hello"], "not JSON"),
+        (&["trigger", "message.created", "--print", "--set", "data.mentioned_ids.1=x"], "0 to 0"),
         (&["trigger", "message.created", "--to", "https://example.com/hook"], "https is not supported"),
     ];
     for (args, needle) in cases {

@@ -21,6 +21,7 @@ struct Received {
     method: String,
     target: String,
     authorization: Option<String>,
+    user_agent: Option<String>,
     body: Option<Value>,
 }
 
@@ -73,7 +74,7 @@ fn answer(stream: TcpStream, log: &Mutex<Vec<Received>>) {
     reader.read_line(&mut line).unwrap();
     let mut parts = line.split_whitespace();
     let (method, target) = (parts.next().unwrap().to_owned(), parts.next().unwrap().to_owned());
-    let (mut length, mut authorization) = (0, None);
+    let (mut length, mut authorization, mut user_agent) = (0, None, None);
     loop {
         let mut header = String::new();
         reader.read_line(&mut header).unwrap();
@@ -85,6 +86,7 @@ fn answer(stream: TcpStream, log: &Mutex<Vec<Received>>) {
         match name.to_ascii_lowercase().as_str() {
             "content-length" => length = value.trim().parse().unwrap(),
             "authorization" => authorization = Some(value.trim().to_owned()),
+            "user-agent" => user_agent = Some(value.trim().to_owned()),
             _ => {}
         }
     }
@@ -95,6 +97,7 @@ fn answer(stream: TcpStream, log: &Mutex<Vec<Received>>) {
         method: method.clone(),
         target: target.clone(),
         authorization: authorization.clone(),
+        user_agent,
         body: body.clone(),
     });
 
@@ -122,10 +125,16 @@ fn answer(stream: TcpStream, log: &Mutex<Vec<Received>>) {
             }
             ("PATCH", target) if target == one => ("200 OK", Some(row(ID, "message.created", hook))),
             ("DELETE", target) if target == one => ("204 No Content", None),
+            // A proxy's page in front of the API: 2xx, but not JSON.
+            ("GET", "/v1/webhooks/not-json") => ("200 OK", Some(Value::String("<html>".to_owned()))),
             _ => ("404 Not Found", Some(json!({ "message": "Webhook not found" }))),
         }
     };
-    let body = answer.map(|answer| answer.to_string()).unwrap_or_default();
+    let body = match answer {
+        Some(Value::String(text)) => text,
+        Some(answer) => answer.to_string(),
+        None => String::new(),
+    };
     let mut stream = stream;
     write!(
         stream,
@@ -149,6 +158,11 @@ fn only_request(stand_in: &StandIn) -> Received {
     assert_eq!(received.len(), 1, "{received:?}");
     let request = received.into_iter().next().unwrap();
     assert_eq!(request.authorization.as_deref(), Some(format!("Bearer {API_KEY}").as_str()));
+    assert_eq!(
+        request.user_agent.as_deref(),
+        Some(concat!("periskope-webhook/", env!("CARGO_PKG_VERSION"))),
+        "every request names the program"
+    );
     request
 }
 
@@ -244,7 +258,14 @@ fn update_patches_only_the_given_fields_and_delete_deletes() {
     );
     assert_eq!(request.body, Some(json!({ "integrationName": "note.created", "isSubscribed": false })));
 
+    // Without a terminal to confirm on, delete needs --yes, and sends nothing without it.
     let output = run(webhooks(&stand_in, &["delete", ID]).arg("--json"));
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_one_error_line(&output);
+    assert!(stderr(&output).contains("pass --yes"), "{}", stderr(&output));
+    assert_eq!(stand_in.received().len(), 1, "no DELETE was sent");
+
+    let output = run(webhooks(&stand_in, &["delete", ID, "--yes"]).arg("--json"));
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let request = stand_in.received().pop().unwrap();
     assert_eq!(
@@ -271,7 +292,84 @@ fn a_refused_key_exits_2_naming_no_key_and_other_errors_exit_1() {
     let output = run(&mut webhooks(&stand_in, &["get", "no-such-id"]));
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert_one_error_line(&output);
-    assert!(stderr(&output).contains("404 Not Found: Webhook not found"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).starts_with("periskope-webhook: error: GET ")
+            && stderr(&output).contains("404 Not Found: Webhook not found"),
+        "{}",
+        stderr(&output)
+    );
+    let output = run(webhooks(&stand_in, &["get", "no-such-id"]).arg("--json"));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(json_lines(&stderr(&output))[0]["code"], "api_error");
+
+    // A 2xx whose body is not JSON is an answer not the expected one: exit 1, as docs/CLI.md says.
+    let output = run(&mut webhooks(&stand_in, &["get", "not-json"]));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_one_error_line(&output);
+    let error = stderr(&output);
+    assert!(
+        error.starts_with("periskope-webhook: error: GET http://")
+            && error.contains("/v1/webhooks/not-json: the API answered 200 OK with a body that is not JSON"),
+        "{error}"
+    );
+    assert!(!error.contains("<html>"), "the body is not printed: {error}");
+    let output = run(webhooks(&stand_in, &["get", "not-json"]).arg("--json"));
+    assert_eq!(json_lines(&stderr(&output))[0]["code"], "not_json");
+}
+
+#[test]
+fn create_warns_about_unknown_names_and_loopback_urls_and_still_subscribes() {
+    let stand_in = StandIn::start();
+    for (url, host) in [
+        ("http://127.0.0.1:3000/webhooks/periskope", "127.0.0.1"),
+        ("http://localhost:3000/x", "localhost"),
+        ("http://[::1]:3000/x", "::1"),
+    ] {
+        let output = run(&mut webhooks(
+            &stand_in,
+            &["create", "--url", url, "--events", "message.craeted,note.created"],
+        ));
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        let warnings = stderr(&output);
+        let lines: Vec<&str> = warnings.lines().collect();
+        assert_eq!(lines.len(), 2, "{warnings}");
+        assert!(
+            lines[0].starts_with("periskope-webhook: warning: `message.craeted` is not an event name")
+                && lines[0].contains("did you mean `message.created`?"),
+            "{warnings}"
+        );
+        assert!(
+            lines[1].starts_with(&format!("periskope-webhook: warning: {host} is this machine")),
+            "{warnings}"
+        );
+    }
+    assert_eq!(stand_in.received().len(), 3);
+
+    // A public URL and known names: no warning.
+    let output = run(&mut webhooks(
+        &stand_in,
+        &["create", "--url", "https://hooks.example.com/p", "--events", "note.created"],
+    ));
+    assert_eq!((output.status.code(), stderr(&output).as_str()), (Some(0), ""));
+}
+
+#[test]
+fn an_unreachable_api_is_named_with_each_cause_once() {
+    // A port that was free a moment ago: the connection is refused.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let output = run(cli()
+        .args(["webhooks", "--api-url", &format!("http://127.0.0.1:{port}"), "list"])
+        .env("PERISKOPE_API_KEY", API_KEY));
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_one_error_line(&output);
+    let error = stderr(&output);
+    assert!(
+        error.starts_with(&format!(
+            "periskope-webhook: error: cannot reach http://127.0.0.1:{port}/v1/webhooks: "
+        )),
+        "{error}"
+    );
+    assert_eq!(error.matches("Connection refused (os error 111)").count(), 1, "{error}");
 }
 
 #[test]
@@ -294,11 +392,48 @@ fn usage_errors_exit_2_before_any_request() {
     assert!(stderr(&output).contains("no API key"), "{}", stderr(&output));
     assert!(stand_in.received().is_empty(), "{:?}", stand_in.received());
 
-    // The key file's key is used (one trailing newline ignored), over the environment's.
+    // A blank key is refused, not used: every space of a message would be redacted as `***`.
+    for blank in [" ", "\t\n"] {
+        let output = run(webhooks(&stand_in, &["list"]).env("PERISKOPE_API_KEY", blank));
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert_one_error_line(&output);
+        assert_eq!(stderr(&output), "periskope-webhook: error: the API key is blank\n");
+    }
+    assert!(stand_in.received().is_empty(), "{:?}", stand_in.received());
+
+    // The key file's key is used (the whitespace around it ignored), over the environment's.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("api-key");
-    std::fs::write(&file, format!("{API_KEY}\n")).unwrap();
+    std::fs::write(&file, format!("  {API_KEY} \n")).unwrap();
     let output =
         run(webhooks(&stand_in, &["list", "--api-key-file"]).arg(&file).env("PERISKOPE_API_KEY", "other"));
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+#[test]
+fn delete_on_a_terminal_asks_first() {
+    // util-linux `script` runs the command on a pseudo-terminal, fed from standard input.
+    if !Command::new("script").arg("--version").output().is_ok_and(|output| output.status.success()) {
+        eprintln!("skipped: util-linux `script` is not installed, so no terminal can be given");
+        return;
+    }
+    let stand_in = StandIn::start();
+    let command = format!(
+        "{} webhooks --api-url {} delete {ID}",
+        env!("CARGO_BIN_EXE_periskope-webhook"),
+        stand_in.origin()
+    );
+    for (answer, code, deleted) in [("n\n", 2, false), ("yes\n", 0, true)] {
+        let output = run_with_stdin(
+            Command::new("script")
+                .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+                .env("PERISKOPE_API_KEY", API_KEY),
+            answer.as_bytes(),
+        );
+        let printed = stdout(&output);
+        assert_eq!(output.status.code(), Some(code), "{answer:?}: {printed}");
+        assert!(printed.contains(&format!("Delete the webhook subscription {ID}? [y/N]")), "{printed}");
+        let sent = stand_in.received().iter().any(|request| request.method == "DELETE");
+        assert_eq!(sent, deleted, "{answer:?}: {printed}");
+    }
 }

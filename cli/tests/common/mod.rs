@@ -8,6 +8,8 @@ pub mod process;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// The key of the published signature test vector.
 pub const VECTOR_KEY: &str = "peri_ea194594-c433-4ea7-8c94-af9e63c5df47";
@@ -102,4 +104,85 @@ pub fn assert_one_error_line(output: &Output) {
     let stderr = stderr(output);
     assert_eq!(stderr.trim_end().lines().count(), 1, "expected one line, got {stderr:?}");
     assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{stderr:?}");
+}
+
+/// Whether a missing program fails the test rather than skipping it (`.ci/run` sets it).
+fn required() -> bool {
+    std::env::var_os("PERISKOPE_REQUIRE_SERVERS").is_some_and(|value| value == "1")
+}
+
+/// Whether `program --version` runs.
+fn runs(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+/// `node`, or `None` with the reason printed; under PERISKOPE_REQUIRE_SERVERS=1 a missing
+/// `node` fails the test instead.
+pub fn node() -> Option<Command> {
+    if runs("node") {
+        return Some(Command::new("node"));
+    }
+    assert!(!required(), "node is required (PERISKOPE_REQUIRE_SERVERS=1) but cannot be run");
+    eprintln!("skipped: node is not installed, so the Node programs of cli/tests/node cannot run");
+    None
+}
+
+/// `cli/tests/node`, where the Node programs the tests run are.
+pub fn node_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("node")
+}
+
+/// `node` with the packages of `cli/tests/node` installed: when `node_modules` is missing (a
+/// fresh clone: git ignores it), `npm ci` installs them as package-lock.json pins them, once
+/// per test binary. `None` with the reason printed when Node or npm is missing; under
+/// PERISKOPE_REQUIRE_SERVERS=1 that fails the test instead, and so does a failed install.
+pub fn node_with_packages() -> Option<Command> {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    let node = node()?;
+    match INSTALLED.get_or_init(install_node_packages) {
+        Ok(()) => Some(node),
+        Err(reason) if required() => panic!("PERISKOPE_REQUIRE_SERVERS=1: {reason}"),
+        Err(reason) => {
+            eprintln!("skipped: {reason}");
+            None
+        }
+    }
+}
+
+/// Runs `npm ci` in `cli/tests/node` unless its packages are there.
+fn install_node_packages() -> Result<(), String> {
+    const INSTALL_LIMIT: Duration = Duration::from_secs(600);
+    let dir = node_dir();
+    // npm writes this file last: an install that was cut short is done again.
+    if dir.join("node_modules").join(".package-lock.json").is_file() {
+        return Ok(());
+    }
+    if !runs("npm") {
+        return Err("npm is not installed, so the packages of cli/tests/node cannot be installed".to_owned());
+    }
+    eprintln!("installing the packages of {} with `npm ci`", dir.display());
+    let mut npm = Command::new("npm")
+        .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|error| format!("cannot run npm: {error}"))?;
+    let deadline = Instant::now() + INSTALL_LIMIT;
+    loop {
+        match npm.try_wait().map_err(|error| format!("waiting for npm: {error}"))? {
+            Some(status) if status.success() => return Ok(()),
+            Some(status) => return Err(format!("`npm ci --prefix {}` failed ({status})", dir.display())),
+            None if Instant::now() > deadline => {
+                let _ = npm.kill();
+                let _ = npm.wait();
+                return Err(format!("`npm ci` took longer than {INSTALL_LIMIT:?}"));
+            }
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
 }
