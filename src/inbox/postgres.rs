@@ -26,12 +26,15 @@ use bytes::Bytes;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row};
 
+use self::batch::Batches;
+
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
     LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, MAX_MARKED_PER_CLAIM, NewDelivery, Selection, Stored,
     bounded_error, due_at, from_millis, selection_params, to_millis,
 };
 
+mod batch;
 mod console;
 
 /// The schema version this crate writes.
@@ -175,6 +178,10 @@ const SUMMARY_COLUMNS: &str =
 #[derive(Clone)]
 pub struct PostgresStore {
     connections: Arc<Connections>,
+    /// Concurrent deliveries, stored by one statement and one commit ([`insert_batch`]).
+    inserts: Arc<Batches<NewDelivery, Stored>>,
+    /// Concurrent completions, settled by one statement and one commit ([`complete_batch`]).
+    completions: Arc<Batches<(Lease, i64), ()>>,
     /// How many attempts of each job the history keeps ([`PostgresOptions::attempts_kept`]).
     attempts_kept: usize,
 }
@@ -289,7 +296,24 @@ impl PostgresOptions {
                 InboxError::NewerSchema { found: i64::from(found), supported: i64::from(SCHEMA_VERSION) }
             }
         })?;
-        Ok(PostgresStore { connections: Arc::new(connections), attempts_kept: self.attempts_kept })
+        let connections = Arc::new(connections);
+        // Half the connections may write batches at once; the other half serve the claims,
+        // the console and the calls that are not batched.
+        let writers = (self.connections / 2).max(1);
+        let inserts = {
+            let connections = Arc::clone(&connections);
+            Batches::start(writers, move |deliveries| insert_batch(Arc::clone(&connections), deliveries))
+        };
+        let completions = {
+            let connections = Arc::clone(&connections);
+            Batches::start(writers, move |leases| complete_batch(Arc::clone(&connections), leases))
+        };
+        Ok(PostgresStore {
+            connections,
+            inserts: Arc::new(inserts),
+            completions: Arc::new(completions),
+            attempts_kept: self.attempts_kept,
+        })
     }
 }
 
@@ -461,37 +485,8 @@ impl InboxStore for PostgresStore {
     type InsertFuture = BoxFuture<Stored>;
 
     fn insert(&self, delivery: NewDelivery) -> Self::InsertFuture {
-        let connections = self.connections();
-        Box::pin(async move {
-            let received_at = to_millis(delivery.received_at);
-            let inserted = connections
-                .execute(
-                    // A job of a chat with a queued job waits behind it from the start, out of
-                    // the claim's index. It shares a lock on the chat's first queued job, so that
-                    // this job is committed before that one can be settled and unmark the next:
-                    // inserts of a chat share it, only that settlement waits for them.
-                    "WITH first AS (
-                         SELECT id FROM periskope_inbox_jobs
-                         WHERE ordering_key = $3 AND state IN ('pending', 'running') ORDER BY id LIMIT 1
-                         FOR SHARE
-                     )
-                     INSERT INTO periskope_inbox_jobs
-                         (dedup_key, event, ordering_key, body, signing_key, received_at, run_at, path, waiting)
-                     VALUES ($1, $2, $3, $4, $5, $6, $6, $7, EXISTS (SELECT 1 FROM first))
-                     ON CONFLICT (dedup_key) DO NOTHING",
-                    &[
-                        &escape(&delivery.key),
-                        &escape(&delivery.event),
-                        &delivery.ordering_key.as_deref().map(escape),
-                        &&delivery.body[..],
-                        &delivery.signing_key.as_deref().map(escape),
-                        &received_at,
-                        &escape(&delivery.path),
-                    ],
-                )
-                .await?;
-            Ok(if inserted == 0 { Stored::Duplicate } else { Stored::New })
-        })
+        let inserts = Arc::clone(&self.inserts);
+        Box::pin(async move { inserts.call(delivery).await })
     }
 
     fn claim(
@@ -610,23 +605,8 @@ impl InboxStore for PostgresStore {
     }
 
     fn complete(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send {
-        let connections = self.connections();
-        async move {
-            connections
-                .execute(
-                    "WITH settled AS (
-                         UPDATE periskope_inbox_jobs SET state = 'done', handled_at = $3, lease_until = NULL, waiting = false
-                         WHERE id = $1 AND claims = $2 AND state = 'running' RETURNING id
-                     ), freed AS (
-                         DELETE FROM periskope_inbox_chats AS chat USING settled WHERE chat.job_id = settled.id
-                     )
-                     UPDATE periskope_inbox_attempts AS attempt SET outcome = 'handled', ended_at = $3
-                     FROM settled WHERE attempt.job_id = settled.id AND attempt.outcome = 'running'",
-                    &[&lease.id, &lease.stored_token(), &to_millis(now)],
-                )
-                .await?;
-            Ok(())
-        }
+        let completions = Arc::clone(&self.completions);
+        async move { completions.call((lease, to_millis(now))).await }
     }
 
     fn fail(
@@ -880,6 +860,96 @@ impl InboxStore for PostgresStore {
             Ok(stats)
         }
     }
+}
+
+/// Stores `deliveries` in one statement: each is `New` if this statement stored it, else a
+/// `Duplicate` (of a job stored before, or of an earlier copy in the same batch).
+///
+/// A job of a chat with a queued job waits behind it from the start, out of the claim's index.
+/// The statement shares a lock on each such chat's first queued job, so that it commits before
+/// that job can be settled and unmark the next: inserts of a chat share the lock, only the
+/// settlement waits for them. Jobs of one chat in one batch with none queued before are all
+/// left in the index; the claim marks those that wait.
+async fn insert_batch(
+    connections: Arc<Connections>,
+    deliveries: Vec<NewDelivery>,
+) -> Result<Vec<Stored>, InboxError> {
+    let keys: Vec<String> = deliveries.iter().map(|delivery| escape(&delivery.key)).collect();
+    let mut first_copies = std::collections::HashSet::new();
+    let firsts: Vec<bool> = keys.iter().map(|key| first_copies.insert(key.as_str())).collect();
+    let written =
+        || deliveries.iter().zip(&firsts).filter(|(_, first)| **first).map(|(delivery, _)| delivery);
+    let written_keys: Vec<&String> =
+        keys.iter().zip(&firsts).filter(|(_, first)| **first).map(|(key, _)| key).collect();
+    let events: Vec<String> = written().map(|delivery| escape(&delivery.event)).collect();
+    let chats: Vec<Option<String>> =
+        written().map(|delivery| delivery.ordering_key.as_deref().map(escape)).collect();
+    let bodies: Vec<&[u8]> = written().map(|delivery| &delivery.body[..]).collect();
+    let signing_keys: Vec<Option<String>> =
+        written().map(|delivery| delivery.signing_key.as_deref().map(escape)).collect();
+    let received: Vec<i64> = written().map(|delivery| to_millis(delivery.received_at)).collect();
+    let paths: Vec<String> = written().map(|delivery| escape(&delivery.path)).collect();
+    let stored = connections
+        .query(
+            "WITH delivery AS (
+                 SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BYTEA[], $5::TEXT[], $6::BIGINT[], $7::TEXT[])
+                     AS delivery (dedup_key, event, ordering_key, body, signing_key, received_at, path)
+             ), queued AS (
+                 SELECT chat.ordering_key FROM (SELECT DISTINCT ordering_key FROM delivery WHERE ordering_key IS NOT NULL) AS chat
+                 CROSS JOIN LATERAL (
+                     SELECT id FROM periskope_inbox_jobs AS job
+                     WHERE job.ordering_key = chat.ordering_key AND job.state IN ('pending', 'running')
+                     ORDER BY id LIMIT 1
+                     FOR SHARE
+                 ) AS first
+             )
+             INSERT INTO periskope_inbox_jobs
+                 (dedup_key, event, ordering_key, body, signing_key, received_at, run_at, path, waiting)
+             SELECT dedup_key, event, ordering_key, body, signing_key, received_at, received_at, path,
+                    EXISTS (SELECT 1 FROM queued WHERE queued.ordering_key = delivery.ordering_key)
+             FROM delivery
+             ON CONFLICT (dedup_key) DO NOTHING
+             RETURNING dedup_key",
+            &[&written_keys, &events, &chats, &bodies, &signing_keys, &received, &paths],
+        )
+        .await?;
+    let new: std::collections::HashSet<&str> = stored.iter().map(|row| row.get::<_, &str>(0)).collect();
+    Ok(keys
+        .iter()
+        .zip(&firsts)
+        .map(
+            |(key, first)| if *first && new.contains(key.as_str()) { Stored::New } else { Stored::Duplicate },
+        )
+        .collect())
+}
+
+/// Settles the `(lease, handled at)` pairs as handled in one statement; a lease that was lost
+/// (taken over, settled, purged) is left alone, as one [`InboxStore::complete`] leaves it.
+async fn complete_batch(
+    connections: Arc<Connections>,
+    leases: Vec<(Lease, i64)>,
+) -> Result<Vec<()>, InboxError> {
+    let ids: Vec<JobId> = leases.iter().map(|(lease, _)| lease.id).collect();
+    let tokens: Vec<i64> = leases.iter().map(|(lease, _)| lease.stored_token()).collect();
+    let handled_at: Vec<i64> = leases.iter().map(|(_, at)| *at).collect();
+    connections
+        .execute(
+            "WITH lease AS (
+                 SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[]) AS lease (id, claims, handled_at)
+             ), settled AS (
+                 UPDATE periskope_inbox_jobs AS job
+                 SET state = 'done', handled_at = lease.handled_at, lease_until = NULL, waiting = false
+                 FROM lease WHERE job.id = lease.id AND job.claims = lease.claims AND job.state = 'running'
+                 RETURNING job.id, lease.handled_at
+             ), freed AS (
+                 DELETE FROM periskope_inbox_chats AS chat USING settled WHERE chat.job_id = settled.id
+             )
+             UPDATE periskope_inbox_attempts AS attempt SET outcome = 'handled', ended_at = settled.handled_at
+             FROM settled WHERE attempt.job_id = settled.id AND attempt.outcome = 'running'",
+            &[&ids, &tokens, &handled_at],
+        )
+        .await?;
+    Ok(vec![(); leases.len()])
 }
 
 fn claimed_job(row: &Row) -> ClaimedJob {
