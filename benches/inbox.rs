@@ -298,8 +298,10 @@ async fn drain<St: InboxStore>(store: St, chats: u64, plan: &Plan) -> Drained {
     Drained { acknowledged, handled_during_load, emptied_after }
 }
 
-/// Seeds `jobs` due pending jobs over 16 chats, as the store's inserts leave them: each chat's
-/// first job in the claim's index, the others waiting behind it.
+/// Seeds `jobs` due pending jobs over 16 chats, as a running inbox holds them: each chat's first
+/// job in the claim's index, the others marked waiting behind it (SQLite marks them as it
+/// stores them; on PostgreSQL, the worker's claims mark them, a bounded number each, as they
+/// arrive).
 async fn seed(fresh: &Fresh, jobs: i64) {
     let body = UniqueMessages::new().next().to_vec();
     match fresh {

@@ -12,8 +12,15 @@
 //! over only from a lease that expired; settling the job deletes the row. So two claims racing
 //! (a retried job, a commit that landed late, a claim slowed inside the database) never both
 //! win, whatever their snapshots saw. Inserts of one chat are not serialized: deliveries in
-//! flight together may run in either order (see the [`InboxStore`] contract). Every call is bounded in time ([`PostgresOptions::timeout`]),
-//! on the client and on the server. `TEXT` cannot hold NUL: the texts of a job are stored
+//! flight together may run in either order (see the [`InboxStore`] contract).
+//!
+//! A claim reads only due jobs that may run: the jobs found waiting behind an earlier job of
+//! their chat are marked out of its index, a bounded number per claim, and a trigger brings
+//! each chat's next job back when one is settled or deleted (schema version 5). Concurrent
+//! inserts, and concurrent completions, are written in batches ([`batch`]): one statement and
+//! one commit for all the calls queued while the previous batch was written, each caller
+//! answered once its batch committed. Every call is bounded in time
+//! ([`PostgresOptions::timeout`]), on the client and on the server. `TEXT` cannot hold NUL: the texts of a job are stored
 //! escaped and read back as they were sent.
 
 use std::future::Future;
@@ -865,11 +872,11 @@ impl InboxStore for PostgresStore {
 /// Stores `deliveries` in one statement: each is `New` if this statement stored it, else a
 /// `Duplicate` (of a job stored before, or of an earlier copy in the same batch).
 ///
-/// A job of a chat with a queued job waits behind it from the start, out of the claim's index.
-/// The statement shares a lock on each such chat's first queued job, so that it commits before
-/// that job can be settled and unmark the next: inserts of a chat share the lock, only the
-/// settlement waits for them. Jobs of one chat in one batch with none queued before are all
-/// left in the index; the claim marks those that wait.
+/// Every job is stored in the claim's index; the claims mark those that wait behind an earlier
+/// job of their chat. Marking them here would need a lock shared with the settlement of the
+/// chat's first job (whose trigger cannot see an insert not yet committed), and claims skip
+/// locked jobs: under a steady stream of inserts a chat's first job would stay locked, and
+/// never be claimed.
 async fn insert_batch(
     connections: Arc<Connections>,
     deliveries: Vec<NewDelivery>,
@@ -891,23 +898,11 @@ async fn insert_batch(
     let paths: Vec<String> = written().map(|delivery| escape(&delivery.path)).collect();
     let stored = connections
         .query(
-            "WITH delivery AS (
-                 SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BYTEA[], $5::TEXT[], $6::BIGINT[], $7::TEXT[])
-                     AS delivery (dedup_key, event, ordering_key, body, signing_key, received_at, path)
-             ), queued AS (
-                 SELECT chat.ordering_key FROM (SELECT DISTINCT ordering_key FROM delivery WHERE ordering_key IS NOT NULL) AS chat
-                 CROSS JOIN LATERAL (
-                     SELECT id FROM periskope_inbox_jobs AS job
-                     WHERE job.ordering_key = chat.ordering_key AND job.state IN ('pending', 'running')
-                     ORDER BY id LIMIT 1
-                     FOR SHARE
-                 ) AS first
-             )
-             INSERT INTO periskope_inbox_jobs
-                 (dedup_key, event, ordering_key, body, signing_key, received_at, run_at, path, waiting)
-             SELECT dedup_key, event, ordering_key, body, signing_key, received_at, received_at, path,
-                    EXISTS (SELECT 1 FROM queued WHERE queued.ordering_key = delivery.ordering_key)
-             FROM delivery
+            "INSERT INTO periskope_inbox_jobs
+                 (dedup_key, event, ordering_key, body, signing_key, received_at, run_at, path)
+             SELECT dedup_key, event, ordering_key, body, signing_key, received_at, received_at, path
+             FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BYTEA[], $5::TEXT[], $6::BIGINT[], $7::TEXT[])
+                 AS delivery (dedup_key, event, ordering_key, body, signing_key, received_at, path)
              ON CONFLICT (dedup_key) DO NOTHING
              RETURNING dedup_key",
             &[&written_keys, &events, &chats, &bodies, &signing_keys, &received, &paths],

@@ -137,7 +137,8 @@ macro_rules! next_of_chat {
 }
 
 /// Version 5: claims that cost the same at any backlog. A queued job that waits behind an
-/// earlier one of its chat is marked `waiting` (by the claim that finds it so), and the index
+/// earlier one of its chat is marked `waiting` (from its insert, or by the claim that finds it
+/// so: the jobs of a file of an earlier version, a retried or replayed job), and the index
 /// the claim reads (`periskope_inbox_ready`, in [`due_at`] order) holds only the jobs that are
 /// not: each chat's first queued job, and the jobs of no chat. When a chat's queued job is
 /// settled or deleted, a trigger unmarks the chat's next one.
