@@ -544,11 +544,13 @@ pub trait InboxStore: Clone + Send + Sync + 'static {
     /// Deletes jobs; returns how many. A purged key is accepted again.
     fn purge(&self, selection: Selection) -> impl Future<Output = Result<u64, InboxError>> + Send;
 
-    /// Deletes jobs handled before `before` (retention); returns how many.
+    /// Deletes jobs handled before `before` (retention); returns how many. The SQL stores
+    /// delete them a few hundred at a time, each batch committed on its own, so that a
+    /// delivery stored meanwhile never waits for the whole deletion.
     fn purge_handled(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send;
 
     /// Deletes dead letters that died before `before` ([`WorkerConfig::dead_retention`]);
-    /// returns how many.
+    /// returns how many. Batched as [`InboxStore::purge_handled`] is.
     fn purge_dead(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send;
 
     /// Counts for metrics.
@@ -654,6 +656,10 @@ macro_rules! due_at {
     };
 }
 pub(crate) use due_at;
+
+/// How many jobs one retention batch of a SQL store deletes: deliveries stored meanwhile wait
+/// for one batch at most.
+pub(crate) const RETENTION_BATCH: i64 = 500;
 
 /// How many due jobs a SQL store's claim reads beyond those it claims, at most. Those found
 /// waiting behind an earlier job of their chat are marked so, once each, and leave the claim's

@@ -37,8 +37,8 @@ use self::batch::Batches;
 
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
-    LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, MAX_MARKED_PER_CLAIM, NewDelivery, Selection, Stored,
-    bounded_error, due_at, from_millis, selection_params, to_millis,
+    LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, MAX_MARKED_PER_CLAIM, NewDelivery, RETENTION_BATCH,
+    Selection, Stored, bounded_error, due_at, from_millis, selection_params, to_millis,
 };
 
 mod batch;
@@ -802,29 +802,21 @@ impl InboxStore for PostgresStore {
     }
 
     fn purge_handled(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
-        let connections = self.connections();
-        async move {
-            let deleted = connections
-                .execute(
-                    "DELETE FROM periskope_inbox_jobs WHERE state = 'done' AND handled_at < $1",
-                    &[&to_millis(before)],
-                )
-                .await?;
-            Ok(deleted)
-        }
+        delete_in_batches(
+            self.connections(),
+            "DELETE FROM periskope_inbox_jobs WHERE id IN (
+                 SELECT id FROM periskope_inbox_jobs WHERE state = 'done' AND handled_at < $1 LIMIT $2)",
+            before,
+        )
     }
 
     fn purge_dead(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
-        let connections = self.connections();
-        async move {
-            let deleted = connections
-                .execute(
-                    "DELETE FROM periskope_inbox_jobs WHERE state = 'dead' AND dead_at < $1",
-                    &[&to_millis(before)],
-                )
-                .await?;
-            Ok(deleted)
-        }
+        delete_in_batches(
+            self.connections(),
+            "DELETE FROM periskope_inbox_jobs WHERE id IN (
+                 SELECT id FROM periskope_inbox_jobs WHERE state = 'dead' AND dead_at < $1 LIMIT $2)",
+            before,
+        )
     }
 
     fn stats(&self, now: SystemTime) -> impl Future<Output = Result<InboxStats, InboxError>> + Send {
@@ -865,6 +857,24 @@ impl InboxStore for PostgresStore {
             stats.oldest_pending_age =
                 oldest.map(|received| now.duration_since(from_millis(received)).unwrap_or(Duration::ZERO));
             Ok(stats)
+        }
+    }
+}
+
+/// Runs `delete` (parameters: a time, a batch size) until it deletes fewer than a batch, each
+/// batch a statement and a commit of its own: a long retention never holds locks for long.
+async fn delete_in_batches(
+    connections: Arc<Connections>,
+    delete: &str,
+    before: SystemTime,
+) -> Result<u64, InboxError> {
+    let before = to_millis(before);
+    let mut deleted = 0;
+    loop {
+        let batch = connections.execute(delete, &[&before, &RETENTION_BATCH]).await?;
+        deleted += batch;
+        if batch < RETENTION_BATCH.unsigned_abs() {
+            return Ok(deleted);
         }
     }
 }

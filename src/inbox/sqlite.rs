@@ -41,8 +41,8 @@ use self::console::{end_attempt, open_attempt};
 use super::queries::AttemptOutcome;
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
-    LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, MAX_MARKED_PER_CLAIM, NewDelivery, Selection, Stored,
-    bounded_error, due_at, from_millis, saturating_add, selection_params, to_millis,
+    LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, MAX_MARKED_PER_CLAIM, NewDelivery, RETENTION_BATCH,
+    Selection, Stored, bounded_error, due_at, from_millis, saturating_add, selection_params, to_millis,
 };
 
 mod console;
@@ -475,6 +475,27 @@ impl SqliteStore {
         let operation = Operation { run, batching };
         let queued = self.shared.sender.lock().ok().and_then(|queue| queue.as_ref()?.send(operation).ok());
         Pending { receiver: queued.map(|()| receiver) }
+    }
+}
+
+impl SqliteStore {
+    /// Runs `delete` (parameters: a time, a batch size) until it deletes fewer than a batch,
+    /// each batch in the writer's shared transaction: deliveries queued meanwhile wait for one
+    /// batch at most.
+    async fn delete_in_batches(&self, delete: &'static str, before: SystemTime) -> Result<u64, InboxError> {
+        let before = to_millis(before);
+        let mut deleted = 0;
+        loop {
+            let batch = self
+                .call(move |connection| {
+                    connection.prepare_cached(delete)?.execute(params![before, RETENTION_BATCH])
+                })
+                .await?;
+            deleted += batch as u64;
+            if (batch as i64) < RETENTION_BATCH {
+                return Ok(deleted);
+            }
+        }
     }
 }
 
@@ -1103,21 +1124,19 @@ impl InboxStore for SqliteStore {
     }
 
     fn purge_handled(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
-        self.call_alone(move |connection| {
-            let deleted = connection
-                .prepare_cached("DELETE FROM periskope_inbox_jobs WHERE state = 'done' AND handled_at < ?1")?
-                .execute([to_millis(before)])?;
-            Ok(deleted as u64)
-        })
+        self.delete_in_batches(
+            "DELETE FROM periskope_inbox_jobs WHERE id IN (
+                 SELECT id FROM periskope_inbox_jobs WHERE state = 'done' AND handled_at < ?1 LIMIT ?2)",
+            before,
+        )
     }
 
     fn purge_dead(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
-        self.call_alone(move |connection| {
-            let deleted = connection
-                .prepare_cached("DELETE FROM periskope_inbox_jobs WHERE state = 'dead' AND dead_at < ?1")?
-                .execute([to_millis(before)])?;
-            Ok(deleted as u64)
-        })
+        self.delete_in_batches(
+            "DELETE FROM periskope_inbox_jobs WHERE id IN (
+                 SELECT id FROM periskope_inbox_jobs WHERE state = 'dead' AND dead_at < ?1 LIMIT ?2)",
+            before,
+        )
     }
 
     fn stats(&self, now: SystemTime) -> impl Future<Output = Result<InboxStats, InboxError>> + Send {

@@ -157,6 +157,33 @@ pub async fn dead_letters_are_purged_by_when_they_died<St: InboxStore>(store: St
 }
 
 /// The generic cases on the embedded store.
+/// Retention deletes every job past it, however many batches that takes, and nothing newer.
+pub async fn retention_deletes_past_its_batches<St: InboxStore>(store: St) {
+    const HANDLED: usize = 1_234;
+    let start = SystemTime::now();
+    for index in 0..HANDLED {
+        store.insert(delivery(chat_message(&format!("c{index}"), &format!("m{index}")))).await.unwrap();
+    }
+    let mut handled = 0;
+    while handled < HANDLED {
+        let jobs = store.claim(claim(100, 3, SystemTime::now())).await.unwrap();
+        assert!(!jobs.is_empty(), "every job is claimed in time");
+        for job in jobs {
+            store.complete(job.lease(), start).await.unwrap();
+            handled += 1;
+        }
+    }
+    let kept_body = chat_message("kept", "kept");
+    store.insert(delivery(kept_body.clone())).await.unwrap();
+    let kept = store.claim(claim(1, 3, SystemTime::now())).await.unwrap().remove(0);
+    store.complete(kept.lease(), start + Duration::from_secs(10)).await.unwrap();
+
+    let deleted = store.purge_handled(start + Duration::from_secs(1)).await.unwrap();
+    assert_eq!(deleted, HANDLED as u64, "every job handled before the cutoff, over several batches");
+    let left = store.list(ListQuery::new(None, 10)).await.unwrap();
+    assert_eq!(left.iter().map(|job| job.key.clone()).collect::<Vec<_>>(), [key_of(&kept_body)]);
+}
+
 mod sqlite {
     use periskope_webhook::inbox::SqliteStore;
 
@@ -183,6 +210,12 @@ mod sqlite {
         let dir = TempDir::new("order");
         super::jobs_of_one_chat_are_claimed_one_at_a_time_in_order(SqliteStore::open(dir.db()).unwrap())
             .await;
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_past_its_batches() {
+        let dir = TempDir::new("retention-batches");
+        super::retention_deletes_past_its_batches(SqliteStore::open(dir.db()).unwrap()).await;
     }
 
     #[tokio::test]
