@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{Method, Request, Response, Uri};
 use http_body_util::Full;
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tower_service::Service;
@@ -223,6 +223,11 @@ where
         let concurrency = config.concurrency.max(1);
         let (stop, stopping) = watch::channel(false);
         let mut in_flight = JoinSet::new();
+        // A slot is a handler running: freed as soon as it returns, while its settlement is
+        // still on its way to the store, so that the next claim can follow the settlement into
+        // the same commit (SQLite's writer runs them in order) and take the chat's next job.
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let slot_freed = Arc::new(Notify::new());
         let mut shutdown = std::pin::pin!(shutdown);
         let shortest_retention = config.retention.min(config.dead_retention.unwrap_or(Duration::MAX));
         let mut retention = tokio::time::interval(
@@ -232,11 +237,8 @@ where
         // Every wait below is raced against the shutdown: a store call that hangs cannot hold
         // the worker past it. The loop's value is the end of the grace period.
         let grace_ends = loop {
-            // Every attempt that ended frees its slot before the next claim, so that one claim
-            // takes all the jobs there is room for (a task that ended counts in the set until
-            // it is joined).
             while in_flight.try_join_next().is_some() {}
-            let free = concurrency - in_flight.len();
+            let free = slots.available_permits();
             let mut claimed_all = false;
             if free > 0 {
                 // The lease runs from before the claim's round trip: an attempt that cannot renew
@@ -269,7 +271,7 @@ where
                             for job in jobs {
                                 let (store, config) = (store.clone(), Arc::clone(&config));
                                 in_flight.spawn(async move {
-                                    settle(&store, &config, job.lease(), &job.event, Outcome::Released).await;
+                                    settle(&store, &config, job.lease(), &job.event, Outcome::Released, None).await;
                                 });
                             }
                         }
@@ -280,6 +282,17 @@ where
                     Ok(jobs) => {
                         claimed_all = jobs.len() == free;
                         for job in jobs {
+                            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                                // Only this loop takes slots, and it claimed no more than were
+                                // free: unreachable, but a job without a slot is given back.
+                                let (store, config) = (store.clone(), Arc::clone(&config));
+                                in_flight.spawn(async move {
+                                    settle(&store, &config, job.lease(), &job.event, Outcome::Released, None)
+                                        .await;
+                                });
+                                continue;
+                            };
+                            let slot = Slot { permit: Some(permit), freed: Arc::clone(&slot_freed) };
                             let attempt = run_attempt(
                                 store.clone(),
                                 handler.clone(),
@@ -287,6 +300,7 @@ where
                                 Arc::clone(&config),
                                 leases_end,
                                 stopping.clone(),
+                                slot,
                             );
                             in_flight.spawn(attempt);
                         }
@@ -297,12 +311,13 @@ where
                     }
                 }
             }
-            if claimed_all && in_flight.len() < concurrency {
+            if claimed_all && slots.available_permits() > 0 {
                 continue;
             }
             tokio::select! {
                 () = &mut shutdown => break Instant::now().checked_add(config.shutdown_grace),
                 () = wake.notified() => {}
+                () = slot_freed.notified() => {}
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 () = tokio::time::sleep(config.poll_interval) => {}
                 _ = retention.tick() => tokio::select! {
@@ -411,6 +426,7 @@ async fn run_attempt<St, H, ResBody>(
     config: Arc<WorkerConfig>,
     lease_ends: Option<Instant>,
     mut stopping: watch::Receiver<bool>,
+    slot: Slot,
 ) where
     St: InboxStore,
     H: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Send + 'static,
@@ -425,7 +441,7 @@ async fn run_attempt<St, H, ResBody>(
     let Some(lease_ends) = lease_ends.map_or(Some(None), |ends| {
         (ends.saturating_duration_since(Instant::now()) > LEASE_MARGIN).then_some(Some(ends))
     }) else {
-        settle(&store, &config, lease, &event, Outcome::Released).await;
+        settle(&store, &config, lease, &event, Outcome::Released, Some(slot)).await;
         return;
     };
     let outcome = match handler_request(job, config.max_attempts) {
@@ -458,7 +474,20 @@ async fn run_attempt<St, H, ResBody>(
             }
         }
     };
-    settle(&store, &config, lease, &event, outcome).await;
+    settle(&store, &config, lease, &event, outcome, Some(slot)).await;
+}
+
+/// A handler's slot in the worker's concurrency: freed, and the worker told, on drop.
+struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    freed: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.permit.take();
+        self.freed.notify_one();
+    }
 }
 
 /// Renews `lease` every third of the lease while the attempt runs (and once more a margin
@@ -546,22 +575,35 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
+/// Records `outcome` in the store. `slot`, the attempt's, is freed once the call is on its way
+/// (a SQL store queues it when the call is made), before its answer.
 async fn settle<St: InboxStore>(
     store: &St,
     config: &WorkerConfig,
     lease: Lease,
     event: &str,
     outcome: Outcome,
+    slot: Option<Slot>,
 ) {
     let now = SystemTime::now();
     let timeout = config.store_timeout;
     let settled = match outcome {
-        Outcome::Handled => bounded(timeout, store.complete(lease, now)).await,
-        Outcome::Released => bounded(timeout, store.release(lease, now)).await,
+        Outcome::Handled => {
+            let call = store.complete(lease, now);
+            drop(slot);
+            bounded(timeout, call).await
+        }
+        Outcome::Released => {
+            let call = store.release(lease, now);
+            drop(slot);
+            bounded(timeout, call).await
+        }
         Outcome::Failed(error) => {
             let retry_at = (lease.attempt < config.max_attempts)
                 .then(|| saturating_add(now, config.backoff(lease.attempt)));
-            let failed = bounded(timeout, store.fail(lease, error, retry_at)).await;
+            let call = store.fail(lease, error, retry_at);
+            drop(slot);
+            let failed = bounded(timeout, call).await;
             if failed.is_ok() && retry_at.is_none() {
                 super::log_dead_letter(event, lease.id, lease.attempt);
             }
