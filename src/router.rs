@@ -97,9 +97,15 @@ use crate::response::{BoxError, LAYER_MISSING_CODE, LAYER_MISSING_MESSAGE, json_
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 
 /// A handler with its shape, future and error types erased: it takes what it needs besides the
-/// event from the request's extensions, or answers itself when that is missing.
-type Handler =
-    Arc<dyn Fn(WebhookEvent, &mut Extensions) -> Result<BoxFuture, Response<Full<Bytes>>> + Send + Sync>;
+/// event from the request's extensions, or says which is missing.
+type Handler = Arc<dyn Fn(WebhookEvent, &mut Extensions) -> Result<BoxFuture, Misconfigured> + Send + Sync>;
+
+/// A part of the request a handler takes is missing: an error of the setup, which a retry would
+/// meet again, answered 500 with this code and message.
+struct Misconfigured {
+    code: &'static str,
+    message: &'static str,
+}
 
 mod sealed {
     /// An [`EventHandler`](super::EventHandler) made ready for the routing table. Public in a
@@ -143,13 +149,11 @@ where
     fn erase(self) -> sealed::Erased {
         sealed::Erased(Arc::new(move |event, extensions| match extensions.remove::<Attempt>() {
             Some(attempt) => Ok(boxed(self(event, attempt))),
-            // Served by the layer directly, the router has no attempt to give: an error of the
-            // setup, as a missing layer is, and one a retry would meet again.
-            None => Err(json_answer(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "inbox_attempt_missing",
-                "server misconfiguration: this handler takes the inbox's Attempt, so it runs behind the inbox's worker only",
-            )),
+            // Served by the layer directly, the router has no attempt to give.
+            None => Err(Misconfigured {
+                code: "inbox_attempt_missing",
+                message: "server misconfiguration: this handler takes the inbox's Attempt, so it runs behind the inbox's worker only",
+            }),
         }))
     }
 }
@@ -349,7 +353,11 @@ impl<B> Service<Request<B>> for EventRouter {
         match self.routes.handler(kind) {
             Some(handler) => match handler(event, request.extensions_mut()) {
                 Ok(future) => RouteFuture { state: RouteState::Running { future, kind } },
-                Err(refused) => RouteFuture::ready(refused),
+                Err(missing) => RouteFuture::ready(json_answer(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    missing.code,
+                    missing.message,
+                )),
             },
             None => RouteFuture::ready(json_answer(
                 StatusCode::OK,

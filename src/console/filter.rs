@@ -292,10 +292,10 @@ mod tests {
     #[test]
     fn a_notice_is_read_where_actions_lead_and_only_whole() {
         let notice = |text: &str, accepts| read(text, accepts).unwrap().notice;
-        let retried = Some(Notice { done: Done::Retried, count: 3 });
-        assert_eq!(notice("done=retried&count=3", Accepts::IdsAndNotice), retried);
-        assert_eq!(notice("state=dead&done=retried&count=3", Accepts::FilterPageAndNotice), retried);
-        assert_eq!(notice(&retried.unwrap().query(), Accepts::IdsAndNotice), retried, "reads back");
+        let retried = Notice { done: Done::Retried, count: 3 };
+        assert_eq!(notice("done=retried&count=3", Accepts::IdsAndNotice), Some(retried));
+        assert_eq!(notice("state=dead&done=retried&count=3", Accepts::FilterPageAndNotice), Some(retried));
+        assert_eq!(notice(&retried.query(), Accepts::IdsAndNotice), Some(retried), "reads back");
         assert_eq!(refused("done=retried&count=3", Accepts::Ids), "done", "the overview takes none");
         assert_eq!(refused("done=retried&count=3", Accepts::Filter), "done", "nor does a bulk action");
         assert_eq!(refused("done=deleted&count=3", Accepts::IdsAndNotice), "done");

@@ -215,7 +215,7 @@ fn chart(minutes: &[MinuteCounts]) -> Markup {
     let ticks: Vec<(f64, &'static str, String)> = minutes
         .iter()
         .enumerate()
-        .filter(|(index, _)| (last - index) % TICK == 0)
+        .filter(|(index, _)| (last - index).is_multiple_of(TICK))
         .map(|(index, minute)| {
             let anchor = match index {
                 0 => "start",
