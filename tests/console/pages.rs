@@ -377,6 +377,10 @@ where
         }
     };
     assert_eq!(ids("/jobs?state=dead".into()).await, [seeded.dead]);
+    let dead_letters = served.get("/jobs?state=dead").await.text;
+    assert!(dead_letters.contains("<title>Dead letters · Periskope inbox</title>"), "{dead_letters}");
+    assert!(dead_letters.contains("<h1>Dead letters</h1>"));
+    assert!(served.get("/jobs").await.text.contains("<h1>Jobs</h1>"));
     assert_eq!(ids("/jobs?state=done".into()).await, [seeded.done]);
     assert_eq!(ids("/jobs?state=running".into()).await, Vec::<JobId>::new());
     assert_eq!(ids("/jobs?chat=c1&ids=show".into()).await.len(), 5);
