@@ -22,7 +22,8 @@
 //! - `CONSOLE_TOKEN`: serves the [console](periskope_webhook::console) at `/console`, for
 //!   requests with this bearer token (at least 16 bytes), and browsers that sign in with it.
 //!
-//! For each delivery handled successfully it prints exactly one line,
+//! Its log (a dead letter is an ERROR line) goes to standard error. For each delivery handled
+//! successfully it prints exactly one line,
 //! `processed <event name> <first 16 hex digits of the SHA-256 of the body>`. Stopped (Ctrl-C,
 //! SIGTERM, or killed) and restarted on the same file, it resumes the jobs it had not finished.
 
@@ -59,6 +60,9 @@ fn millis(name: &str) -> Option<Duration> {
 
 #[tokio::main]
 async fn main() {
+    // The inbox logs through `tracing`: a job that becomes a dead letter is an ERROR line, here
+    // on standard error (standard output has one line per handled delivery).
+    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
     let location = std::env::var("PERISKOPE_INBOX").unwrap_or_else(|_| "periskope-inbox.db".to_owned());
     let mut config = WorkerConfig::default();
     if let Some(lease) = millis("INBOX_LEASE_MS") {

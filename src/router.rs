@@ -34,6 +34,15 @@
 //! # let _ = (app, service);
 //! ```
 //!
+//! # Handlers
+//! A handler is an async function (or closure) that returns `Result<(), E>`, with `E`
+//! convertible into a [`BoxError`], in one of two shapes ([`EventHandler`]):
+//!
+//! - `async fn(WebhookEvent) -> Result<(), E>`;
+//! - `async fn(WebhookEvent, Attempt) -> Result<(), E>` (feature `inbox`): behind the inbox's
+//!   `Worker`, the attempt being made, with its idempotency key (`Attempt::key`) and fencing
+//!   token (`Attempt::fencing_token`) for the handler's side effects.
+//!
 //! # Answers
 //! The router answers every request itself, with a small JSON body `{"code","message"}`:
 //!
@@ -43,6 +52,7 @@
 //! | the handler returned `Err` | 500 | `handler_failed` |
 //! | no handler for the kind and no [fallback](EventRouter::fallback) | 200 | `no_handler` |
 //! | no [`WebhookEvent`] in the request: the layer does not wrap the router | 500 | `periskope_layer_missing` |
+//! | a handler that takes the inbox's `Attempt`, outside the inbox's worker | 500 | `inbox_attempt_missing` |
 //!
 //! A handler's error never reaches the response body (it may hold anything the application
 //! knows); it is in the response's extensions as a [`HandlerError`] for an outer layer to log,
@@ -75,17 +85,86 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Extensions, Request, Response, StatusCode};
 use http_body_util::Full;
 use tower_service::Service;
 
 use crate::event::{EventKind, Family, WebhookEvent};
+#[cfg(feature = "inbox")]
+use crate::inbox::Attempt;
 use crate::response::{BoxError, LAYER_MISSING_CODE, LAYER_MISSING_MESSAGE, json_answer};
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 
-/// A handler with its future and error types erased.
-type Handler = Arc<dyn Fn(WebhookEvent) -> BoxFuture + Send + Sync>;
+/// A handler with its shape, future and error types erased: it takes what it needs besides the
+/// event from the request's extensions, or says which is missing.
+type Handler = Arc<dyn Fn(WebhookEvent, &mut Extensions) -> Result<BoxFuture, Misconfigured> + Send + Sync>;
+
+/// A part of the request a handler takes is missing: an error of the setup, which a retry would
+/// meet again, answered 500 with this code and message.
+struct Misconfigured {
+    code: &'static str,
+    message: &'static str,
+}
+
+mod sealed {
+    /// An [`EventHandler`](super::EventHandler) made ready for the routing table. Public in a
+    /// private module, so that the crate alone implements `EventHandler`, and can add shapes.
+    pub struct Erased(pub(super) super::Handler);
+}
+
+/// An async function [`EventRouter`] can call: `Fn(WebhookEvent) -> impl Future<Output =
+/// Result<(), E>>`, or, with the `inbox` feature, `Fn(WebhookEvent, Attempt) -> ...`, with `E:
+/// Into<BoxError>` (see the [module docs](self#handlers)).
+///
+/// It is implemented for every function and closure of those shapes; `Args` only tells the
+/// shapes apart, as the extractor tuples of axum's `Handler` do. Write a closure's argument
+/// types (`|event: WebhookEvent| ...`) so that its shape is known.
+pub trait EventHandler<Args>: Send + Sync + 'static {
+    /// The handler, type-erased for the routing table.
+    #[doc(hidden)]
+    fn erase(self) -> sealed::Erased;
+}
+
+impl<F, Fut, E> EventHandler<(WebhookEvent,)> for F
+where
+    F: Fn(WebhookEvent) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<BoxError>,
+{
+    fn erase(self) -> sealed::Erased {
+        sealed::Erased(Arc::new(move |event, _extensions| Ok(boxed(self(event)))))
+    }
+}
+
+/// Behind the inbox's worker, which puts the [`Attempt`] into the request's extensions.
+#[cfg(feature = "inbox")]
+#[cfg_attr(docsrs, doc(cfg(feature = "inbox")))]
+impl<F, Fut, E> EventHandler<(WebhookEvent, Attempt)> for F
+where
+    F: Fn(WebhookEvent, Attempt) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<BoxError>,
+{
+    fn erase(self) -> sealed::Erased {
+        sealed::Erased(Arc::new(move |event, extensions| match extensions.remove::<Attempt>() {
+            Some(attempt) => Ok(boxed(self(event, attempt))),
+            // Served by the layer directly, the router has no attempt to give.
+            None => Err(Misconfigured {
+                code: "inbox_attempt_missing",
+                message: "server misconfiguration: this handler takes the inbox's Attempt, so it runs behind the inbox's worker only",
+            }),
+        }))
+    }
+}
+
+fn boxed<Fut, E>(future: Fut) -> BoxFuture
+where
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<BoxError>,
+{
+    Box::pin(async move { future.await.map_err(Into::into) })
+}
 
 /// One slot per known kind, and one for [`EventKind::Unknown`].
 const SLOTS: usize = EventKind::ALL.len() + 1;
@@ -107,9 +186,9 @@ impl Routes {
 ///
 /// It reads the [`WebhookEvent`] that [`PeriskopeWebhookLayer`](crate::PeriskopeWebhookLayer)
 /// put into the request extensions, so it goes inside that layer; the request body is not read.
-/// A handler is an async function taking the [`WebhookEvent`] and returning
-/// `Result<(), E>` with `E` convertible into a [`BoxError`]. See the [module docs](self) for
-/// the answers and their statuses.
+/// A handler is an async function taking the [`WebhookEvent`] (and, behind the inbox's worker,
+/// its `Attempt`: [`EventHandler`]) and returning `Result<(), E>` with `E` convertible into a
+/// [`BoxError`]. See the [module docs](self) for the answers and their statuses.
 ///
 /// Handlers for a known kind also receive that kind's
 /// [undecodable](crate::EventData::Undecodable) deliveries (data that does not fit its type),
@@ -131,13 +210,11 @@ impl EventRouter {
     /// Handles events of `kind` with `handler`, replacing any handler set before for `kind`.
     ///
     /// With [`EventKind::Unknown`] this is [`on_unknown`](Self::on_unknown).
-    pub fn on<H, Fut, E>(mut self, kind: EventKind, handler: H) -> Self
+    pub fn on<H, Args>(mut self, kind: EventKind, handler: H) -> Self
     where
-        H: Fn(WebhookEvent) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Into<BoxError>,
+        H: EventHandler<Args>,
     {
-        let handler = erase(handler);
+        let sealed::Erased(handler) = handler.erase();
         // Every kind has a slot; `get_mut` keeps that an invariant rather than a panic site.
         if let Some(slot) = Arc::make_mut(&mut self.routes).handlers.get_mut(kind as usize) {
             *slot = Some(handler);
@@ -147,11 +224,9 @@ impl EventRouter {
 
     /// Handles events whose name this version of the crate does not know
     /// ([`EventKind::Unknown`]; [`WebhookEvent::name`] has the name as sent).
-    pub fn on_unknown<H, Fut, E>(self, handler: H) -> Self
+    pub fn on_unknown<H, Args>(self, handler: H) -> Self
     where
-        H: Fn(WebhookEvent) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Into<BoxError>,
+        H: EventHandler<Args>,
     {
         self.on(EventKind::Unknown, handler)
     }
@@ -159,25 +234,22 @@ impl EventRouter {
     /// Handles every event that has no handler of its own, unknown ones included when there is
     /// no [`on_unknown`](Self::on_unknown) handler. Without it, such events are answered
     /// `200 no_handler`.
-    pub fn fallback<H, Fut, E>(mut self, handler: H) -> Self
+    pub fn fallback<H, Args>(mut self, handler: H) -> Self
     where
-        H: Fn(WebhookEvent) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Into<BoxError>,
+        H: EventHandler<Args>,
     {
-        Arc::make_mut(&mut self.routes).fallback = Some(erase(handler));
+        let sealed::Erased(handler) = handler.erase();
+        Arc::make_mut(&mut self.routes).fallback = Some(handler);
         self
     }
 
     /// Handles every event of `family` (e.g. all `message.*` events) with `handler`, replacing
     /// any handler set before for those kinds; the kinds are [`Family::kinds`].
-    pub fn on_family<H, Fut, E>(mut self, family: Family, handler: H) -> Self
+    pub fn on_family<H, Args>(mut self, family: Family, handler: H) -> Self
     where
-        H: Fn(WebhookEvent) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Into<BoxError>,
+        H: EventHandler<Args>,
     {
-        let handler = erase(handler);
+        let sealed::Erased(handler) = handler.erase();
         let routes = Arc::make_mut(&mut self.routes);
         for kind in family.kinds() {
             if let Some(slot) = routes.handlers.get_mut(kind as usize) {
@@ -206,11 +278,9 @@ macro_rules! on_kind {
                     "Handles [`EventKind::", stringify!($kind), "`] events: [`on`](Self::on)`(EventKind::",
                     stringify!($kind), ", handler)`."
                 )]
-                pub fn $method<H, Fut, E>(self, handler: H) -> Self
+                pub fn $method<H, Args>(self, handler: H) -> Self
                 where
-                    H: Fn(WebhookEvent) -> Fut + Send + Sync + 'static,
-                    Fut: Future<Output = Result<(), E>> + Send + 'static,
-                    E: Into<BoxError>,
+                    H: EventHandler<Args>,
                 {
                     self.on(EventKind::$kind, handler)
                 }
@@ -240,18 +310,6 @@ on_kind! {
     on_org_phone_disconnected => OrgPhoneDisconnected,
     on_org_phone_updated => OrgPhoneUpdated,
     on_org_phone_qr => OrgPhoneQr,
-}
-
-fn erase<H, Fut, E>(handler: H) -> Handler
-where
-    H: Fn(WebhookEvent) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), E>> + Send + 'static,
-    E: Into<BoxError>,
-{
-    Arc::new(move |event| {
-        let future = handler(event);
-        Box::pin(async move { future.await.map_err(Into::into) })
-    })
 }
 
 impl Default for EventRouter {
@@ -293,7 +351,14 @@ impl<B> Service<Request<B>> for EventRouter {
         };
         let kind = event.kind();
         match self.routes.handler(kind) {
-            Some(handler) => RouteFuture { state: RouteState::Running { future: handler(event), kind } },
+            Some(handler) => match handler(event, request.extensions_mut()) {
+                Ok(future) => RouteFuture { state: RouteState::Running { future, kind } },
+                Err(missing) => RouteFuture::ready(json_answer(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    missing.code,
+                    missing.message,
+                )),
+            },
             None => RouteFuture::ready(json_answer(
                 StatusCode::OK,
                 "no_handler",

@@ -16,6 +16,7 @@ use common::{
 };
 use http::{Request, StatusCode};
 use http_body_util::Full;
+use periskope_webhook::inbox::Attempt;
 use periskope_webhook::router::HandlerError;
 use periskope_webhook::testing::signed_request_for_body;
 use periskope_webhook::{EventKind, EventRouter, PeriskopeWebhookLayer, WebhookEvent};
@@ -284,7 +285,40 @@ async fn without_the_layer_the_router_is_misconfigured(stack: Stack) {
     calls.none();
 }
 
+async fn a_handler_taking_the_attempt_answers_500_outside_the_inbox(stack: Stack) {
+    let calls = Calls::default();
+    let c = calls.clone();
+    let with_attempt = move |event: WebhookEvent, _attempt: Attempt| {
+        let calls = c.clone();
+        async move {
+            calls.record("with_attempt", &event, None);
+            Ok::<_, Infallible>(())
+        }
+    };
+    let c = calls.clone();
+    let without = move |event: WebhookEvent| {
+        let calls = c.clone();
+        async move {
+            calls.record("without", &event, None);
+            Ok::<_, Infallible>(())
+        }
+    };
+    let router = EventRouter::new().on_message_created(with_attempt).on_note_created(without);
+    let server = start(stack, router, true).await;
+
+    // Behind the layer alone, no worker made an attempt: a setup error, before the handler runs.
+    let reply = post(&server.url, fixture("message.created.envelope.json")).await;
+    reply.assert(StatusCode::INTERNAL_SERVER_ERROR, "inbox_attempt_missing");
+    assert!(reply.json()["message"].as_str().is_some_and(|message| message.contains("misconfiguration")));
+    calls.none();
+
+    // The event-only shape, in the same router, is served as before.
+    post(&server.url, fixture("note.created.envelope.json")).await.assert(StatusCode::OK, "handled");
+    assert_eq!(calls.one().handler, "without");
+}
+
 for_each_stack!(
+    a_handler_taking_the_attempt_answers_500_outside_the_inbox,
     each_event_reaches_its_named_handler,
     unknown_events_reach_on_unknown,
     the_fallback_takes_what_has_no_handler,

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use periskope_webhook::console::Console;
 use periskope_webhook::inbox::ConsoleStore;
@@ -85,7 +85,7 @@ where
         };
         let console = console.clone();
         tokio::spawn(async move {
-            let _ = auto::Builder::new(TokioExecutor::new())
+            let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(console))
                 .await;
         });

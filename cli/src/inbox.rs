@@ -17,8 +17,9 @@ use crate::output::{Failure, Output};
 /// Look into a durable inbox: list, show, retry and purge its jobs.
 ///
 /// The inbox is the embedded SQLite file a server keeps its deliveries in, or the PostgreSQL
-/// database several replicas share. An embedded file is owned by one process: stop the server
-/// before opening its file here.
+/// database several replicas share. One process writes an embedded file: beside the server
+/// that holds it, `list`, `show`, `stats` and `console` read it (the console read-only), and
+/// `retry` and `purge` need the server stopped.
 #[derive(Args, Debug)]
 pub struct InboxArgs {
     /// The inbox: the embedded SQLite file, or, when built with the `postgres` feature, a

@@ -15,8 +15,8 @@ use http::header::{AUTHORIZATION, CONTENT_LENGTH, COOKIE, PROXY_AUTHORIZATION};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use periskope_webhook::redact::mask_phone_digits;
 use periskope_webhook::signature::SIGNATURE_HEADER;
@@ -130,7 +130,7 @@ where
         });
         tokio::spawn(async move {
             // A connection that breaks off only ends itself.
-            let _ = auto::Builder::new(TokioExecutor::new())
+            let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
                 .await;
         });

@@ -14,6 +14,7 @@ mod sign;
 mod socketio;
 mod trigger;
 mod webhooks;
+mod websocket;
 
 use std::process::ExitCode;
 

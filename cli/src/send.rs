@@ -1,7 +1,7 @@
 //! `send`: POST delivery files to a webhook endpoint, signed as Periskope signs them.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +14,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use periskope_webhook::SigningKey;
 use periskope_webhook::signature::{SIGNATURE_HEADER, sign};
 use serde_json::json;
@@ -272,10 +271,33 @@ fn tampered(body: &[u8]) -> Vec<u8> {
     body
 }
 
+/// Goes back to the start of the terminal's line and erases it.
+const CLEAR_LINE: &str = "\r\x1b[2K";
+
+/// How far a run is, as the last line of a terminal's standard error, redrawn in place.
+struct Progress {
+    total: usize,
+    sent: usize,
+    started: Instant,
+}
+
+impl Progress {
+    /// Replaces the progress line with `above` (whole lines, or nothing), then the progress line.
+    fn draw(&self, above: &str) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let rate = if seconds > 0.0 { self.sent as f64 / seconds } else { 0.0 };
+        let (sent, total) = (self.sent, self.total);
+        let _ = write!(
+            std::io::stderr().lock(),
+            "{CLEAR_LINE}{above}{sent}/{total} sent, {rate:.0}/s, {seconds:.0} s"
+        );
+    }
+}
+
 /// Prints each answer as it comes and counts them.
 struct Report<'o> {
     output: &'o Output,
-    bar: Option<ProgressBar>,
+    progress: Option<Progress>,
     statuses: BTreeMap<String, usize>,
     unexpected: usize,
     /// Why the first request that could not connect failed: the run is a setup error.
@@ -288,17 +310,11 @@ struct Report<'o> {
 impl<'o> Report<'o> {
     fn new(total: usize, url: Uri, output: &'o Output) -> Self {
         let terminal = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
-        let bar = (terminal && !output.json()).then(|| {
-            let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-            if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} sent, {per_sec}, {elapsed}")
-            {
-                bar.set_style(style);
-            }
-            bar
-        });
+        let progress =
+            (terminal && !output.json()).then(|| Progress { total, sent: 0, started: Instant::now() });
         Report {
             output,
-            bar,
+            progress,
             statuses: BTreeMap::new(),
             unexpected: 0,
             unreachable: None,
@@ -359,21 +375,22 @@ impl<'o> Report<'o> {
                 "millis": millis,
             }),
         );
-        if let Some(bar) = &self.bar {
-            bar.inc(1);
+        if let Some(progress) = &mut self.progress {
+            progress.sent += 1;
+            progress.draw("");
         }
     }
 
     fn print(&self, text: String, object: serde_json::Value) {
-        match &self.bar {
-            Some(bar) => bar.println(text),
+        match &self.progress {
+            Some(progress) => progress.draw(&format!("{text}\n")),
             None => self.output.line(text, object),
         }
     }
 
     fn finish(self) -> Result<(), Failure> {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
+        if self.progress.is_some() {
+            let _ = write!(std::io::stderr().lock(), "{CLEAR_LINE}");
         }
         let requests: usize = self.statuses.values().sum();
         let seconds = self.started.elapsed().as_secs_f64();

@@ -11,13 +11,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use http::HeaderMap;
 use serde_json::value::RawValue;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+use crate::websocket::{self, UpgradeError, WebSocket};
 
 /// How long to wait for the server's open and connect packets.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(20);
@@ -45,7 +42,7 @@ pub struct Event {
 
 /// A connection to the default namespace.
 pub struct Socket {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: WebSocket,
     /// How long the server may stay silent: its ping interval plus its ping timeout.
     silence: Duration,
 }
@@ -67,16 +64,11 @@ pub async fn connect(
     headers: HeaderMap,
     tls: Arc<rustls::ClientConfig>,
 ) -> Result<Socket, ConnectError> {
-    let mut request = url.into_client_request().map_err(|error| ConnectError::Failed(error.to_string()))?;
-    request.headers_mut().extend(headers);
-    let connecting =
-        tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(Connector::Rustls(tls)));
-    let (ws, _) = match tokio::time::timeout(HANDSHAKE_LIMIT, connecting).await {
+    let ws = match tokio::time::timeout(HANDSHAKE_LIMIT, websocket::connect(url, headers, tls)).await {
         Err(_) => {
             return Err(ConnectError::Failed(format!("no answer within {} s", HANDSHAKE_LIMIT.as_secs())));
         }
-        Ok(Err(tungstenite::Error::Http(response))) => {
-            let status = response.status();
+        Ok(Err(UpgradeError::Answered(status))) => {
             return Err(match status.as_u16() {
                 401 | 403 => ConnectError::Refused(Some(status.to_string())),
                 // A timeout, a rate limit or a server error passes; the server may be fine later.
@@ -86,7 +78,7 @@ pub async fn connect(
                 _ => ConnectError::NotSocketIo(status.to_string()),
             });
         }
-        Ok(Err(error)) => return Err(ConnectError::Failed(crate::send::chain(&error))),
+        Ok(Err(UpgradeError::Failed(reason))) => return Err(ConnectError::Failed(reason)),
         Ok(Ok(connected)) => connected,
     };
     let mut socket = Socket { ws, silence: HANDSHAKE_LIMIT };
@@ -160,23 +152,13 @@ impl Socket {
 
     /// The next text frame, within the silence the server allows.
     async fn text(&mut self) -> Result<String, String> {
-        loop {
-            let frame = tokio::time::timeout(self.silence, self.ws.next())
-                .await
-                .map_err(|_| format!("nothing from the server for {} s", self.silence.as_secs()))?;
-            match frame {
-                None => return Err("the connection closed".to_owned()),
-                Some(Err(error)) => return Err(crate::send::chain(&error)),
-                Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_owned()),
-                Some(Ok(Message::Close(_))) => return Err("the server closed the connection".to_owned()),
-                // WebSocket pings are answered by tungstenite; binary frames carry no events here.
-                Some(Ok(_)) => {}
-            }
-        }
+        tokio::time::timeout(self.silence, self.ws.next_text())
+            .await
+            .map_err(|_| format!("nothing from the server for {} s", self.silence.as_secs()))?
     }
 
     async fn write(&mut self, packet: &str) -> Result<(), String> {
-        self.ws.send(Message::text(packet)).await.map_err(|error| crate::send::chain(&error))
+        self.ws.send_text(packet).await
     }
 }
 

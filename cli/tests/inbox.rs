@@ -172,6 +172,17 @@ fn a_missing_file_is_one_line_and_exit_2_and_is_not_created() {
 }
 
 #[test]
+fn the_help_says_which_actions_work_beside_a_running_server() {
+    let output = run(cli().args(["inbox", "--help"]));
+    assert_eq!(output.status.code(), Some(0));
+    // Wrapped as clap prints it: compared as one line of words.
+    let help = stdout(&output).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(help.contains("`list`, `show`, `stats` and `console` read it"), "{help}");
+    assert!(help.contains("`retry` and `purge` need the server stopped"), "{help}");
+    assert!(!help.contains("before opening"), "{help}");
+}
+
+#[test]
 fn a_missing_directory_is_one_line_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let output = run(inbox(&dir.path().join("missing").join("inbox.db")).arg("list"));

@@ -27,6 +27,43 @@ pub(super) struct Query {
     pub after: Option<JobId>,
     /// `ids=show`: phone numbers and ids in full.
     pub show_ids: bool,
+    /// `done=...&count=N`: what the action that led here did.
+    pub notice: Option<Notice>,
+}
+
+/// What an action did, told by its redirect to the page it lands on, which confirms it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Notice {
+    pub done: Done,
+    /// How many jobs it changed.
+    pub count: u64,
+}
+
+/// The actions a notice confirms, named as `done=` spells them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Done {
+    Retried,
+    Replayed,
+    Purged,
+}
+
+impl Done {
+    const ALL: [Done; 3] = [Done::Retried, Done::Replayed, Done::Purged];
+
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Done::Retried => "retried",
+            Done::Replayed => "replayed",
+            Done::Purged => "purged",
+        }
+    }
+}
+
+impl Notice {
+    /// The notice as the query of the page it lands on.
+    pub(super) fn query(&self) -> String {
+        format!("done={}&count={}", self.done.as_str(), self.count)
+    }
 }
 
 /// The parameters a route reads; any other is refused.
@@ -34,10 +71,23 @@ pub(super) struct Query {
 pub(super) enum Accepts {
     /// `ids` only.
     Ids,
+    /// `ids`, and the notice of an action (a job's page, where its actions lead).
+    IdsAndNotice,
     /// The filter and `ids` (a bulk action: it covers every page).
     Filter,
-    /// The filter, `ids` and `after`.
-    FilterAndPage,
+    /// The filter, `ids`, `after`, and the notice of an action (the jobs, where a purge and the
+    /// bulk actions lead).
+    FilterPageAndNotice,
+}
+
+impl Accepts {
+    fn filter(self) -> bool {
+        matches!(self, Accepts::Filter | Accepts::FilterPageAndNotice)
+    }
+
+    fn notice(self) -> bool {
+        matches!(self, Accepts::IdsAndNotice | Accepts::FilterPageAndNotice)
+    }
 }
 
 /// A parameter that refused its request.
@@ -49,6 +99,8 @@ pub(super) struct BadParameter {
 }
 
 const FILTER: [&str; 6] = ["state", "event", "chat", "q", "from", "until"];
+const NOTICE: [&str; 2] = ["done", "count"];
+const NOTICE_PAIR: &str = "`done` and `count` come together";
 const TIME_FORMS: &str = "give a date (2025-01-20), a time as the jobs form sends it (2025-01-20T07:51) \
      or RFC 3339 (2025-01-20T07:51:00Z, 2025-01-20T09:51:00+02:00)";
 
@@ -57,11 +109,13 @@ impl Query {
     pub(super) fn read(pairs: &[(String, String)], accepts: Accepts) -> Result<Query, BadParameter> {
         let mut query = Query::default();
         let mut seen: Vec<&str> = Vec::new();
+        let (mut done, mut count) = (None, None);
         for (name, value) in pairs {
             let bad = |why| BadParameter { name: name.chars().take(40).collect(), why };
             let known = name == "ids"
-                || (accepts != Accepts::Ids && FILTER.contains(&name.as_str()))
-                || (accepts == Accepts::FilterAndPage && name == "after");
+                || (accepts.filter() && FILTER.contains(&name.as_str()))
+                || (accepts == Accepts::FilterPageAndNotice && name == "after")
+                || (accepts.notice() && NOTICE.contains(&name.as_str()));
             if !known {
                 return Err(bad("this page takes no such parameter"));
             }
@@ -91,6 +145,15 @@ impl Query {
                     query.after =
                         Some(value.parse().ok().filter(|id: &JobId| *id > 0).ok_or(bad("not a job id"))?);
                 }
+                "done" => {
+                    done = Some(
+                        Done::ALL
+                            .into_iter()
+                            .find(|done| done.as_str() == value)
+                            .ok_or(bad("not an action: retried, replayed or purged"))?,
+                    );
+                }
+                "count" => count = Some(value.parse::<u64>().map_err(|_| bad("not a count of jobs"))?),
                 _ => {
                     if value != "show" {
                         return Err(bad("the only value is `show`"));
@@ -99,6 +162,12 @@ impl Query {
                 }
             }
         }
+        query.notice = match (done, count) {
+            (Some(done), Some(count)) => Some(Notice { done, count }),
+            (None, None) => None,
+            (Some(_), None) => return Err(BadParameter { name: "count".to_owned(), why: NOTICE_PAIR }),
+            (None, Some(_)) => return Err(BadParameter { name: "done".to_owned(), why: NOTICE_PAIR }),
+        };
         Ok(query)
     }
 }
@@ -205,8 +274,8 @@ mod tests {
         }
         assert_eq!(refused("state=deadd", Accepts::Filter), "state");
         assert_eq!(refused("state=Dead", Accepts::Filter), "state", "names are lowercase");
-        assert_eq!(refused("after=x", Accepts::FilterAndPage), "after");
-        assert_eq!(refused("after=-3", Accepts::FilterAndPage), "after");
+        assert_eq!(refused("after=x", Accepts::FilterPageAndNotice), "after");
+        assert_eq!(refused("after=-3", Accepts::FilterPageAndNotice), "after");
         assert_eq!(refused("ids=all", Accepts::Ids), "ids");
         assert_eq!(refused("state=dead&state=done", Accepts::Filter), "state", "twice is ambiguous");
     }
@@ -216,8 +285,24 @@ mod tests {
         assert_eq!(refused("stat=dead", Accepts::Filter), "stat");
         assert_eq!(refused("after=3", Accepts::Filter), "after", "a bulk action covers every page");
         assert_eq!(refused("state=dead", Accepts::Ids), "state");
-        assert_eq!(refused("token=abc", Accepts::FilterAndPage), "token");
+        assert_eq!(refused("token=abc", Accepts::FilterPageAndNotice), "token");
         assert!(read("ids=show", Accepts::Ids).unwrap().show_ids);
+    }
+
+    #[test]
+    fn a_notice_is_read_where_actions_lead_and_only_whole() {
+        let notice = |text: &str, accepts| read(text, accepts).unwrap().notice;
+        let retried = Notice { done: Done::Retried, count: 3 };
+        assert_eq!(notice("done=retried&count=3", Accepts::IdsAndNotice), Some(retried));
+        assert_eq!(notice("state=dead&done=retried&count=3", Accepts::FilterPageAndNotice), Some(retried));
+        assert_eq!(notice(&retried.query(), Accepts::IdsAndNotice), Some(retried), "reads back");
+        assert_eq!(refused("done=retried&count=3", Accepts::Ids), "done", "the overview takes none");
+        assert_eq!(refused("done=retried&count=3", Accepts::Filter), "done", "nor does a bulk action");
+        assert_eq!(refused("done=deleted&count=3", Accepts::IdsAndNotice), "done");
+        assert_eq!(refused("done=retried&count=-1", Accepts::IdsAndNotice), "count");
+        assert_eq!(refused("done=retried&count=x", Accepts::IdsAndNotice), "count");
+        assert_eq!(refused("done=retried", Accepts::IdsAndNotice), "count");
+        assert_eq!(refused("count=3", Accepts::IdsAndNotice), "done");
     }
 
     #[test]

@@ -30,8 +30,12 @@
 //! | `GET PREFIX/` | the overview: each state's count in an element with `data-count="STATE"`, queue depth, oldest pending age, a chart of the last hour, dead letters by event |
 //! | `GET PREFIX/jobs?state=&event=&chat=&q=&from=&until=&after=` | jobs newest first, 50 a page (`after` = the last job id of the previous page); each row is `<tr data-job-id="ID" data-state="STATE">` |
 //! | `GET PREFIX/jobs/ID` | a job: its fields, attempts, body and typed event |
-//! | `POST PREFIX/jobs/ID/retry`, `…/replay`, `…/purge` | the job's actions, from `<button>`s whose text is `Retry`, `Replay` and `Purge` |
-//! | `GET`/`POST PREFIX/jobs/retry?FILTER`, `PREFIX/jobs/purge?FILTER` | every job the filter selects, behind a confirmation page that shows how many; applied 1,000 jobs a store call |
+//! | `POST PREFIX/jobs/ID/retry`, `…/replay`, `…/purge` | the job's actions, from `<button>`s whose text is `Retry`, `Replay` and `Purge`; `303` to the job (the jobs, after a purge) |
+//! | `GET`/`POST PREFIX/jobs/retry?FILTER`, `PREFIX/jobs/purge?FILTER` | every job the filter selects, behind a confirmation page that shows how many; applied 1,000 jobs a store call; `303` to the jobs the filter selects |
+//!
+//! An action's `303` adds `done=retried|replayed|purged&count=N` (how many jobs it changed) to
+//! the page it leads to, which confirms it in a `<p class="notice" role="status" data-done="…">`;
+//! the jobs and job pages take these two parameters, together, and no other page does.
 //! | `GET`/`POST PREFIX/sign-in` | the sign-in form (a console behind a bearer token), and signing in with the token |
 //! | `POST PREFIX/sign-out` | ends the browser's session |
 //!
@@ -105,7 +109,7 @@ use maud::Markup;
 use tower_service::Service;
 
 use self::access::{Access, MIN_TOKEN_LEN, Proof};
-use self::filter::{Accepts, BadParameter, Query};
+use self::filter::{Accepts, BadParameter, Done, Notice, Query};
 use self::hosts::Hosts;
 use self::pages::Frame;
 use self::scan::Selected;
@@ -380,6 +384,16 @@ impl Action {
             Action::Purge => "Purge",
         }
     }
+
+    /// The notice that confirms this action changed `count` jobs.
+    fn notice(self, count: u64) -> Notice {
+        let done = match self {
+            Action::Retry => Done::Retried,
+            Action::Replay => Done::Replayed,
+            Action::Purge => Done::Purged,
+        };
+        Notice { done, count }
+    }
 }
 
 /// What a request asks for, from its method and its path below the console's prefix.
@@ -420,7 +434,8 @@ impl Route {
     /// The parameters its query may hold.
     fn accepts(&self) -> Accepts {
         match self {
-            Route::Jobs => Accepts::FilterAndPage,
+            Route::Jobs => Accepts::FilterPageAndNotice,
+            Route::Job(_) => Accepts::IdsAndNotice,
             Route::Bulk(_) => Accepts::Filter,
             _ => Accepts::Ids,
         }
@@ -627,6 +642,7 @@ where
             show_ids: query.show_ids,
             may_show_ids: !self.read_only,
             sign_out: signed_in && proof == Proof::Ambient,
+            notice: query.notice,
         };
 
         let reading = parts.method == Method::GET || parts.method == Method::HEAD;
@@ -791,10 +807,11 @@ where
                     Action::Purge => self.store.purge(Selection::Job(id)).await?,
                 };
                 tracing::info!(action = action.name(), job = id, changed, "inbox console action");
+                let notice = pages::with_ids(&action.notice(changed).query(), frame.show_ids);
                 if action == Action::Purge {
-                    redirect(&frame.href("jobs"))
+                    redirect(&frame.href(&format!("jobs?{notice}")))
                 } else {
-                    redirect(&frame.href(&format!("jobs/{id}")))
+                    redirect(&frame.href(&format!("jobs/{id}?{notice}")))
                 }
             }
             Route::Bulk(action) => {
@@ -808,9 +825,10 @@ where
                     _ => selected.in_batches(&self.store, |batch| self.store.purge_matching(batch)).await?,
                 };
                 tracing::info!(action = action.name(), jobs = changed, "inbox console bulk action");
-                redirect(
-                    &frame.href(&format!("jobs?{}", pages::with_ids(&query.filter.query(), frame.show_ids))),
-                )
+                let filter = query.filter.query();
+                let notice = action.notice(changed).query();
+                let joined = if filter.is_empty() { notice } else { format!("{filter}&{notice}") };
+                redirect(&frame.href(&format!("jobs?{}", pages::with_ids(&joined, frame.show_ids))))
             }
             _ => return Err(InboxError::Storage("not an action".to_owned())),
         })

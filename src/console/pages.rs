@@ -4,10 +4,11 @@ use std::time::{Duration, SystemTime};
 
 use maud::{DOCTYPE, Markup, html};
 
-use super::filter::{Filter, datetime_local};
+use super::filter::{Done, Filter, Notice, datetime_local};
 use crate::event::format_utc;
 use crate::inbox::{
-    AttemptRecord, DeadLetters, InboxStats, JobId, JobRecord, JobState, JobSummary, MinuteCounts,
+    AttemptOutcome, AttemptRecord, DeadLetters, InboxStats, JobId, JobRecord, JobState, JobSummary,
+    MinuteCounts,
 };
 use crate::redact::mask_phone_digits;
 
@@ -27,12 +28,22 @@ pub(super) struct Frame<'a> {
     pub may_show_ids: bool,
     /// Whether the browser signed in, and may sign out.
     pub sign_out: bool,
+    /// What the action that led here did, to confirm it.
+    pub notice: Option<Notice>,
 }
 
 impl<'a> Frame<'a> {
     /// The frame of a page that shows nothing of the inbox (a refusal, the sign-in form).
     pub(super) fn bare(base: &'a str) -> Frame<'a> {
-        Frame { base, csrf: None, actions: false, show_ids: false, may_show_ids: false, sign_out: false }
+        Frame {
+            base,
+            csrf: None,
+            actions: false,
+            show_ids: false,
+            may_show_ids: false,
+            sign_out: false,
+            notice: None,
+        }
     }
 
     /// The link to `path` below the console's root.
@@ -84,9 +95,27 @@ fn layout(frame: &Frame<'_>, title: &str, content: Markup) -> Markup {
                         }
                     }
                 }
-                main { h1 { (title) } (content) }
+                main {
+                    h1 { (title) }
+                    @if let Some(notice) = frame.notice {
+                        p.notice role="status" data-done=(notice.done.as_str()) { (confirmation(notice)) }
+                    }
+                    (content)
+                }
             }
         }
+    }
+}
+
+/// What a notice confirms, in words.
+fn confirmation(notice: Notice) -> String {
+    match (notice.done, notice.count) {
+        (Done::Retried, 0) => "Nothing was retried: only pending and dead jobs are.".to_owned(),
+        (Done::Retried, count) => format!("Retried {}: due now.", jobs_count(count)),
+        (Done::Replayed, 0) => "Nothing was replayed: only a handled job is.".to_owned(),
+        (Done::Replayed, count) => format!("Replayed {}: due now.", jobs_count(count)),
+        (Done::Purged, 0) => "Nothing was purged.".to_owned(),
+        (Done::Purged, count) => format!("Purged {}.", jobs_count(count)),
     }
 }
 
@@ -151,11 +180,15 @@ pub(super) fn overview(
     )
 }
 
-/// Received, handled and failed per minute as an inline SVG chart, with the figures as a
-/// table for screen readers and text browsers.
+/// Received, handled and failed per minute as an inline SVG chart under a time axis (UTC),
+/// with the totals in its caption.
 fn chart(minutes: &[MinuteCounts]) -> Markup {
     const WIDTH: f64 = 600.0;
     const HEIGHT: f64 = 120.0;
+    /// Room under the plot for the axis's times.
+    const AXIS: f64 = 18.0;
+    /// A time on the axis every this many minutes.
+    const TICK: usize = 15;
     let highest = minutes
         .iter()
         .map(|minute| minute.received.max(minute.handled).max(minute.failed))
@@ -177,11 +210,31 @@ fn chart(minutes: &[MinuteCounts]) -> Markup {
             .collect::<Vec<_>>()
             .join(" ")
     };
+    // Counted back from the newest minute, so that the right edge is always labelled.
+    let last = minutes.len().saturating_sub(1);
+    let ticks: Vec<(f64, &'static str, String)> = minutes
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| (last - index).is_multiple_of(TICK))
+        .map(|(index, minute)| {
+            let anchor = match index {
+                0 => "start",
+                _ if index == last => "end",
+                _ => "middle",
+            };
+            (index as f64 * step, anchor, clock(minute.minute))
+        })
+        .collect();
     let totals = |value: fn(&MinuteCounts) -> u64| minutes.iter().map(value).sum::<u64>();
     html! {
         figure {
-            svg.chart viewBox=(format!("0 -4 {WIDTH} {}", HEIGHT + 8.0)) role="img" aria-labelledby="chart-title" {
+            svg.chart viewBox=(format!("0 -4 {WIDTH} {}", HEIGHT + 4.0 + AXIS)) role="img" aria-labelledby="chart-title" {
                 title id="chart-title" { "Received, handled and failed per minute over the last hour; at most " (highest) " a minute" }
+                line.axis x1="0" y1=(HEIGHT) x2=(WIDTH) y2=(HEIGHT) {}
+                @for (x, anchor, time) in &ticks {
+                    line.tick x1=(format!("{x:.1}")) y1=(HEIGHT) x2=(format!("{x:.1}")) y2=(HEIGHT + 4.0) {}
+                    text.time x=(format!("{x:.1}")) y=(HEIGHT + AXIS - 2.0) text-anchor=(anchor) { (time) }
+                }
                 polyline.received points=(line(|minute| minute.received)) {}
                 polyline.handled points=(line(|minute| minute.handled)) {}
                 polyline.failed points=(line(|minute| minute.failed)) {}
@@ -190,10 +243,16 @@ fn chart(minutes: &[MinuteCounts]) -> Markup {
                 span.received { "received " (totals(|minute| minute.received)) }
                 " · " span.handled { "handled " (totals(|minute| minute.handled)) }
                 " · " span.failed { "failed " (totals(|minute| minute.failed)) }
-                " (at most " (highest) " a minute)"
+                " (at most " (highest) " a minute; times in UTC)"
             }
         }
     }
+}
+
+/// `time`'s hour and minute in UTC, as the chart's axis shows them: `07:51`.
+fn clock(time: SystemTime) -> String {
+    let text = format_utc(time);
+    text.get(11..16).unwrap_or(&text).to_owned()
 }
 
 pub(super) fn jobs(frame: &Frame<'_>, filter: &Filter, jobs: &[JobSummary], next: Option<JobId>) -> Markup {
@@ -255,7 +314,7 @@ pub(super) fn jobs(frame: &Frame<'_>, filter: &Filter, jobs: &[JobSummary], next
                                 td { span.(job.state.as_str()) { (job.state.as_str()) } }
                                 td { (job.attempts) }
                                 td { (format_utc(job.received_at)) }
-                                td { (job.last_error.as_deref().map(|error| frame.shown(error)).unwrap_or_default()) }
+                                td { (current_error(job).map(|error| frame.shown(error)).unwrap_or_default()) }
                             }
                         }
                     }
@@ -278,6 +337,7 @@ pub(super) fn job(
     let summary = &job.summary;
     let id = summary.id;
     let time = |time: Option<SystemTime>| time.map(format_utc).unwrap_or_default();
+    let runs = runs(attempts);
     layout(
         frame,
         &format!("Job {id}"),
@@ -304,8 +364,14 @@ pub(super) fn job(
                     tr { th scope="row" { "Event" } td { (summary.event) } }
                     tr { th scope="row" { "Key" } td { code { (frame.shown(&summary.key)) } } }
                     tr { th scope="row" { "Chat" } td { (job.ordering_key.as_deref().map(|chat| frame.shown(chat)).unwrap_or_default()) } }
-                    tr { th scope="row" { "Attempts" } td { (summary.attempts) } }
-                    tr { th scope="row" { "Last error" } td { (summary.last_error.as_deref().map(|error| frame.shown(error)).unwrap_or_default()) } }
+                    tr {
+                        th scope="row" { "Attempts" }
+                        td data-attempts=(summary.attempts) {
+                            (summary.attempts)
+                            @if runs.len() > 1 { " since the last retry or replay" }
+                        }
+                    }
+                    tr { th scope="row" { "Last error" } td { (current_error(summary).map(|error| frame.shown(error)).unwrap_or_default()) } }
                     tr { th scope="row" { "Received" } td { (format_utc(summary.received_at)) } }
                     tr { th scope="row" { "Due" } td { (format_utc(summary.run_at)) } }
                     tr { th scope="row" { "Lease until" } td { (time(summary.lease_until)) } }
@@ -320,14 +386,22 @@ pub(super) fn job(
             } @else {
                 table.attempts {
                     thead { tr { th scope="col" { "#" } th scope="col" { "Started" } th scope="col" { "Took" } th scope="col" { "Outcome" } th scope="col" { "Error" } } }
-                    tbody {
-                        @for attempt in attempts {
-                            tr {
-                                td { (attempt.number) }
-                                td { (format_utc(attempt.started_at)) }
-                                td { (attempt.duration.map(took).unwrap_or_default()) }
-                                td { (attempt.outcome.as_str()) }
-                                td { (attempt.error.as_deref().map(|error| frame.shown(error)).unwrap_or_default()) }
+                    @for (run, attempts) in runs.iter().enumerate() {
+                        tbody data-run=(run + 1) {
+                            @if run > 0 {
+                                tr.run { th colspan="5" scope="rowgroup" { "Retried or replayed: attempts counted from 1 again" } }
+                            }
+                            @for attempt in *attempts {
+                                tr {
+                                    td { (attempt.number) }
+                                    td { (format_utc(attempt.started_at)) }
+                                    td { (attempt.duration.map(took).unwrap_or_default()) }
+                                    td {
+                                        (attempt.outcome.as_str())
+                                        @if attempt.outcome == AttemptOutcome::Released { " (not counted)" }
+                                    }
+                                    td { (attempt.error.as_deref().map(|error| frame.shown(error)).unwrap_or_default()) }
+                                }
                             }
                         }
                     }
@@ -339,6 +413,29 @@ pub(super) fn job(
             pre.typed { (frame.shown(typed)) }
         },
     )
+}
+
+/// The error of the job's last failed attempt while it still stands: none once the job was
+/// handled (its earlier errors stay in its attempts).
+fn current_error(job: &JobSummary) -> Option<&str> {
+    job.last_error.as_deref().filter(|_| job.state != JobState::Done)
+}
+
+/// The attempts split where a retry or a replay counted them from 1 again: an attempt whose
+/// number is not above the one before, unless that one was released (a release gives its
+/// number back).
+fn runs(attempts: &[AttemptRecord]) -> Vec<&[AttemptRecord]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for (index, pair) in attempts.windows(2).enumerate() {
+        let [before, after] = pair else { continue };
+        if after.number <= before.number && before.outcome != AttemptOutcome::Released {
+            runs.push(&attempts[start..=index]);
+            start = index + 1;
+        }
+    }
+    runs.push(&attempts[start..]);
+    runs
 }
 
 fn action(frame: &Frame<'_>, id: i64, name: &str, label: &str, csrf: &str) -> Markup {
@@ -364,7 +461,7 @@ pub(super) fn confirm(frame: &Frame<'_>, verb: &str, matching: u64, filter: &Fil
         frame,
         &format!("{verb} {}?", jobs_count(matching)),
         html! {
-            p { (verb) " the " strong data-matching=(matching) { (matching) } " " (if matching == 1 { "job" } else { "jobs" }) " that match this filter:" }
+            p { (verb) " the " strong data-matching=(matching) { (matching) } " " (if matching == 1 { "job that matches" } else { "jobs that match" }) " this filter:" }
             @if conditions.is_empty() {
                 p.filter { strong { "Every job in the inbox" } " (no condition)" }
             } @else {

@@ -101,8 +101,10 @@ impl WorkerConfig {
     }
 }
 
-/// What the handler learns about the job it runs, in the request extensions
-/// (`Extension<Attempt>` in axum).
+/// What the handler learns about the job it runs: the second argument of an
+/// [`EventRouter`](crate::EventRouter) handler that takes one
+/// ([`EventHandler`](crate::router::EventHandler)), and in the request extensions for any other
+/// handler (`Extension<Attempt>` in axum).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attempt {
     job: JobId,

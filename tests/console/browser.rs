@@ -87,7 +87,8 @@ impl Driver {
     }
 }
 
-/// Where the test's screenshots go: `target/console-screenshots/`.
+/// Where the test's screenshots go: `target/tmp/console-screenshots/`. Its `overview.png` is the
+/// README's `docs/console.png`, copied over when the console's look changes.
 fn screenshots() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
     std::fs::create_dir_all(&dir).unwrap();

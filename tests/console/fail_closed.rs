@@ -172,7 +172,10 @@ where
     assert_eq!(matching(&confirm), many);
     let purged = served.send(Method::POST, "/jobs/purge?q=bulk-&ids=show", &auth, "").await;
     assert_eq!(purged.status, StatusCode::SEE_OTHER);
-    assert_eq!(purged.header(header::LOCATION), "/console/jobs?q=bulk-&ids=show");
+    assert_eq!(
+        purged.header(header::LOCATION),
+        format!("/console/jobs?q=bulk-&done=purged&count={many}&ids=show")
+    );
     let left = store.search(JobFilter::default().limit(1000)).await.unwrap();
     assert_eq!(left.len(), 6, "every batch purged, nothing else");
     assert!(left.iter().any(|job| job.id == seeded.dead));

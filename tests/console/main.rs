@@ -207,6 +207,8 @@ mod pages_on_every_store {
         bulk_actions_confirm_the_count_then_act,
         a_read_only_console_shows_no_actions_and_refuses_them,
         links_work_under_any_prefix,
+        an_action_is_confirmed_on_the_page_it_leads_to,
+        a_handled_job_shows_no_old_error_and_the_attempts_its_count_counts,
     );
 }
 

@@ -1,10 +1,10 @@
 //! The console's cases, each generic over the store; `main.rs` runs each on every store.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::{Method, StatusCode, header};
 use periskope_webhook::console::Console;
-use periskope_webhook::inbox::{ConsoleStore, JobFilter, JobId, JobState};
+use periskope_webhook::inbox::{ClaimRequest, ConsoleStore, JobFilter, JobId, JobState, Selection};
 
 use crate::support::{chat_message, delivery};
 use crate::{Answer, PHONE_CHAT, Served, TOKEN, seed};
@@ -319,6 +319,19 @@ where
     let pending = seeded.pending.len() as u64 + 1;
     assert_eq!([count("pending"), count("running"), count("done"), count("dead")], [pending, 0, 1, 1]);
     assert!(page.text.contains("<svg"), "the last hour's chart");
+    // Its time axis: an hour and minute (UTC) every 15 minutes, the newest at the right edge.
+    let times: Vec<&str> = page
+        .text
+        .split("<text class=\"time\"")
+        .skip(1)
+        .map(|rest| &rest[rest.find('>').unwrap() + 1..rest.find("</text>").unwrap()])
+        .collect();
+    assert!((4..=5).contains(&times.len()), "{times:?}");
+    for time in &times {
+        let digits = time.bytes().filter(u8::is_ascii_digit).count();
+        assert!(time.len() == 5 && time.as_bytes()[2] == b':' && digits == 4, "{time}");
+    }
+    assert!(page.text.contains("times in UTC"));
     assert!(page.text.contains("CRM down"), "the dead kind's latest error");
     assert!(page.text.contains("<title>") && page.text.contains("<html lang=\"en\">"));
 }
@@ -364,6 +377,10 @@ where
         }
     };
     assert_eq!(ids("/jobs?state=dead".into()).await, [seeded.dead]);
+    let dead_letters = served.get("/jobs?state=dead").await.text;
+    assert!(dead_letters.contains("<title>Dead letters · Periskope inbox</title>"), "{dead_letters}");
+    assert!(dead_letters.contains("<h1>Dead letters</h1>"));
+    assert!(served.get("/jobs").await.text.contains("<h1>Jobs</h1>"));
     assert_eq!(ids("/jobs?state=done".into()).await, [seeded.done]);
     assert_eq!(ids("/jobs?state=running".into()).await, Vec::<JobId>::new());
     assert_eq!(ids("/jobs?chat=c1&ids=show".into()).await.len(), 5);
@@ -449,7 +466,10 @@ where
 
     let retried = post(format!("/jobs/{}/retry", seeded.dead)).await;
     assert_eq!(retried.status, StatusCode::SEE_OTHER);
-    assert_eq!(retried.header(header::LOCATION), format!("/console/jobs/{}", seeded.dead));
+    assert_eq!(
+        retried.header(header::LOCATION),
+        format!("/console/jobs/{}?done=retried&count=1", seeded.dead)
+    );
     assert_eq!(state_of(&store, seeded.dead).await, Some(JobState::Pending));
 
     // A handled job is not retried, a pending one not replayed.
@@ -461,7 +481,7 @@ where
     assert_eq!(state_of(&store, seeded.done).await, Some(JobState::Pending));
 
     let purged = post(format!("/jobs/{}/purge", seeded.hostile)).await;
-    assert_eq!(purged.header(header::LOCATION), "/console/jobs");
+    assert_eq!(purged.header(header::LOCATION), "/console/jobs?done=purged&count=1");
     assert_eq!(state_of(&store, seeded.hostile).await, None);
     assert_eq!(served.get(&format!("/jobs/{}", seeded.hostile)).await.status, StatusCode::NOT_FOUND);
 }
@@ -478,7 +498,7 @@ where
     assert_eq!(state_of(&store, seeded.dead).await, Some(JobState::Dead), "the confirmation changes nothing");
     let done = served.send(Method::POST, "/jobs/retry?state=dead", &[("authorization", &bearer())], "").await;
     assert_eq!(done.status, StatusCode::SEE_OTHER);
-    assert_eq!(done.header(header::LOCATION), "/console/jobs?state=dead");
+    assert_eq!(done.header(header::LOCATION), "/console/jobs?state=dead&done=retried&count=1");
     assert_eq!(state_of(&store, seeded.dead).await, Some(JobState::Pending));
 
     let confirm = served.get("/jobs/purge?chat=c1&ids=show").await;
@@ -564,6 +584,131 @@ where
             .await;
         let back =
             resolve(&absolute(&format!("/jobs/{}/retry", seeded.dead)), retried.header(header::LOCATION));
-        assert_eq!(back, absolute(&format!("/jobs/{}", seeded.dead)), "{case}");
+        assert_eq!(back, absolute(&format!("/jobs/{}?done=retried&count=1", seeded.dead)), "{case}");
     }
+}
+
+/// The text of the `<p class="notice">` of a page, if it has one.
+fn notice(page: &str) -> Option<&str> {
+    let rest = &page[page.find("<p class=\"notice\"")?..];
+    let rest = &rest[rest.find('>')? + 1..];
+    Some(&rest[..rest.find("</p>")?])
+}
+
+pub async fn an_action_is_confirmed_on_the_page_it_leads_to<St>(store: St)
+where
+    St: ConsoleStore + Clone + Send + Sync + 'static,
+{
+    let seeded = seed(&store).await;
+    let served = Served::start(console(store.clone()), PREFIX).await;
+    let post = |path: String| {
+        let served = &served;
+        async move { served.send(Method::POST, &path, &[("authorization", &bearer())], "").await }
+    };
+    let follow = |answer: Answer| {
+        let served = &served;
+        async move {
+            assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text);
+            let page = served.get(answer.header(header::LOCATION).strip_prefix(PREFIX).unwrap()).await;
+            assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+            page
+        }
+    };
+
+    let retried = follow(post(format!("/jobs/{}/retry", seeded.dead)).await).await;
+    assert_eq!(notice(&retried.text), Some("Retried 1 job: due now."));
+    assert!(retried.text.contains("role=\"status\"") && retried.text.contains("data-done=\"retried\""));
+    let nothing = follow(post(format!("/jobs/{}/retry", seeded.done)).await).await;
+    assert_eq!(notice(&nothing.text), Some("Nothing was retried: only pending and dead jobs are."));
+    let replayed = follow(post(format!("/jobs/{}/replay", seeded.done)).await).await;
+    assert_eq!(notice(&replayed.text), Some("Replayed 1 job: due now."));
+    let purged = follow(post(format!("/jobs/{}/purge", seeded.hostile)).await).await;
+    assert_eq!(notice(&purged.text), Some("Purged 1 job."));
+
+    // A bulk action lands on its filter's jobs, with the count; the page's own links do not
+    // carry the notice on.
+    let pending = seeded.pending.len() + 2;
+    let bulk = post("/jobs/retry?state=pending".to_owned()).await;
+    assert_eq!(
+        bulk.header(header::LOCATION),
+        format!("/console/jobs?state=pending&done=retried&count={pending}")
+    );
+    let bulk = follow(bulk).await;
+    assert_eq!(notice(&bulk.text), Some(format!("Retried {pending} jobs: due now.").as_str()));
+    let retry_link = attribute_after(&bulk.text, "class=\"bulk\"", "href").unwrap();
+    assert_eq!(retry_link, "/console/jobs/retry?state=pending");
+    assert_eq!(notice(&served.get("/jobs").await.text), None, "no action, no notice");
+
+    // Read strictly: the two together, a known action, a count, on the pages actions lead to.
+    for (path, parameter) in [
+        (format!("/jobs/{}?done=deleted&count=1", seeded.dead), "done"),
+        (format!("/jobs/{}?done=retried&count=many", seeded.dead), "count"),
+        (format!("/jobs/{}?done=retried", seeded.dead), "count"),
+        ("/jobs?count=1".to_owned(), "done"),
+        ("/?done=retried&count=1".to_owned(), "done"),
+        ("/jobs/retry?state=dead&done=retried&count=1".to_owned(), "done"),
+    ] {
+        let refused = served.get(&path).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(
+            refused.text.contains("bad_query") && refused.text.contains(&format!("“{parameter}”")),
+            "{path}: {}",
+            refused.text
+        );
+    }
+}
+
+pub async fn a_handled_job_shows_no_old_error_and_the_attempts_its_count_counts<St>(store: St)
+where
+    St: ConsoleStore + Clone + Send + Sync + 'static,
+{
+    let seeded = seed(&store).await;
+    // The dead letter (one failed attempt, "CRM down") retried and handled; a pending job
+    // released once, then claimed again.
+    let claim = || store.claim(ClaimRequest::new(1, Duration::from_secs(60), 5));
+    store.retry(Selection::Job(seeded.dead), SystemTime::now()).await.unwrap();
+    let dead = claim().await.unwrap().remove(0);
+    assert_eq!(dead.id, seeded.dead, "the retried job is first in its chat");
+    store.complete(dead.lease(), SystemTime::now()).await.unwrap();
+    let released = claim().await.unwrap().remove(0);
+    store.release(released.lease(), SystemTime::now()).await.unwrap();
+    let again = claim().await.unwrap().remove(0);
+    assert_eq!(again.id, released.id, "the released job is claimed again");
+    let later = Some(SystemTime::now() + Duration::from_secs(3600));
+    store.fail(again.lease(), "CRM slow".to_owned(), later).await.unwrap();
+    let served = Served::start(console(store.clone()), PREFIX).await;
+
+    let page = served.get(&format!("/jobs/{}", seeded.dead)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(attribute_after(&page.text, "<td data-state", "data-state"), Some("done"));
+    let last_error = &page.text[page.text.find(">Last error</th>").unwrap()..];
+    assert!(
+        last_error.starts_with(">Last error</th><td></td>"),
+        "no error stands once handled: {last_error}"
+    );
+    assert!(page.text.contains("CRM down"), "the failed attempt keeps its error in the table");
+    assert_eq!(attribute_after(&page.text, "<td data-attempts", "data-attempts"), Some("1"));
+    assert!(page.text.contains("1 since the last retry or replay"), "{}", page.text);
+    // Two runs: the failed attempt before the retry, the handled one after, each numbered 1.
+    let runs: Vec<&str> = page
+        .text
+        .split("<tbody data-run=")
+        .skip(1)
+        .map(|run| &run[..run.find("</tbody>").unwrap()])
+        .collect();
+    assert_eq!(runs.len(), 2, "{}", page.text);
+    assert!(runs[0].contains("<td>failed</td>") && runs[0].contains("CRM down"), "{}", runs[0]);
+    assert!(runs[1].contains("<td>handled</td>") && !runs[1].contains("failed"), "{}", runs[1]);
+    let jobs = served.get("/jobs?state=done").await;
+    let row = &jobs.text[jobs.text.find(&format!("data-job-id=\"{}\"", seeded.dead)).unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(!row.contains("CRM down"), "the list shows no old error either: {row}");
+
+    // A released attempt is not counted, and starts no new run.
+    let page = served.get(&format!("/jobs/{}", released.id)).await;
+    assert_eq!(attribute_after(&page.text, "<td data-attempts", "data-attempts"), Some("1"));
+    assert!(!page.text.contains("since the last retry"), "{}", page.text);
+    assert_eq!(page.text.matches("<tbody data-run=").count(), 1);
+    assert!(page.text.contains("released (not counted)"), "{}", page.text);
+    assert!(page.text.contains("CRM slow"), "a pending job's last error stands");
 }

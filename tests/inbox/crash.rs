@@ -132,6 +132,50 @@ fn random_below(bound: u64) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_example_logs_a_dead_letter_at_error_without_its_content() {
+    let dir = TempDir::new("example-dead");
+    let fail = dir.path().join("fail");
+    std::fs::write(&fail, "message.created\n").unwrap();
+    let mut child = Command::new(example_binary())
+        .env("PERISKOPE_INBOX", dir.db())
+        .env("ADDR", "127.0.0.1:0")
+        .env("PERISKOPE_SIGNING_KEY", KEY)
+        .env("HANDLER_FAIL_FILE", &fail)
+        .env("INBOX_MAX_ATTEMPTS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the inbox example");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
+    let listening = stdout.next().expect("a first line").expect("readable");
+    let addr = listening.strip_prefix("listening on http://").expect("the address line");
+    let (logged, log) = mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = logged.send(line);
+        }
+    });
+
+    let body = common::fixture("message.created.envelope.json");
+    let url = format!("http://{addr}{}", common::PATH);
+    common::send(&client(), signed(&url, KEY, body.clone())).await.assert(StatusCode::OK, "accepted");
+    let line = loop {
+        let line = log.recv_timeout(WAIT).expect("the example logs the dead letter");
+        if line.contains("became a dead letter") {
+            break line;
+        }
+    };
+    assert!(line.contains("ERROR") && line.contains("message.created"), "{line}");
+    let message = periskope_webhook::WebhookEvent::decode(body).unwrap();
+    let text = message.event().message().and_then(|message| message.body.as_deref()).unwrap();
+    assert!(!line.contains(text), "{line}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_example_processes_each_fixture_once_and_refuses_a_second_process() {
     let dir = TempDir::new("example");
     let lines = Lines::default();

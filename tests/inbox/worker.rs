@@ -59,6 +59,37 @@ async fn failed_attempts_are_retried_with_the_attempt_number_and_error_recorded(
 }
 
 #[tokio::test]
+async fn an_event_router_handler_can_take_the_attempt() {
+    let dir = TempDir::new("router-attempt");
+    let inbox = Inbox::new(SqliteStore::open(dir.db()).unwrap());
+    let body = chat_message("c", "m1");
+    inbox.store().insert(delivery(body.clone())).await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let router = {
+        let seen = Arc::clone(&seen);
+        EventRouter::new().on_message_created(move |event: WebhookEvent, attempt: Attempt| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let number = attempt.number();
+                seen.lock().unwrap().push((event.name().to_owned(), attempt));
+                if number < 2 { Err("the CRM is down") } else { Ok(()) }
+            }
+        })
+    };
+    inbox.worker(router).config(fast()).run_until_idle().await;
+
+    let jobs = inbox.store().list(ListQuery::new(None, 10)).await.unwrap();
+    assert_eq!((jobs.len(), jobs[0].state), (1, JobState::Done));
+    let seen = seen.lock().unwrap();
+    let [(first_event, first), (second_event, second)] = &seen[..] else { panic!("two attempts: {seen:?}") };
+    assert_eq!((first_event.as_str(), second_event.as_str()), ("message.created", "message.created"));
+    assert_eq!((first.job(), second.job()), (jobs[0].id, jobs[0].id));
+    assert_eq!((first.key(), second.key()), (key_of(&body).as_str(), key_of(&body).as_str()));
+    assert_eq!((first.number(), second.number()), (1, 2));
+    assert!(second.fencing_token() > first.fencing_token(), "{first:?} then {second:?}");
+}
+
+#[tokio::test]
 async fn errors_panics_and_timeouts_fail_attempts_until_a_dead_letter() {
     let dir = TempDir::new("dead");
     let inbox = Inbox::new(SqliteStore::open(dir.db()).unwrap());
