@@ -133,12 +133,32 @@ WHERE state = 'running' AND ordering_key IS NOT NULL
 ORDER BY ordering_key, lease_until DESC NULLS LAST;
 ";
 
-/// Version 5: claims that cost the same at any backlog. A queued job that waits behind an
+/// Adds the net change of `$rows` (`state`, `jobs`, `attempts` per row) to the counts, in the
+/// shard of this connection: concurrent transactions on other connections update other rows,
+/// so no commit waits for another one's counts.
+macro_rules! count_change {
+    ($rows:literal) => {
+        concat!(
+            "INSERT INTO periskope_inbox_counts AS counts (shard, state, jobs, attempts)
+    SELECT pg_backend_pid() % 16, state, sum(jobs), sum(attempts) FROM (",
+            $rows,
+            ") AS change
+    GROUP BY state HAVING sum(jobs) <> 0 OR sum(attempts) <> 0
+    ON CONFLICT (shard, state) DO UPDATE
+    SET jobs = counts.jobs + excluded.jobs, attempts = counts.attempts + excluded.attempts;"
+        )
+    };
+}
+
+/// Version 5: claims that cost the same at any backlog, and counts that do not grow with the
+/// inbox. A queued job that waits behind an
 /// earlier one of its chat is marked `waiting` (by the claim that finds it so), and the index
 /// the claim reads (`periskope_inbox_ready`, in [`due_at`] order) holds only the jobs that are
 /// not: each chat's first queued job, and the jobs of no chat. When a chat's queued job is
 /// settled or deleted, a trigger unmarks the chat's next one (at the end of the statement, so
-/// it sees what the statement marked).
+/// it sees what the statement marked). `periskope_inbox_counts` holds the jobs and attempts of
+/// each state in 16 shards, one per connection's backend, kept by statement triggers in the
+/// transaction of each change: [`InboxStore::stats`] sums it, and never reads the jobs.
 const SCHEMA_V5: &str = concat!(
     "
 ALTER TABLE periskope_inbox_jobs ADD COLUMN waiting BOOLEAN NOT NULL DEFAULT false;
@@ -162,6 +182,45 @@ EXECUTE FUNCTION periskope_inbox_next_of_chat();
 CREATE TRIGGER periskope_inbox_next_after_deleting AFTER DELETE ON periskope_inbox_jobs FOR EACH ROW
 WHEN (OLD.ordering_key IS NOT NULL AND OLD.state IN ('pending', 'running'))
 EXECUTE FUNCTION periskope_inbox_next_of_chat();
+CREATE TABLE periskope_inbox_counts (
+    shard SMALLINT NOT NULL,
+    state TEXT NOT NULL,
+    jobs BIGINT NOT NULL,
+    attempts BIGINT NOT NULL,
+    PRIMARY KEY (shard, state)
+);
+INSERT INTO periskope_inbox_counts
+SELECT 0, state, count(*), coalesce(sum(attempts), 0) FROM periskope_inbox_jobs GROUP BY state;
+CREATE FUNCTION periskope_inbox_count_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    ",
+    count_change!("SELECT state, 1 AS jobs, attempts FROM counted_in"),
+    "
+    RETURN NULL;
+END $$;
+CREATE FUNCTION periskope_inbox_count_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    ",
+    count_change!(
+        "SELECT state, 1 AS jobs, attempts FROM counted_in UNION ALL SELECT state, -1, -attempts FROM counted_out"
+    ),
+    "
+    RETURN NULL;
+END $$;
+CREATE FUNCTION periskope_inbox_count_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    ",
+    count_change!("SELECT state, -1 AS jobs, -attempts AS attempts FROM counted_out"),
+    "
+    RETURN NULL;
+END $$;
+CREATE TRIGGER periskope_inbox_count_inserted AFTER INSERT ON periskope_inbox_jobs
+REFERENCING NEW TABLE AS counted_in FOR EACH STATEMENT EXECUTE FUNCTION periskope_inbox_count_inserted();
+CREATE TRIGGER periskope_inbox_count_changed AFTER UPDATE ON periskope_inbox_jobs
+REFERENCING OLD TABLE AS counted_out NEW TABLE AS counted_in FOR EACH STATEMENT
+EXECUTE FUNCTION periskope_inbox_count_changed();
+CREATE TRIGGER periskope_inbox_count_deleted AFTER DELETE ON periskope_inbox_jobs
+REFERENCING OLD TABLE AS counted_out FOR EACH STATEMENT EXECUTE FUNCTION periskope_inbox_count_deleted();
 "
 );
 
@@ -824,13 +883,13 @@ impl InboxStore for PostgresStore {
         async move {
             let rows = connections
                 .query(
-                    // Handled and dead jobs are counted on the `(state, id)` index alone; only the
-                    // queued ones are read for their attempts and age.
-                    "SELECT state, count(*), coalesce(sum(attempts), 0)::BIGINT, min(received_at)
-                     FROM periskope_inbox_jobs WHERE state IN ('pending', 'running') GROUP BY state
-                     UNION ALL
-                     SELECT state, count(*), 0::BIGINT, 0::BIGINT
-                     FROM periskope_inbox_jobs WHERE state IN ('done', 'dead') GROUP BY state",
+                    // The first queued job by id is the one received first (ids follow arrival):
+                    // read on the `(state, id)` index, however many are queued.
+                    "SELECT state, sum(jobs)::BIGINT, sum(attempts)::BIGINT, (
+                         SELECT received_at FROM periskope_inbox_jobs AS job
+                         WHERE job.state = counts.state AND counts.state IN ('pending', 'running')
+                         ORDER BY id LIMIT 1)
+                     FROM periskope_inbox_counts AS counts GROUP BY state",
                     &[],
                 )
                 .await?;
@@ -846,8 +905,9 @@ impl InboxStore for PostgresStore {
                             stats.running = number;
                         }
                         stats.attempts_in_queue += row.get::<_, i64>(2).unsigned_abs();
-                        let received: i64 = row.get(3);
-                        oldest = Some(oldest.map_or(received, |oldest| oldest.min(received)));
+                        if let Some(received) = row.get::<_, Option<i64>>(3) {
+                            oldest = Some(oldest.map_or(received, |oldest| oldest.min(received)));
+                        }
                     }
                     Some(JobState::Done) => stats.done = number,
                     Some(JobState::Dead) => stats.dead = number,

@@ -136,12 +136,41 @@ macro_rules! next_of_chat {
     };
 }
 
-/// Version 5: claims that cost the same at any backlog. A queued job that waits behind an
+/// Counts the trigger's `$row` in its state.
+macro_rules! count_in {
+    ($row:ident) => {
+        concat!(
+            "INSERT INTO periskope_inbox_counts VALUES (",
+            stringify!($row),
+            ".state, 1, ",
+            stringify!($row),
+            ".attempts) ON CONFLICT (state) DO UPDATE SET jobs = jobs + 1, attempts = attempts + excluded.attempts;"
+        )
+    };
+}
+
+/// Counts the trigger's `$row` out of its state.
+macro_rules! count_out {
+    ($row:ident) => {
+        concat!(
+            "UPDATE periskope_inbox_counts SET jobs = jobs - 1, attempts = attempts - ",
+            stringify!($row),
+            ".attempts WHERE state = ",
+            stringify!($row),
+            ".state;"
+        )
+    };
+}
+
+/// Version 5: claims that cost the same at any backlog, and counts that do not grow with the
+/// inbox. A queued job that waits behind an
 /// earlier one of its chat is marked `waiting` (from its insert, or by the claim that finds it
 /// so: the jobs of a file of an earlier version, a retried or replayed job), and the index
 /// the claim reads (`periskope_inbox_ready`, in [`due_at`] order) holds only the jobs that are
 /// not: each chat's first queued job, and the jobs of no chat. When a chat's queued job is
-/// settled or deleted, a trigger unmarks the chat's next one.
+/// settled or deleted, a trigger unmarks the chat's next one. `periskope_inbox_counts` holds
+/// the jobs and attempts of each state, kept by triggers in the transaction of each change:
+/// [`InboxStore::stats`] reads it, not the jobs.
 const SCHEMA_V5: &str = concat!(
     "
 ALTER TABLE periskope_inbox_jobs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
@@ -162,6 +191,22 @@ CREATE TRIGGER periskope_inbox_next_after_deleting AFTER DELETE ON periskope_inb
 WHEN old.ordering_key IS NOT NULL AND old.state IN ('pending', 'running')
 BEGIN ",
     next_of_chat!(),
+    " END;
+CREATE TABLE periskope_inbox_counts (
+    state TEXT PRIMARY KEY,
+    jobs INTEGER NOT NULL,
+    attempts INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO periskope_inbox_counts SELECT state, count(*), sum(attempts) FROM periskope_inbox_jobs GROUP BY state;
+CREATE TRIGGER periskope_inbox_count_inserted AFTER INSERT ON periskope_inbox_jobs BEGIN ",
+    count_in!(new),
+    " END;
+CREATE TRIGGER periskope_inbox_count_changed AFTER UPDATE OF state, attempts ON periskope_inbox_jobs BEGIN ",
+    count_out!(old),
+    count_in!(new),
+    " END;
+CREATE TRIGGER periskope_inbox_count_deleted AFTER DELETE ON periskope_inbox_jobs BEGIN ",
+    count_out!(old),
     " END;
 "
 );
@@ -1142,35 +1187,31 @@ impl InboxStore for SqliteStore {
     fn stats(&self, now: SystemTime) -> impl Future<Output = Result<InboxStats, InboxError>> + Send {
         self.read(move |connection| {
             let mut stats = InboxStats::default();
-            // Handled and dead jobs are counted on the `(state, id)` index alone; only the queued
-            // ones are read for their attempts and age.
-            let mut statement = connection.prepare_cached(
-                "SELECT state, count(*), sum(attempts), min(received_at) FROM periskope_inbox_jobs
-                 WHERE state IN ('pending', 'running') GROUP BY state
-                 UNION ALL
-                 SELECT state, count(*), 0, 0 FROM periskope_inbox_jobs WHERE state IN ('done', 'dead')
-                 GROUP BY state",
-            )?;
+            let mut statement =
+                connection.prepare_cached("SELECT state, jobs, attempts FROM periskope_inbox_counts")?;
             let mut rows = statement.query([])?;
-            let mut oldest: Option<i64> = None;
             while let Some(row) = rows.next()? {
-                let count: u64 = row.get::<_, i64>(1)?.unsigned_abs();
+                let jobs = row.get::<_, i64>(1)?.unsigned_abs();
+                let attempts = row.get::<_, i64>(2)?.unsigned_abs();
                 match JobState::from_name(&row.get::<_, String>(0)?) {
-                    Some(state @ (JobState::Pending | JobState::Running)) => {
-                        if state == JobState::Pending {
-                            stats.pending = count;
-                        } else {
-                            stats.running = count;
-                        }
-                        stats.attempts_in_queue += row.get::<_, i64>(2)?.unsigned_abs();
-                        let received: i64 = row.get(3)?;
-                        oldest = Some(oldest.map_or(received, |oldest| oldest.min(received)));
-                    }
-                    Some(JobState::Done) => stats.done = count,
-                    Some(JobState::Dead) => stats.dead = count,
+                    Some(JobState::Pending) => (stats.pending, stats.attempts_in_queue) = (jobs, stats.attempts_in_queue + attempts),
+                    Some(JobState::Running) => (stats.running, stats.attempts_in_queue) = (jobs, stats.attempts_in_queue + attempts),
+                    Some(JobState::Done) => stats.done = jobs,
+                    Some(JobState::Dead) => stats.dead = jobs,
                     None => {}
                 }
             }
+            // The first queued job by id is the one received first (ids follow arrival): read
+            // on the `(state, id)` index, however many are queued.
+            let oldest: Option<i64> = connection
+                .prepare_cached(
+                    "SELECT min(received_at) FROM (
+                         SELECT (SELECT received_at FROM periskope_inbox_jobs WHERE state = 'pending' ORDER BY id LIMIT 1)
+                             AS received_at
+                         UNION ALL
+                         SELECT (SELECT received_at FROM periskope_inbox_jobs WHERE state = 'running' ORDER BY id LIMIT 1))",
+                )?
+                .query_row([], |row| row.get(0))?;
             stats.oldest_pending_age =
                 oldest.map(|received| now.duration_since(from_millis(received)).unwrap_or(Duration::ZERO));
             Ok(stats)
