@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use self::batch::Batches;
 
@@ -133,19 +133,32 @@ WHERE state = 'running' AND ordering_key IS NOT NULL
 ORDER BY ordering_key, lease_until DESC NULLS LAST;
 ";
 
-/// Adds the net change of `$rows` (`state`, `jobs`, `attempts` per row) to the counts, in the
-/// shard of this connection: concurrent transactions on other connections update other rows,
-/// so no commit waits for another one's counts.
+/// The counts' changes folded into one row per state (`folded`: state, jobs, attempts), in a
+/// statement's `WITH`. Two replicas folding at once each fold the rows they deleted, so that
+/// nothing is counted twice or lost.
+macro_rules! fold_counts {
+    () => {
+        "WITH changes AS (
+             DELETE FROM periskope_inbox_counts RETURNING state, jobs, attempts
+         ), folded AS (
+             INSERT INTO periskope_inbox_counts (state, jobs, attempts)
+             SELECT state, sum(jobs), sum(attempts) FROM changes GROUP BY state
+             RETURNING state, jobs, attempts
+         ) "
+    };
+}
+
+/// Appends the net change of `$rows` (`state`, `jobs`, `attempts` per row) to the counts, as
+/// rows of their own: an insert takes no lock another transaction holds, so no commit waits for
+/// another one's counts. [`fold_counts`] folds them.
 macro_rules! count_change {
     ($rows:literal) => {
         concat!(
-            "INSERT INTO periskope_inbox_counts AS counts (shard, state, jobs, attempts)
-    SELECT pg_backend_pid() % 16, state, sum(jobs), sum(attempts) FROM (",
+            "INSERT INTO periskope_inbox_counts (state, jobs, attempts)
+    SELECT state, sum(jobs), sum(attempts) FROM (",
             $rows,
             ") AS change
-    GROUP BY state HAVING sum(jobs) <> 0 OR sum(attempts) <> 0
-    ON CONFLICT (shard, state) DO UPDATE
-    SET jobs = counts.jobs + excluded.jobs, attempts = counts.attempts + excluded.attempts;"
+    GROUP BY state HAVING sum(jobs) <> 0 OR sum(attempts) <> 0;"
         )
     };
 }
@@ -157,8 +170,8 @@ macro_rules! count_change {
 /// not: each chat's first queued job, and the jobs of no chat. When a chat's queued job is
 /// settled or deleted, a trigger unmarks the chat's next one (at the end of the statement, so
 /// it sees what the statement marked). `periskope_inbox_counts` holds the jobs and attempts of
-/// each state in 16 shards, one per connection's backend, kept by statement triggers in the
-/// transaction of each change: [`InboxStore::stats`] sums it, and never reads the jobs.
+/// each state, as changes appended by statement triggers in the transaction of each change:
+/// [`InboxStore::stats`] folds and sums them, and never reads the jobs.
 const SCHEMA_V5: &str = concat!(
     "
 ALTER TABLE periskope_inbox_jobs ADD COLUMN waiting BOOLEAN NOT NULL DEFAULT false;
@@ -182,15 +195,9 @@ EXECUTE FUNCTION periskope_inbox_next_of_chat();
 CREATE TRIGGER periskope_inbox_next_after_deleting AFTER DELETE ON periskope_inbox_jobs FOR EACH ROW
 WHEN (OLD.ordering_key IS NOT NULL AND OLD.state IN ('pending', 'running'))
 EXECUTE FUNCTION periskope_inbox_next_of_chat();
-CREATE TABLE periskope_inbox_counts (
-    shard SMALLINT NOT NULL,
-    state TEXT NOT NULL,
-    jobs BIGINT NOT NULL,
-    attempts BIGINT NOT NULL,
-    PRIMARY KEY (shard, state)
-);
+CREATE TABLE periskope_inbox_counts (state TEXT NOT NULL, jobs BIGINT NOT NULL, attempts BIGINT NOT NULL);
 INSERT INTO periskope_inbox_counts
-SELECT 0, state, count(*), coalesce(sum(attempts), 0) FROM periskope_inbox_jobs GROUP BY state;
+SELECT state, count(*), coalesce(sum(attempts), 0) FROM periskope_inbox_jobs GROUP BY state;
 CREATE FUNCTION periskope_inbox_count_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     ",
@@ -342,7 +349,7 @@ impl PostgresOptions {
                 .await
                 .map_err(|_| open_error(timed_out(self.timeout)))?
                 .map_err(|error| open_error(reason(&error)))?;
-            slots.push(tokio::sync::Mutex::new(Arc::new(client)));
+            slots.push(tokio::sync::Mutex::new(Arc::new(Session::new(client))));
         }
         let connections = Connections {
             config: parsed,
@@ -353,7 +360,7 @@ impl PostgresOptions {
         let first = connections.next().await?;
         // Bounded like every call: a migration stuck behind another replica's lock or a silent
         // server fails the connect, and dropping the connections ends its session and its lock.
-        let migrated = tokio::time::timeout(self.timeout, migrate(&first))
+        let migrated = tokio::time::timeout(self.timeout, migrate(&first.client))
             .await
             .map_err(|_| open_error(timed_out(self.timeout)))?;
         migrated.map_err(|error| match error {
@@ -406,10 +413,51 @@ impl PostgresStore {
     }
 }
 
+/// The most statements one connection keeps prepared; past it, the cache starts again.
+const MAX_PREPARED: usize = 64;
+
+/// One connection and the statements prepared on it: a statement is parsed and planned once per
+/// connection, not at every call (a claim's statement is long).
+struct Session {
+    client: Client,
+    prepared: std::sync::Mutex<std::collections::HashMap<String, Statement>>,
+}
+
+impl Session {
+    fn new(client: Client) -> Self {
+        Session { client, prepared: Default::default() }
+    }
+
+    /// `statement`, prepared on this connection once.
+    async fn prepared(&self, statement: &str) -> Result<Statement, InboxError> {
+        if let Some(prepared) = self.cache().get(statement) {
+            return Ok(prepared.clone());
+        }
+        let prepared = self.client.prepare(statement).await.map_err(storage_error)?;
+        let mut cache = self.cache();
+        if cache.len() >= MAX_PREPARED {
+            cache.clear();
+        }
+        cache.insert(statement.to_owned(), prepared.clone());
+        Ok(prepared)
+    }
+
+    /// The error of a prepared `statement`, which is prepared again at its next call: its plan
+    /// may have gone stale (a schema another replica upgraded).
+    fn failed(&self, statement: &str, error: tokio_postgres::Error) -> InboxError {
+        self.cache().remove(statement);
+        storage_error(error)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Statement>> {
+        self.prepared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// The store's connections, each opened again on first use after it broke.
 struct Connections {
     config: tokio_postgres::Config,
-    slots: Box<[tokio::sync::Mutex<Arc<Client>>]>,
+    slots: Box<[tokio::sync::Mutex<Arc<Session>>]>,
     next: AtomicUsize,
     /// How long one call may take, from picking its connection to its answer.
     timeout: Duration,
@@ -421,24 +469,33 @@ impl Connections {
     /// The slot's lock is held only to check it and, when it is closed, to reopen it, so one
     /// caller reconnects while the others that picked the slot wait for it. A caller dropped
     /// while reconnecting releases the lock and leaves the slot closed: the next one retries.
-    async fn next(&self) -> Result<Arc<Client>, InboxError> {
+    async fn next(&self) -> Result<Arc<Session>, InboxError> {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let mut slot = self.slots[index].lock().await;
-        if slot.is_closed() {
-            *slot = Arc::new(open(&self.config, self.timeout).await.map_err(storage_error)?);
+        if slot.client.is_closed() {
+            *slot = Arc::new(Session::new(open(&self.config, self.timeout).await.map_err(storage_error)?));
         }
         Ok(Arc::clone(&slot))
     }
 
     /// Runs `statement` on the next connection; the number of rows it changed.
     async fn execute(&self, statement: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, InboxError> {
-        self.bounded(async { self.next().await?.execute(statement, params).await.map_err(storage_error) })
-            .await
+        self.bounded(async {
+            let session = self.next().await?;
+            let prepared = session.prepared(statement).await?;
+            session.client.execute(&prepared, params).await.map_err(|error| session.failed(statement, error))
+        })
+        .await
     }
 
     /// Runs `statement` on the next connection; its rows.
     async fn query(&self, statement: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, InboxError> {
-        self.bounded(async { self.next().await?.query(statement, params).await.map_err(storage_error) }).await
+        self.bounded(async {
+            let session = self.next().await?;
+            let prepared = session.prepared(statement).await?;
+            session.client.query(&prepared, params).await.map_err(|error| session.failed(statement, error))
+        })
+        .await
     }
 
     /// Runs `statement` on the next connection; its row, if any.
@@ -447,8 +504,16 @@ impl Connections {
         statement: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, InboxError> {
-        self.bounded(async { self.next().await?.query_opt(statement, params).await.map_err(storage_error) })
-            .await
+        self.bounded(async {
+            let session = self.next().await?;
+            let prepared = session.prepared(statement).await?;
+            session
+                .client
+                .query_opt(&prepared, params)
+                .await
+                .map_err(|error| session.failed(statement, error))
+        })
+        .await
     }
 
     /// `call`, failed once it took longer than the timeout. Dropping it leaves the statement to
@@ -861,12 +926,20 @@ impl InboxStore for PostgresStore {
     }
 
     fn purge_handled(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
-        delete_in_batches(
-            self.connections(),
-            "DELETE FROM periskope_inbox_jobs WHERE id IN (
-                 SELECT id FROM periskope_inbox_jobs WHERE state = 'done' AND handled_at < $1 LIMIT $2)",
-            before,
-        )
+        let connections = self.connections();
+        async move {
+            let deleted = delete_in_batches(
+                Arc::clone(&connections),
+                "DELETE FROM periskope_inbox_jobs WHERE id IN (
+                     SELECT id FROM periskope_inbox_jobs WHERE state = 'done' AND handled_at < $1 LIMIT $2)",
+                before,
+            )
+            .await?;
+            // The worker's retention runs every minute at most: the counts' changes are folded
+            // there too, so that they stay few for an inbox whose stats nobody reads.
+            connections.execute(concat!(fold_counts!(), "SELECT 1"), &[]).await?;
+            Ok(deleted)
+        }
     }
 
     fn purge_dead(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
@@ -885,11 +958,14 @@ impl InboxStore for PostgresStore {
                 .query(
                     // The first queued job by id is the one received first (ids follow arrival):
                     // read on the `(state, id)` index, however many are queued.
-                    "SELECT state, sum(jobs)::BIGINT, sum(attempts)::BIGINT, (
-                         SELECT received_at FROM periskope_inbox_jobs AS job
-                         WHERE job.state = counts.state AND counts.state IN ('pending', 'running')
-                         ORDER BY id LIMIT 1)
-                     FROM periskope_inbox_counts AS counts GROUP BY state",
+                    concat!(
+                        fold_counts!(),
+                        "SELECT state, jobs, attempts, (
+                             SELECT received_at FROM periskope_inbox_jobs AS job
+                             WHERE job.state = folded.state AND folded.state IN ('pending', 'running')
+                             ORDER BY id LIMIT 1)
+                         FROM folded"
+                    ),
                     &[],
                 )
                 .await?;

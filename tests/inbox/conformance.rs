@@ -159,7 +159,7 @@ pub async fn a_retried_or_replayed_job_waits_while_its_chat_runs<St: ConsoleStor
 }
 
 /// Retries, replays and purges race with four claimers: whatever they interleave with, no
-/// chat has two jobs claimed at once.
+/// chat has two jobs claimed at once, and the counts the store keeps agree with its jobs.
 pub async fn retry_replay_and_purge_racing_claims_never_break_exclusion<St: ConsoleStore>(stores: Vec<St>) {
     let chats = 4;
     for n in 0..30 {
@@ -193,6 +193,7 @@ pub async fn retry_replay_and_purge_racing_claims_never_break_exclusion<St: Cons
             }
         })
     };
+    let counted = stores[0].clone();
     let mut claimers = Vec::new();
     for store in stores {
         let (ledger, barrier) = (Arc::clone(&ledger), Arc::clone(&barrier));
@@ -223,6 +224,26 @@ pub async fn retry_replay_and_purge_racing_claims_never_break_exclusion<St: Cons
     let ledger = ledger.lock().unwrap();
     assert!(ledger.violations.is_empty(), "{:#?}", ledger.violations);
     assert!(ledger.ran.values().map(Vec::len).sum::<usize>() >= 120, "the claimers ran jobs");
+
+    let jobs = counted.search(periskope_webhook::inbox::JobFilter::default().limit(1000)).await.unwrap();
+    let count = |state: JobState| jobs.iter().filter(|job| job.state == state).count() as u64;
+    let queued_attempts: u64 = jobs
+        .iter()
+        .filter(|job| matches!(job.state, JobState::Pending | JobState::Running))
+        .map(|job| u64::from(job.attempts))
+        .sum();
+    let stats = counted.stats(SystemTime::now()).await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.running, stats.done, stats.dead, stats.attempts_in_queue),
+        (
+            count(JobState::Pending),
+            count(JobState::Running),
+            count(JobState::Done),
+            count(JobState::Dead),
+            queued_attempts
+        ),
+        "the counts agree with the jobs"
+    );
 }
 
 /// An expired lease is taken over under a new fencing token; the late claim can neither renew
