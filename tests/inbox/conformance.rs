@@ -221,9 +221,11 @@ pub async fn retry_replay_and_purge_racing_claims_never_break_exclusion<St: Cons
     for claimer in claimers {
         within("a claimer's rounds", claimer).await.unwrap();
     }
-    let ledger = ledger.lock().unwrap();
-    assert!(ledger.violations.is_empty(), "{:#?}", ledger.violations);
-    assert!(ledger.ran.values().map(Vec::len).sum::<usize>() >= 120, "the claimers ran jobs");
+    {
+        let ledger = ledger.lock().unwrap();
+        assert!(ledger.violations.is_empty(), "{:#?}", ledger.violations);
+        assert!(ledger.ran.values().map(Vec::len).sum::<usize>() >= 120, "the claimers ran jobs");
+    }
 
     let jobs = counted.search(periskope_webhook::inbox::JobFilter::default().limit(1000)).await.unwrap();
     let count = |state: JobState| jobs.iter().filter(|job| job.state == state).count() as u64;
