@@ -22,6 +22,10 @@ use crate::metadata::RawBody;
 use crate::response::BoxError;
 use crate::router::HandlerError;
 
+/// How long after its last claim a worker woken by a stored delivery waits before it claims
+/// again: the deliveries stored meanwhile are claimed together. A pickup waits at most this.
+const WAKE_COALESCING: Duration = Duration::from_millis(5);
+
 /// How a [`Worker`] runs jobs. Every field has a default ([`WorkerConfig::default`]).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -230,6 +234,7 @@ where
         // the same commit (SQLite's writer runs them in order) and take the chat's next job.
         let slots = Arc::new(Semaphore::new(concurrency));
         let slot_freed = Arc::new(Notify::new());
+        let mut last_claim = Instant::now();
         let mut shutdown = std::pin::pin!(shutdown);
         let shortest_retention = config.retention.min(config.dead_retention.unwrap_or(Duration::MAX));
         let mut retention = tokio::time::interval(
@@ -246,7 +251,8 @@ where
                 // The lease runs from before the claim's round trip: an attempt that cannot renew
                 // it must end a margin before it does, or another worker could take the job over
                 // while it runs.
-                let leases_end = Instant::now().checked_add(config.effective_lease());
+                last_claim = Instant::now();
+                let leases_end = last_claim.checked_add(config.effective_lease());
                 let request = ClaimRequest {
                     limit: free,
                     lease: config.effective_lease(),
@@ -318,7 +324,12 @@ where
             }
             tokio::select! {
                 () = &mut shutdown => break Instant::now().checked_add(config.shutdown_grace),
-                () = wake.notified() => {}
+                () = wake.notified() => {
+                    // Deliveries are stored by the thousand a second, each waking the worker: one
+                    // claim serves all those stored within a short while, instead of a claim
+                    // each, which would take the store's writer from them.
+                    tokio::time::sleep_until(last_claim + WAKE_COALESCING).await;
+                }
                 () = slot_freed.notified() => {}
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 () = tokio::time::sleep(config.poll_interval) => {}
