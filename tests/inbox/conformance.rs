@@ -285,15 +285,15 @@ pub async fn a_chat_goes_on_however_its_first_job_leaves_the_queue<St: ConsoleSt
     let start = SystemTime::now() + Duration::from_secs(10);
     let mut request = ClaimRequest::new(4, Duration::from_secs(60), 2);
     request.now = start;
-    let first = store.claim(request.clone()).await.unwrap();
+    let first = store.claim(request).await.unwrap();
     assert_eq!(first.iter().map(|job| message_id(&job.body)).collect::<Vec<_>>(), ["m0"]);
     // Claims pass over the jobs waiting behind m0; a job of no chat is still found among them.
     for _ in 0..WAITING / 64 {
-        assert!(store.claim(request.clone()).await.unwrap().is_empty(), "the chat waits while m0 runs");
+        assert!(store.claim(request).await.unwrap().is_empty(), "the chat waits while m0 runs");
     }
     let unordered = r#"{"event":"message.created","data":{"message_id":"free"},"org_id":"org-1"}"#;
     store.insert(delivery(bytes::Bytes::from_static(unordered.as_bytes()))).await.unwrap();
-    let free = store.claim(request.clone()).await.unwrap();
+    let free = store.claim(request).await.unwrap();
     assert_eq!(
         free.iter().map(|job| message_id(&job.body)).collect::<Vec<_>>(),
         ["free"],
@@ -303,28 +303,28 @@ pub async fn a_chat_goes_on_however_its_first_job_leaves_the_queue<St: ConsoleSt
 
     // Handled: m1 is next.
     store.complete(first[0].lease(), start).await.unwrap();
-    let next = store.claim(request.clone()).await.unwrap();
+    let next = store.claim(request).await.unwrap();
     assert_eq!(next.iter().map(|job| message_id(&job.body)).collect::<Vec<_>>(), ["m1"]);
     // Dead: m2 is next.
     store.fail(next[0].lease(), "down".to_owned(), None).await.unwrap();
-    let next = store.claim(request.clone()).await.unwrap();
+    let next = store.claim(request).await.unwrap();
     assert_eq!(next.iter().map(|job| message_id(&job.body)).collect::<Vec<_>>(), ["m2"]);
     // Purged while running: m3 is next.
     assert_eq!(store.purge(Selection::Job(next[0].id)).await.unwrap(), 1);
-    let next = store.claim(request.clone()).await.unwrap();
+    let next = store.claim(request).await.unwrap();
     assert_eq!(next.iter().map(|job| message_id(&job.body)).collect::<Vec<_>>(), ["m3"]);
     // Its lease expires twice (two attempts allowed): the claim after the second makes it a dead
     // letter, and the next one goes on with m4.
-    let mut later = request.clone();
+    let mut later = request;
     later.now = start + Duration::from_secs(61);
-    let again = store.claim(later.clone()).await.unwrap();
+    let again = store.claim(later).await.unwrap();
     assert_eq!(
         again.iter().map(|job| (message_id(&job.body), job.attempt)).collect::<Vec<_>>(),
         [("m3".to_owned(), 2)]
     );
     later.now = start + Duration::from_secs(122);
-    assert!(store.claim(later.clone()).await.unwrap().is_empty(), "m3 becomes a dead letter");
-    let next = store.claim(later.clone()).await.unwrap();
+    assert!(store.claim(later).await.unwrap().is_empty(), "m3 becomes a dead letter");
+    let next = store.claim(later).await.unwrap();
     assert_eq!(next.iter().map(|job| message_id(&job.body)).collect::<Vec<_>>(), ["m4"]);
     assert_eq!(store.get(again[0].id).await.unwrap().unwrap().summary.state, JobState::Dead);
     // Purged while pending, behind nothing: m5 is next once m4 is handled.
@@ -332,6 +332,6 @@ pub async fn a_chat_goes_on_however_its_first_job_leaves_the_queue<St: ConsoleSt
     let m5 = stored.iter().find(|job| job.key.ends_with(":m5")).expect("m5 is stored").id;
     assert_eq!(store.purge(Selection::Job(m5)).await.unwrap(), 1);
     store.complete(next[0].lease(), later.now).await.unwrap();
-    let next = store.claim(later.clone()).await.unwrap();
+    let next = store.claim(later).await.unwrap();
     assert_eq!(next.iter().map(|job| message_id(&job.body)).collect::<Vec<_>>(), ["m6"]);
 }
