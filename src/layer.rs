@@ -350,6 +350,7 @@ where
             return ResponseFuture {
                 state: State::Respond { response: Some(respond(&self.config, rejection, request.version())) },
                 pending: None,
+                clock: Stopwatch::start(),
             };
         }
         let (parts, body) = request.into_parts();
@@ -364,6 +365,7 @@ where
                 config: Arc::clone(&self.config),
                 dedup: self.dedup.clone(),
             }),
+            clock: Stopwatch::start(),
         }
     }
 }
@@ -435,6 +437,8 @@ pin_project! {
         #[pin]
         state: State<S::Future, Result<S::Response, S::Error>, Collect<Limited<B>>, D::ClaimFuture, LeaseOf<D>, SettleOf<D>>,
         pending: Option<Pending<S, D>>,
+        // Times the request from its call to its answer (metrics).
+        clock: Stopwatch,
     }
 }
 
@@ -530,6 +534,7 @@ where
                     let output = ready!(future.poll(cx));
                     forwarded.answered(output.as_ref().ok());
                     let Some(lease) = lease.take() else {
+                        this.clock.answered();
                         return Poll::Ready(output.map(|response| response.map(ResponseBody::inner)));
                     };
                     let delivered = output.as_ref().is_ok_and(|response| response.status().is_success());
@@ -542,10 +547,12 @@ where
                         tracing::warn!(%error, "periskope webhook delivery handled but not recorded as delivered");
                     }
                     let output = output.take().expect("ResponseFuture polled after completion");
+                    this.clock.answered();
                     return Poll::Ready(output.map(|response| response.map(ResponseBody::inner)));
                 }
                 StateProj::Respond { response } => {
                     let response = response.take().expect("ResponseFuture polled after completion");
+                    this.clock.answered();
                     return Poll::Ready(Ok(response.into_response()));
                 }
             }

@@ -1,6 +1,6 @@
 //! The `metrics` feature: what the layer records, counted by `metrics-util`'s debugging
 //! recorder, matches what was sent: each delivery by kind and outcome, each rejection by code,
-//! and one histogram entry per body read, verification and decode.
+//! and one histogram entry per answer, body read, verification and decode.
 #![cfg(feature = "metrics")]
 
 use std::collections::BTreeMap;
@@ -13,7 +13,7 @@ use http_body_util::Full;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use periskope_webhook::dedup::{Dedup, MemoryStore};
 use periskope_webhook::metrics::{
-    BODY_BYTES, DECODE_SECONDS, DELIVERIES_TOTAL, REJECTIONS_TOTAL, VERIFY_SECONDS,
+    BODY_BYTES, DECODE_SECONDS, DELIVERIES_TOTAL, REJECTIONS_TOTAL, RESPONSE_SECONDS, VERIFY_SECONDS,
 };
 use periskope_webhook::signature::{SIGNATURE_HEADER, SigningKey, sign};
 use periskope_webhook::{EventKind, PeriskopeWebhookLayer, WebhookEvent};
@@ -138,11 +138,13 @@ fn counts_match_what_was_sent() {
     let (counters, histograms) = read(&snapshotter);
     assert_eq!(counters, expected);
 
-    // Every POST's body was read (all but the GET); the signed ones verified (deliveries, the
-    // duplicate, the non-JSON body); and every verified delivery the filter let through decoded.
+    // Every request was answered; every POST's body was read (all but the GET); the signed ones
+    // verified (deliveries, the duplicate, the non-JSON body); and every verified delivery the
+    // filter let through decoded.
     let ignored = deliveries.iter().filter(|(kind, _)| *kind == EventKind::OrgPhoneQr).count();
     assert!(ignored > 0);
     let expected_histograms = BTreeMap::from([
+        (RESPONSE_SECONDS.to_owned(), n + 6),
         (BODY_BYTES.to_owned(), n + 5),
         (VERIFY_SECONDS.to_owned(), n + 2),
         (DECODE_SECONDS.to_owned(), n + 1 - ignored),
@@ -176,9 +178,9 @@ fn labels_never_carry_an_unknown_event_name() {
 #[test]
 fn inbox_gauges_match_the_store() {
     use periskope_webhook::dedup::{EventKeys, KeyFn};
-    use periskope_webhook::inbox::{ClaimRequest, InboxStore, NewDelivery, SqliteStore};
+    use periskope_webhook::inbox::{ClaimRequest, InboxStore, NewDelivery, SqliteStore, record_metrics};
     use periskope_webhook::metrics::{
-        INBOX_ATTEMPTS, INBOX_DEAD_LETTERS, INBOX_OLDEST_PENDING_SECONDS, INBOX_QUEUE_DEPTH, record_inbox,
+        INBOX_ATTEMPTS, INBOX_DEAD_LETTERS, INBOX_OLDEST_PENDING_SECONDS, INBOX_QUEUE_DEPTH,
     };
     use std::time::SystemTime;
 
@@ -204,7 +206,7 @@ fn inbox_gauges_match_the_store() {
 
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || runtime.block_on(record_inbox(&store))).unwrap();
+    metrics::with_local_recorder(&recorder, || runtime.block_on(record_metrics(&store))).unwrap();
     let gauges: BTreeMap<String, f64> = snapshotter
         .snapshot()
         .into_vec()

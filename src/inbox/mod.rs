@@ -590,6 +590,37 @@ impl<St: InboxStore> Inbox<St> {
     }
 }
 
+/// Reads the inbox's figures from `store` ([`InboxStore::stats`]) and sets the inbox gauges
+/// ([`metrics`](crate::metrics): queue depth, attempts, dead letters, oldest pending age). The
+/// store answers one query per call: call it every few seconds.
+///
+/// ```no_run
+/// # async fn run(store: periskope_webhook::inbox::SqliteStore) {
+/// let mut every = tokio::time::interval(std::time::Duration::from_secs(15));
+/// loop {
+///     every.tick().await;
+///     if let Err(error) = periskope_webhook::inbox::record_metrics(&store).await {
+///         eprintln!("inbox metrics: {error}");
+///     }
+/// }
+/// # }
+/// ```
+///
+/// # Errors
+/// When the store cannot be read; the gauges keep their last values.
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "metrics", feature = "inbox"))))]
+pub async fn record_metrics<St: InboxStore>(store: &St) -> Result<(), InboxError> {
+    let stats = store.stats(SystemTime::now()).await?;
+    crate::metrics::inbox_gauges(crate::metrics::InboxGauges {
+        queue_depth: stats.queue_depth(),
+        attempts: stats.attempts_in_queue,
+        dead_letters: stats.dead,
+        oldest_pending: stats.oldest_pending_age,
+    });
+    Ok(())
+}
+
 /// The chat (or org phone) whose jobs are handled in order.
 pub fn ordering_key(event: &Event<'_>) -> Option<String> {
     let chat = if let Some(message) = event.message() {

@@ -17,8 +17,9 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{ClaimRequest, ClaimedJob, InboxError, InboxStore, JobId, Lease, saturating_add};
-use crate::event::WebhookEvent;
+use crate::event::{EventKind, WebhookEvent};
 use crate::metadata::RawBody;
+use crate::metrics::{self, AttemptEnd};
 use crate::response::BoxError;
 use crate::router::HandlerError;
 
@@ -189,8 +190,21 @@ impl<St, H> fmt::Debug for Worker<St, H> {
 enum Outcome {
     Handled,
     Failed(String),
+    /// The attempt ran past [`WorkerConfig::attempt_timeout`].
+    TimedOut(Duration),
     /// Shutdown came before it finished.
     Released,
+}
+
+impl Outcome {
+    fn metric(&self) -> AttemptEnd {
+        match self {
+            Outcome::Handled => AttemptEnd::Handled,
+            Outcome::Failed(_) => AttemptEnd::Failed,
+            Outcome::TimedOut(_) => AttemptEnd::TimedOut,
+            Outcome::Released => AttemptEnd::Released,
+        }
+    }
 }
 
 impl<St, H> Worker<St, H> {
@@ -420,6 +434,7 @@ async fn run_attempt<St, H, ResBody>(
 {
     let lease = job.lease();
     let event = job.event.clone();
+    let kind = EventKind::from_name(&event);
     // The lease runs from before the claim's round trip. A claim that answered so late that
     // less than the margin is left gives its job back unrun.
     let Some(lease_ends) = lease_ends.map_or(Some(None), |ends| {
@@ -428,6 +443,12 @@ async fn run_attempt<St, H, ResBody>(
         settle(&store, &config, lease, &event, Outcome::Released).await;
         return;
     };
+    if job.attempt == 1 {
+        // Clocks of replicas differ: a receipt stamped ahead of this clock waited nothing.
+        let waited = SystemTime::now().duration_since(job.received_at).unwrap_or_default();
+        metrics::first_attempt_waited(kind, waited);
+    }
+    let started = Instant::now();
     let outcome = match handler_request(job, config.max_attempts) {
         Err(reason) => Outcome::Failed(reason),
         Ok(request) => {
@@ -444,7 +465,7 @@ async fn run_attempt<St, H, ResBody>(
                         Ok(panic) => format!("the handler panicked: {}", panic_message(&*panic)),
                         Err(_) => "the handler's task was cancelled".to_owned(),
                     }),
-                    Err(_) => Outcome::Failed(format!("the attempt timed out after {:?}", config.attempt_timeout)),
+                    Err(_) => Outcome::TimedOut(config.attempt_timeout),
                 },
                 Ok(_) = stopping.wait_for(|stop| *stop) => Outcome::Released,
                 lost = held => {
@@ -453,11 +474,13 @@ async fn run_attempt<St, H, ResBody>(
                     #[cfg(feature = "tracing")]
                     tracing::warn!(job = lease.id, reason = lost, "periskope inbox attempt stopped: its lease could not be renewed");
                     let _ = lost;
+                    metrics::attempt_ended(kind, AttemptEnd::Abandoned, started.elapsed());
                     return;
                 }
             }
         }
     };
+    metrics::attempt_ended(kind, outcome.metric(), started.elapsed());
     settle(&store, &config, lease, &event, outcome).await;
 }
 
@@ -558,14 +581,9 @@ async fn settle<St: InboxStore>(
     let settled = match outcome {
         Outcome::Handled => bounded(timeout, store.complete(lease, now)).await,
         Outcome::Released => bounded(timeout, store.release(lease, now)).await,
-        Outcome::Failed(error) => {
-            let retry_at = (lease.attempt < config.max_attempts)
-                .then(|| saturating_add(now, config.backoff(lease.attempt)));
-            let failed = bounded(timeout, store.fail(lease, error, retry_at)).await;
-            if failed.is_ok() && retry_at.is_none() {
-                super::log_dead_letter(event, lease.id, lease.attempt);
-            }
-            failed
+        Outcome::Failed(error) => fail(store, config, lease, event, error, now).await,
+        Outcome::TimedOut(after) => {
+            fail(store, config, lease, event, format!("the attempt timed out after {after:?}"), now).await
         }
     };
     if let Err(_error) = settled {
@@ -573,6 +591,29 @@ async fn settle<St: InboxStore>(
         #[cfg(feature = "tracing")]
         tracing::error!(error = %_error, "periskope inbox could not record an attempt");
     }
+}
+
+/// Records a failed attempt: the job is retried after its backoff, or becomes a dead letter
+/// after its last attempt.
+async fn fail<St: InboxStore>(
+    store: &St,
+    config: &WorkerConfig,
+    lease: Lease,
+    event: &str,
+    error: String,
+    now: SystemTime,
+) -> Result<(), InboxError> {
+    let retry_at =
+        (lease.attempt < config.max_attempts).then(|| saturating_add(now, config.backoff(lease.attempt)));
+    bounded(config.store_timeout, store.fail(lease, error, retry_at)).await?;
+    let kind = EventKind::from_name(event);
+    if retry_at.is_some() {
+        metrics::retry_scheduled(kind);
+    } else {
+        metrics::dead_letter(kind);
+        super::log_dead_letter(event, lease.id, lease.attempt);
+    }
+    Ok(())
 }
 
 impl<St, H, ResBody> Worker<St, H>
