@@ -16,6 +16,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tower_service::Service;
 
+use super::alert::Alerts;
 use super::{ClaimRequest, ClaimedJob, InboxError, InboxStore, JobId, Lease, saturating_add};
 use crate::event::{EventKind, WebhookEvent};
 use crate::metadata::RawBody;
@@ -178,6 +179,7 @@ pub struct Worker<St, H> {
     handler: H,
     config: WorkerConfig,
     wake: Arc<Notify>,
+    alerts: Option<Arc<Alerts>>,
 }
 
 impl<St, H> fmt::Debug for Worker<St, H> {
@@ -212,7 +214,20 @@ impl<St, H> Worker<St, H> {
     /// acceptor of the same process for each job it stores. Prefer
     /// [`Inbox::worker`](super::Inbox::worker).
     pub fn new(store: St, handler: H, wake: Option<Arc<Notify>>) -> Self {
-        Worker { store, handler, config: WorkerConfig::default(), wake: wake.unwrap_or_default() }
+        Worker {
+            store,
+            handler,
+            config: WorkerConfig::default(),
+            wake: wake.unwrap_or_default(),
+            alerts: None,
+        }
+    }
+
+    /// Tells the alerts of its store to `alerts` while it runs
+    /// ([`Inbox::on_alert`](super::Inbox::on_alert)).
+    pub(crate) fn alerts(mut self, alerts: Option<Arc<Alerts>>) -> Self {
+        self.alerts = alerts;
+        self
     }
 
     /// Replaces the configuration.
@@ -232,7 +247,13 @@ where
 {
     /// Runs jobs until `shutdown` completes, then shuts down gracefully (see [`Worker`]).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Worker { store, handler, config, wake } = self;
+        let Worker { store, handler, config, wake, alerts } = self;
+        // Alerts are told from a task of their own, stopped with the worker: a slow callback
+        // delays no job, and what it had not marked told is told again at the next start.
+        let _alerts = alerts.map(|alerts| {
+            let (store, every, timeout) = (store.clone(), config.poll_interval, config.store_timeout);
+            AbortOnDrop(tokio::spawn(async move { alerts.tell(store, every, timeout).await }))
+        });
         let config = Arc::new(config);
         let concurrency = config.concurrency.max(1);
         let (stop, stopping) = watch::channel(false);
@@ -345,7 +366,7 @@ async fn until<T>(deadline: Option<Instant>, future: impl Future<Output = T>) ->
 }
 
 /// `call`, or a [`InboxError::Storage`] once the store took longer than `timeout`.
-async fn bounded<T>(
+pub(super) async fn bounded<T>(
     timeout: Duration,
     call: impl Future<Output = Result<T, InboxError>>,
 ) -> Result<T, InboxError> {
@@ -409,8 +430,9 @@ impl<St: InboxStore> Drop for ReleaseUnclaimed<St> {
     }
 }
 
-/// Aborts the handler's task when the attempt is dropped (worker dropped, timeout, shutdown).
-struct AbortOnDrop<T>(JoinHandle<T>);
+/// Aborts a task when dropped: the handler's when its attempt is (worker dropped, timeout,
+/// shutdown), an alert callback's when the alert task stops.
+pub(super) struct AbortOnDrop<T>(pub(super) JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {

@@ -3,6 +3,7 @@
 //! and shutdown, bad storage, and a crash test that SIGKILLs the `inbox` example.
 
 mod acceptor;
+mod alerts;
 #[path = "../common/mod.rs"]
 mod common;
 mod conformance;
