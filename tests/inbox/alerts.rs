@@ -223,15 +223,16 @@ async fn a_full_store_is_told_once() {
 
     let padding = "x".repeat(2000);
     let refused_body = within("the capped file fills", async {
-        for n in 0.. {
+        let mut n = 0;
+        loop {
             let body = Bytes::from(format!(
                 r#"{{"event":"message.created","data":{{"message_id":"m{n}","chat_id":"c{n}","body":"{padding}"}}}}"#
             ));
             if send(&client, signed(&server.url, KEY, body.clone())).await.status == StatusCode::SERVICE_UNAVAILABLE {
-                return body;
+                break body;
             }
+            n += 1;
         }
-        unreachable!("the loop returns")
     })
     .await;
     assert_eq!(next(&mut alerts).await, Alert::StoreFull);
