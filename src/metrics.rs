@@ -486,9 +486,10 @@ pub(crate) enum AttemptEnd {
     Abandoned,
 }
 
-#[cfg(all(feature = "metrics", feature = "inbox"))]
+#[cfg(all(feature = "inbox", any(feature = "metrics", feature = "tracing")))]
 impl AttemptEnd {
-    fn as_str(self) -> &'static str {
+    /// The label, and the attempt span's `outcome`.
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             AttemptEnd::Handled => "handled",
             AttemptEnd::Failed => "failed",

@@ -168,6 +168,12 @@ impl Attempt {
 /// [timeout](WorkerConfig::attempt_timeout) fails the attempt, and the job is retried after a
 /// backoff, or becomes a dead letter after [`WorkerConfig::max_attempts`].
 ///
+/// With the `tracing` feature, each attempt runs in a `periskope.attempt` span (a consumer's:
+/// `otel.kind = "consumer"`) with the fields `job_id`, `attempt`, `event_kind`, `waited_ms`
+/// (since the delivery was received), `outcome` (`handled`, `failed`, `timed_out`, `released`,
+/// `abandoned`) and `duration_ms`, and the handler's future runs inside it: the handler's own
+/// spans and outgoing calls nest under the attempt. No field holds Periskope's ids.
+///
 /// [`Worker::run`] claims jobs until its shutdown future completes, even while a store call is
 /// pending; then it stops claiming, gives the jobs in flight [`WorkerConfig::shutdown_grace`]
 /// to finish, and releases the others (their attempt is not counted; each release waits at
@@ -465,19 +471,35 @@ async fn run_attempt<St, H, ResBody>(
         settle(&store, &config, lease, &event, Outcome::Released).await;
         return;
     };
+    // Clocks of replicas differ: a receipt stamped ahead of this clock waited nothing.
+    let waited = SystemTime::now().duration_since(job.received_at).unwrap_or_default();
     if job.attempt == 1 {
-        // Clocks of replicas differ: a receipt stamped ahead of this clock waited nothing.
-        let waited = SystemTime::now().duration_since(job.received_at).unwrap_or_default();
         metrics::first_attempt_waited(kind, waited);
     }
+    // The attempt's span, which the handler runs in: its own spans nest under it. It names the
+    // job by the inbox's id only, never by Periskope's ids (they hold phone numbers).
+    #[cfg(feature = "tracing")]
+    let span = tracing::info_span!(
+        "periskope.attempt",
+        "otel.kind" = "consumer",
+        job_id = lease.id,
+        attempt = lease.attempt,
+        event_kind = kind.as_str(),
+        waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+        outcome = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
+    );
     let started = Instant::now();
     let outcome = match handler_request(job, config.max_attempts) {
         Err(reason) => Outcome::Failed(reason),
         Ok(request) => {
-            let mut task = AbortOnDrop(tokio::spawn(async move {
+            let handling = async move {
                 poll_fn(|cx| handler.poll_ready(cx)).await.map_err(Into::into)?;
                 handler.call(request).await.map_err(Into::into)
-            }));
+            };
+            #[cfg(feature = "tracing")]
+            let handling = tracing::Instrument::instrument(handling, span.clone());
+            let mut task = AbortOnDrop(tokio::spawn(handling));
             let held = hold_lease(&store, &config, lease, lease_ends);
             tokio::select! {
                 joined = tokio::time::timeout(config.attempt_timeout, &mut task.0) => match joined {
@@ -497,13 +519,24 @@ async fn run_attempt<St, H, ResBody>(
                     tracing::warn!(job = lease.id, reason = lost, "periskope inbox attempt stopped: its lease could not be renewed");
                     let _ = lost;
                     metrics::attempt_ended(kind, AttemptEnd::Abandoned, started.elapsed());
+                    #[cfg(feature = "tracing")]
+                    record_end(&span, AttemptEnd::Abandoned, started.elapsed());
                     return;
                 }
             }
         }
     };
     metrics::attempt_ended(kind, outcome.metric(), started.elapsed());
+    #[cfg(feature = "tracing")]
+    record_end(&span, outcome.metric(), started.elapsed());
     settle(&store, &config, lease, &event, outcome).await;
+}
+
+/// Records how the attempt ended on its span.
+#[cfg(feature = "tracing")]
+fn record_end(span: &tracing::Span, end: AttemptEnd, ran: Duration) {
+    span.record("outcome", end.as_str());
+    span.record("duration_ms", u64::try_from(ran.as_millis()).unwrap_or(u64::MAX));
 }
 
 /// Renews `lease` every third of the lease while the attempt runs (and once more a margin

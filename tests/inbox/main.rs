@@ -20,6 +20,7 @@ mod postgres_worker;
 mod process;
 mod shutdown;
 mod slow_claims;
+mod spans;
 mod sqlite_reads;
 mod store;
 mod support;
