@@ -3,70 +3,24 @@
 //! duration; the handler's own spans nest under it; no field carries the chat or its phone
 //! number.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use periskope_webhook::inbox::{Attempt, Inbox, InboxStore, MemoryInboxStore, SqliteStore};
 use tower::service_fn;
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::registry::LookupSpan;
 
+use crate::common::spans::{SpanSeen, Spans};
 use crate::support::{TempDir, chat_message, delivery, fast};
 
 /// The chat of the delivery, a phone number: no span field may hold it.
 const CHAT: &str = "919999912345@c.us";
 
-/// One span as it was opened and recorded.
-#[derive(Clone, Debug, Default)]
-struct SpanSeen {
-    name: &'static str,
-    parent: Option<&'static str>,
-    fields: BTreeMap<String, String>,
-}
-
-/// Every span opened on this thread while installed, in order, by its id.
-#[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<(u64, SpanSeen)>>>);
-
-struct Fields<'a>(&'a mut BTreeMap<String, String>);
-
-impl Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_owned(), format!("{value:?}"));
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), value.to_owned());
-    }
-}
-
-impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Spans {
-    fn on_new_span(&self, attributes: &Attributes<'_>, id: &Id, context: Context<'_, S>) {
-        let mut seen = SpanSeen { name: attributes.metadata().name(), ..SpanSeen::default() };
-        seen.parent = context.span(id).and_then(|span| span.parent()).map(|parent| parent.name());
-        attributes.record(&mut Fields(&mut seen.fields));
-        self.0.lock().unwrap().push((id.into_u64(), seen));
-    }
-
-    fn on_record(&self, id: &Id, values: &Record<'_>, _: Context<'_, S>) {
-        let mut spans = self.0.lock().unwrap();
-        if let Some((_, seen)) = spans.iter_mut().rev().find(|(seen_id, _)| *seen_id == id.into_u64()) {
-            values.record(&mut Fields(&mut seen.fields));
-        }
-    }
-}
-
 /// A job that fails its first attempt and is handled by its second, on `store`: two attempt
 /// spans, each the parent of the handler's own span.
 async fn each_attempt_runs_in_its_span<St: InboxStore>(store: St) {
-    let spans = Spans::default();
-    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
+    let (spans, _guard) = Spans::start();
     let body = chat_message(CHAT, "m1");
     store.insert(delivery(body)).await.unwrap();
     let handler = service_fn(|request: Request<Full<Bytes>>| async move {
@@ -77,7 +31,7 @@ async fn each_attempt_runs_in_its_span<St: InboxStore>(store: St) {
     });
     Inbox::new(store).worker(handler).config(fast()).run_until_idle().await;
 
-    let seen: Vec<SpanSeen> = spans.0.lock().unwrap().iter().map(|(_, seen)| seen.clone()).collect();
+    let seen = spans.seen();
     let attempts: Vec<&SpanSeen> = seen.iter().filter(|span| span.name == "periskope.attempt").collect();
     assert_eq!(attempts.len(), 2, "{seen:#?}");
     for (number, (span, outcome)) in attempts.iter().zip(["failed", "handled"]).enumerate() {
