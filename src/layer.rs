@@ -589,14 +589,20 @@ impl DeliverySpan {
     fn open() -> Self {
         DeliverySpan {
             #[cfg(feature = "tracing")]
-            span: tracing::info_span!(
-                "periskope.delivery",
-                event_kind = tracing::field::Empty,
-                key_index = tracing::field::Empty,
-                body_bytes = tracing::field::Empty,
-                status = tracing::field::Empty,
-                code = tracing::field::Empty,
-            ),
+            // Until a subscriber is first installed, no span at all: the callsite's own checks
+            // cost a few hundred instructions a request (`benches/instructions.rs`).
+            span: if tracing::dispatcher::has_been_set() {
+                tracing::info_span!(
+                    "periskope.delivery",
+                    event_kind = tracing::field::Empty,
+                    key_index = tracing::field::Empty,
+                    body_bytes = tracing::field::Empty,
+                    status = tracing::field::Empty,
+                    code = tracing::field::Empty,
+                )
+            } else {
+                tracing::Span::none()
+            },
         }
     }
 

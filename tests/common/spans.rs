@@ -55,7 +55,16 @@ impl Spans {
     pub fn start() -> (Spans, tracing::subscriber::DefaultGuard) {
         let spans = Spans::default();
         let guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
+        Spans::listen_everywhere();
         (spans, guard)
+    }
+
+    /// Asks every span site again whether a subscriber wants it. A site first reached by
+    /// another test's thread (no subscriber there) while this one's was being installed can
+    /// keep the answer "never" for the whole process; asking again once the subscriber is in
+    /// place, and again before the traffic, settles it.
+    pub fn listen_everywhere() {
+        tracing::callsite::rebuild_interest_cache();
     }
 
     /// The spans seen so far, in the order they were opened.

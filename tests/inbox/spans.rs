@@ -23,6 +23,7 @@ async fn each_attempt_runs_in_its_span<St: InboxStore>(store: St) {
     let (spans, _guard) = Spans::start();
     let body = chat_message(CHAT, "m1");
     store.insert(delivery(body)).await.unwrap();
+    Spans::listen_everywhere();
     let handler = service_fn(|request: Request<Full<Bytes>>| async move {
         let attempt = request.extensions().get::<Attempt>().expect("the attempt").number();
         tracing::info_span!("crm.call").in_scope(|| {});

@@ -24,6 +24,7 @@ async fn each_request_runs_in_a_delivery_span() {
     // The second key verifies: its index is 1.
     let keys = SigningKeys::new("peri_retired-key").unwrap().with_key(KEY).unwrap();
     let server = common::serve(Stack::Hyper, PeriskopeWebhookLayer::with_keys(keys).layer(handler)).await;
+    Spans::listen_everywhere();
     let client = client();
     let body = message("m1");
     assert_eq!(send(&client, signed(&server.url, KEY, body.clone())).await.status, StatusCode::OK);
