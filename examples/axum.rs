@@ -38,7 +38,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use periskope_webhook::dedup::{DedupOutcome, RedisStore};
 use periskope_webhook::extract::TicketEvent;
 use periskope_webhook::{DeliveryMetadata, WebhookEvent};
@@ -112,7 +112,16 @@ async fn main() -> std::io::Result<()> {
         None => routes.layer(support::webhook_layer()),
     };
     if std::env::var_os("METRICS").is_some_and(|value| value == "1") {
-        let prometheus = PrometheusBuilder::new().install_recorder().map_err(std::io::Error::other)?;
+        // Each histogram with its recommended buckets: without them, the exporter renders
+        // summaries, which cannot be summed across replicas.
+        let mut builder = PrometheusBuilder::new();
+        for (name, buckets) in periskope_webhook::metrics::histogram_buckets() {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
+                .map_err(std::io::Error::other)?;
+        }
+        let prometheus = builder.install_recorder().map_err(std::io::Error::other)?;
+        periskope_webhook::metrics::describe();
         // Added after `.layer(...)`, so the webhook layer does not wrap it.
         app = app.route("/metrics", get(move || std::future::ready(prometheus.render())));
     }

@@ -119,6 +119,11 @@ impl fmt::Debug for Config {
 ///
 /// Rejections are responses, not errors: the service's error type is the inner service's.
 ///
+/// With the `tracing` feature each request runs in a `periskope.delivery` span (the inner
+/// service inside it) with the fields `event_kind`, `key_index` (of the key that verified it),
+/// `body_bytes`, `status` and, when the layer answered itself, `code` (the rejection's code,
+/// `ignored` or `duplicate`); never an id, a phone number or a body.
+///
 /// ```
 /// use axum::{Router, body::Body, routing::post};
 /// use http::{Request, StatusCode};
@@ -350,6 +355,8 @@ where
             return ResponseFuture {
                 state: State::Respond { response: Some(respond(&self.config, rejection, request.version())) },
                 pending: None,
+                clock: Stopwatch::start(),
+                span: DeliverySpan::open(),
             };
         }
         let (parts, body) = request.into_parts();
@@ -364,6 +371,8 @@ where
                 config: Arc::clone(&self.config),
                 dedup: self.dedup.clone(),
             }),
+            clock: Stopwatch::start(),
+            span: DeliverySpan::open(),
         }
     }
 }
@@ -435,6 +444,9 @@ pin_project! {
         #[pin]
         state: State<S::Future, Result<S::Response, S::Error>, Collect<Limited<B>>, D::ClaimFuture, LeaseOf<D>, SettleOf<D>>,
         pending: Option<Pending<S, D>>,
+        // Times the request from its call to its answer (metrics).
+        clock: Stopwatch,
+        span: DeliverySpan,
     }
 }
 
@@ -449,6 +461,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        // The inner service is called and polled inside the span: its own spans nest under it.
+        #[cfg(feature = "tracing")]
+        let _entered = this.span.span.enter();
         loop {
             let pending = this.pending.as_mut();
             match this.state.as_mut().project() {
@@ -465,6 +480,7 @@ where
                             #[cfg(feature = "axum")]
                             axum_core::extract::DefaultBodyLimit::max(pending.config.limit)
                                 .apply(&mut request);
+                            this.span.admitted(&request);
                             let claim = request
                                 .extensions()
                                 .get::<WebhookEvent>()
@@ -530,6 +546,8 @@ where
                     let output = ready!(future.poll(cx));
                     forwarded.answered(output.as_ref().ok());
                     let Some(lease) = lease.take() else {
+                        this.clock.answered();
+                        this.span.answered(output.as_ref().ok());
                         return Poll::Ready(output.map(|response| response.map(ResponseBody::inner)));
                     };
                     let delivered = output.as_ref().is_ok_and(|response| response.status().is_success());
@@ -542,14 +560,92 @@ where
                         tracing::warn!(%error, "periskope webhook delivery handled but not recorded as delivered");
                     }
                     let output = output.take().expect("ResponseFuture polled after completion");
+                    this.clock.answered();
+                    this.span.answered(output.as_ref().ok());
                     return Poll::Ready(output.map(|response| response.map(ResponseBody::inner)));
                 }
                 StateProj::Respond { response } => {
-                    let response = response.take().expect("ResponseFuture polled after completion");
-                    return Poll::Ready(Ok(response.into_response()));
+                    let response =
+                        response.take().expect("ResponseFuture polled after completion").into_response();
+                    this.clock.answered();
+                    this.span.answered(Some(&response));
+                    return Poll::Ready(Ok(response));
                 }
             }
         }
+    }
+}
+
+/// The `periskope.delivery` span of one request (feature `tracing`; nothing without it): the
+/// event kind, the index of the key that verified it, the body's size, and the answer's status
+/// and, when the layer answered itself, its code. Never an id, a phone number or a body.
+struct DeliverySpan {
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
+}
+
+impl DeliverySpan {
+    #[inline]
+    fn open() -> Self {
+        DeliverySpan {
+            #[cfg(feature = "tracing")]
+            // Until a subscriber is first installed, no span at all: the callsite's own checks
+            // cost a few hundred instructions a request (`benches/instructions.rs`).
+            span: if tracing::dispatcher::has_been_set() {
+                tracing::info_span!(
+                    "periskope.delivery",
+                    event_kind = tracing::field::Empty,
+                    key_index = tracing::field::Empty,
+                    body_bytes = tracing::field::Empty,
+                    status = tracing::field::Empty,
+                    code = tracing::field::Empty,
+                )
+            } else {
+                tracing::Span::none()
+            },
+        }
+    }
+
+    /// Records what verification and decoding found.
+    #[inline]
+    fn admitted<B>(&self, request: &Request<B>) {
+        #[cfg(feature = "tracing")]
+        if !self.span.is_disabled() {
+            let extensions = request.extensions();
+            if let Some(event) = extensions.get::<WebhookEvent>() {
+                self.span.record("event_kind", event.kind().as_str());
+            }
+            if let Some(metadata) = extensions.get::<DeliveryMetadata>() {
+                self.span.record("body_bytes", metadata.body_len);
+                if let Some(key) = &metadata.key {
+                    self.span.record("key_index", key.index());
+                }
+            }
+        }
+        #[cfg(not(feature = "tracing"))]
+        let _ = request;
+    }
+
+    /// Records the answer: its status, and the code of an answer the layer gave itself.
+    #[inline]
+    fn answered<B>(&self, response: Option<&Response<B>>) {
+        #[cfg(feature = "tracing")]
+        if let Some(response) = response.filter(|_| !self.span.is_disabled()) {
+            self.span.record("status", response.status().as_u16());
+            let extensions = response.extensions();
+            let code = if let Some(rejection) = extensions.get::<Rejection>() {
+                Some(rejection.code())
+            } else if extensions.get::<IgnoredEvent>().is_some() {
+                Some("ignored")
+            } else {
+                extensions.get::<DuplicateDelivery>().map(|_| "duplicate")
+            };
+            if let Some(code) = code {
+                self.span.record("code", code);
+            }
+        }
+        #[cfg(not(feature = "tracing"))]
+        let _ = response;
     }
 }
 

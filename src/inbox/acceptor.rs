@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use tokio::time::Sleep;
 use tower_service::Service;
 
+use super::alert::Alerts;
 use super::{InboxError, InboxStore, NewDelivery, Stored};
 use crate::dedup::KeyFn;
 use crate::event::WebhookEvent;
@@ -43,6 +44,7 @@ pub struct Acceptor<St, K> {
     keys: K,
     wake: Option<Arc<Notify>>,
     store_timeout: Duration,
+    alerts: Option<Arc<Alerts>>,
 }
 
 /// How long a delivery's insert may take before it is answered `503` (the sender retries, and
@@ -56,7 +58,13 @@ pub struct Accepted(pub Stored);
 impl<St: InboxStore, K: KeyFn> Acceptor<St, K> {
     /// An acceptor storing into `store`, keyed by `keys`, waking `wake` for each new job.
     pub fn new(store: St, keys: K, wake: Option<Arc<Notify>>) -> Self {
-        Acceptor { store, keys, wake, store_timeout: DEFAULT_STORE_TIMEOUT }
+        Acceptor { store, keys, wake, store_timeout: DEFAULT_STORE_TIMEOUT, alerts: None }
+    }
+
+    /// Reports a full store to `alerts` ([`Inbox::on_alert`](super::Inbox::on_alert)).
+    pub(crate) fn alerts(mut self, alerts: Option<Arc<Alerts>>) -> Self {
+        self.alerts = alerts;
+        self
     }
 
     /// How long storing one delivery may take before it is answered `503 inbox_unavailable`
@@ -102,6 +110,7 @@ where
                 insert: self.store.insert(delivery),
                 deadline: tokio::time::sleep(self.store_timeout),
                 wake: self.wake.clone(),
+                alerts: self.alerts.clone(),
             },
         }
     }
@@ -118,7 +127,7 @@ pin_project! {
 pin_project! {
     #[project = AcceptStateProj]
     enum AcceptState<F> {
-        Storing { #[pin] insert: F, #[pin] deadline: Sleep, wake: Option<Arc<Notify>> },
+        Storing { #[pin] insert: F, #[pin] deadline: Sleep, wake: Option<Arc<Notify>>, alerts: Option<Arc<Alerts>> },
         Ready { response: Option<Response<Full<Bytes>>> },
     }
 }
@@ -138,7 +147,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         let response = match state.as_mut().project() {
-            AcceptStateProj::Storing { insert, deadline, wake } => match insert.poll(cx) {
+            AcceptStateProj::Storing { insert, deadline, wake, alerts } => match insert.poll(cx) {
                 Poll::Pending => {
                     ready!(deadline.poll(cx));
                     #[cfg(feature = "tracing")]
@@ -154,6 +163,9 @@ where
                     Ok(stored) => {
                         if let (Stored::New, Some(wake)) = (stored, wake.as_ref()) {
                             wake.notify_one();
+                        }
+                        if let (Stored::New, Some(alerts)) = (stored, alerts.as_ref()) {
+                            alerts.stored();
                         }
                         let mut response = match stored {
                             Stored::New => json_answer(StatusCode::OK, "accepted", "stored for processing"),
@@ -171,6 +183,9 @@ where
                         response
                     }
                     Err(InboxError::Full) => {
+                        if let Some(alerts) = alerts.as_ref() {
+                            alerts.store_full();
+                        }
                         #[cfg(feature = "tracing")]
                         tracing::error!("periskope inbox is full: a delivery was refused (503)");
                         // A full store frees space only as retention purges handled jobs.

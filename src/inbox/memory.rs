@@ -23,8 +23,8 @@ use bytes::Bytes;
 use super::queries::{AttemptOutcome, AttemptRecord, ConsoleStore, DeadLetters, JobFilter, MinuteCounts};
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
-    LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, NewDelivery, Selection, Stored, bounded_error,
-    log_dead_letter, saturating_add,
+    LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, NewDelivery, Selection, Stored, UnalertedDeadLetter,
+    bounded_error, log_dead_letter, saturating_add,
 };
 
 /// An [`InboxStore`] that keeps its jobs in this process's memory.
@@ -57,6 +57,8 @@ struct Job {
     lease_until: Option<SystemTime>,
     handled_at: Option<SystemTime>,
     dead_at: Option<SystemTime>,
+    /// The claim counter under which its death was told ([`InboxStore::mark_alerted`]).
+    alerted_claims: Option<u64>,
     /// The last [`ATTEMPTS_KEPT`] attempts, oldest first.
     history: VecDeque<AttemptRecord>,
 }
@@ -171,6 +173,7 @@ impl InboxStore for MemoryInboxStore {
             state: JobState::Pending,
             attempts: 0,
             claims: 0,
+            alerted_claims: None,
             last_error: None,
             run_at,
             lease_until: None,
@@ -388,6 +391,40 @@ impl InboxStore for MemoryInboxStore {
         stats.oldest_pending_age =
             oldest.map(|received| now.duration_since(received).unwrap_or(Duration::ZERO));
         ready(Ok(stats))
+    }
+
+    fn unalerted_dead_letters(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<UnalertedDeadLetter>, InboxError>> + Send {
+        let jobs = self.jobs();
+        let dead = jobs
+            .by_id
+            .iter()
+            .filter(|(_, job)| job.state == JobState::Dead && job.alerted_claims != Some(job.claims))
+            .take(limit)
+            .map(|(id, job)| {
+                UnalertedDeadLetter::new(
+                    *id,
+                    job.claims,
+                    job.delivery.event.clone(),
+                    job.attempts,
+                    job.last_error.clone(),
+                )
+            })
+            .collect();
+        ready(Ok(dead))
+    }
+
+    fn mark_alerted(
+        &self,
+        job: JobId,
+        fencing_token: u64,
+    ) -> impl Future<Output = Result<(), InboxError>> + Send {
+        if let Some(job) = self.jobs().by_id.get_mut(&job) {
+            job.alerted_claims = Some(fencing_token);
+        }
+        ready(Ok(()))
     }
 }
 

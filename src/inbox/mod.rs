@@ -89,11 +89,13 @@
 //! window: until then, the same occurrence is answered as a duplicate; after it, accepted
 //! again). Dead letters stay until you [retry](InboxStore::retry) or [purge](InboxStore::purge)
 //! them, or, with [`WorkerConfig::dead_retention`], until they have been dead that long; each
-//! job that becomes one is logged at ERROR (event name, job id and attempts, no content).
+//! job that becomes one is logged at ERROR (event name, job id and attempts, no content), and
+//! told to [`Inbox::on_alert`]'s callback with its last error masked ([`Alert`]).
 //! Protect the file or database like the rest of your customer data: on Unix a new inbox file
 //! (and its WAL) is readable and writable by its owner only.
 
 mod acceptor;
+mod alert;
 mod filter_sql;
 #[cfg(feature = "testing")]
 mod memory;
@@ -112,6 +114,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 pub use acceptor::{AcceptFuture, Accepted, Acceptor};
+pub use alert::{Alert, OnAlert, UnalertedDeadLetter};
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub use memory::MemoryInboxStore;
@@ -555,20 +558,57 @@ pub trait InboxStore: Clone + Send + Sync + 'static {
 
     /// Counts for metrics.
     fn stats(&self, now: SystemTime) -> impl Future<Output = Result<InboxStats, InboxError>> + Send;
+
+    /// Up to `limit` dead letters whose death was not yet told ([`InboxStore::mark_alerted`]),
+    /// oldest first, for [`Alert::DeadLetter`].
+    fn unalerted_dead_letters(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<UnalertedDeadLetter>, InboxError>> + Send;
+
+    /// Remembers that the death of `job` under the claim `fencing_token`
+    /// ([`UnalertedDeadLetter::fencing_token`]) was told. A later death of the job, after a
+    /// retry, is under a later claim: it is not yet told.
+    fn mark_alerted(
+        &self,
+        job: JobId,
+        fencing_token: u64,
+    ) -> impl Future<Output = Result<(), InboxError>> + Send;
 }
 
-/// A store and the signal that wakes the worker when the acceptor stored a job: build the
-/// [`Acceptor`] and the [`Worker`] of one process from the same `Inbox`.
+/// A store, the signal that wakes the worker when the acceptor stored a job, and the alerts
+/// they share: build the [`Acceptor`] and the [`Worker`] of one process from the same `Inbox`.
 #[derive(Clone, Debug)]
 pub struct Inbox<St> {
     store: St,
     wake: Arc<Notify>,
+    backlog_age: Duration,
+    alerts: Option<Arc<alert::Alerts>>,
 }
 
 impl<St: InboxStore> Inbox<St> {
     /// An inbox over `store`.
     pub fn new(store: St) -> Self {
-        Inbox { store, wake: Arc::new(Notify::new()) }
+        Inbox { store, wake: Arc::new(Notify::new()), backlog_age: alert::DEFAULT_BACKLOG_AGE, alerts: None }
+    }
+
+    /// Tells `on_alert` each [`Alert`]: a job that became a dead letter, a store that refused a
+    /// delivery as full, a backlog older than [`Inbox::backlog_alert_after`] and its clearing.
+    /// The worker built from this inbox tells them from a task of its own, while it runs (its
+    /// acceptor reports a full store to it): see [`OnAlert`]. Set it before building them.
+    pub fn on_alert(mut self, on_alert: impl OnAlert) -> Self {
+        self.alerts = Some(Arc::new(alert::Alerts::new(Arc::new(on_alert), self.backlog_age)));
+        self
+    }
+
+    /// The age of the oldest pending or running job past which [`Alert::Backlog`] is told
+    /// (default 10 minutes).
+    pub fn backlog_alert_after(mut self, age: Duration) -> Self {
+        self.backlog_age = age;
+        if let Some(alerts) = self.alerts.take() {
+            self.alerts = Some(Arc::new(alert::Alerts::new(alerts.on_alert(), age)));
+        }
+        self
     }
 
     /// The store, for the operations API.
@@ -583,13 +623,44 @@ impl<St: InboxStore> Inbox<St> {
 
     /// The service that stores deliveries, keyed by `keys`.
     pub fn acceptor_with_keys<K: KeyFn>(&self, keys: K) -> Acceptor<St, K> {
-        Acceptor::new(self.store.clone(), keys, Some(Arc::clone(&self.wake)))
+        Acceptor::new(self.store.clone(), keys, Some(Arc::clone(&self.wake))).alerts(self.alerts.clone())
     }
 
     /// A worker running `handler` on stored jobs, with [`WorkerConfig::default`].
     pub fn worker<H>(&self, handler: H) -> Worker<St, H> {
-        Worker::new(self.store.clone(), handler, Some(Arc::clone(&self.wake)))
+        Worker::new(self.store.clone(), handler, Some(Arc::clone(&self.wake))).alerts(self.alerts.clone())
     }
+}
+
+/// Reads the inbox's figures from `store` ([`InboxStore::stats`]) and sets the inbox gauges
+/// ([`metrics`](crate::metrics): queue depth, attempts, dead letters, oldest pending age). The
+/// store answers one query per call: call it every few seconds.
+///
+/// ```no_run
+/// # async fn run(store: periskope_webhook::inbox::SqliteStore) {
+/// let mut every = tokio::time::interval(std::time::Duration::from_secs(15));
+/// loop {
+///     every.tick().await;
+///     if let Err(error) = periskope_webhook::inbox::record_metrics(&store).await {
+///         eprintln!("inbox metrics: {error}");
+///     }
+/// }
+/// # }
+/// ```
+///
+/// # Errors
+/// When the store cannot be read; the gauges keep their last values.
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "metrics", feature = "inbox"))))]
+pub async fn record_metrics<St: InboxStore>(store: &St) -> Result<(), InboxError> {
+    let stats = store.stats(SystemTime::now()).await?;
+    crate::metrics::inbox_gauges(crate::metrics::InboxGauges {
+        queue_depth: stats.queue_depth(),
+        attempts: stats.attempts_in_queue,
+        dead_letters: stats.dead,
+        oldest_pending: stats.oldest_pending_age,
+    });
+    Ok(())
 }
 
 /// The chat (or org phone) whose jobs are handled in order.

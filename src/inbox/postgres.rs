@@ -38,14 +38,14 @@ use self::batch::Batches;
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
     LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, MAX_MARKED_PER_CLAIM, NewDelivery, RETENTION_BATCH,
-    Selection, Stored, bounded_error, due_at, from_millis, selection_params, to_millis,
+    Selection, Stored, UnalertedDeadLetter, bounded_error, due_at, from_millis, selection_params, to_millis,
 };
 
 mod batch;
 mod console;
 
 /// The schema version this crate writes.
-const SCHEMA_VERSION: i32 = 5;
+const SCHEMA_VERSION: i32 = 6;
 
 /// The advisory lock key migrations hold ("periskop" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7065_7269_736b_6f70;
@@ -231,9 +231,21 @@ REFERENCING OLD TABLE AS counted_out FOR EACH STATEMENT EXECUTE FUNCTION perisko
 "
 );
 
+/// Version 6, for [`Alert::DeadLetter`](super::Alert::DeadLetter): the claim counter under which
+/// each dead letter's death was told. A job is dead and untold while it differs from `claims`
+/// (a retried job dies again under a later claim). The dead letters of earlier versions count
+/// as told: an upgrade does not tell them all at once.
+const SCHEMA_V6: &str = "
+ALTER TABLE periskope_inbox_jobs ADD COLUMN alerted_claims BIGINT;
+UPDATE periskope_inbox_jobs SET alerted_claims = claims WHERE state = 'dead';
+CREATE INDEX periskope_inbox_unalerted ON periskope_inbox_jobs (id)
+WHERE state = 'dead' AND alerted_claims IS DISTINCT FROM claims;
+";
+
 /// What takes a database from each version to the next: `MIGRATIONS[v]` upgrades version `v`
 /// (version 0: no schema yet).
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] =
+    [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6];
 
 /// How many attempts of each job are kept by default.
 const DEFAULT_ATTEMPTS_KEPT: usize = 10;
@@ -993,6 +1005,49 @@ impl InboxStore for PostgresStore {
             stats.oldest_pending_age =
                 oldest.map(|received| now.duration_since(from_millis(received)).unwrap_or(Duration::ZERO));
             Ok(stats)
+        }
+    }
+
+    fn unalerted_dead_letters(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<UnalertedDeadLetter>, InboxError>> + Send {
+        let connections = self.connections();
+        async move {
+            let rows = connections
+                .query(
+                    "SELECT id, claims, event, attempts, last_error FROM periskope_inbox_jobs
+                     WHERE state = 'dead' AND alerted_claims IS DISTINCT FROM claims ORDER BY id LIMIT $1",
+                    &[&i64::try_from(limit).unwrap_or(i64::MAX)],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| {
+                    UnalertedDeadLetter::new(
+                        row.get(0),
+                        row.get::<_, i64>(1).unsigned_abs(),
+                        unescape(row.get(2)),
+                        row.get::<_, i32>(3).unsigned_abs(),
+                        row.get::<_, Option<String>>(4).map(unescape),
+                    )
+                })
+                .collect())
+        }
+    }
+
+    fn mark_alerted(
+        &self,
+        job: JobId,
+        fencing_token: u64,
+    ) -> impl Future<Output = Result<(), InboxError>> + Send {
+        let connections = self.connections();
+        let token = i64::try_from(fencing_token).unwrap_or(i64::MAX);
+        async move {
+            connections
+                .execute("UPDATE periskope_inbox_jobs SET alerted_claims = $2 WHERE id = $1", &[&job, &token])
+                .await?;
+            Ok(())
         }
     }
 }

@@ -42,13 +42,14 @@ use super::queries::AttemptOutcome;
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
     LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, MAX_MARKED_PER_CLAIM, NewDelivery, RETENTION_BATCH,
-    Selection, Stored, bounded_error, due_at, from_millis, saturating_add, selection_params, to_millis,
+    Selection, Stored, UnalertedDeadLetter, bounded_error, due_at, from_millis, saturating_add, selection_params,
+    to_millis,
 };
 
 mod console;
 
 /// The schema version this crate writes; kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// At most this many queued operations share one transaction.
 const MAX_BATCH: usize = 1024;
@@ -211,8 +212,20 @@ CREATE TRIGGER periskope_inbox_count_deleted AFTER DELETE ON periskope_inbox_job
 "
 );
 
+/// Version 6, for [`Alert::DeadLetter`](super::Alert::DeadLetter): the claim counter under which
+/// each dead letter's death was told. A job is dead and untold while it differs from `claims`
+/// (a retried job dies again under a later claim). The dead letters of earlier versions count
+/// as told: an upgrade does not tell them all at once.
+const SCHEMA_V6: &str = "
+ALTER TABLE periskope_inbox_jobs ADD COLUMN alerted_claims INTEGER;
+UPDATE periskope_inbox_jobs SET alerted_claims = claims WHERE state = 'dead';
+CREATE INDEX periskope_inbox_unalerted ON periskope_inbox_jobs (id)
+WHERE state = 'dead' AND alerted_claims IS NOT claims;
+";
+
 /// What takes a file from each version to the next: `MIGRATIONS[v]` upgrades version `v`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] =
+    [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6];
 
 /// How many attempts of each job are kept by default.
 const DEFAULT_ATTEMPTS_KEPT: usize = 10;
@@ -1217,6 +1230,42 @@ impl InboxStore for SqliteStore {
             Ok(stats)
         })
     }
+
+    fn unalerted_dead_letters(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<UnalertedDeadLetter>, InboxError>> + Send {
+        self.read(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT id, claims, event, attempts, last_error FROM periskope_inbox_jobs
+                 WHERE state = 'dead' AND alerted_claims IS NOT claims ORDER BY id LIMIT ?1",
+            )?;
+            let rows = statement.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+                Ok(UnalertedDeadLetter::new(
+                    row.get(0)?,
+                    row.get::<_, i64>(1)?.unsigned_abs(),
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn mark_alerted(
+        &self,
+        job: JobId,
+        fencing_token: u64,
+    ) -> impl Future<Output = Result<(), InboxError>> + Send {
+        let token = i64::try_from(fencing_token).unwrap_or(i64::MAX);
+        self.call(move |connection| {
+            connection
+                .prepare_cached("UPDATE periskope_inbox_jobs SET alerted_claims = ?2 WHERE id = ?1")?
+                .execute(params![job, token])?;
+            Ok(())
+        })
+    }
 }
 
 /// One job shares the group commit; every job of a state runs alone.
@@ -1586,6 +1635,8 @@ mod tests {
             (dead[0].event.as_str(), dead[0].latest_error.as_deref()),
             ("reaction.created", Some("CRM down"))
         );
+        let untold = runtime.block_on(store.unalerted_dead_letters(10)).unwrap();
+        assert_eq!(untold, [], "dead letters of earlier versions count as told");
 
         let claimed =
             runtime.block_on(store.claim(ClaimRequest::new(10, Duration::from_secs(60), 3))).unwrap();

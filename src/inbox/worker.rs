@@ -16,9 +16,11 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tower_service::Service;
 
+use super::alert::Alerts;
 use super::{ClaimRequest, ClaimedJob, InboxError, InboxStore, JobId, Lease, saturating_add};
-use crate::event::WebhookEvent;
+use crate::event::{EventKind, WebhookEvent};
 use crate::metadata::RawBody;
+use crate::metrics::{self, AttemptEnd};
 use crate::response::BoxError;
 use crate::router::HandlerError;
 
@@ -172,6 +174,12 @@ impl Attempt {
 /// [timeout](WorkerConfig::attempt_timeout) fails the attempt, and the job is retried after a
 /// backoff, or becomes a dead letter after [`WorkerConfig::max_attempts`].
 ///
+/// With the `tracing` feature, each attempt runs in a `periskope.attempt` span (a consumer's:
+/// `otel.kind = "consumer"`) with the fields `job_id`, `attempt`, `event_kind`, `waited_ms`
+/// (since the delivery was received), `outcome` (`handled`, `failed`, `timed_out`, `released`,
+/// `abandoned`) and `duration_ms`, and the handler's future runs inside it: the handler's own
+/// spans and outgoing calls nest under the attempt. No field holds Periskope's ids.
+///
 /// [`Worker::run`] claims jobs until its shutdown future completes, even while a store call is
 /// pending; then it stops claiming, gives the jobs in flight [`WorkerConfig::shutdown_grace`]
 /// to finish, and releases the others (their attempt is not counted; each release waits at
@@ -183,6 +191,7 @@ pub struct Worker<St, H> {
     handler: H,
     config: WorkerConfig,
     wake: Arc<Notify>,
+    alerts: Option<Arc<Alerts>>,
 }
 
 impl<St, H> fmt::Debug for Worker<St, H> {
@@ -195,8 +204,21 @@ impl<St, H> fmt::Debug for Worker<St, H> {
 enum Outcome {
     Handled,
     Failed(String),
+    /// The attempt ran past [`WorkerConfig::attempt_timeout`].
+    TimedOut(Duration),
     /// Shutdown came before it finished.
     Released,
+}
+
+impl Outcome {
+    fn metric(&self) -> AttemptEnd {
+        match self {
+            Outcome::Handled => AttemptEnd::Handled,
+            Outcome::Failed(_) => AttemptEnd::Failed,
+            Outcome::TimedOut(_) => AttemptEnd::TimedOut,
+            Outcome::Released => AttemptEnd::Released,
+        }
+    }
 }
 
 impl<St, H> Worker<St, H> {
@@ -204,7 +226,20 @@ impl<St, H> Worker<St, H> {
     /// acceptor of the same process for each job it stores. Prefer
     /// [`Inbox::worker`](super::Inbox::worker).
     pub fn new(store: St, handler: H, wake: Option<Arc<Notify>>) -> Self {
-        Worker { store, handler, config: WorkerConfig::default(), wake: wake.unwrap_or_default() }
+        Worker {
+            store,
+            handler,
+            config: WorkerConfig::default(),
+            wake: wake.unwrap_or_default(),
+            alerts: None,
+        }
+    }
+
+    /// Tells the alerts of its store to `alerts` while it runs
+    /// ([`Inbox::on_alert`](super::Inbox::on_alert)).
+    pub(crate) fn alerts(mut self, alerts: Option<Arc<Alerts>>) -> Self {
+        self.alerts = alerts;
+        self
     }
 
     /// Replaces the configuration.
@@ -224,7 +259,13 @@ where
 {
     /// Runs jobs until `shutdown` completes, then shuts down gracefully (see [`Worker`]).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Worker { store, handler, config, wake } = self;
+        let Worker { store, handler, config, wake, alerts } = self;
+        // Alerts are told from a task of their own, stopped with the worker: a slow callback
+        // delays no job, and what it had not marked told is told again at the next start.
+        let _alerts = alerts.map(|alerts| {
+            let (store, every, timeout) = (store.clone(), config.poll_interval, config.store_timeout);
+            AbortOnDrop(tokio::spawn(async move { alerts.tell(store, every, timeout).await }))
+        });
         let config = Arc::new(config);
         let concurrency = config.concurrency.max(1);
         let (stop, stopping) = watch::channel(false);
@@ -359,7 +400,7 @@ async fn until<T>(deadline: Option<Instant>, future: impl Future<Output = T>) ->
 }
 
 /// `call`, or a [`InboxError::Storage`] once the store took longer than `timeout`.
-async fn bounded<T>(
+pub(super) async fn bounded<T>(
     timeout: Duration,
     call: impl Future<Output = Result<T, InboxError>>,
 ) -> Result<T, InboxError> {
@@ -423,8 +464,9 @@ impl<St: InboxStore> Drop for ReleaseUnclaimed<St> {
     }
 }
 
-/// Aborts the handler's task when the attempt is dropped (worker dropped, timeout, shutdown).
-struct AbortOnDrop<T>(JoinHandle<T>);
+/// Aborts a task when dropped: the handler's when its attempt is (worker dropped, timeout,
+/// shutdown), an alert callback's when the alert task stops.
+pub(super) struct AbortOnDrop<T>(pub(super) JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
@@ -449,6 +491,7 @@ async fn run_attempt<St, H, ResBody>(
 {
     let lease = job.lease();
     let event = job.event.clone();
+    let kind = EventKind::from_name(&event);
     // The lease runs from before the claim's round trip. A claim that answered so late that
     // less than the margin is left gives its job back unrun.
     let Some(lease_ends) = lease_ends.map_or(Some(None), |ends| {
@@ -457,13 +500,35 @@ async fn run_attempt<St, H, ResBody>(
         settle(&store, &config, lease, &event, Outcome::Released, Some(slot)).await;
         return;
     };
+    // Clocks of replicas differ: a receipt stamped ahead of this clock waited nothing.
+    let waited = SystemTime::now().duration_since(job.received_at).unwrap_or_default();
+    if job.attempt == 1 {
+        metrics::first_attempt_waited(kind, waited);
+    }
+    // The attempt's span, which the handler runs in: its own spans nest under it. It names the
+    // job by the inbox's id only, never by Periskope's ids (they hold phone numbers).
+    #[cfg(feature = "tracing")]
+    let span = tracing::info_span!(
+        "periskope.attempt",
+        "otel.kind" = "consumer",
+        job_id = lease.id,
+        attempt = lease.attempt,
+        event_kind = kind.as_str(),
+        waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+        outcome = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
+    );
+    let started = Instant::now();
     let outcome = match handler_request(job, config.max_attempts) {
         Err(reason) => Outcome::Failed(reason),
         Ok(request) => {
-            let mut task = AbortOnDrop(tokio::spawn(async move {
+            let handling = async move {
                 poll_fn(|cx| handler.poll_ready(cx)).await.map_err(Into::into)?;
                 handler.call(request).await.map_err(Into::into)
-            }));
+            };
+            #[cfg(feature = "tracing")]
+            let handling = tracing::Instrument::instrument(handling, span.clone());
+            let mut task = AbortOnDrop(tokio::spawn(handling));
             let held = hold_lease(&store, &config, lease, lease_ends);
             tokio::select! {
                 joined = tokio::time::timeout(config.attempt_timeout, &mut task.0) => match joined {
@@ -473,7 +538,7 @@ async fn run_attempt<St, H, ResBody>(
                         Ok(panic) => format!("the handler panicked: {}", panic_message(&*panic)),
                         Err(_) => "the handler's task was cancelled".to_owned(),
                     }),
-                    Err(_) => Outcome::Failed(format!("the attempt timed out after {:?}", config.attempt_timeout)),
+                    Err(_) => Outcome::TimedOut(config.attempt_timeout),
                 },
                 Ok(_) = stopping.wait_for(|stop| *stop) => Outcome::Released,
                 lost = held => {
@@ -482,11 +547,17 @@ async fn run_attempt<St, H, ResBody>(
                     #[cfg(feature = "tracing")]
                     tracing::warn!(job = lease.id, reason = lost, "periskope inbox attempt stopped: its lease could not be renewed");
                     let _ = lost;
+                    metrics::attempt_ended(kind, AttemptEnd::Abandoned, started.elapsed());
+                    #[cfg(feature = "tracing")]
+                    record_end(&span, AttemptEnd::Abandoned, started.elapsed());
                     return;
                 }
             }
         }
     };
+    metrics::attempt_ended(kind, outcome.metric(), started.elapsed());
+    #[cfg(feature = "tracing")]
+    record_end(&span, outcome.metric(), started.elapsed());
     settle(&store, &config, lease, &event, outcome, Some(slot)).await;
 }
 
@@ -501,6 +572,13 @@ impl Drop for Slot {
         self.permit.take();
         self.freed.notify_one();
     }
+}
+
+/// Records how the attempt ended on its span.
+#[cfg(feature = "tracing")]
+fn record_end(span: &tracing::Span, end: AttemptEnd, ran: Duration) {
+    span.record("outcome", end.as_str());
+    span.record("duration_ms", u64::try_from(ran.as_millis()).unwrap_or(u64::MAX));
 }
 
 /// Renews `lease` every third of the lease while the attempt runs (and once more a margin
@@ -611,16 +689,10 @@ async fn settle<St: InboxStore>(
             drop(slot);
             bounded(timeout, call).await
         }
-        Outcome::Failed(error) => {
-            let retry_at = (lease.attempt < config.max_attempts)
-                .then(|| saturating_add(now, config.backoff(lease.attempt)));
-            let call = store.fail(lease, error, retry_at);
-            drop(slot);
-            let failed = bounded(timeout, call).await;
-            if failed.is_ok() && retry_at.is_none() {
-                super::log_dead_letter(event, lease.id, lease.attempt);
-            }
-            failed
+        Outcome::Failed(error) => fail(store, config, lease, event, error, now, slot).await,
+        Outcome::TimedOut(after) => {
+            let error = format!("the attempt timed out after {after:?}");
+            fail(store, config, lease, event, error, now, slot).await
         }
     };
     if let Err(_error) = settled {
@@ -628,6 +700,32 @@ async fn settle<St: InboxStore>(
         #[cfg(feature = "tracing")]
         tracing::error!(error = %_error, "periskope inbox could not record an attempt");
     }
+}
+
+/// Records a failed attempt: the job is retried after its backoff, or becomes a dead letter
+/// after its last attempt.
+async fn fail<St: InboxStore>(
+    store: &St,
+    config: &WorkerConfig,
+    lease: Lease,
+    event: &str,
+    error: String,
+    now: SystemTime,
+    slot: Option<Slot>,
+) -> Result<(), InboxError> {
+    let retry_at =
+        (lease.attempt < config.max_attempts).then(|| saturating_add(now, config.backoff(lease.attempt)));
+    let call = store.fail(lease, error, retry_at);
+    drop(slot);
+    bounded(config.store_timeout, call).await?;
+    let kind = EventKind::from_name(event);
+    if retry_at.is_some() {
+        metrics::retry_scheduled(kind);
+    } else {
+        metrics::dead_letter(kind);
+        super::log_dead_letter(event, lease.id, lease.attempt);
+    }
+    Ok(())
 }
 
 impl<St, H, ResBody> Worker<St, H>

@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod postgres;
+pub mod spans;
 mod stack;
 
 pub(crate) use stack::for_each_stack;

@@ -3,6 +3,7 @@
 //! and shutdown, bad storage, and a crash test that SIGKILLs the `inbox` example.
 
 mod acceptor;
+mod alerts;
 #[path = "../common/mod.rs"]
 mod common;
 mod conformance;
@@ -19,6 +20,7 @@ mod postgres_worker;
 mod process;
 mod shutdown;
 mod slow_claims;
+mod spans;
 mod sqlite_reads;
 mod store;
 mod support;

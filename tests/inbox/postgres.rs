@@ -105,7 +105,12 @@ async fn a_version_2_database_is_upgraded_to_the_current_version() {
     let store = PostgresStore::connect(&database.url()).await.unwrap();
     let version: i32 =
         admin.query_one("SELECT max(version) FROM periskope_inbox_schema", &[]).await.unwrap().get(0);
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
+    assert_eq!(
+        store.unalerted_dead_letters(10).await.unwrap(),
+        [],
+        "dead letters of earlier versions count as told"
+    );
     let mut chat = JobFilter::default();
     chat.chat = Some("c".to_owned());
     let found = store.search(chat).await.unwrap();

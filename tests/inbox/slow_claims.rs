@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use periskope_webhook::inbox::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
-    Lease, ListQuery, MemoryInboxStore, NewDelivery, Selection, Worker,
+    Lease, ListQuery, MemoryInboxStore, NewDelivery, Selection, UnalertedDeadLetter, Worker,
 };
 use periskope_webhook::{EventRouter, WebhookEvent};
 
@@ -129,6 +129,21 @@ impl InboxStore for SlowClaims {
 
     fn stats(&self, now: SystemTime) -> impl Future<Output = Result<InboxStats, InboxError>> + Send {
         self.inner.stats(now)
+    }
+
+    fn unalerted_dead_letters(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<UnalertedDeadLetter>, InboxError>> + Send {
+        self.inner.unalerted_dead_letters(limit)
+    }
+
+    fn mark_alerted(
+        &self,
+        job: JobId,
+        fencing_token: u64,
+    ) -> impl Future<Output = Result<(), InboxError>> + Send {
+        self.inner.mark_alerted(job, fencing_token)
     }
 }
 

@@ -11,7 +11,7 @@ use axum::{Extension, Router};
 use http::StatusCode;
 use periskope_webhook::inbox::{
     Attempt, ClaimRequest, ClaimedJob, Inbox, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState,
-    JobSummary, Lease, ListQuery, NewDelivery, Selection, SqliteStore,
+    JobSummary, Lease, ListQuery, NewDelivery, Selection, SqliteStore, UnalertedDeadLetter,
 };
 use periskope_webhook::{EventRouter, PeriskopeWebhookLayer, WebhookEvent};
 use tokio::sync::oneshot;
@@ -518,6 +518,14 @@ impl InboxStore for HeldClaimAnswers {
 
     async fn stats(&self, now: SystemTime) -> Result<InboxStats, InboxError> {
         self.store.stats(now).await
+    }
+
+    async fn unalerted_dead_letters(&self, limit: usize) -> Result<Vec<UnalertedDeadLetter>, InboxError> {
+        self.store.unalerted_dead_letters(limit).await
+    }
+
+    async fn mark_alerted(&self, job: JobId, fencing_token: u64) -> Result<(), InboxError> {
+        self.store.mark_alerted(job, fencing_token).await
     }
 }
 

@@ -10,4 +10,5 @@
 mod common;
 mod in_process;
 mod over_http;
+mod spans;
 mod support;
