@@ -42,8 +42,8 @@ use super::queries::AttemptOutcome;
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
     LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, MAX_MARKED_PER_CLAIM, NewDelivery, RETENTION_BATCH,
-    Selection, Stored, UnalertedDeadLetter, bounded_error, due_at, from_millis, saturating_add, selection_params,
-    to_millis,
+    Selection, Stored, UnalertedDeadLetter, bounded_error, due_at, from_millis, saturating_add,
+    selection_params, to_millis,
 };
 
 mod console;
