@@ -633,14 +633,28 @@ fn lock_for_writing(path: &Path) -> Result<std::fs::File, InboxError> {
         options.mode(0o600);
     }
     let file = options.open(&lock_path).map_err(|error| open_error(path, error))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            Err(InboxError::Locked { location: path.display().to_string() })
+    // A lock just released may still be held for a moment by a copy of its descriptor: a
+    // process this one was starting (fork, then exec) when the store was dropped holds one
+    // until its exec closes it. A running server holds the lock for good: it is reported
+    // after a short wait.
+    let give_up = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < give_up => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(InboxError::Locked { location: path.display().to_string() });
+            }
+            Err(std::fs::TryLockError::Error(error)) => return Err(open_error(path, error)),
         }
-        Err(std::fs::TryLockError::Error(error)) => Err(open_error(path, error)),
     }
 }
+
+/// How long opening a file whose writer lock is held waits for it before saying the file is
+/// in use.
+const LOCK_WAIT: Duration = Duration::from_millis(500);
 
 /// A read-only connection to an existing inbox of this version's schema.
 fn open_reader(path: &Path) -> Result<Connection, InboxError> {
