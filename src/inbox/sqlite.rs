@@ -1221,8 +1221,14 @@ impl InboxStore for SqliteStore {
                 let jobs = row.get::<_, i64>(1)?.unsigned_abs();
                 let attempts = row.get::<_, i64>(2)?.unsigned_abs();
                 match JobState::from_name(&row.get::<_, String>(0)?) {
-                    Some(JobState::Pending) => (stats.pending, stats.attempts_in_queue) = (jobs, stats.attempts_in_queue + attempts),
-                    Some(JobState::Running) => (stats.running, stats.attempts_in_queue) = (jobs, stats.attempts_in_queue + attempts),
+                    Some(JobState::Pending) => {
+                        stats.pending = jobs;
+                        stats.attempts_in_queue += attempts;
+                    }
+                    Some(JobState::Running) => {
+                        stats.running = jobs;
+                        stats.attempts_in_queue += attempts;
+                    }
                     Some(JobState::Done) => stats.done = jobs,
                     Some(JobState::Dead) => stats.dead = jobs,
                     None => {}
