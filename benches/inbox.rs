@@ -78,6 +78,16 @@ async fn serve(app: Router) -> (String, tokio::task::JoinHandle<()>) {
     (url, task)
 }
 
+/// A POST of `body` to `url`, signed with the benchmark's key.
+fn signed(url: &str, body: Bytes) -> Request<Full<Bytes>> {
+    let signature = periskope_webhook::testing::signature(KEY, &body);
+    Request::post(url)
+        .header("content-type", "application/json")
+        .header(SIGNATURE_HEADER, signature)
+        .body(Full::new(body))
+        .expect("request")
+}
+
 /// 64 clients post for `duration`, or `requests` deliveries in all when given.
 async fn load(url: &str, bodies: &Arc<UniqueMessages>, duration: Duration, requests: Option<usize>) -> Round {
     let started = Instant::now();
@@ -97,13 +107,7 @@ async fn load(url: &str, bodies: &Arc<UniqueMessages>, duration: Duration, reque
                     if done {
                         return latencies;
                     }
-                    let body = bodies.next();
-                    let signature = periskope_webhook::testing::signature(KEY, &body);
-                    let request = Request::post(&url)
-                        .header("content-type", "application/json")
-                        .header(SIGNATURE_HEADER, signature)
-                        .body(Full::new(body))
-                        .expect("request");
+                    let request = signed(&url, bodies.next());
                     let sent_at = Instant::now();
                     let response = client.request(request).await.expect("an answer");
                     let status = response.status();
@@ -319,14 +323,7 @@ async fn pickup<St: InboxStore>(store: St, deliveries: usize) -> Vec<Duration> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut pickups = Vec::with_capacity(deliveries);
     for _ in 0..deliveries {
-        let body = bodies.next();
-        let signature = periskope_webhook::testing::signature(KEY, &body);
-        let request = Request::post(&url)
-            .header("content-type", "application/json")
-            .header(SIGNATURE_HEADER, signature)
-            .body(Full::new(body))
-            .expect("request");
-        let response = client.request(request).await.expect("an answer");
+        let response = client.request(signed(&url, bodies.next())).await.expect("an answer");
         let acknowledged = Instant::now();
         assert_eq!(response.status(), StatusCode::OK, "the server refused a delivery");
         let handled = starts.recv().await.expect("the handler ran");
