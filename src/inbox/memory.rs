@@ -90,6 +90,36 @@ impl Job {
         }
     }
 
+    /// Leases the job to a claim, as attempt `attempts + 1` (counted by the caller for the
+    /// first job of a run, at settlement for the jobs that follow it).
+    fn lease_to(&mut self, id: JobId, request: &ClaimRequest, follows: Option<JobId>) -> ClaimedJob {
+        self.state = JobState::Running;
+        self.claims += 1;
+        self.lease_until = Some(saturating_add(request.now, request.lease));
+        if self.history.len() == ATTEMPTS_KEPT {
+            self.history.pop_front();
+        }
+        self.history.push_back(AttemptRecord {
+            number: self.attempts + 1,
+            started_at: request.now,
+            duration: None,
+            outcome: AttemptOutcome::Running,
+            error: None,
+        });
+        ClaimedJob {
+            id,
+            attempt: self.attempts + 1,
+            fencing_token: self.claims,
+            event: self.delivery.event.clone(),
+            key: self.delivery.key.clone(),
+            body: self.delivery.body.clone(),
+            signing_key: self.delivery.signing_key.clone(),
+            received_at: self.delivery.received_at,
+            path: self.delivery.path.clone(),
+            follows,
+        }
+    }
+
     fn is_queued(&self) -> bool {
         matches!(self.state, JobState::Pending | JobState::Running)
     }
@@ -142,6 +172,7 @@ impl MemoryInboxStore {
     /// Applies `change` to the job `lease` holds, if it still holds it.
     fn settle(&self, lease: Lease, change: impl FnOnce(&mut Job)) -> Ready<Result<(), InboxError>> {
         if let Some(job) = self.jobs().by_id.get_mut(&lease.id).filter(|job| job.held_by(lease)) {
+            job.attempts = lease.attempt;
             change(job);
             job.lease_until = None;
         }
@@ -229,31 +260,28 @@ impl InboxStore for MemoryInboxStore {
                 });
                 continue;
             }
-            job.state = JobState::Running;
+            let never_attempted = job.attempts == 0;
+            claimed.push(job.lease_to(id, &request, None));
             job.attempts += 1;
-            job.claims += 1;
-            job.lease_until = Some(saturating_add(request.now, request.lease));
-            if job.history.len() == ATTEMPTS_KEPT {
-                job.history.pop_front();
+            let Some(chat) = job.delivery.ordering_key.clone().filter(|_| never_attempted) else { continue };
+            // The run: the chat's next queued jobs, while each is due and never attempted.
+            let mut follows = id;
+            let followers: Vec<JobId> = jobs
+                .by_id
+                .range(id + 1..)
+                .filter(|(_, job)| job.is_queued() && job.delivery.ordering_key.as_deref() == Some(&chat))
+                .take(request.run.saturating_sub(1))
+                .take_while(|(_, job)| {
+                    job.is_due(request.now) && job.attempts == 0 && job.attempts < request.max_attempts
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for follower in followers {
+                let Some(job) = jobs.by_id.get_mut(&follower) else { continue };
+                job.end_attempt(AttemptOutcome::Abandoned, request.now, None);
+                claimed.push(job.lease_to(follower, &request, Some(follows)));
+                follows = follower;
             }
-            job.history.push_back(AttemptRecord {
-                number: job.attempts,
-                started_at: request.now,
-                duration: None,
-                outcome: AttemptOutcome::Running,
-                error: None,
-            });
-            claimed.push(ClaimedJob {
-                id,
-                attempt: job.attempts,
-                fencing_token: job.claims,
-                event: job.delivery.event.clone(),
-                key: job.delivery.key.clone(),
-                body: job.delivery.body.clone(),
-                signing_key: job.delivery.signing_key.clone(),
-                received_at: job.delivery.received_at,
-                path: job.delivery.path.clone(),
-            });
         }
         ready(Ok(claimed))
     }
@@ -293,7 +321,7 @@ impl InboxStore for MemoryInboxStore {
         self.settle(lease, |job| {
             job.end_attempt(AttemptOutcome::Released, now, None);
             job.state = JobState::Pending;
-            job.attempts = job.attempts.saturating_sub(1);
+            job.attempts = lease.attempt.saturating_sub(1);
             job.run_at = now;
         })
     }

@@ -238,6 +238,10 @@ pub struct ClaimedJob {
     pub received_at: SystemTime,
     /// The path the delivery arrived on.
     pub path: String,
+    /// The job of its chat this one was claimed behind, in one run ([`ClaimRequest::run`]): it
+    /// runs once that job was handled, and is released unrun otherwise. `None` for the first
+    /// job of a run, and for a job claimed alone.
+    pub follows: Option<JobId>,
 }
 
 impl ClaimedJob {
@@ -271,8 +275,12 @@ impl Lease {
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub struct ClaimRequest {
-    /// At most this many jobs.
+    /// At most this many runs: jobs claimed alone, or first in a run.
     pub limit: usize,
+    /// At most this many jobs in a run (1, the default: every job alone). Behind a chat's first
+    /// queued job, when it was never attempted, a claim takes the chat's next queued jobs that
+    /// are due and were never attempted either, up to this many in all (see [`InboxStore`]).
+    pub run: usize,
     /// How long the claim holds each job before another worker may take it.
     pub lease: Duration,
     /// A job that already had this many attempts becomes a dead letter (dead from `now`)
@@ -283,9 +291,15 @@ pub struct ClaimRequest {
 }
 
 impl ClaimRequest {
-    /// Up to `limit` jobs, leased for `lease`, dead after `max_attempts`, claimed now.
+    /// Up to `limit` jobs, each alone, leased for `lease`, dead after `max_attempts`, claimed now.
     pub fn new(limit: usize, lease: Duration, max_attempts: u32) -> Self {
-        ClaimRequest { limit, lease, max_attempts, now: SystemTime::now() }
+        ClaimRequest { limit, run: 1, lease, max_attempts, now: SystemTime::now() }
+    }
+
+    /// Runs of up to `jobs` jobs of a chat ([`ClaimRequest::run`]).
+    pub fn runs_of(mut self, jobs: usize) -> Self {
+        self.run = jobs;
+        self
     }
 }
 
@@ -468,13 +482,13 @@ impl std::error::Error for InboxError {}
 /// Every store keeps this contract, which one conformance suite checks on each
 /// (`tests/inbox/conformance.rs`). A job's *ordering key* is its chat (or org phone,
 /// [`ordering_key`]); jobs without one are not ordered.
-/// - **Exclusion.** Two jobs with the same ordering key are never both running under live
-///   leases. The store enforces it inside the claim (PostgreSQL: a row per busy chat, taken
-///   with an insert that conflicts; SQLite: its single writer checks it), never from a
-///   snapshot that another claim can change.
+/// - **Exclusion.** Jobs with the same ordering key running under live leases were all taken
+///   by one claim: a job alone, or one run (below). The store enforces it inside the claim
+///   (PostgreSQL: a row per busy chat, taken with an insert that conflicts; SQLite: its single
+///   writer checks it), never from a snapshot that another claim can change.
 /// - **Order.** A chat's jobs run one at a time, in the order they were acknowledged:
 ///   - a job waits while an earlier job of its chat (a smaller id) is pending, waiting for a
-///     retry, or running;
+///     retry, or running (in a run, it is claimed with it, and runs after it);
 ///   - a dead job holds nothing back, so a later job may then overtake it;
 ///   - a retried or replayed job waits while another job of its chat runs under a live lease,
 ///     even a later one.
@@ -490,6 +504,15 @@ impl std::error::Error for InboxError {}
 ///   settlements and renewals do nothing. An attempt whose lease expired may therefore still
 ///   be running beside the next one; the worker drops a handler whose lease it could not renew
 ///   before the lease ends.
+/// - **Runs.** With [`ClaimRequest::run`] above 1, a claim that takes a chat's first queued
+///   job, when it was never attempted, also takes the chat's next queued jobs, in order, as
+///   long as each is due and was never attempted, up to `run` jobs in all. Each is leased as
+///   the first is, with a fencing token of its own, and names the job it follows
+///   ([`ClaimedJob::follows`]). The attempt of a job that follows is counted when it is
+///   settled, not when it is claimed: the worker runs it only once the job before it was
+///   handled, without a round trip to the store between them, and [releases](InboxStore::release)
+///   it unrun otherwise. A job that was attempted (a retry, a lease that expired) is claimed
+///   alone, so that a job that fails, or crashes the process, holds no run behind it.
 pub trait InboxStore: Clone + Send + Sync + 'static {
     /// The answer of [`InboxStore::insert`].
     type InsertFuture: Future<Output = Result<Stored, InboxError>> + Send + 'static;
@@ -499,17 +522,20 @@ pub trait InboxStore: Clone + Send + Sync + 'static {
 
     /// Claims up to `request.limit` jobs that are due (pending and past their `run_at`, or
     /// running with an expired lease) and not held back by an earlier job of their chat,
-    /// the longest due first; counts an attempt on each and leases it.
+    /// the longest due first; counts an attempt on each and leases it. Behind each, in runs
+    /// ([`ClaimRequest::run`]), the jobs that follow it, leased uncounted; the answer lists
+    /// each run's jobs in order.
     fn claim(
         &self,
         request: ClaimRequest,
     ) -> impl Future<Output = Result<Vec<ClaimedJob>, InboxError>> + Send;
 
-    /// Marks the job handled, if `lease` still holds it.
+    /// Marks the job handled, if `lease` still holds it; its attempts are then `lease.attempt`.
     fn complete(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send;
 
     /// Records a failed attempt, if `lease` still holds the job: pending again from `retry_at`,
-    /// or a dead letter (dead from now) when `retry_at` is `None`.
+    /// or a dead letter (dead from now) when `retry_at` is `None`; its attempts are then
+    /// `lease.attempt`.
     fn fail(
         &self,
         lease: Lease,
@@ -517,8 +543,8 @@ pub trait InboxStore: Clone + Send + Sync + 'static {
         retry_at: Option<SystemTime>,
     ) -> impl Future<Output = Result<(), InboxError>> + Send;
 
-    /// Gives the job back without counting the attempt (graceful shutdown), if `lease` still
-    /// holds it.
+    /// Gives the job back without counting the attempt (graceful shutdown, a run stopped
+    /// before it), if `lease` still holds it: its attempts are then `lease.attempt - 1`.
     fn release(&self, lease: Lease, now: SystemTime) -> impl Future<Output = Result<(), InboxError>> + Send;
 
     /// Extends the lease to `until`, if `lease` still holds the job; returns whether it does.

@@ -645,6 +645,7 @@ impl InboxStore for PostgresStore {
             let lease = i64::try_from(request.lease.as_millis()).unwrap_or(i64::MAX);
             let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
             let scanned = limit.saturating_add(MAX_MARKED_PER_CLAIM);
+            let followers = i64::try_from(request.run.saturating_sub(1)).unwrap_or(i64::MAX);
             let max_attempts = attempts(request.max_attempts);
             let rows = connections
                 .query(
@@ -679,6 +680,25 @@ impl InboxStore for PostgresStore {
                      ), due AS MATERIALIZED (
                          SELECT id, ordering_key, attempts FROM placed WHERE ordering_key IS NULL OR first_id = id
                          ORDER BY due_at, id LIMIT $2
+                     ), runs AS MATERIALIZED (
+                         SELECT next.id, next.head,
+                                coalesce(lag(next.id) OVER (PARTITION BY next.head ORDER BY next.id), next.head) AS follows
+                         FROM due AS first CROSS JOIN LATERAL (
+                             SELECT queued.id, first.id AS head,
+                                    bool_and(queued.may_follow) OVER (ORDER BY queued.id) AS unbroken
+                             FROM (
+                                 SELECT job.id, job.attempts = 0 AND job.attempts < $3
+                                        AND ",
+                    due_at!(),
+                    " <= (SELECT now FROM leased)
+                                        AS may_follow
+                                 FROM periskope_inbox_jobs AS job
+                                 WHERE job.ordering_key = first.ordering_key AND job.id > first.id
+                                   AND job.state IN ('pending', 'running')
+                                 ORDER BY job.id LIMIT $7
+                             ) AS queued
+                         ) AS next
+                         WHERE first.attempts = 0 AND first.ordering_key IS NOT NULL AND next.unbroken
                      ), blockers AS MATERIALIZED (
                          SELECT id FROM periskope_inbox_jobs
                          WHERE id IN (SELECT first_id FROM placed WHERE first_id <> id) AND state IN ('pending', 'running')
@@ -687,15 +707,20 @@ impl InboxStore for PostgresStore {
                          UPDATE periskope_inbox_jobs AS job SET waiting = true FROM placed
                          WHERE job.id = placed.id AND placed.first_id <> placed.id
                            AND placed.first_id IN (SELECT id FROM blockers)
+                           -- A job that follows in a run is marked by `followed`: a row is
+                           -- updated once a statement.
+                           AND placed.id NOT IN (SELECT id FROM runs)
                      ), unmarked AS (
                          UPDATE periskope_inbox_jobs SET waiting = false WHERE waiting AND id IN (SELECT id FROM blockers)
                      ), chats AS (
                          INSERT INTO periskope_inbox_chats AS chat (ordering_key, job_id, lease_until)
-                         SELECT ordering_key, id, (SELECT until FROM leased) FROM due WHERE ordering_key IS NOT NULL AND attempts < $3
+                         SELECT ordering_key, coalesce((SELECT max(runs.id) FROM runs WHERE runs.head = due.id), id),
+                                (SELECT until FROM leased)
+                         FROM due WHERE ordering_key IS NOT NULL AND attempts < $3
                          ON CONFLICT (ordering_key) DO UPDATE
                          SET job_id = excluded.job_id, lease_until = excluded.lease_until
                          WHERE chat.lease_until <= (SELECT now FROM leased) OR chat.job_id = excluded.job_id
-                         RETURNING job_id
+                         RETURNING ordering_key
                      ), dead AS (
                          UPDATE periskope_inbox_jobs AS job
                          SET state = 'dead', lease_until = NULL, dead_at = (SELECT now FROM leased),
@@ -710,20 +735,31 @@ impl InboxStore for PostgresStore {
                          SET state = 'running', attempts = job.attempts + 1, claims = job.claims + 1,
                              lease_until = (SELECT until FROM leased)
                          FROM due WHERE job.id = due.id AND job.attempts < $3
-                           AND (due.ordering_key IS NULL OR due.id IN (SELECT job_id FROM chats))
+                           AND (due.ordering_key IS NULL OR due.ordering_key IN (SELECT ordering_key FROM chats))
                          RETURNING job.id, job.attempts, job.event, job.dedup_key, job.body, job.signing_key,
                                    job.received_at, job.path, job.state, job.claims
+                     ), followed AS (
+                         UPDATE periskope_inbox_jobs AS job
+                         SET state = 'running', claims = job.claims + 1, lease_until = (SELECT until FROM leased),
+                             waiting = true
+                         FROM runs WHERE job.id = runs.id AND runs.head IN (SELECT id FROM claimed)
+                         RETURNING job.id, job.attempts + 1 AS attempts, job.event, job.dedup_key, job.body,
+                                   job.signing_key, job.received_at, job.path, job.state, job.claims, runs.follows
                      ), abandoned AS (
                          UPDATE periskope_inbox_attempts AS attempt SET outcome = 'abandoned', ended_at = (SELECT now FROM leased)
-                         FROM due WHERE attempt.job_id = due.id AND attempt.outcome = 'running'
-                           AND (due.attempts >= $3 OR due.id IN (SELECT id FROM claimed))
+                         WHERE attempt.outcome = 'running'
+                           AND (attempt.job_id IN (SELECT id FROM due WHERE attempts >= $3)
+                                OR attempt.job_id IN (SELECT id FROM claimed)
+                                OR attempt.job_id IN (SELECT id FROM followed))
                      ), opened AS (
                          INSERT INTO periskope_inbox_attempts (job_id, number, started_at)
                          SELECT id, attempts, (SELECT now FROM leased) FROM claimed
+                         UNION ALL SELECT id, attempts, (SELECT now FROM leased) FROM followed
                      )
-                     SELECT * FROM claimed UNION ALL SELECT * FROM dead"
+                     SELECT *, NULL::BIGINT FROM claimed UNION ALL SELECT * FROM followed
+                     UNION ALL SELECT *, NULL::BIGINT FROM dead"
                     ),
-                    &[&offset, &limit, &max_attempts, &lease, &LEASE_EXPIRED, &scanned],
+                    &[&offset, &limit, &max_attempts, &lease, &LEASE_EXPIRED, &scanned, &followers],
                 )
                 .await?;
             // The jobs that became dead letters instead (their last attempt's lease expired).
@@ -772,7 +808,7 @@ impl InboxStore for PostgresStore {
                     "WITH settled AS (
                          UPDATE periskope_inbox_jobs
                          SET state = $3, run_at = coalesce($4, run_at), last_error = $5, lease_until = NULL,
-                             dead_at = $6, waiting = false
+                             dead_at = $6, waiting = false, attempts = $8
                          WHERE id = $1 AND claims = $2 AND state = 'running' RETURNING id
                      ), freed AS (
                          DELETE FROM periskope_inbox_chats AS chat USING settled WHERE chat.job_id = settled.id
@@ -787,6 +823,7 @@ impl InboxStore for PostgresStore {
                         &error,
                         &dead_at,
                         &ended_at,
+                        &attempts(lease.attempt),
                     ],
                 )
                 .await?;
@@ -801,14 +838,14 @@ impl InboxStore for PostgresStore {
                 .execute(
                     "WITH settled AS (
                          UPDATE periskope_inbox_jobs
-                         SET state = 'pending', attempts = attempts - 1, run_at = $3, lease_until = NULL, waiting = false
+                         SET state = 'pending', attempts = $4, run_at = $3, lease_until = NULL, waiting = false
                          WHERE id = $1 AND claims = $2 AND state = 'running' RETURNING id
                      ), freed AS (
                          DELETE FROM periskope_inbox_chats AS chat USING settled WHERE chat.job_id = settled.id
                      )
                      UPDATE periskope_inbox_attempts AS attempt SET outcome = 'released', ended_at = $3
                      FROM settled WHERE attempt.job_id = settled.id AND attempt.outcome = 'running'",
-                    &[&lease.id, &lease.stored_token(), &to_millis(now)],
+                    &[&lease.id, &lease.stored_token(), &to_millis(now), &attempts(lease.attempt.saturating_sub(1))],
                 )
                 .await?;
             Ok(())
@@ -832,10 +869,11 @@ impl InboxStore for PostgresStore {
                          SELECT now + LEAST($3, 9223372036854775807 - now) AS until FROM clock
                      ), renewed AS (
                          UPDATE periskope_inbox_jobs SET lease_until = (SELECT until FROM leased), waiting = false
-                         WHERE id = $1 AND claims = $2 AND state = 'running' RETURNING id
+                         WHERE id = $1 AND claims = $2 AND state = 'running' RETURNING id, ordering_key
                      ), chat AS (
-                         UPDATE periskope_inbox_chats AS chat SET lease_until = (SELECT until FROM leased)
-                         FROM renewed WHERE chat.job_id = renewed.id
+                         -- A run holds its chat while any of its jobs runs, not only its last.
+                         UPDATE periskope_inbox_chats AS chat SET lease_until = GREATEST(chat.lease_until, (SELECT until FROM leased))
+                         FROM renewed WHERE chat.ordering_key = renewed.ordering_key
                      )
                      SELECT id FROM renewed",
                     &[&lease.id, &lease.stored_token(), &left],
@@ -1128,13 +1166,16 @@ async fn complete_batch(
     let ids: Vec<JobId> = leases.iter().map(|(lease, _)| lease.id).collect();
     let tokens: Vec<i64> = leases.iter().map(|(lease, _)| lease.stored_token()).collect();
     let handled_at: Vec<i64> = leases.iter().map(|(_, at)| *at).collect();
+    let attempt_counts: Vec<i32> = leases.iter().map(|(lease, _)| attempts(lease.attempt)).collect();
     connections
         .execute(
             "WITH lease AS (
-                 SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[]) AS lease (id, claims, handled_at)
+                 SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::INTEGER[])
+                     AS lease (id, claims, handled_at, attempts)
              ), settled AS (
                  UPDATE periskope_inbox_jobs AS job
-                 SET state = 'done', handled_at = lease.handled_at, lease_until = NULL, waiting = false
+                 SET state = 'done', handled_at = lease.handled_at, lease_until = NULL, waiting = false,
+                     attempts = lease.attempts
                  FROM lease WHERE job.id = lease.id AND job.claims = lease.claims AND job.state = 'running'
                  RETURNING job.id, lease.handled_at
              ), freed AS (
@@ -1142,7 +1183,7 @@ async fn complete_batch(
              )
              UPDATE periskope_inbox_attempts AS attempt SET outcome = 'handled', ended_at = settled.handled_at
              FROM settled WHERE attempt.job_id = settled.id AND attempt.outcome = 'running'",
-            &[&ids, &tokens, &handled_at],
+            &[&ids, &tokens, &handled_at, &attempt_counts],
         )
         .await?;
     Ok(vec![(); leases.len()])
@@ -1159,6 +1200,7 @@ fn claimed_job(row: &Row) -> ClaimedJob {
         signing_key: row.get::<_, Option<String>>(5).map(unescape),
         received_at: from_millis(row.get(6)),
         path: unescape(row.get(7)),
+        follows: row.get(10),
     }
 }
 

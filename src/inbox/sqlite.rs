@@ -1006,16 +1006,16 @@ impl InboxStore for SqliteStore {
                 if runnable.len() as i64 == limit {
                     break;
                 }
-                if let Some(chat) = ordering_key
-                    && !first_in_chat_and_free(connection, id, &chat, now)?
+                if let Some(chat) = &ordering_key
+                    && !first_in_chat_and_free(connection, id, chat, now)?
                 {
                     continue;
                 }
-                runnable.push((id, attempts, event));
+                runnable.push((id, attempts, event, ordering_key));
             }
             let due = runnable;
             let mut claimed = Vec::with_capacity(due.len());
-            for (id, attempts, event) in due {
+            for (id, attempts, event, ordering_key) in due {
                 // A due job that is still running lost its lease: that attempt was abandoned.
                 end_attempt(connection, id, AttemptOutcome::Abandoned, now, None)?;
                 if attempts >= request.max_attempts {
@@ -1038,6 +1038,9 @@ impl InboxStore for SqliteStore {
                     .query_row(params![id, lease_until], claimed_job)?;
                 open_attempt(connection, &job, now, attempts_kept)?;
                 claimed.push(job);
+                if let Some(chat) = ordering_key.filter(|_| attempts == 0) {
+                    claim_run(connection, &request, id, &chat, lease_until, attempts_kept, &mut claimed)?;
+                }
             }
             Ok(claimed)
         })
@@ -1047,10 +1050,11 @@ impl InboxStore for SqliteStore {
         self.call(move |connection| {
             let settled = connection
                 .prepare_cached(
-                    "UPDATE periskope_inbox_jobs SET state = 'done', handled_at = ?3, lease_until = NULL, waiting = 0
+                    "UPDATE periskope_inbox_jobs
+                     SET state = 'done', handled_at = ?3, lease_until = NULL, waiting = 0, attempts = ?4
                      WHERE id = ?1 AND claims = ?2 AND state = 'running'",
                 )?
-                .execute(params![lease.id, lease.stored_token(), to_millis(now)])?;
+                .execute(params![lease.id, lease.stored_token(), to_millis(now), lease.attempt])?;
             if settled == 1 {
                 end_attempt(connection, lease.id, AttemptOutcome::Handled, to_millis(now), None)?;
             }
@@ -1076,10 +1080,18 @@ impl InboxStore for SqliteStore {
                 .prepare_cached(
                     "UPDATE periskope_inbox_jobs
                      SET state = ?3, run_at = coalesce(?4, run_at), last_error = ?5, lease_until = NULL,
-                         dead_at = ?6, waiting = 0
+                         dead_at = ?6, waiting = 0, attempts = ?7
                      WHERE id = ?1 AND claims = ?2 AND state = 'running'",
                 )?
-                .execute(params![lease.id, lease.stored_token(), state.as_str(), run_at, error, dead_at])?;
+                .execute(params![
+                    lease.id,
+                    lease.stored_token(),
+                    state.as_str(),
+                    run_at,
+                    error,
+                    dead_at,
+                    lease.attempt
+                ])?;
             if settled == 1 {
                 end_attempt(connection, lease.id, AttemptOutcome::Failed, ended_at, Some(&error))?;
             }
@@ -1092,10 +1104,15 @@ impl InboxStore for SqliteStore {
             let settled = connection
                 .prepare_cached(
                     "UPDATE periskope_inbox_jobs
-                     SET state = 'pending', attempts = attempts - 1, run_at = ?3, lease_until = NULL, waiting = 0
+                     SET state = 'pending', attempts = ?4, run_at = ?3, lease_until = NULL, waiting = 0
                      WHERE id = ?1 AND claims = ?2 AND state = 'running'",
                 )?
-                .execute(params![lease.id, lease.stored_token(), to_millis(now)])?;
+                .execute(params![
+                    lease.id,
+                    lease.stored_token(),
+                    to_millis(now),
+                    lease.attempt.saturating_sub(1)
+                ])?;
             if settled == 1 {
                 end_attempt(connection, lease.id, AttemptOutcome::Released, to_millis(now), None)?;
             }
@@ -1332,6 +1349,61 @@ fn first_in_chat_and_free(
     Ok(false)
 }
 
+/// Claims the jobs that follow `first` in its chat's run ([`ClaimRequest::run`]): the chat's
+/// next queued jobs, while each is due and was never attempted. They stay marked waiting, out
+/// of the claim's index, behind the job before them; their attempts are counted when they are
+/// settled.
+fn claim_run(
+    connection: &Connection,
+    request: &ClaimRequest,
+    first: JobId,
+    chat: &str,
+    lease_until: i64,
+    attempts_kept: usize,
+    claimed: &mut Vec<ClaimedJob>,
+) -> rusqlite::Result<()> {
+    let now = to_millis(request.now);
+    let next: Vec<(JobId, bool)> = connection
+        .prepare_cached(concat!(
+            "SELECT id, attempts = 0 AND attempts < ?4 AND ",
+            due_at!(),
+            " <= ?3 FROM periskope_inbox_jobs INDEXED BY periskope_inbox_queued
+             WHERE ordering_key = ?1 AND id > ?2 AND state IN ('pending', 'running') ORDER BY id LIMIT ?5"
+        ))?
+        .query_map(
+            params![
+                chat,
+                first,
+                now,
+                request.max_attempts,
+                i64::try_from(request.run.saturating_sub(1)).unwrap_or(i64::MAX)
+            ],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut follows = first;
+    for (id, may_follow) in next {
+        if !may_follow {
+            break;
+        }
+        // A follower that was running under a lease that expired was abandoned with its run.
+        end_attempt(connection, id, AttemptOutcome::Abandoned, now, None)?;
+        let mut job = connection
+            .prepare_cached(
+                "UPDATE periskope_inbox_jobs
+                 SET state = 'running', claims = claims + 1, lease_until = ?2, waiting = 1
+                 WHERE id = ?1
+                 RETURNING id, attempts + 1, event, dedup_key, body, signing_key, received_at, path, claims",
+            )?
+            .query_row(params![id, lease_until], claimed_job)?;
+        job.follows = Some(follows);
+        open_attempt(connection, &job, now, attempts_kept)?;
+        follows = id;
+        claimed.push(job);
+    }
+    Ok(())
+}
+
 fn claimed_job(row: &Row<'_>) -> rusqlite::Result<ClaimedJob> {
     Ok(ClaimedJob {
         id: row.get(0)?,
@@ -1343,6 +1415,7 @@ fn claimed_job(row: &Row<'_>) -> rusqlite::Result<ClaimedJob> {
         signing_key: row.get(5)?,
         received_at: from_millis(row.get(6)?),
         path: row.get(7)?,
+        follows: None,
     })
 }
 

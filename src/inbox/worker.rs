@@ -1,6 +1,7 @@
 //! [`Worker`]: runs the handler on stored jobs, with leases, timeouts, retries and dead letters.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::error::Error;
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -34,6 +35,12 @@ const WAKE_COALESCING: Duration = Duration::from_millis(5);
 pub struct WorkerConfig {
     /// Jobs handled at once (default 8).
     pub concurrency: usize,
+    /// How many consecutive jobs of one chat a claim takes at once, at most (default 32): the
+    /// worker runs them one after the other, in one of its [`concurrency`](Self::concurrency)
+    /// slots, each as soon as the one before it was handled, without waiting for the store to
+    /// record it. A chat with a backlog is then handled at the handler's pace, not one job per
+    /// commit. Jobs being retried are claimed alone; 1 claims every job alone.
+    pub run_length: usize,
     /// Attempts before a job becomes a dead letter (default 8).
     pub max_attempts: u32,
     /// How long one attempt may run before it counts as failed (default 30 s).
@@ -71,6 +78,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             concurrency: 8,
+            run_length: 32,
             max_attempts: 8,
             attempt_timeout: Duration::from_secs(30),
             lease: Duration::from_secs(60),
@@ -269,6 +277,8 @@ where
         let config = Arc::new(config);
         let concurrency = config.concurrency.max(1);
         let (stop, stopping) = watch::channel(false);
+        // Set once shutdown begins: a run starts none of its jobs after that, and gives them back.
+        let (shutdown_began, shutting_down) = watch::channel(false);
         let mut in_flight = JoinSet::new();
         // A slot is a handler running: freed as soon as it returns, while its settlement is
         // still on its way to the store, so that the next claim can follow the settlement into
@@ -296,6 +306,7 @@ where
                 let leases_end = last_claim.checked_add(config.effective_lease());
                 let request = ClaimRequest {
                     limit: free,
+                    run: config.run_length.max(1),
                     lease: config.effective_lease(),
                     max_attempts: config.max_attempts,
                     now: SystemTime::now(),
@@ -329,29 +340,34 @@ where
                 };
                 match claimed {
                     Ok(jobs) => {
-                        claimed_all = jobs.len() == free;
-                        for job in jobs {
+                        let (runs, strays) = into_runs(jobs);
+                        claimed_all = runs.len() == free;
+                        // Only this loop takes slots, and it claimed no more runs than were free:
+                        // a run without a slot, like a job claimed behind one it was not given
+                        // with, is unreachable, but would be given back unrun.
+                        let mut unrun = strays;
+                        for run in runs {
                             let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                                // Only this loop takes slots, and it claimed no more than were
-                                // free: unreachable, but a job without a slot is given back.
-                                let (store, config) = (store.clone(), Arc::clone(&config));
-                                in_flight.spawn(async move {
-                                    settle(&store, &config, job.lease(), &job.event, Outcome::Released, None)
-                                        .await;
-                                });
+                                unrun.extend(run);
                                 continue;
                             };
                             let slot = Slot { permit: Some(permit), freed: Arc::clone(&slot_freed) };
-                            let attempt = run_attempt(
+                            in_flight.spawn(run_in_order(
                                 store.clone(),
                                 handler.clone(),
-                                job,
+                                run,
                                 Arc::clone(&config),
                                 leases_end,
-                                stopping.clone(),
+                                Stops { grace_over: stopping.clone(), shutting_down: shutting_down.clone() },
                                 slot,
-                            );
-                            in_flight.spawn(attempt);
+                            ));
+                        }
+                        for job in unrun {
+                            let (store, config) = (store.clone(), Arc::clone(&config));
+                            in_flight.spawn(async move {
+                                settle(&store, &config, job.lease(), &job.event, Outcome::Released, None)
+                                    .await;
+                            });
                         }
                     }
                     Err(_error) => {
@@ -380,6 +396,7 @@ where
                 },
             }
         };
+        let _ = shutdown_began.send(true);
         let mut grace = std::pin::pin!(until(grace_ends, std::future::pending::<()>()));
         loop {
             tokio::select! {
@@ -474,15 +491,98 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-async fn run_attempt<St, H, ResBody>(
+/// The signals a run watches: the end of the shutdown's grace period, which stops the handler
+/// running, and the shutdown's start, after which no job of the run starts.
+struct Stops {
+    grace_over: watch::Receiver<bool>,
+    shutting_down: watch::Receiver<bool>,
+}
+
+/// The claimed jobs as runs, each in order ([`ClaimedJob::follows`]), and the strays: jobs
+/// claimed behind one that is not the last of a run in this answer, which no store hands out,
+/// and which are given back unrun rather than run out of order.
+fn into_runs(jobs: Vec<ClaimedJob>) -> (Vec<Vec<ClaimedJob>>, Vec<ClaimedJob>) {
+    let mut runs: Vec<Vec<ClaimedJob>> = Vec::new();
+    let mut strays = Vec::new();
+    let mut run_ending_with: HashMap<JobId, usize> = HashMap::new();
+    for job in jobs {
+        let index = match job.follows {
+            None => {
+                runs.push(Vec::new());
+                runs.len() - 1
+            }
+            Some(previous) => match run_ending_with.remove(&previous) {
+                Some(index) => index,
+                None => {
+                    strays.push(job);
+                    continue;
+                }
+            },
+        };
+        run_ending_with.insert(job.id, index);
+        runs[index].push(job);
+    }
+    (runs, strays)
+}
+
+/// Runs a run's jobs one after the other in one slot, each as soon as the one before it was
+/// handled: that one's settlement goes to the store while the next runs, so that a chat with a
+/// backlog is not held to one job per commit. Once a job is not handled (it failed, timed out,
+/// or was stopped), or shutdown began, the rest are given back unrun, after its settlement.
+/// The slot is freed when the last handler returns.
+async fn run_in_order<St, H, ResBody>(
     store: St,
-    mut handler: H,
-    job: ClaimedJob,
+    handler: H,
+    run: Vec<ClaimedJob>,
     config: Arc<WorkerConfig>,
     lease_ends: Option<Instant>,
-    mut stopping: watch::Receiver<bool>,
+    stops: Stops,
     slot: Slot,
 ) where
+    St: InboxStore,
+    H: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone + Send + 'static,
+    H::Future: Send + 'static,
+    H::Error: Into<BoxError>,
+    ResBody: Send + 'static,
+{
+    let mut slot = Some(slot);
+    let mut settling = JoinSet::new();
+    let mut jobs = run.into_iter().peekable();
+    while let Some(job) = jobs.next() {
+        let (lease, event) = (job.lease(), job.event.clone());
+        let outcome =
+            run_attempt(&store, handler.clone(), job, &config, lease_ends, stops.grace_over.clone()).await;
+        let handled = matches!(outcome, Some(Outcome::Handled));
+        if handled && jobs.peek().is_some() && !*stops.shutting_down.borrow() {
+            let (store, config) = (store.clone(), Arc::clone(&config));
+            settling
+                .spawn(async move { settle(&store, &config, lease, &event, Outcome::Handled, None).await });
+            continue;
+        }
+        // The run ends here. Its jobs behind this one are given back once this one's
+        // settlement is recorded, in order, so that they stay behind it.
+        match outcome {
+            Some(outcome) => settle(&store, &config, lease, &event, outcome, slot.take()).await,
+            None => drop(slot.take()),
+        }
+        for unrun in jobs.by_ref() {
+            settle(&store, &config, unrun.lease(), &unrun.event, Outcome::Released, None).await;
+        }
+    }
+    while settling.join_next().await.is_some() {}
+}
+
+/// Runs one job's attempt in its span, renewing its lease; returns how it ended, or `None` when
+/// its lease was lost (another claim may have taken the job over: nothing is settled).
+async fn run_attempt<St, H, ResBody>(
+    store: &St,
+    mut handler: H,
+    job: ClaimedJob,
+    config: &WorkerConfig,
+    lease_ends: Option<Instant>,
+    mut stopping: watch::Receiver<bool>,
+) -> Option<Outcome>
+where
     St: InboxStore,
     H: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Send + 'static,
     H::Future: Send + 'static,
@@ -497,8 +597,7 @@ async fn run_attempt<St, H, ResBody>(
     let Some(lease_ends) = lease_ends.map_or(Some(None), |ends| {
         (ends.saturating_duration_since(Instant::now()) > LEASE_MARGIN).then_some(Some(ends))
     }) else {
-        settle(&store, &config, lease, &event, Outcome::Released, Some(slot)).await;
-        return;
+        return Some(Outcome::Released);
     };
     // Clocks of replicas differ: a receipt stamped ahead of this clock waited nothing.
     let waited = SystemTime::now().duration_since(job.received_at).unwrap_or_default();
@@ -529,7 +628,7 @@ async fn run_attempt<St, H, ResBody>(
             #[cfg(feature = "tracing")]
             let handling = tracing::Instrument::instrument(handling, span.clone());
             let mut task = AbortOnDrop(tokio::spawn(handling));
-            let held = hold_lease(&store, &config, lease, lease_ends);
+            let held = hold_lease(store, config, lease, lease_ends);
             tokio::select! {
                 joined = tokio::time::timeout(config.attempt_timeout, &mut task.0) => match joined {
                     Ok(Ok(Ok(response))) => judge(response),
@@ -550,7 +649,7 @@ async fn run_attempt<St, H, ResBody>(
                     metrics::attempt_ended(kind, AttemptEnd::Abandoned, started.elapsed());
                     #[cfg(feature = "tracing")]
                     record_end(&span, AttemptEnd::Abandoned, started.elapsed());
-                    return;
+                    return None;
                 }
             }
         }
@@ -558,7 +657,7 @@ async fn run_attempt<St, H, ResBody>(
     metrics::attempt_ended(kind, outcome.metric(), started.elapsed());
     #[cfg(feature = "tracing")]
     record_end(&span, outcome.metric(), started.elapsed());
-    settle(&store, &config, lease, &event, outcome, Some(slot)).await;
+    Some(outcome)
 }
 
 /// A handler's slot in the worker's concurrency: freed, and the worker told, on drop.

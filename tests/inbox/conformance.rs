@@ -362,3 +362,186 @@ pub async fn a_chat_goes_on_however_its_first_job_leaves_the_queue<St: ConsoleSt
     let next = store.claim(later).await.unwrap();
     assert_eq!(next.iter().map(|job| message_id(&job.body)).collect::<Vec<_>>(), ["m6"]);
 }
+
+/// `(message id, attempt, the message id it follows)` of each claimed job.
+fn runs_of(jobs: &[ClaimedJob]) -> Vec<(String, u32, Option<String>)> {
+    let ids: HashMap<JobId, String> = jobs.iter().map(|job| (job.id, message_id(&job.body))).collect();
+    jobs.iter()
+        .map(|job| (message_id(&job.body), job.attempt, job.follows.map(|id| ids[&id].clone())))
+        .collect()
+}
+
+fn started(id: &str) -> (String, u32, Option<String>) {
+    (id.to_owned(), 1, None)
+}
+
+fn following(id: &str, attempt: u32, previous: &str) -> (String, u32, Option<String>) {
+    (id.to_owned(), attempt, Some(previous.to_owned()))
+}
+
+/// A claim with runs takes, behind each chat's first job, its next jobs in order, up to the
+/// run's length; the chat is held until the whole run is settled. The jobs that follow are
+/// counted when settled: given back unrun, they are uncounted. A job that was attempted is
+/// claimed alone, and so is a job of no chat.
+pub async fn a_run_takes_a_chats_next_jobs_and_holds_the_chat_until_it_ends<St: ConsoleStore>(
+    stores: Vec<St>,
+) {
+    let store = &stores[0];
+    for id in ["m0", "m1", "m2", "m3", "m4", "m5"] {
+        store.insert(delivery(chat_message("c", id))).await.unwrap();
+    }
+    for id in ["d0", "d1"] {
+        store.insert(delivery(chat_message("d", id))).await.unwrap();
+    }
+    let now = SystemTime::now();
+    let runs = |limit| claim_at(limit, now).runs_of(4);
+    let claimed = store.claim(runs(10)).await.unwrap();
+    assert_eq!(
+        runs_of(&claimed),
+        [
+            started("m0"),
+            following("m1", 1, "m0"),
+            following("m2", 1, "m1"),
+            following("m3", 1, "m2"),
+            started("d0"),
+            following("d1", 1, "d0"),
+        ]
+    );
+    let stats = store.stats(now).await.unwrap();
+    assert_eq!((stats.running, stats.attempts_in_queue), (6, 2), "only the first jobs are counted yet");
+    let lease = |id: &str| claimed.iter().find(|job| message_id(&job.body) == id).unwrap().lease();
+    for other in &stores {
+        assert!(other.claim(runs(10)).await.unwrap().is_empty(), "m4 waits behind the run");
+    }
+    store.complete(lease("m0"), now).await.unwrap();
+    store.complete(lease("m1"), now).await.unwrap();
+    for other in &stores {
+        assert!(other.claim(runs(10)).await.unwrap().is_empty(), "the run still holds its chat");
+    }
+    // m2 fails: the worker gives m3 back unrun, and m2 is retried alone.
+    store.fail(lease("m2"), "down".to_owned(), Some(now)).await.unwrap();
+    store.release(lease("m3"), now).await.unwrap();
+    let retried = store.claim(runs(10)).await.unwrap();
+    assert_eq!(runs_of(&retried), [("m2".to_owned(), 2, None)], "a job attempted before runs alone");
+    store.complete(retried[0].lease(), now).await.unwrap();
+    let next = store.claim(runs(10)).await.unwrap();
+    assert_eq!(
+        runs_of(&next),
+        [started("m3"), following("m4", 1, "m3"), following("m5", 1, "m4")],
+        "m3 was given back uncounted"
+    );
+    for job in &next {
+        store.complete(job.lease(), now).await.unwrap();
+    }
+    let attempts = |id: &str| {
+        let stores = store.clone();
+        let id = id.to_owned();
+        async move {
+            let jobs = stores.list(periskope_webhook::inbox::ListQuery::new(None, 20)).await.unwrap();
+            jobs.into_iter().find(|job| job.key.ends_with(&format!(":{id}"))).unwrap()
+        }
+    };
+    for (id, count) in [("m0", 1), ("m1", 1), ("m2", 2), ("m3", 1), ("m5", 1)] {
+        let job = attempts(id).await;
+        assert_eq!((job.state, job.attempts), (JobState::Done, count), "{id}");
+    }
+    let stats = store.stats(now).await.unwrap();
+    // d0 and d1 still run: d1, which follows, is not counted yet.
+    assert_eq!((stats.done, stats.running, stats.pending, stats.attempts_in_queue), (6, 2, 0, 1));
+}
+
+/// A run whose worker died is taken over once its lease expires: its first job alone, its
+/// attempt counted again, then the jobs it never reached, as a run of their own, counted once.
+pub async fn a_run_whose_worker_died_is_taken_over_in_order<St: ConsoleStore>(stores: Vec<St>) {
+    let store = &stores[0];
+    for id in ["m0", "m1", "m2"] {
+        store.insert(delivery(chat_message("c", id))).await.unwrap();
+    }
+    let start = SystemTime::now();
+    let claimed = store.claim(claim_at(10, start).runs_of(8)).await.unwrap();
+    assert_eq!(runs_of(&claimed), [started("m0"), following("m1", 1, "m0"), following("m2", 1, "m1")]);
+    let later = start + Duration::from_secs(61);
+    let taken_over = stores[1].claim(claim_at(10, later).runs_of(8)).await.unwrap();
+    assert_eq!(runs_of(&taken_over), [("m0".to_owned(), 2, None)]);
+    assert!(!store.holds(claimed[0].lease()).await.unwrap(), "the dead worker's m0 is fenced off");
+    store.complete(taken_over[0].lease(), later).await.unwrap();
+    let rest = stores[2].claim(claim_at(10, later).runs_of(8)).await.unwrap();
+    assert_eq!(runs_of(&rest), [started("m1"), following("m2", 1, "m1")]);
+    for job in &claimed {
+        assert!(!store.holds(job.lease()).await.unwrap(), "the dead worker's run is fenced off");
+        store.complete(job.lease(), later).await.unwrap();
+    }
+    for job in &rest {
+        assert!(store.holds(job.lease()).await.unwrap(), "the late settlements changed nothing");
+    }
+}
+
+/// Four claimers with runs drain 8 chats of 25 jobs, each run's jobs settled in order, the run
+/// given back from its first failure on (every fifth first attempt fails once): no chat is
+/// held by two claims at once, and each chat's jobs are handled in the order they were stored.
+pub async fn concurrent_claimers_with_runs_keep_each_chat_in_order<St: ConsoleStore>(stores: Vec<St>) {
+    let chats = 8;
+    let per_chat = 25;
+    for n in 0..per_chat {
+        for chat in 0..chats {
+            stores[0]
+                .insert(delivery(chat_message(&format!("c{chat}"), &format!("c{chat}-m{n}"))))
+                .await
+                .unwrap();
+        }
+    }
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let barrier = Arc::new(Barrier::new(stores.len()));
+    let mut claimers = Vec::new();
+    for (index, store) in stores.into_iter().enumerate() {
+        let (ledger, barrier) = (Arc::clone(&ledger), Arc::clone(&barrier));
+        claimers.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let mut idle_rounds = 0;
+            let mut attempts = 0usize;
+            while idle_rounds < 50 {
+                let jobs = store.claim(claim_at(3, SystemTime::now()).runs_of(6)).await.unwrap();
+                if jobs.is_empty() {
+                    idle_rounds += 1;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                idle_rounds = 0;
+                // A run holds its chat: its first job stands for it in the ledger.
+                for job in jobs.iter().filter(|job| job.follows.is_none()) {
+                    ledger.lock().unwrap().started(job);
+                }
+                tokio::task::yield_now().await;
+                let mut stopped: Vec<String> = Vec::new();
+                for (position, job) in jobs.iter().enumerate() {
+                    let chat = chat_of(job);
+                    // Once the run's last job is settled, its chat may be claimed again.
+                    if !jobs[position + 1..].iter().any(|next| next.follows == Some(job.id)) {
+                        ledger.lock().unwrap().running.remove(&chat);
+                    }
+                    if stopped.contains(&chat) {
+                        store.release(job.lease(), SystemTime::now()).await.unwrap();
+                        continue;
+                    }
+                    attempts += 1;
+                    if (attempts + index).is_multiple_of(5) && job.attempt == 1 {
+                        store.fail(job.lease(), "once".to_owned(), Some(SystemTime::now())).await.unwrap();
+                        stopped.push(chat);
+                        continue;
+                    }
+                    ledger.lock().unwrap().ran.entry(chat).or_default().push(job.id);
+                    store.complete(job.lease(), SystemTime::now()).await.unwrap();
+                }
+            }
+        }));
+    }
+    for claimer in claimers {
+        within("a claimer drains its share", claimer).await.unwrap();
+    }
+    let ledger = ledger.lock().unwrap();
+    assert!(ledger.violations.is_empty(), "{:#?}", ledger.violations);
+    assert_eq!(ledger.ran.values().map(Vec::len).sum::<usize>(), chats * per_chat, "every job ran once");
+    for (chat, ran) in &ledger.ran {
+        assert!(ran.windows(2).all(|pair| pair[0] < pair[1]), "chat {chat} ran out of order: {ran:?}");
+    }
+}

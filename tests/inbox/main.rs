@@ -74,4 +74,7 @@ conformance_cases!(
     a_late_attempt_is_fenced_off_by_its_token,
     a_renewed_lease_keeps_its_job,
     a_chat_goes_on_however_its_first_job_leaves_the_queue,
+    a_run_takes_a_chats_next_jobs_and_holds_the_chat_until_it_ends,
+    a_run_whose_worker_died_is_taken_over_in_order,
+    concurrent_claimers_with_runs_keep_each_chat_in_order,
 );

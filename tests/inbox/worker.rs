@@ -200,8 +200,52 @@ async fn jobs_of_a_chat_are_handled_in_order_and_chats_concurrently() {
     }
     assert!(most.load(Ordering::SeqCst) > 1, "different chats never ran concurrently");
     assert!(most.load(Ordering::SeqCst) <= CHATS, "two jobs of one chat ran at once");
+    // The jobs claimed in a run behind the one that failed were given back uncounted.
+    let jobs = inbox.store().list(ListQuery::new(None, 100)).await.unwrap();
+    let failed_once = key_of(&chat_message("chat0", "0-2"));
+    for job in &jobs {
+        let expected = if job.key == failed_once { 2 } else { 1 };
+        assert_eq!(job.attempts, expected, "attempts of {}", job.key);
+    }
     let _ = stop.send(());
     within("worker stops", worker).await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_gives_back_the_jobs_of_a_run_it_did_not_start() {
+    let dir = TempDir::new("run-shutdown");
+    let inbox = Inbox::new(SqliteStore::open(dir.db()).unwrap());
+    for id in ["m0", "m1", "m2", "m3"] {
+        inbox.store().insert(delivery(chat_message("chat", id))).await.unwrap();
+    }
+    let (entered, mut first_running) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let router = EventRouter::new().on_message_created(move |event: WebhookEvent| {
+        let id = event.event().message().and_then(|m| m.message_id.as_deref()).unwrap().to_owned();
+        let _ = entered.send(id);
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<_, std::convert::Infallible>(())
+        }
+    });
+    let mut config = fast();
+    config.concurrency = 1;
+    config.shutdown_grace = Duration::from_secs(5);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = tokio::spawn(inbox.worker(router).config(config).run(async {
+        let _ = stopped.await;
+    }));
+    let first = within("the run starts", first_running.recv()).await.unwrap();
+    assert_eq!(first, "m0");
+    let _ = stop.send(());
+    within("worker stops", worker).await.unwrap();
+    assert!(first_running.try_recv().is_err(), "a job of the run started after shutdown began");
+    let jobs = inbox.store().list(ListQuery::new(None, 10)).await.unwrap();
+    let states: Vec<(JobState, u32)> = jobs.iter().map(|job| (job.state, job.attempts)).collect();
+    assert_eq!(
+        states,
+        [(JobState::Done, 1), (JobState::Pending, 0), (JobState::Pending, 0), (JobState::Pending, 0)],
+        "m0 finished within the grace period; the rest of its run was given back, uncounted"
+    );
 }
 
 #[tokio::test]
