@@ -13,18 +13,22 @@
 //!   twice, interleaved; the better round.
 //! - **Draining**: the acceptor and a worker with a no-op handler in one process, as an app
 //!   runs them, for `INBOX_DRAIN_SECS` seconds (default 30): acknowledged and handled per
-//!   second during the load, and how long after its end the queue is empty.
+//!   second during the load, how long after its end the queue is empty, and the store's claims,
+//!   jobs a claim and settlements a second.
 //! - **Pickup**: an idle worker in the acceptor's process (woken by it), one delivery at a
 //!   time: from each `200` to its handler's start.
 //! - **Claims at any backlog**: a store seeded with 1,000 and then 1,000,000 due pending jobs
 //!   over 16 chats; the median time of a claim of 8 jobs (each batch then handled), and of a
 //!   claim while every chat's first job runs (it finds nothing to run).
 //!
+//! `INBOX_BENCH_PARTS=drain,claims` runs only those parts (`acks`, `drain`, `pickup`, `claims`).
 //! Under `cargo test` (`--bench` absent) every part runs briefly, to check that it works.
 //!
 //! Clients, servers and PostgreSQL share the machine's cores, so the figures are for comparison
 //! within one run, not absolute capacities.
 
+#[path = "support/counted.rs"]
+mod counted;
 #[allow(dead_code)] // Only the cluster and its databases are used.
 #[path = "../tests/common/postgres.rs"]
 mod postgres;
@@ -49,6 +53,7 @@ use periskope_webhook::signature::SIGNATURE_HEADER;
 use periskope_webhook::{EventRouter, PeriskopeWebhookLayer, WebhookEvent};
 use tower::Layer;
 
+use crate::counted::{CallCounts, Counted};
 use crate::unique::UniqueMessages;
 
 const KEY: &str = "peri_ea194594-c433-4ea7-8c94-af9e63c5df47";
@@ -135,6 +140,9 @@ fn inbox_app<St: InboxStore>(store: St) -> Router {
 
 /// How long each part runs, from the command line and the environment.
 struct Plan {
+    /// The parts to run (`INBOX_BENCH_PARTS`, comma-separated: `acks`, `drain`, `pickup`,
+    /// `claims`); all when unset.
+    parts: Option<String>,
     ack_duration: Duration,
     drain_duration: Duration,
     requests: Option<usize>,
@@ -143,6 +151,10 @@ struct Plan {
 }
 
 impl Plan {
+    fn runs(&self, part: &str) -> bool {
+        self.parts.as_deref().is_none_or(|parts| parts.split(',').any(|name| name.trim() == part))
+    }
+
     fn new() -> Self {
         let benchmarking = std::env::args().any(|arg| arg == "--bench");
         let seconds = |name: &str, default: u64| {
@@ -150,6 +162,7 @@ impl Plan {
         };
         if benchmarking {
             Plan {
+                parts: std::env::var("INBOX_BENCH_PARTS").ok(),
                 ack_duration: seconds("INBOX_BENCH_SECS", 5),
                 drain_duration: seconds("INBOX_DRAIN_SECS", 30),
                 requests: None,
@@ -158,6 +171,7 @@ impl Plan {
             }
         } else {
             Plan {
+                parts: None,
                 ack_duration: Duration::ZERO,
                 drain_duration: Duration::ZERO,
                 requests: Some(300),
@@ -275,6 +289,8 @@ struct Drained {
     acknowledged: Round,
     handled_during_load: u64,
     emptied_after: Option<Duration>,
+    /// The store's claims, jobs claimed and settlements during the load.
+    calls: CallCounts,
 }
 
 /// The acceptor and a worker with a no-op handler in one process, under the load.
@@ -288,13 +304,15 @@ async fn drain<St: InboxStore>(store: St, chats: u64, plan: &Plan) -> Drained {
             Ok::<(), String>(())
         }
     });
-    let inbox = Inbox::new(store.clone());
+    let counted = Counted::new(store.clone());
+    let inbox = Inbox::new(counted.clone());
     let worker = inbox.worker(events).spawn();
     let app = Router::new().route_service(PATH, PeriskopeWebhookLayer::new(KEY).layer(inbox.acceptor()));
     let (url, task) = serve(app).await;
     let bodies = Arc::new(UniqueMessages::new().over_chats(chats));
     let acknowledged = load(&url, &bodies, plan.drain_duration, plan.requests).await;
     let handled_during_load = handled.load(Ordering::Relaxed);
+    let calls = counted.calls.read();
     let load_ended = Instant::now();
     let mut emptied_after = None;
     while load_ended.elapsed() < Duration::from_secs(60) {
@@ -307,7 +325,7 @@ async fn drain<St: InboxStore>(store: St, chats: u64, plan: &Plan) -> Drained {
     }
     task.abort();
     worker.shutdown().await.expect("the worker stops");
-    Drained { acknowledged, handled_during_load, emptied_after }
+    Drained { acknowledged, handled_during_load, emptied_after, calls }
 }
 
 /// Pickup: an idle worker in the acceptor's process, woken by it. One delivery at a time; for
@@ -421,13 +439,31 @@ async fn main() {
     let plan = Plan::new();
     let stores = Stores::new();
 
+    let mut acceptor_alone = Vec::new();
+    if plan.runs("acks") {
+        acceptor_alone = acknowledgement_figures(&stores, &plan).await;
+    }
+    if plan.runs("drain") {
+        drain_figures(&stores, &plan, &acceptor_alone).await;
+    }
+    if plan.runs("pickup") {
+        pickup_figures(&stores, &plan).await;
+    }
+    if plan.runs("claims") {
+        claim_figures(&stores, &plan).await;
+    }
+}
+
+/// Acknowledged per second by the layer alone and by the acceptor on each store, over 16 chats
+/// and one: `(store, chats, per second)` for the acceptor.
+async fn acknowledgement_figures(stores: &Stores, plan: &Plan) -> Vec<(Kind, u64, f64)> {
     println!("## Acknowledgements ({CLIENTS} clients, loopback HTTP/1.1)");
     println!("| setup | acknowledged/s | p50 to 200 | p99 to 200 |");
     println!("|---|---:|---:|---:|");
     let layer =
         serve(Router::new().route(PATH, post(|| async { "ok" })).layer(PeriskopeWebhookLayer::new(KEY)))
             .await;
-    let layer_alone = best_round(&layer.0, &Arc::new(UniqueMessages::new()), &plan).await;
+    let layer_alone = best_round(&layer.0, &Arc::new(UniqueMessages::new()), plan).await;
     layer.1.abort();
     let print = |name: &str, round: &Round| {
         println!("| {name} | {:.0} | {} | {} |", round.per_second(), ms(round.p50), ms(round.p99));
@@ -436,7 +472,7 @@ async fn main() {
     let mut acceptor_alone = Vec::new();
     for kind in stores.kinds() {
         for chats in [16, 1] {
-            let round = acknowledgements(&stores, kind, chats, &plan).await;
+            let round = acknowledgements(stores, kind, chats, plan).await;
             print(&format!("inbox, {}, {chats} chat(s)", kind.name()), &round);
             acceptor_alone.push((kind, chats, round.per_second()));
         }
@@ -447,33 +483,45 @@ async fn main() {
             println!("PostgreSQL, {chats} chat(s): {:.2}x SQLite's 16 chats", rate / sqlite.2);
         }
     }
+    acceptor_alone
+}
 
+/// The acceptor and a worker in one process, on each store.
+async fn drain_figures(stores: &Stores, plan: &Plan, acceptor_alone: &[(Kind, u64, f64)]) {
     println!();
     println!("## Draining: the acceptor and a worker (no-op handler) in one process");
     println!(
-        "| store | chats | acknowledged/s | handled/s during the load | with the worker / without | queue empty after the load |"
+        "| store | chats | acknowledged/s | handled/s during the load | with the worker / without | queue empty after the load | claims/s taking jobs | jobs a claim | mean claim | settlements/s |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for kind in stores.kinds() {
         for chats in [16, 1] {
             let fresh = stores.fresh(kind).await;
-            let drained = with_store!(fresh, |store| drain(store, chats, &plan).await);
+            let drained = with_store!(fresh, |store| drain(store, chats, plan).await);
             let seconds = drained.acknowledged.elapsed.as_secs_f64();
             let alone = acceptor_alone
                 .iter()
                 .find(|(k, c, _)| *k == kind && *c == chats)
                 .map_or(f64::NAN, |(_, _, rate)| *rate);
+            let calls = drained.calls;
             println!(
-                "| {} | {chats} | {:.0} | {:.0} | {:.2} | {} |",
+                "| {} | {chats} | {:.0} | {:.0} | {:.2} | {} | {:.0} | {:.1} | {} | {:.0} |",
                 kind.name(),
                 drained.acknowledged.per_second(),
                 drained.handled_during_load as f64 / seconds,
                 drained.acknowledged.per_second() / alone,
                 drained.emptied_after.map_or("not within 60 s".to_owned(), ms),
+                calls.claims as f64 / seconds,
+                calls.claimed as f64 / calls.claims.max(1) as f64,
+                ms(calls.mean_claim),
+                calls.settlements as f64 / seconds,
             );
         }
     }
+}
 
+/// An idle worker's pickup, on each store.
+async fn pickup_figures(stores: &Stores, plan: &Plan) {
     println!();
     println!("## Pickup: an idle worker woken by the acceptor in its process, one delivery at a time");
     println!("| store | deliveries | p50 from 200 to the handler | p99 | max |");
@@ -486,7 +534,10 @@ async fn main() {
         let at = |quantile: f64| pickups[((pickups.len() as f64 * quantile) as usize).min(pickups.len() - 1)];
         println!("| {} | {deliveries} | {} | {} | {} |", kind.name(), ms(at(0.5)), ms(at(0.99)), ms(at(1.0)));
     }
+}
 
+/// What a claim costs at a small and a large backlog, on each store.
+async fn claim_figures(stores: &Stores, plan: &Plan) {
     println!();
     println!("## Claims at any backlog (median of 31; 16 chats, due pending jobs)");
     println!("| store | backlog | claim 8 | claim while every chat's first job runs |");

@@ -56,15 +56,19 @@
 //!   one at a time, in the order they were acknowledged: a job waits while an earlier job of
 //!   its chat is pending, running or backing off, and a retried job waits while its chat runs.
 //!   A dead letter no longer holds its chat back, so a later job can then overtake it. Jobs of
-//!   different chats run concurrently. Periskope's own delivery order is not documented; this
+//!   different chats run concurrently. A chat with a backlog is claimed in runs of up to
+//!   [`WorkerConfig::run_length`] jobs, run one after the other, each as soon as the one before
+//!   it was handled: a crash before that one's settlement was committed runs both again, in
+//!   order. Periskope's own delivery order is not documented; this
 //!   is the order in which deliveries arrived, and two in flight together may run in either
 //!   order. [`InboxStore`] states the contract every store keeps.
 //! - **Leases, renewed and fenced.** While a handler runs, the worker renews its lease every
 //!   third of [`WorkerConfig::lease`]; a worker that cannot (paused, cut off) drops the handler
 //!   before the lease ends. A claim that takes an expired job over gets a new fencing token
 //!   ([`Attempt::fencing_token`]), and the late attempt can no longer settle it.
-//! - **Bounded attempts.** The attempt is counted when the job is claimed, so a job that
-//!   crashes the process every time still ends as a dead letter after
+//! - **Bounded attempts.** The attempt is counted when the job is claimed (a job that follows
+//!   in a run: when it is settled; after a crash, by the claim that takes it over, alone), so
+//!   a job that crashes the process every time still ends as a dead letter after
 //!   [`WorkerConfig::max_attempts`]. A claim still pending at shutdown is waited for during
 //!   the grace period, and what it took is given back uncounted; a claim the worker gave up on
 //!   (after [`WorkerConfig::store_timeout`], or past the grace period) may still be carried
