@@ -160,6 +160,10 @@ impl<St: InboxStore> InboxStore for Counted<St> {
         self.store.unalerted_dead_letters(limit)
     }
 
+    fn stored_elsewhere(&self) -> impl Future<Output = ()> + Send {
+        self.store.stored_elsewhere()
+    }
+
     fn mark_alerted(
         &self,
         job: JobId,

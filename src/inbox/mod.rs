@@ -596,6 +596,15 @@ pub trait InboxStore: Clone + Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<UnalertedDeadLetter>, InboxError>> + Send;
 
+    /// Completes when another process may have stored a job, so that an idle worker claims at
+    /// once instead of at its next poll ([`WorkerConfig::poll_interval`]). The PostgreSQL store
+    /// listens for the notification each batch of stored deliveries sends (after a lost
+    /// connection it listens again, and the worker polls meanwhile); by default it never
+    /// completes: the worker is woken by the acceptor of its own process.
+    fn stored_elsewhere(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
+
     /// Remembers that the death of `job` under the claim `fencing_token`
     /// ([`UnalertedDeadLetter::fencing_token`]) was told. A later death of the job, after a
     /// retry, is under a later claim: it is not yet told.

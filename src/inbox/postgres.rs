@@ -19,7 +19,10 @@
 //! each chat's next job back when one is settled or deleted (schema version 5). Concurrent
 //! inserts, and concurrent completions, are written in batches ([`batch`]): one statement and
 //! one commit for all the calls queued while the previous batch was written, each caller
-//! answered once its batch committed. Every call is bounded in time
+//! answered once its batch committed. Each batch of stored deliveries sends one notification,
+//! and each store listens for them on a connection of its own ([`listen`]), so that an idle
+//! worker of any replica claims at once; it polls while that connection is lost. Every call
+//! is bounded in time
 //! ([`PostgresOptions::timeout`]), on the client and on the server. `TEXT` cannot hold NUL: the texts of a job are stored
 //! escaped and read back as they were sent.
 
@@ -34,6 +37,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use self::batch::Batches;
+use self::listen::Arrivals;
 
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
@@ -43,6 +47,7 @@ use super::{
 
 mod batch;
 mod console;
+mod listen;
 
 /// The schema version this crate writes.
 const SCHEMA_VERSION: i32 = 6;
@@ -269,6 +274,8 @@ pub struct PostgresStore {
     completions: Arc<Batches<(Lease, i64), ()>>,
     /// How many attempts of each job the history keeps ([`PostgresOptions::attempts_kept`]).
     attempts_kept: usize,
+    /// Deliveries stored by other replicas, announced ([`listen`]).
+    arrivals: Arc<Arrivals>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -393,7 +400,9 @@ impl PostgresOptions {
             let connections = Arc::clone(&connections);
             Batches::start(writers, move |leases| complete_batch(Arc::clone(&connections), leases))
         };
+        let arrivals = Arc::new(Arrivals::listen(connections.config.clone()));
         Ok(PostgresStore {
+            arrivals,
             connections,
             inserts: Arc::new(inserts),
             completions: Arc::new(completions),
@@ -883,6 +892,10 @@ impl InboxStore for PostgresStore {
         }
     }
 
+    fn stored_elsewhere(&self) -> impl Future<Output = ()> + Send {
+        self.arrivals.next()
+    }
+
     fn holds(&self, lease: Lease) -> impl Future<Output = Result<bool, InboxError>> + Send {
         let connections = self.connections();
         async move {
@@ -1137,14 +1150,20 @@ async fn insert_batch(
     let paths: Vec<String> = written().map(|delivery| escape(&delivery.path)).collect();
     let stored = connections
         .query(
-            "INSERT INTO periskope_inbox_jobs
-                 (dedup_key, event, ordering_key, body, signing_key, received_at, run_at, path)
-             SELECT dedup_key, event, ordering_key, body, signing_key, received_at, received_at, path
-             FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BYTEA[], $5::TEXT[], $6::BIGINT[], $7::TEXT[])
-                 AS delivery (dedup_key, event, ordering_key, body, signing_key, received_at, path)
-             ON CONFLICT (dedup_key) DO NOTHING
-             RETURNING dedup_key",
-            &[&written_keys, &events, &chats, &bodies, &signing_keys, &received, &paths],
+            "WITH stored AS (
+                 INSERT INTO periskope_inbox_jobs
+                     (dedup_key, event, ordering_key, body, signing_key, received_at, run_at, path)
+                 SELECT dedup_key, event, ordering_key, body, signing_key, received_at, received_at, path
+                 FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BYTEA[], $5::TEXT[], $6::BIGINT[], $7::TEXT[])
+                     AS delivery (dedup_key, event, ordering_key, body, signing_key, received_at, path)
+                 ON CONFLICT (dedup_key) DO NOTHING
+                 RETURNING dedup_key
+             ), announced AS MATERIALIZED (
+                 -- One notification a batch, delivered to the listeners of every replica at commit.
+                 SELECT pg_notify($8, '')
+             )
+             SELECT dedup_key FROM stored, announced",
+            &[&written_keys, &events, &chats, &bodies, &signing_keys, &received, &paths, &listen::CHANNEL],
         )
         .await?;
     let new: std::collections::HashSet<&str> = stored.iter().map(|row| row.get::<_, &str>(0)).collect();

@@ -57,7 +57,8 @@ pub struct WorkerConfig {
     /// The longest delay between attempts (default 10 min).
     pub backoff_max: Duration,
     /// How often the store is asked for due jobs when nothing wakes the worker (default 1 s):
-    /// retries coming due, jobs stored by other processes.
+    /// retries coming due, jobs stored by other processes that the store could not announce
+    /// ([`InboxStore::stored_elsewhere`]).
     pub poll_interval: Duration,
     /// On shutdown, how long jobs in flight may finish before they are released (default 10 s).
     pub shutdown_grace: Duration,
@@ -385,6 +386,9 @@ where
                     // Deliveries are stored by the thousand a second, each waking the worker: one
                     // claim serves all those stored within a short while, instead of a claim
                     // each, which would take the store's writer from them.
+                    tokio::time::sleep_until(last_claim + WAKE_COALESCING).await;
+                }
+                () = store.stored_elsewhere() => {
                     tokio::time::sleep_until(last_claim + WAKE_COALESCING).await;
                 }
                 () = slot_freed.notified() => {}

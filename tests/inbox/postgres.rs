@@ -684,3 +684,53 @@ async fn calls_on_a_locked_table_fail_within_the_timeout_and_work_once_it_is_rel
     let jobs = store.claim(claim_now()).await.unwrap();
     assert_eq!(jobs.iter().map(|job| message_id(&job.body)).collect::<Vec<_>>(), ["before"]);
 }
+
+/// A worker on a store of its own, as in another replica, with polling too slow to explain a
+/// pickup: a delivery stored through another store reaches its handler, announced by the
+/// insert's notification. Once its listening connection is cut, it listens again, and the next
+/// delivery is picked up the same way.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_is_woken_by_deliveries_another_replica_stored() {
+    let Some((database, acceptor_store)) = store().await else { return };
+    let worker_store = PostgresStore::connect_with(&database.url(), 2).await.unwrap();
+    let (handled, mut handled_ids) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let router = periskope_webhook::EventRouter::new().on_message_created(
+        move |event: periskope_webhook::WebhookEvent| {
+            let id = event.event().message().and_then(|m| m.message_id.as_deref()).unwrap().to_owned();
+            let _ = handled.send(id);
+            async { Ok::<_, std::convert::Infallible>(()) }
+        },
+    );
+    let mut config = periskope_webhook::inbox::WorkerConfig::default();
+    config.poll_interval = Duration::from_secs(3600);
+    let worker = Inbox::new(worker_store).worker(router).config(config).spawn();
+    // The worker's first claim, at its start, finds nothing; from then on only a wake-up helps.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    acceptor_store.insert(delivery(chat_message("c", "m1"))).await.unwrap();
+    let first = within("the announced delivery is handled", handled_ids.recv()).await;
+    assert_eq!(first.as_deref(), Some("m1"));
+
+    let admin = admin(&database).await;
+    let listeners = || async {
+        let rows = admin
+            .query("SELECT pid FROM pg_stat_activity WHERE query = 'LISTEN periskope_inbox'", &[])
+            .await
+            .unwrap();
+        rows.iter().map(|row| row.get::<_, i32>(0)).collect::<HashSet<i32>>()
+    };
+    let cut = listeners().await;
+    assert_eq!(cut.len(), 2, "each store listens on one connection");
+    for pid in &cut {
+        admin.execute("SELECT pg_terminate_backend($1)", &[pid]).await.unwrap();
+    }
+    within("both stores listen again, on new connections", async {
+        while listeners().await.difference(&cut).count() < 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    acceptor_store.insert(delivery(chat_message("c", "m2"))).await.unwrap();
+    let second = within("the next announced delivery is handled", handled_ids.recv()).await;
+    assert_eq!(second.as_deref(), Some("m2"));
+    worker.shutdown().await.unwrap();
+}
