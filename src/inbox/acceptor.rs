@@ -105,6 +105,11 @@ where
         let mut delivery = NewDelivery::new(event, &self.keys.key(event), SystemTime::now());
         delivery.signing_key = signing_key;
         request.uri().path().clone_into(&mut delivery.path);
+        // Called inside the layer's `periskope.delivery` span: the attempts hang under it.
+        #[cfg(feature = "opentelemetry")]
+        {
+            delivery.traceparent = super::trace_context::current_traceparent();
+        }
         AcceptFuture {
             state: AcceptState::Storing {
                 insert: self.store.insert(delivery),

@@ -253,6 +253,7 @@ impl InboxStore for MemoryInboxStore {
                 signing_key: job.delivery.signing_key.clone(),
                 received_at: job.delivery.received_at,
                 path: job.delivery.path.clone(),
+                traceparent: job.delivery.traceparent.clone(),
             });
         }
         ready(Ok(claimed))

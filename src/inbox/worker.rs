@@ -511,6 +511,11 @@ async fn run_attempt<St, H, ResBody>(
     let span = tracing::info_span!(
         "periskope.attempt",
         "otel.kind" = "consumer",
+        // OpenTelemetry's messaging conventions, never `messaging.message.id`: Periskope's ids
+        // hold phone numbers.
+        "messaging.system" = "periskope_inbox",
+        "messaging.operation.type" = "process",
+        "messaging.operation.name" = "process",
         job_id = lease.id,
         attempt = lease.attempt,
         event_kind = kind.as_str(),
@@ -518,6 +523,8 @@ async fn run_attempt<St, H, ResBody>(
         outcome = tracing::field::Empty,
         duration_ms = tracing::field::Empty,
     );
+    #[cfg(feature = "opentelemetry")]
+    super::trace_context::link_attempt(&span, job.traceparent.as_deref(), lease.attempt);
     let started = Instant::now();
     let outcome = match handler_request(job, config.max_attempts) {
         Err(reason) => Outcome::Failed(reason),
