@@ -177,8 +177,12 @@ impl Attempt {
 /// With the `tracing` feature, each attempt runs in a `periskope.attempt` span (a consumer's:
 /// `otel.kind = "consumer"`) with the fields `job_id`, `attempt`, `event_kind`, `waited_ms`
 /// (since the delivery was received), `outcome` (`handled`, `failed`, `timed_out`, `released`,
-/// `abandoned`) and `duration_ms`, and the handler's future runs inside it: the handler's own
-/// spans and outgoing calls nest under the attempt. No field holds Periskope's ids.
+/// `abandoned`) and `duration_ms`, and OpenTelemetry's `messaging.system` (`periskope_inbox`),
+/// `messaging.operation.type` and `messaging.operation.name` (`process`); the handler's future
+/// runs inside it: the handler's own spans and outgoing calls nest under the attempt. No field
+/// holds Periskope's ids (never `messaging.message.id`). With the `opentelemetry` feature, each
+/// attempt links to the span that accepted its delivery ([`ClaimedJob::traceparent`]); the
+/// first attempt is also its child, and each later one starts a trace of its own.
 ///
 /// [`Worker::run`] claims jobs until its shutdown future completes, even while a store call is
 /// pending; then it stops claiming, gives the jobs in flight [`WorkerConfig::shutdown_grace`]
