@@ -122,7 +122,9 @@ impl fmt::Debug for Config {
 /// With the `tracing` feature each request runs in a `periskope.delivery` span (the inner
 /// service inside it) with the fields `event_kind`, `key_index` (of the key that verified it),
 /// `body_bytes`, `status` and, when the layer answered itself, `code` (the rejection's code,
-/// `ignored` or `duplicate`); never an id, a phone number or a body.
+/// `ignored` or `duplicate`); never an id, a phone number or a body. Its parent is the span
+/// current when the layer is called: an app that extracts the request's `traceparent` and makes
+/// it current (see `examples/otel.rs`) makes the delivery that request's child.
 ///
 /// ```
 /// use axum::{Router, body::Body, routing::post};

@@ -1,7 +1,8 @@
 //! Runs the server examples (`axum`, `hyper`, `tonic`) as their users would, and talks to them
 //! over loopback HTTP: every signed delivery fixture gets 200 and one `-> typed` line, a forged
 //! signature gets 401 and a rejection line but no delivery line, and the tonic example answers
-//! the gRPC health check on the same port.
+//! the gRPC health check on the same port. The `otel` example exports a delivery's trace over
+//! OTLP to a collector played here.
 //!
 //! The binaries are the ones cargo builds next to this test (`target/<profile>/examples/`).
 
@@ -146,4 +147,84 @@ async fn tonic_example() {
     assert_eq!(response.status, ServingStatus::Serving as i32);
 
     assert_nothing_more(example);
+}
+
+/// The `otel` example exports the delivery's span, in the trace of the request's
+/// `traceparent`, and both attempts of its job (the first fails) over OTLP/HTTP to
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`: here a collector that keeps what it receives.
+#[tokio::test(flavor = "multi_thread")]
+async fn otel_example() {
+    use std::sync::{Arc, Mutex};
+
+    const INCOMING_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let received: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let collector = {
+        let received = Arc::clone(&received);
+        axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: Bytes| async move {
+                received.lock().unwrap().extend_from_slice(&body);
+                // An empty `ExportTraceServiceResponse`: everything accepted.
+                ([(header::CONTENT_TYPE, "application/x-protobuf")], Bytes::new())
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, collector).await.unwrap() });
+
+    let dir = std::env::temp_dir().join(format!("periskope-otel-example-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let binary = example_binary(Path::new(env!("CARGO_MANIFEST_DIR")), "otel");
+    let example = Example::start(
+        "otel",
+        Command::new(binary)
+            .env("ADDR", "127.0.0.1:0")
+            .env("PERISKOPE_SIGNING_KEY", KEY)
+            .env("PERISKOPE_INBOX", dir.join("inbox.db"))
+            .env("HANDLER_FAIL_FIRST", "1")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    );
+
+    let body = br#"{"event":"message.created","data":{"message_id":"true_919999912345@c.us_3EB0A1","chat_id":"919999912345@c.us","body":"hello"},"org_id":"org-1"}"#;
+    let signature = sign(&SigningKey::new(KEY).expect("a non-empty key"), body);
+    let request = Request::post(format!("http://{}/webhooks/periskope", example.addr))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(SIGNATURE_HEADER, signature)
+        .header("traceparent", format!("00-{INCOMING_TRACE}-00f067aa0ba902b7-01"))
+        .body(Full::new(Bytes::from_static(body)))
+        .expect("a valid request");
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let response =
+        tokio::time::timeout(WAIT, client.request(request)).await.expect("an answer in time").unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(example.next_line(), "attempt 1 message.created");
+    assert_eq!(example.next_line(), "attempt 2 message.created");
+
+    // OTLP's protobuf holds span names as plain strings and the trace id as its 16 bytes.
+    let trace_id: Vec<u8> =
+        (0..16).map(|at| u8::from_str_radix(&INCOMING_TRACE[2 * at..2 * at + 2], 16).unwrap()).collect();
+    let count =
+        |bytes: &[u8], needle: &[u8]| bytes.windows(needle.len()).filter(|window| *window == needle).count();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let exported = received.lock().unwrap().clone();
+        let complete = count(&exported, b"periskope.delivery") == 1
+            && count(&exported, b"periskope.attempt") == 2
+            && count(&exported, b"crm.sync") == 2;
+        if complete {
+            assert!(
+                count(&exported, &trace_id) >= 3,
+                "the delivery and the first attempt in the request's trace"
+            );
+            assert_eq!(count(&exported, b"919999912345"), 0, "an exported value holds the phone number");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the spans were not all exported within {WAIT:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let rest = example.stop();
+    assert!(rest.is_empty(), "otel: unexpected output {rest:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

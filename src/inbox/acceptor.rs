@@ -35,7 +35,10 @@ use crate::response::{LAYER_MISSING_CODE, LAYER_MISSING_MESSAGE, json_answer};
 /// | storage failed, or took longer than [`Acceptor::store_timeout`] | 503 + `Retry-After: 5` | `inbox_unavailable` |
 /// | no [`WebhookEvent`]: the layer does not wrap this service | 500 | `periskope_layer_missing` |
 ///
-/// The outcome is also in the response extensions as [`Accepted`] (for the 2xx answers).
+/// The outcome is also in the response extensions as [`Accepted`] (for the 2xx answers). With
+/// the `opentelemetry` feature, the job keeps the context of the span the acceptor is called in
+/// (the layer's `periskope.delivery`) as a W3C `traceparent` ([`NewDelivery::traceparent`]), so
+/// that its attempts hang under the delivery.
 /// Build it with [`Inbox::acceptor`](super::Inbox::acceptor), so that the worker of the same
 /// process wakes as soon as a job is stored.
 #[derive(Clone, Debug)]
@@ -105,6 +108,11 @@ where
         let mut delivery = NewDelivery::new(event, &self.keys.key(event), SystemTime::now());
         delivery.signing_key = signing_key;
         request.uri().path().clone_into(&mut delivery.path);
+        // Called inside the layer's `periskope.delivery` span: the attempts hang under it.
+        #[cfg(feature = "opentelemetry")]
+        {
+            delivery.traceparent = super::trace_context::current_traceparent();
+        }
         AcceptFuture {
             state: AcceptState::Storing {
                 insert: self.store.insert(delivery),

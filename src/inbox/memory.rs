@@ -116,6 +116,7 @@ impl Job {
             signing_key: self.delivery.signing_key.clone(),
             received_at: self.delivery.received_at,
             path: self.delivery.path.clone(),
+            traceparent: self.delivery.traceparent.clone(),
             follows,
         }
     }

@@ -107,6 +107,8 @@ mod memory;
 mod postgres;
 mod queries;
 mod sqlite;
+#[cfg(feature = "opentelemetry")]
+mod trace_context;
 mod worker;
 
 use std::fmt;
@@ -152,6 +154,11 @@ pub struct NewDelivery {
     pub received_at: SystemTime,
     /// The path it arrived on, as the acceptor saw it: the worker calls the handler with it.
     pub path: String,
+    /// The context of the span that accepted it, as a W3C `traceparent` (two random ids and
+    /// flags, nothing about the delivery): with the `opentelemetry` feature the acceptor fills
+    /// it from the `periskope.delivery` span, and each attempt's span links to it. `None` by
+    /// default.
+    pub traceparent: Option<String>,
 }
 
 impl NewDelivery {
@@ -166,6 +173,7 @@ impl NewDelivery {
             signing_key: None,
             received_at,
             path: "/".to_owned(),
+            traceparent: None,
         }
     }
 }
@@ -242,6 +250,9 @@ pub struct ClaimedJob {
     pub received_at: SystemTime,
     /// The path the delivery arrived on.
     pub path: String,
+    /// The context of the span that accepted the delivery, as stored
+    /// ([`NewDelivery::traceparent`]); not checked by the store.
+    pub traceparent: Option<String>,
     /// The job of its chat this one was claimed behind, in one run ([`ClaimRequest::run`]): it
     /// runs once that job was handled, and is released unrun otherwise. `None` for the first
     /// job of a run, and for a job claimed alone.

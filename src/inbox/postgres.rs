@@ -50,7 +50,7 @@ mod console;
 mod listen;
 
 /// The schema version this crate writes.
-const SCHEMA_VERSION: i32 = 6;
+const SCHEMA_VERSION: i32 = 7;
 
 /// The advisory lock key migrations hold ("periskop" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7065_7269_736b_6f70;
@@ -247,10 +247,16 @@ CREATE INDEX periskope_inbox_unalerted ON periskope_inbox_jobs (id)
 WHERE state = 'dead' AND alerted_claims IS DISTINCT FROM claims;
 ";
 
+/// Version 7: the context of the span that accepted each delivery, as a W3C `traceparent`
+/// ([`NewDelivery::traceparent`]); none for the jobs stored before.
+const SCHEMA_V7: &str = "
+ALTER TABLE periskope_inbox_jobs ADD COLUMN traceparent TEXT;
+";
+
 /// What takes a database from each version to the next: `MIGRATIONS[v]` upgrades version `v`
 /// (version 0: no schema yet).
 const MIGRATIONS: [&str; SCHEMA_VERSION as usize] =
-    [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6];
+    [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7];
 
 /// How many attempts of each job are kept by default.
 const DEFAULT_ATTEMPTS_KEPT: usize = 10;
@@ -736,7 +742,7 @@ impl InboxStore for PostgresStore {
                              last_error = coalesce(job.last_error || '; ', '') || $5
                          FROM due WHERE job.id = due.id AND job.attempts >= $3
                          RETURNING job.id, job.attempts, job.event, job.dedup_key, job.body, job.signing_key,
-                                   job.received_at, job.path, job.state, job.claims
+                                   job.received_at, job.path, job.state, job.claims, job.traceparent
                      ), freed AS (
                          DELETE FROM periskope_inbox_chats AS chat USING dead WHERE chat.job_id = dead.id
                      ), claimed AS (
@@ -746,14 +752,15 @@ impl InboxStore for PostgresStore {
                          FROM due WHERE job.id = due.id AND job.attempts < $3
                            AND (due.ordering_key IS NULL OR due.ordering_key IN (SELECT ordering_key FROM chats))
                          RETURNING job.id, job.attempts, job.event, job.dedup_key, job.body, job.signing_key,
-                                   job.received_at, job.path, job.state, job.claims
+                                   job.received_at, job.path, job.state, job.claims, job.traceparent
                      ), followed AS (
                          UPDATE periskope_inbox_jobs AS job
                          SET state = 'running', claims = job.claims + 1, lease_until = (SELECT until FROM leased),
                              waiting = true
                          FROM runs WHERE job.id = runs.id AND runs.head IN (SELECT id FROM claimed)
                          RETURNING job.id, job.attempts + 1 AS attempts, job.event, job.dedup_key, job.body,
-                                   job.signing_key, job.received_at, job.path, job.state, job.claims, runs.follows
+                                   job.signing_key, job.received_at, job.path, job.state, job.claims, job.traceparent,
+                                   runs.follows
                      ), abandoned AS (
                          UPDATE periskope_inbox_attempts AS attempt SET outcome = 'abandoned', ended_at = (SELECT now FROM leased)
                          WHERE attempt.outcome = 'running'
@@ -1148,22 +1155,24 @@ async fn insert_batch(
         written().map(|delivery| delivery.signing_key.as_deref().map(escape)).collect();
     let received: Vec<i64> = written().map(|delivery| to_millis(delivery.received_at)).collect();
     let paths: Vec<String> = written().map(|delivery| escape(&delivery.path)).collect();
+    let traceparents: Vec<Option<String>> =
+        written().map(|delivery| delivery.traceparent.as_deref().map(escape)).collect();
     let stored = connections
         .query(
             "WITH stored AS (
                  INSERT INTO periskope_inbox_jobs
-                     (dedup_key, event, ordering_key, body, signing_key, received_at, run_at, path)
-                 SELECT dedup_key, event, ordering_key, body, signing_key, received_at, received_at, path
-                 FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BYTEA[], $5::TEXT[], $6::BIGINT[], $7::TEXT[])
-                     AS delivery (dedup_key, event, ordering_key, body, signing_key, received_at, path)
+                     (dedup_key, event, ordering_key, body, signing_key, received_at, run_at, path, traceparent)
+                 SELECT dedup_key, event, ordering_key, body, signing_key, received_at, received_at, path, traceparent
+                 FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BYTEA[], $5::TEXT[], $6::BIGINT[], $7::TEXT[], $8::TEXT[])
+                     AS delivery (dedup_key, event, ordering_key, body, signing_key, received_at, path, traceparent)
                  ON CONFLICT (dedup_key) DO NOTHING
                  RETURNING dedup_key
              ), announced AS MATERIALIZED (
                  -- One notification a batch, delivered to the listeners of every replica at commit.
-                 SELECT pg_notify($8, '')
+                 SELECT pg_notify($9, '')
              )
              SELECT dedup_key FROM stored, announced",
-            &[&written_keys, &events, &chats, &bodies, &signing_keys, &received, &paths, &listen::CHANNEL],
+            &[&written_keys, &events, &chats, &bodies, &signing_keys, &received, &paths, &traceparents, &listen::CHANNEL],
         )
         .await?;
     let new: std::collections::HashSet<&str> = stored.iter().map(|row| row.get::<_, &str>(0)).collect();
@@ -1219,7 +1228,8 @@ fn claimed_job(row: &Row) -> ClaimedJob {
         signing_key: row.get::<_, Option<String>>(5).map(unescape),
         received_at: from_millis(row.get(6)),
         path: unescape(row.get(7)),
-        follows: row.get(10),
+        traceparent: row.get::<_, Option<String>>(10).map(unescape),
+        follows: row.get(11),
     }
 }
 

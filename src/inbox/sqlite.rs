@@ -49,7 +49,7 @@ use super::{
 mod console;
 
 /// The schema version this crate writes; kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 /// At most this many queued operations share one transaction.
 const MAX_BATCH: usize = 1024;
@@ -223,9 +223,15 @@ CREATE INDEX periskope_inbox_unalerted ON periskope_inbox_jobs (id)
 WHERE state = 'dead' AND alerted_claims IS NOT claims;
 ";
 
+/// Version 7: the context of the span that accepted each delivery, as a W3C `traceparent`
+/// ([`NewDelivery::traceparent`]); none for the jobs stored before.
+const SCHEMA_V7: &str = "
+ALTER TABLE periskope_inbox_jobs ADD COLUMN traceparent TEXT;
+";
+
 /// What takes a file from each version to the next: `MIGRATIONS[v]` upgrades version `v`.
 const MIGRATIONS: [&str; SCHEMA_VERSION as usize] =
-    [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6];
+    [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7];
 
 /// How many attempts of each job are kept by default.
 const DEFAULT_ATTEMPTS_KEPT: usize = 10;
@@ -957,8 +963,8 @@ impl InboxStore for SqliteStore {
                     // A job of a chat with a queued job waits behind it from the start, out of
                     // the claim's index.
                     "INSERT INTO periskope_inbox_jobs
-                         (dedup_key, event, ordering_key, body, signing_key, received_at, run_at, path, waiting)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, EXISTS (
+                         (dedup_key, event, ordering_key, body, signing_key, received_at, run_at, path, traceparent, waiting)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, EXISTS (
                          SELECT 1 FROM periskope_inbox_jobs WHERE ordering_key = ?3 AND state IN ('pending', 'running')))
                      ON CONFLICT (dedup_key) DO NOTHING",
                 )?
@@ -970,6 +976,7 @@ impl InboxStore for SqliteStore {
                     delivery.signing_key,
                     received_at,
                     delivery.path,
+                    delivery.traceparent,
                 ])?;
             Ok(if inserted == 0 { Stored::Duplicate } else { Stored::New })
         })
@@ -1033,7 +1040,7 @@ impl InboxStore for SqliteStore {
                         "UPDATE periskope_inbox_jobs
                          SET state = 'running', attempts = attempts + 1, claims = claims + 1, lease_until = ?2
                          WHERE id = ?1
-                         RETURNING id, attempts, event, dedup_key, body, signing_key, received_at, path, claims",
+                         RETURNING id, attempts, event, dedup_key, body, signing_key, received_at, path, claims, traceparent",
                     )?
                     .query_row(params![id, lease_until], claimed_job)?;
                 open_attempt(connection, &job, now, attempts_kept)?;
@@ -1393,7 +1400,7 @@ fn claim_run(
                 "UPDATE periskope_inbox_jobs
                  SET state = 'running', claims = claims + 1, lease_until = ?2, waiting = 1
                  WHERE id = ?1
-                 RETURNING id, attempts + 1, event, dedup_key, body, signing_key, received_at, path, claims",
+                 RETURNING id, attempts + 1, event, dedup_key, body, signing_key, received_at, path, claims, traceparent",
             )?
             .query_row(params![id, lease_until], claimed_job)?;
         job.follows = Some(follows);
@@ -1415,6 +1422,7 @@ fn claimed_job(row: &Row<'_>) -> rusqlite::Result<ClaimedJob> {
         signing_key: row.get(5)?,
         received_at: from_millis(row.get(6)?),
         path: row.get(7)?,
+        traceparent: row.get(9)?,
         follows: None,
     })
 }
@@ -1735,6 +1743,7 @@ mod tests {
             runtime.block_on(store.claim(ClaimRequest::new(10, Duration::from_secs(60), 3))).unwrap();
         assert_eq!(claimed.len(), 1);
         assert_eq!((claimed[0].attempt, claimed[0].path.as_str()), (2, "/hooks"));
+        assert_eq!(claimed[0].traceparent, None, "no accepting context before v7");
         runtime.block_on(store.complete(claimed[0].lease(), SystemTime::now())).unwrap();
         let history = runtime.block_on(store.attempts(claimed[0].id)).unwrap();
         assert_eq!(history.len(), 1);

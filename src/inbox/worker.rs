@@ -186,8 +186,12 @@ impl Attempt {
 /// With the `tracing` feature, each attempt runs in a `periskope.attempt` span (a consumer's:
 /// `otel.kind = "consumer"`) with the fields `job_id`, `attempt`, `event_kind`, `waited_ms`
 /// (since the delivery was received), `outcome` (`handled`, `failed`, `timed_out`, `released`,
-/// `abandoned`) and `duration_ms`, and the handler's future runs inside it: the handler's own
-/// spans and outgoing calls nest under the attempt. No field holds Periskope's ids.
+/// `abandoned`) and `duration_ms`, and OpenTelemetry's `messaging.system` (`periskope_inbox`),
+/// `messaging.operation.type` and `messaging.operation.name` (`process`); the handler's future
+/// runs inside it: the handler's own spans and outgoing calls nest under the attempt. No field
+/// holds Periskope's ids (never `messaging.message.id`). With the `opentelemetry` feature, each
+/// attempt links to the span that accepted its delivery ([`ClaimedJob::traceparent`]); the
+/// first attempt is also its child, and each later one starts a trace of its own.
 ///
 /// [`Worker::run`] claims jobs until its shutdown future completes, even while a store call is
 /// pending; then it stops claiming, gives the jobs in flight [`WorkerConfig::shutdown_grace`]
@@ -614,6 +618,11 @@ where
     let span = tracing::info_span!(
         "periskope.attempt",
         "otel.kind" = "consumer",
+        // OpenTelemetry's messaging conventions, never `messaging.message.id`: Periskope's ids
+        // hold phone numbers.
+        "messaging.system" = "periskope_inbox",
+        "messaging.operation.type" = "process",
+        "messaging.operation.name" = "process",
         job_id = lease.id,
         attempt = lease.attempt,
         event_kind = kind.as_str(),
@@ -621,6 +630,8 @@ where
         outcome = tracing::field::Empty,
         duration_ms = tracing::field::Empty,
     );
+    #[cfg(feature = "opentelemetry")]
+    super::trace_context::link_attempt(&span, job.traceparent.as_deref(), lease.attempt);
     let started = Instant::now();
     let outcome = match handler_request(job, config.max_attempts) {
         Err(reason) => Outcome::Failed(reason),
