@@ -21,7 +21,14 @@
 //!   over 16 chats; the median time of a claim of 8 jobs (each batch then handled), and of a
 //!   claim while every chat's first job runs (it finds nothing to run).
 //!
-//! `INBOX_BENCH_PARTS=drain,claims` runs only those parts (`acks`, `drain`, `pickup`, `claims`).
+//! - **Counts**: `stats` (the console's counts, `record_metrics`) on 1,000,000 jobs as an inbox
+//!   holds them, then on 4,000,000, the jobs added all handled.
+//!
+//! - **Replicas**: copies of `examples/inbox` (acceptor and worker) on one PostgreSQL inbox,
+//!   one and then three, the clients spread over them: acknowledged per second.
+//!
+//! `INBOX_BENCH_PARTS=drain,claims` runs only those parts (`acks`, `drain`, `pickup`, `claims`,
+//! `counts`, `replicas`).
 //! Under `cargo test` (`--bench` absent) every part runs briefly, to check that it works.
 //!
 //! Clients, servers and PostgreSQL share the machine's cores, so the figures are for comparison
@@ -32,6 +39,9 @@ mod counted;
 #[allow(dead_code)] // Only the cluster and its databases are used.
 #[path = "../tests/common/postgres.rs"]
 mod postgres;
+#[allow(dead_code)] // Only the examples' binaries and the running program are used.
+#[path = "../tests/common/process.rs"]
+mod process;
 #[allow(dead_code)] // The bodies are shared; this benchmark uses one of them.
 mod support;
 #[path = "support/unique.rs"]
@@ -95,11 +105,22 @@ fn signed(url: &str, body: Bytes) -> Request<Full<Bytes>> {
 
 /// 64 clients post for `duration`, or `requests` deliveries in all when given.
 async fn load(url: &str, bodies: &Arc<UniqueMessages>, duration: Duration, requests: Option<usize>) -> Round {
+    load_spread(&[url.to_owned()], bodies, duration, requests).await
+}
+
+/// [`load`] over several servers, the clients taking them in turn.
+async fn load_spread(
+    urls: &[String],
+    bodies: &Arc<UniqueMessages>,
+    duration: Duration,
+    requests: Option<usize>,
+) -> Round {
     let started = Instant::now();
     let sent = Arc::new(AtomicU64::new(0));
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (url, bodies, sent) = (url.to_owned(), Arc::clone(bodies), Arc::clone(&sent));
+        .map(|client| {
+            let url = urls[client % urls.len()].clone();
+            let (bodies, sent) = (Arc::clone(bodies), Arc::clone(&sent));
             tokio::spawn(async move {
                 let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
                 let mut latencies = Vec::new();
@@ -451,6 +472,149 @@ async fn main() {
     }
     if plan.runs("claims") {
         claim_figures(&stores, &plan).await;
+    }
+    if plan.runs("counts") {
+        count_figures(&stores, &plan).await;
+    }
+    if plan.runs("replicas") {
+        replica_figures(&stores, &plan).await;
+    }
+}
+
+/// Replicas sharing one PostgreSQL inbox: copies of `examples/inbox` (acceptor and worker, a
+/// no-op handler), one alone and then three, the clients spread over them; the better of the
+/// plan's rounds for each.
+async fn replica_figures(stores: &Stores, plan: &Plan) {
+    if !stores.kinds().contains(&Kind::Postgres) {
+        return;
+    }
+    println!();
+    println!(
+        "## Replicas on one PostgreSQL inbox (examples/inbox, {CLIENTS} clients spread over them, 16 chats)"
+    );
+    println!("| replicas | acknowledged/s | p50 to 200 | p99 to 200 |");
+    println!("|---:|---:|---:|---:|");
+    let binary = process::example_binary(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), "inbox");
+    let mut rates = Vec::new();
+    for replicas in [1, 3] {
+        let Fresh::Postgres(_, url) = stores.fresh(Kind::Postgres).await else { unreachable!() };
+        let running: Vec<process::Running> = (0..replicas)
+            .map(|n| {
+                process::Running::start(
+                    &format!("replica {n}"),
+                    std::process::Command::new(&binary)
+                        .env("PERISKOPE_INBOX", &url)
+                        .env("ADDR", "127.0.0.1:0")
+                        .env("PERISKOPE_SIGNING_KEY", KEY)
+                        .env("HANDLER_DELAY_MS", "0"),
+                )
+            })
+            .collect();
+        let urls: Vec<String> =
+            running.iter().map(|replica| format!("http://{}{PATH}", replica.addr)).collect();
+        let bodies = Arc::new(UniqueMessages::new().over_chats(16));
+        let mut best: Option<Round> = None;
+        for _ in 0..plan.rounds {
+            let round = load_spread(&urls, &bodies, plan.ack_duration, plan.requests).await;
+            if best.as_ref().is_none_or(|best| round.per_second() > best.per_second()) {
+                best = Some(round);
+            }
+        }
+        let best = best.expect("a round ran");
+        println!("| {replicas} | {:.0} | {} | {} |", best.per_second(), ms(best.p50), ms(best.p99));
+        rates.push(best.per_second());
+        drop(running);
+    }
+    println!("three replicas together: {:.2}x one", rates[1] / rates[0]);
+}
+
+/// What `stats` (the console's counts, `record_metrics`) costs at a backlog and at four times
+/// it, the jobs added all handled, on each store.
+async fn count_figures(stores: &Stores, plan: &Plan) {
+    println!();
+    println!("## Counts (`stats`, median of 31): a backlog, then four times it, the jobs added all handled");
+    println!("| store | jobs | stats | jobs | stats | ratio |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let [small, _] = plan.backlogs;
+    let (first, then) = if plan.requests.is_some() { (small, 4 * small) } else { (1_000_000, 4_000_000) };
+    for kind in stores.kinds() {
+        let fresh = stores.fresh(kind).await;
+        seed_handled(&fresh, 0, first, false).await;
+        let at_first = with_store!(fresh.clone(), |store| stats_cost(store).await);
+        seed_handled(&fresh, first, then - first, true).await;
+        let at_then = with_store!(fresh.clone(), |store| stats_cost(store).await);
+        println!(
+            "| {} | {first} | {} | {then} | {} | {:.2}x |",
+            kind.name(),
+            ms(at_first),
+            ms(at_then),
+            at_then.as_secs_f64() / at_first.as_secs_f64()
+        );
+    }
+}
+
+/// The median time of `stats`, after one call to warm the caches.
+async fn stats_cost<St: InboxStore>(store: St) -> Duration {
+    let read = || async { store.stats(SystemTime::now()).await.expect("stats") };
+    let seeded = read().await;
+    assert!(seeded.done > 0, "the store holds handled jobs");
+    let mut samples = Vec::new();
+    for _ in 0..31 {
+        let started = Instant::now();
+        let _ = read().await;
+        samples.push(started.elapsed());
+    }
+    median(samples)
+}
+
+/// Seeds `jobs` jobs from number `from` on, with a small body (counts never read it): all
+/// handled, or as an inbox holds them (one in fifty dead, six in fifty pending, the rest
+/// handled).
+async fn seed_handled(fresh: &Fresh, from: i64, jobs: i64, all_done: bool) {
+    // `i` is the job's number; `state` its state.
+    const STATE: &str =
+        "CASE WHEN ?all OR i % 50 >= 7 THEN 'done' WHEN i % 50 = 0 THEN 'dead' ELSE 'pending' END";
+    let columns = "(dedup_key, event, ordering_key, body, received_at, run_at, path, state, attempts, handled_at, dead_at)";
+    let row = |state: &str| {
+        format!(
+            "'count|' || i, 'message.created', 'chat|count' || (i % 16), '{{}}', 0, 0, '/', {state}, 1,
+             CASE WHEN {state} = 'done' THEN 0 END, CASE WHEN {state} = 'dead' THEN 0 END"
+        )
+    };
+    match fresh {
+        Fresh::Sqlite(_, path) => {
+            let connection = rusqlite::Connection::open(path).expect("the SQLite file");
+            connection.busy_timeout(Duration::from_secs(30)).expect("a busy timeout");
+            let state = STATE.replace("?all", if all_done { "1" } else { "0" });
+            connection
+                .execute(
+                    &format!(
+                        "WITH RECURSIVE n(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1 + ?2)
+                         INSERT INTO periskope_inbox_jobs {columns} SELECT {} FROM n",
+                        row(&state)
+                    ),
+                    rusqlite::params![from, jobs],
+                )
+                .expect("seeded");
+        }
+        Fresh::Postgres(_, url) => {
+            let (client, connection) =
+                tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
+            tokio::spawn(connection);
+            let state = STATE.replace("?all", if all_done { "true" } else { "false" });
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO periskope_inbox_jobs {columns} SELECT {}
+                         FROM generate_series($1::BIGINT, $1::BIGINT + $2::BIGINT - 1) AS i",
+                        row(&state)
+                    ),
+                    &[&from, &jobs],
+                )
+                .await
+                .expect("seeded");
+            client.batch_execute("ANALYZE periskope_inbox_jobs").await.expect("analyzed");
+        }
     }
 }
 
