@@ -349,9 +349,14 @@ async fn drain<St: InboxStore>(store: St, chats: u64, plan: &Plan) -> Drained {
     Drained { acknowledged, handled_during_load, emptied_after, calls }
 }
 
-/// Pickup: an idle worker in the acceptor's process, woken by it. One delivery at a time; for
-/// each, the time from its `200` to its handler's start (zero when the handler started first).
-async fn pickup<St: InboxStore>(store: St, deliveries: usize) -> Vec<Duration> {
+/// Pickup: an idle worker, woken by the acceptor of `accepting` when it is the same inbox, or by
+/// the store's announcement otherwise. One delivery at a time; for each, the time from its
+/// `200` to its handler's start (zero when the handler started first).
+async fn pickup<St: InboxStore>(
+    accepting: Inbox<St>,
+    working: Inbox<St>,
+    deliveries: usize,
+) -> Vec<Duration> {
     let (started, mut starts) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let events = EventRouter::new().fallback(move |_event: WebhookEvent| {
         let started = started.clone();
@@ -360,9 +365,8 @@ async fn pickup<St: InboxStore>(store: St, deliveries: usize) -> Vec<Duration> {
             Ok::<(), String>(())
         }
     });
-    let inbox = Inbox::new(store);
-    let worker = inbox.worker(events).spawn();
-    let app = Router::new().route_service(PATH, PeriskopeWebhookLayer::new(KEY).layer(inbox.acceptor()));
+    let worker = working.worker(events).spawn();
+    let app = Router::new().route_service(PATH, PeriskopeWebhookLayer::new(KEY).layer(accepting.acceptor()));
     let (url, task) = serve(app).await;
     let bodies = UniqueMessages::new().over_chats(16);
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
@@ -687,16 +691,33 @@ async fn drain_figures(stores: &Stores, plan: &Plan, acceptor_alone: &[(Kind, u6
 /// An idle worker's pickup, on each store.
 async fn pickup_figures(stores: &Stores, plan: &Plan) {
     println!();
-    println!("## Pickup: an idle worker woken by the acceptor in its process, one delivery at a time");
-    println!("| store | deliveries | p50 from 200 to the handler | p99 | max |");
-    println!("|---|---:|---:|---:|---:|");
-    for kind in stores.kinds() {
-        let deliveries = if plan.requests.is_some() { 20 } else { 500 };
-        let fresh = stores.fresh(kind).await;
-        let mut pickups = with_store!(fresh, |store| pickup(store, deliveries).await);
+    println!("## Pickup: an idle worker, one delivery at a time");
+    println!("| store | woken by | deliveries | p50 from 200 to the handler | p99 | max |");
+    println!("|---|---|---:|---:|---:|---:|");
+    let deliveries = if plan.requests.is_some() { 20 } else { 500 };
+    let print = |name: &str, woken_by: &str, mut pickups: Vec<Duration>| {
         pickups.sort();
         let at = |quantile: f64| pickups[((pickups.len() as f64 * quantile) as usize).min(pickups.len() - 1)];
-        println!("| {} | {deliveries} | {} | {} | {} |", kind.name(), ms(at(0.5)), ms(at(0.99)), ms(at(1.0)));
+        println!(
+            "| {name} | {woken_by} | {deliveries} | {} | {} | {} |",
+            ms(at(0.5)),
+            ms(at(0.99)),
+            ms(at(1.0))
+        );
+    };
+    for kind in stores.kinds() {
+        let fresh = stores.fresh(kind).await;
+        let pickups = with_store!(fresh, |store| {
+            let inbox = Inbox::new(store);
+            pickup(inbox.clone(), inbox, deliveries).await
+        });
+        print(kind.name(), "its acceptor, in its process", pickups);
+    }
+    if stores.kinds().contains(&Kind::Postgres) {
+        let Fresh::Postgres(accepting, url) = stores.fresh(Kind::Postgres).await else { unreachable!() };
+        let working = PostgresStore::connect(&url).await.expect("a second store on the same database");
+        let pickups = pickup(Inbox::new(accepting), Inbox::new(working), deliveries).await;
+        print("PostgreSQL", "a notification (worker on another store)", pickups);
     }
 }
 
