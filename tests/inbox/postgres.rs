@@ -229,7 +229,7 @@ async fn connections_the_server_closed_are_opened_again() {
     tokio::spawn(connection);
     // The connection the store listens on has a test of its own; the others are cut here.
     within("the store listens", async {
-        let listening = "SELECT 1 FROM pg_stat_activity WHERE query = 'LISTEN periskope_inbox'";
+        let listening = "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN periskope_inbox'";
         while admin.query_opt(listening, &[]).await.unwrap().is_none() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -721,7 +721,7 @@ async fn a_worker_is_woken_by_deliveries_another_replica_stored() {
     let admin = admin(&database).await;
     let listeners = || async {
         let rows = admin
-            .query("SELECT pid FROM pg_stat_activity WHERE query = 'LISTEN periskope_inbox'", &[])
+            .query("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN periskope_inbox'", &[])
             .await
             .unwrap();
         rows.iter().map(|row| row.get::<_, i32>(0)).collect::<HashSet<i32>>()
