@@ -50,7 +50,7 @@ mod console;
 mod listen;
 
 /// The schema version this crate writes.
-const SCHEMA_VERSION: i32 = 7;
+const SCHEMA_VERSION: i32 = 8;
 
 /// The advisory lock key migrations hold ("periskop" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7065_7269_736b_6f70;
@@ -253,10 +253,25 @@ const SCHEMA_V7: &str = "
 ALTER TABLE periskope_inbox_jobs ADD COLUMN traceparent TEXT;
 ";
 
+/// Version 8, for runs: when a chat's job is settled or deleted, the trigger unmarks the chat's
+/// first job still marked waiting, never a job of a run in flight. The jobs of a run are
+/// settled by concurrent batches; a trigger that locked the chat's first queued job, which
+/// another batch is settling, would wait on that batch while it waits on this one.
+const SCHEMA_V8: &str = "
+CREATE OR REPLACE FUNCTION periskope_inbox_next_of_chat() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE periskope_inbox_jobs SET waiting = false
+    WHERE id = (SELECT id FROM periskope_inbox_jobs
+        WHERE ordering_key = OLD.ordering_key AND state IN ('pending', 'running') AND waiting
+        ORDER BY id LIMIT 1);
+    RETURN NULL;
+END $$;
+";
+
 /// What takes a database from each version to the next: `MIGRATIONS[v]` upgrades version `v`
 /// (version 0: no schema yet).
 const MIGRATIONS: [&str; SCHEMA_VERSION as usize] =
-    [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7];
+    [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8];
 
 /// How many attempts of each job are kept by default.
 const DEFAULT_ATTEMPTS_KEPT: usize = 10;
@@ -722,8 +737,9 @@ impl InboxStore for PostgresStore {
                          UPDATE periskope_inbox_jobs AS job SET waiting = true FROM placed
                          WHERE job.id = placed.id AND placed.first_id <> placed.id
                            AND placed.first_id IN (SELECT id FROM blockers)
-                           -- A job that follows in a run is marked by `followed`: a row is
-                           -- updated once a statement.
+                           -- A job that follows in a run is left to `followed` (a row is
+                           -- updated once a statement), which leaves it unmarked: the trigger
+                           -- that unmarks a chat's next job never waits on a run in flight.
                            AND placed.id NOT IN (SELECT id FROM runs)
                      ), unmarked AS (
                          UPDATE periskope_inbox_jobs SET waiting = false WHERE waiting AND id IN (SELECT id FROM blockers)
@@ -756,17 +772,16 @@ impl InboxStore for PostgresStore {
                      ), followed AS (
                          UPDATE periskope_inbox_jobs AS job
                          SET state = 'running', claims = job.claims + 1, lease_until = (SELECT until FROM leased),
-                             waiting = true
+                             waiting = false
                          FROM runs WHERE job.id = runs.id AND runs.head IN (SELECT id FROM claimed)
                          RETURNING job.id, job.attempts + 1 AS attempts, job.event, job.dedup_key, job.body,
                                    job.signing_key, job.received_at, job.path, job.state, job.claims, job.traceparent,
                                    runs.follows
                      ), abandoned AS (
                          UPDATE periskope_inbox_attempts AS attempt SET outcome = 'abandoned', ended_at = (SELECT now FROM leased)
-                         WHERE attempt.outcome = 'running'
-                           AND (attempt.job_id IN (SELECT id FROM due WHERE attempts >= $3)
-                                OR attempt.job_id IN (SELECT id FROM claimed)
-                                OR attempt.job_id IN (SELECT id FROM followed))
+                         FROM (SELECT id FROM due WHERE attempts >= $3
+                               UNION ALL SELECT id FROM claimed UNION ALL SELECT id FROM followed) AS taken
+                         WHERE attempt.job_id = taken.id AND attempt.outcome = 'running'
                      ), opened AS (
                          INSERT INTO periskope_inbox_attempts (job_id, number, started_at)
                          SELECT id, attempts, (SELECT now FROM leased) FROM claimed
