@@ -23,8 +23,8 @@ use bytes::Bytes;
 use super::queries::{AttemptOutcome, AttemptRecord, ConsoleStore, DeadLetters, JobFilter, MinuteCounts};
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
-    LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, NewDelivery, Selection, Stored, UnalertedDeadLetter,
-    bounded_error, log_dead_letter, saturating_add,
+    LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, MAX_RUN_BYTES, NewDelivery, Selection, Stored,
+    UnalertedDeadLetter, bounded_error, log_dead_letter, saturating_add,
 };
 
 /// An [`InboxStore`] that keeps its jobs in this process's memory.
@@ -267,13 +267,18 @@ impl InboxStore for MemoryInboxStore {
             let Some(chat) = job.delivery.ordering_key.clone().filter(|_| never_attempted) else { continue };
             // The run: the chat's next queued jobs, while each is due and never attempted.
             let mut follows = id;
+            let mut bytes = 0;
             let followers: Vec<JobId> = jobs
                 .by_id
                 .range(id + 1..)
                 .filter(|(_, job)| job.is_queued() && job.delivery.ordering_key.as_deref() == Some(&chat))
                 .take(request.run.saturating_sub(1))
                 .take_while(|(_, job)| {
-                    job.is_due(request.now) && job.attempts == 0 && job.attempts < request.max_attempts
+                    bytes += job.delivery.body.len();
+                    job.is_due(request.now)
+                        && job.attempts == 0
+                        && job.attempts < request.max_attempts
+                        && bytes <= MAX_RUN_BYTES
                 })
                 .map(|(id, _)| *id)
                 .collect();

@@ -294,7 +294,8 @@ pub struct ClaimRequest {
     pub limit: usize,
     /// At most this many jobs in a run (1, the default: every job alone). Behind a chat's first
     /// queued job, when it was never attempted, a claim takes the chat's next queued jobs that
-    /// are due and were never attempted either, up to this many in all (see [`InboxStore`]).
+    /// are due and were never attempted either, up to this many in all, and while the bodies of
+    /// those that follow total at most [`MAX_RUN_BYTES`] (see [`InboxStore`]).
     pub run: usize,
     /// How long the claim holds each job before another worker may take it.
     pub lease: Duration,
@@ -521,7 +522,8 @@ impl std::error::Error for InboxError {}
 ///   before the lease ends.
 /// - **Runs.** With [`ClaimRequest::run`] above 1, a claim that takes a chat's first queued
 ///   job, when it was never attempted, also takes the chat's next queued jobs, in order, as
-///   long as each is due and was never attempted, up to `run` jobs in all. Each is leased as
+///   long as each is due and was never attempted, up to `run` jobs in all and
+///   [`MAX_RUN_BYTES`] of bodies behind the first. Each is leased as
 ///   the first is, with a fencing token of its own, and names the job it follows
 ///   ([`ClaimedJob::follows`]). The attempt of a job that follows is counted when it is
 ///   settled, not when it is claimed: the worker runs it only once the job before it was
@@ -777,6 +779,10 @@ macro_rules! due_at {
     };
 }
 pub(crate) use due_at;
+
+/// The most body bytes the jobs that follow in one run hold together ([`ClaimRequest::run`]):
+/// a worker holds at most its concurrency times this beyond one body a slot.
+pub const MAX_RUN_BYTES: usize = 1 << 20;
 
 /// How many jobs one retention batch of a SQL store deletes: deliveries stored meanwhile wait
 /// for one batch at most.

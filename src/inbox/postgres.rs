@@ -41,8 +41,9 @@ use self::listen::Arrivals;
 
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
-    LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, MAX_MARKED_PER_CLAIM, NewDelivery, RETENTION_BATCH,
-    Selection, Stored, UnalertedDeadLetter, bounded_error, due_at, from_millis, selection_params, to_millis,
+    LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, MAX_MARKED_PER_CLAIM, MAX_RUN_BYTES, NewDelivery,
+    RETENTION_BATCH, Selection, Stored, UnalertedDeadLetter, bounded_error, due_at, from_millis,
+    selection_params, to_millis,
 };
 
 mod batch;
@@ -676,6 +677,7 @@ impl InboxStore for PostgresStore {
             let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
             let scanned = limit.saturating_add(MAX_MARKED_PER_CLAIM);
             let followers = i64::try_from(request.run.saturating_sub(1)).unwrap_or(i64::MAX);
+            let run_bytes = i64::try_from(MAX_RUN_BYTES).unwrap_or(i64::MAX);
             let max_attempts = attempts(request.max_attempts);
             let rows = connections
                 .query(
@@ -715,9 +717,10 @@ impl InboxStore for PostgresStore {
                                 coalesce(lag(next.id) OVER (PARTITION BY next.head ORDER BY next.id), next.head) AS follows
                          FROM due AS first CROSS JOIN LATERAL (
                              SELECT queued.id, first.id AS head,
-                                    bool_and(queued.may_follow) OVER (ORDER BY queued.id) AS unbroken
+                                    bool_and(queued.may_follow) OVER (ORDER BY queued.id)
+                                    AND sum(queued.bytes) OVER (ORDER BY queued.id) <= $8 AS unbroken
                              FROM (
-                                 SELECT job.id, job.attempts = 0 AND job.attempts < $3
+                                 SELECT job.id, octet_length(job.body) AS bytes, job.attempts = 0 AND job.attempts < $3
                                         AND ",
                     due_at!(),
                     " <= (SELECT now FROM leased)
@@ -790,7 +793,7 @@ impl InboxStore for PostgresStore {
                      SELECT *, NULL::BIGINT FROM claimed UNION ALL SELECT * FROM followed
                      UNION ALL SELECT *, NULL::BIGINT FROM dead"
                     ),
-                    &[&offset, &limit, &max_attempts, &lease, &LEASE_EXPIRED, &scanned, &followers],
+                    &[&offset, &limit, &max_attempts, &lease, &LEASE_EXPIRED, &scanned, &followers, &run_bytes],
                 )
                 .await?;
             // The jobs that became dead letters instead (their last attempt's lease expired).

@@ -41,9 +41,9 @@ use self::console::{end_attempt, open_attempt};
 use super::queries::AttemptOutcome;
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
-    LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, MAX_MARKED_PER_CLAIM, NewDelivery, RETENTION_BATCH,
-    Selection, Stored, UnalertedDeadLetter, bounded_error, due_at, from_millis, saturating_add,
-    selection_params, to_millis,
+    LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, MAX_MARKED_PER_CLAIM, MAX_RUN_BYTES, NewDelivery,
+    RETENTION_BATCH, Selection, Stored, UnalertedDeadLetter, bounded_error, due_at, from_millis,
+    saturating_add, selection_params, to_millis,
 };
 
 mod console;
@@ -1370,11 +1370,11 @@ fn claim_run(
     claimed: &mut Vec<ClaimedJob>,
 ) -> rusqlite::Result<()> {
     let now = to_millis(request.now);
-    let next: Vec<(JobId, bool)> = connection
+    let next: Vec<(JobId, bool, usize)> = connection
         .prepare_cached(concat!(
             "SELECT id, attempts = 0 AND attempts < ?4 AND ",
             due_at!(),
-            " <= ?3 FROM periskope_inbox_jobs INDEXED BY periskope_inbox_queued
+            " <= ?3, length(body) FROM periskope_inbox_jobs INDEXED BY periskope_inbox_queued
              WHERE ordering_key = ?1 AND id > ?2 AND state IN ('pending', 'running') ORDER BY id LIMIT ?5"
         ))?
         .query_map(
@@ -1385,12 +1385,14 @@ fn claim_run(
                 request.max_attempts,
                 i64::try_from(request.run.saturating_sub(1)).unwrap_or(i64::MAX)
             ],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )?
         .collect::<rusqlite::Result<_>>()?;
     let mut follows = first;
-    for (id, may_follow) in next {
-        if !may_follow {
+    let mut bytes = 0;
+    for (id, may_follow, length) in next {
+        bytes += length;
+        if !may_follow || bytes > MAX_RUN_BYTES {
             break;
         }
         // A follower that was running under a lease that expired was abandoned with its run.

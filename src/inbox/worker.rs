@@ -39,7 +39,8 @@ pub struct WorkerConfig {
     /// worker runs them one after the other, in one of its [`concurrency`](Self::concurrency)
     /// slots, each as soon as the one before it was handled, without waiting for the store to
     /// record it. A chat with a backlog is then handled at the handler's pace, not one job per
-    /// commit. Jobs being retried are claimed alone; 1 claims every job alone.
+    /// commit. The jobs behind the first hold at most [`MAX_RUN_BYTES`](super::MAX_RUN_BYTES)
+    /// of bodies. Jobs being retried are claimed alone; 1 claims every job alone.
     pub run_length: usize,
     /// Attempts before a job becomes a dead letter (default 8).
     pub max_attempts: u32,

@@ -545,3 +545,22 @@ pub async fn concurrent_claimers_with_runs_keep_each_chat_in_order<St: ConsoleSt
         assert!(ran.windows(2).all(|pair| pair[0] < pair[1]), "chat {chat} ran out of order: {ran:?}");
     }
 }
+
+/// A run stops before the bodies of the jobs that follow its first pass `MAX_RUN_BYTES`, so
+/// that a worker's memory stays bounded whatever its backlog.
+pub async fn a_run_holds_a_bounded_amount_of_bodies<St: ConsoleStore>(stores: Vec<St>) {
+    let store = &stores[0];
+    let text = "x".repeat(periskope_webhook::inbox::MAX_RUN_BYTES * 2 / 5);
+    for n in 0..5 {
+        let body = format!(
+            r#"{{"event":"message.created","data":{{"message_id":"m{n}","chat_id":"c","body":"{text}"}},"org_id":"org-1"}}"#
+        );
+        store.insert(delivery(bytes::Bytes::from(body))).await.unwrap();
+    }
+    let claimed = store.claim(claim_at(10, SystemTime::now()).runs_of(32)).await.unwrap();
+    assert_eq!(
+        runs_of(&claimed),
+        [started("m0"), following("m1", 1, "m0"), following("m2", 1, "m1")],
+        "two bodies of two fifths of the bound follow; a third would pass it"
+    );
+}

@@ -77,4 +77,5 @@ conformance_cases!(
     a_run_takes_a_chats_next_jobs_and_holds_the_chat_until_it_ends,
     a_run_whose_worker_died_is_taken_over_in_order,
     concurrent_claimers_with_runs_keep_each_chat_in_order,
+    a_run_holds_a_bounded_amount_of_bodies,
 );
