@@ -609,8 +609,9 @@ pub trait InboxStore: Clone + Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<UnalertedDeadLetter>, InboxError>> + Send;
 
-    /// Completes when another process may have stored a job, so that an idle worker claims at
-    /// once instead of at its next poll ([`WorkerConfig::poll_interval`]). The PostgreSQL store
+    /// Completes when another process may have stored a job after this call, so that an idle
+    /// worker claims at once instead of at its next poll ([`WorkerConfig::poll_interval`]): the
+    /// worker makes the future before it claims, and waits on it after. The PostgreSQL store
     /// listens for the notification each batch of stored deliveries sends (after a lost
     /// connection it listens again, and the worker polls meanwhile); by default it never
     /// completes: the worker is woken by the acceptor of its own process.

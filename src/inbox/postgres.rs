@@ -51,7 +51,7 @@ mod console;
 mod listen;
 
 /// The schema version this crate writes.
-const SCHEMA_VERSION: i32 = 8;
+const SCHEMA_VERSION: i32 = 7;
 
 /// The advisory lock key migrations hold ("periskop" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7065_7269_736b_6f70;
@@ -254,25 +254,10 @@ const SCHEMA_V7: &str = "
 ALTER TABLE periskope_inbox_jobs ADD COLUMN traceparent TEXT;
 ";
 
-/// Version 8, for runs: when a chat's job is settled or deleted, the trigger unmarks the chat's
-/// first job still marked waiting, never a job of a run in flight. The jobs of a run are
-/// settled by concurrent batches; a trigger that locked the chat's first queued job, which
-/// another batch is settling, would wait on that batch while it waits on this one.
-const SCHEMA_V8: &str = "
-CREATE OR REPLACE FUNCTION periskope_inbox_next_of_chat() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    UPDATE periskope_inbox_jobs SET waiting = false
-    WHERE id = (SELECT id FROM periskope_inbox_jobs
-        WHERE ordering_key = OLD.ordering_key AND state IN ('pending', 'running') AND waiting
-        ORDER BY id LIMIT 1);
-    RETURN NULL;
-END $$;
-";
-
 /// What takes a database from each version to the next: `MIGRATIONS[v]` upgrades version `v`
 /// (version 0: no schema yet).
 const MIGRATIONS: [&str; SCHEMA_VERSION as usize] =
-    [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8];
+    [SCHEMA, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7];
 
 /// How many attempts of each job are kept by default.
 const DEFAULT_ATTEMPTS_KEPT: usize = 10;
@@ -418,9 +403,12 @@ impl PostgresOptions {
             let connections = Arc::clone(&connections);
             Batches::start(writers, move |deliveries| insert_batch(Arc::clone(&connections), deliveries))
         };
+        // Completions are written by one batch at a time: the jobs of a run are settled while
+        // the next ones run, and two batches settling one chat's jobs at once would each lock
+        // the chat's next job (the trigger that brings it back) in their own order.
         let completions = {
             let connections = Arc::clone(&connections);
-            Batches::start(writers, move |leases| complete_batch(Arc::clone(&connections), leases))
+            Batches::start(1, move |leases| complete_batch(Arc::clone(&connections), leases))
         };
         let arrivals = Arc::new(Arrivals::listen(connections.config.clone()));
         Ok(PostgresStore {
@@ -712,26 +700,33 @@ impl InboxStore for PostgresStore {
                      ), due AS MATERIALIZED (
                          SELECT id, ordering_key, attempts FROM placed WHERE ordering_key IS NULL OR first_id = id
                          ORDER BY due_at, id LIMIT $2
-                     ), runs AS MATERIALIZED (
-                         SELECT next.id, next.head,
-                                coalesce(lag(next.id) OVER (PARTITION BY next.head ORDER BY next.id), next.head) AS follows
+                     ), queued_behind AS MATERIALIZED (
+                         SELECT first.id AS head, next.id, next.bytes, next.may_follow
                          FROM due AS first CROSS JOIN LATERAL (
-                             SELECT queued.id, first.id AS head,
-                                    bool_and(queued.may_follow) OVER (ORDER BY queued.id)
-                                    AND sum(queued.bytes) OVER (ORDER BY queued.id) <= $8 AS unbroken
-                             FROM (
-                                 SELECT job.id, octet_length(job.body) AS bytes, job.attempts = 0 AND job.attempts < $3
-                                        AND ",
+                             SELECT job.id, octet_length(job.body) AS bytes, job.attempts = 0 AND job.attempts < $3
+                                    AND ",
                     due_at!(),
-                    " <= (SELECT now FROM leased)
-                                        AS may_follow
-                                 FROM periskope_inbox_jobs AS job
-                                 WHERE job.ordering_key = first.ordering_key AND job.id > first.id
-                                   AND job.state IN ('pending', 'running')
-                                 ORDER BY job.id LIMIT $7
-                             ) AS queued
+                    " <= (SELECT now FROM leased) AS may_follow
+                             FROM periskope_inbox_jobs AS job
+                             WHERE job.ordering_key = first.ordering_key AND job.id > first.id
+                               AND job.state IN ('pending', 'running')
+                             ORDER BY job.id LIMIT $7
                          ) AS next
-                         WHERE first.attempts = 0 AND first.ordering_key IS NOT NULL AND next.unbroken
+                         WHERE first.attempts = 0 AND first.ordering_key IS NOT NULL
+                     ), behind_locked AS MATERIALIZED (
+                         -- A job another claim holds (to mark it) ends the run before it: a
+                         -- claim never waits on another's rows, so claims never deadlock.
+                         SELECT id FROM periskope_inbox_jobs WHERE id IN (SELECT id FROM queued_behind)
+                         FOR UPDATE SKIP LOCKED
+                     ), runs AS MATERIALIZED (
+                         SELECT id, head, follows FROM (
+                             SELECT id, head,
+                                    coalesce(lag(id) OVER (PARTITION BY head ORDER BY id), head) AS follows,
+                                    bool_and(may_follow AND id IN (SELECT id FROM behind_locked))
+                                        OVER (PARTITION BY head ORDER BY id) AS unbroken,
+                                    sum(bytes) OVER (PARTITION BY head ORDER BY id) AS bytes
+                             FROM queued_behind
+                         ) AS run WHERE unbroken AND bytes <= $8
                      ), blockers AS MATERIALIZED (
                          SELECT id FROM periskope_inbox_jobs
                          WHERE id IN (SELECT first_id FROM placed WHERE first_id <> id) AND state IN ('pending', 'running')
@@ -742,7 +737,7 @@ impl InboxStore for PostgresStore {
                            AND placed.first_id IN (SELECT id FROM blockers)
                            -- A job that follows in a run is left to `followed` (a row is
                            -- updated once a statement), which leaves it unmarked: the trigger
-                           -- that unmarks a chat's next job never waits on a run in flight.
+                           -- that unmarks a chat's next job leaves a run in flight alone.
                            AND placed.id NOT IN (SELECT id FROM runs)
                      ), unmarked AS (
                          UPDATE periskope_inbox_jobs SET waiting = false WHERE waiting AND id IN (SELECT id FROM blockers)

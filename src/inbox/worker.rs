@@ -293,6 +293,9 @@ where
         let slot_freed = Arc::new(Notify::new());
         let mut last_claim = Instant::now();
         let mut shutdown = std::pin::pin!(shutdown);
+        // Kept across the loop's rounds, and made anew as soon as it fires: a delivery another
+        // process stores while a claim runs still wakes the worker after it.
+        let mut stored_elsewhere = std::pin::pin!(store.stored_elsewhere());
         let shortest_retention = config.retention.min(config.dead_retention.unwrap_or(Duration::MAX));
         let mut retention = tokio::time::interval(
             shortest_retention.min(Duration::from_secs(60)).max(Duration::from_millis(100)),
@@ -393,7 +396,8 @@ where
                     // each, which would take the store's writer from them.
                     tokio::time::sleep_until(last_claim + WAKE_COALESCING).await;
                 }
-                () = store.stored_elsewhere() => {
+                () = &mut stored_elsewhere => {
+                    stored_elsewhere.set(store.stored_elsewhere());
                     tokio::time::sleep_until(last_claim + WAKE_COALESCING).await;
                 }
                 () = slot_freed.notified() => {}

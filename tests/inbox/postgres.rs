@@ -105,7 +105,7 @@ async fn a_version_2_database_is_upgraded_to_the_current_version() {
     let store = PostgresStore::connect(&database.url()).await.unwrap();
     let version: i32 =
         admin.query_one("SELECT max(version) FROM periskope_inbox_schema", &[]).await.unwrap().get(0);
-    assert_eq!(version, 8);
+    assert_eq!(version, 7);
     assert_eq!(
         store.unalerted_dead_letters(10).await.unwrap(),
         [],

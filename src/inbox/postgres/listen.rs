@@ -42,11 +42,11 @@ impl Arrivals {
         Arrivals { notify, task }
     }
 
-    /// Completes at the next notification (or once listening starts again after a loss, when
-    /// deliveries may have been stored unannounced).
-    pub(super) fn next(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let notify = Arc::clone(&self.notify);
-        async move { notify.notified().await }
+    /// Completes at the next notification from now on, even one that comes before it is first
+    /// polled (or once listening starts again after a loss, when deliveries may have been
+    /// stored unannounced).
+    pub(super) fn next(&self) -> tokio::sync::futures::OwnedNotified {
+        Arc::clone(&self.notify).notified_owned()
     }
 }
 
