@@ -106,6 +106,7 @@ use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use maud::Markup;
+use tokio::sync::Semaphore;
 use tower_service::Service;
 
 use self::access::{Access, MIN_TOKEN_LEN, Proof};
@@ -149,6 +150,9 @@ pub struct Console<St> {
     /// randomness to give: then only scripts may act.
     key: Option<SessionKey>,
     codes: SignInCodes,
+    /// Turns for the steps of masked searches, shared by the console's clones
+    /// ([`scan::MASKED_STEPS_AT_ONCE`]).
+    masked_turns: Arc<Semaphore>,
     /// Whether the missing access decision was already logged.
     warned: Arc<AtomicBool>,
 }
@@ -165,6 +169,7 @@ impl<St: Clone> Clone for Console<St> {
             session_lifetime: self.session_lifetime,
             key: self.key.clone(),
             codes: self.codes.clone(),
+            masked_turns: self.masked_turns.clone(),
             warned: self.warned.clone(),
         }
     }
@@ -196,6 +201,7 @@ impl<St> Console<St> {
             session_lifetime: session::DEFAULT_LIFETIME,
             key: SessionKey::random(),
             codes: SignInCodes::default(),
+            masked_turns: Arc::new(Semaphore::new(scan::MASKED_STEPS_AT_ONCE)),
             warned: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -770,7 +776,7 @@ where
                 page(StatusCode::OK, pages::overview(frame, &stats, &minutes, &dead_letters))
             }
             Route::Jobs => {
-                let selected = Selected::new(&query.filter, query.show_ids);
+                let selected = Selected::new(&query.filter, query.show_ids, &self.masked_turns);
                 let jobs = selected.page(&self.store, query.after, PAGE_SIZE).await?;
                 let next = (jobs.len() == PAGE_SIZE).then(|| jobs.last().map(|job| job.id)).flatten();
                 page(StatusCode::OK, pages::jobs(frame, &query.filter, &jobs, next))
@@ -790,7 +796,9 @@ where
                 }
             },
             Route::Bulk(action) => {
-                let matching = Selected::new(&query.filter, query.show_ids).count(&self.store).await?;
+                let matching = Selected::new(&query.filter, query.show_ids, &self.masked_turns)
+                    .count(&self.store)
+                    .await?;
                 page(StatusCode::OK, pages::confirm(frame, action.verb(), matching, &query.filter))
             }
             _ => refused(frame, &NOT_FOUND),
@@ -815,7 +823,7 @@ where
                 }
             }
             Route::Bulk(action) => {
-                let selected = Selected::new(&query.filter, query.show_ids);
+                let selected = Selected::new(&query.filter, query.show_ids, &self.masked_turns);
                 let changed = match action {
                     Action::Retry => {
                         selected
