@@ -31,7 +31,7 @@
 //! | `GET PREFIX/jobs?state=&event=&chat=&q=&from=&until=&after=` | jobs newest first, 50 a page (`after` = the last job id of the previous page); each row is `<tr data-job-id="ID" data-state="STATE">` |
 //! | `GET PREFIX/jobs/ID` | a job: its fields, attempts, body and typed event |
 //! | `POST PREFIX/jobs/ID/retry`, `…/replay`, `…/purge` | the job's actions, from `<button>`s whose text is `Retry`, `Replay` and `Purge`; `303` to the job (the jobs, after a purge) |
-//! | `GET`/`POST PREFIX/jobs/retry?FILTER`, `PREFIX/jobs/purge?FILTER` | every job the filter selects, behind a confirmation page that shows how many; applied 100 jobs a store call (see [What it costs the store](#what-it-costs-the-store)); `303` to the jobs the filter selects |
+//! | `GET`/`POST PREFIX/jobs/retry?FILTER`, `PREFIX/jobs/purge?FILTER` | every job the filter selects, behind a confirmation page that shows how many; applied 50 jobs a store call (see [What it costs the store](#what-it-costs-the-store)); `303` to the jobs the filter selects |
 //!
 //! An action's `303` adds `done=retried|replayed|purged&count=N` (how many jobs it changed) to
 //! the page it leads to, which confirms it in a `<p class="notice" role="status" data-done="…">`;
@@ -88,7 +88,7 @@
 //! ([`ConsoleStore::search_masked`], 1,000 jobs a step; on SQLite the masking runs on the
 //! store's read connection). A console runs one such step at a time, however many searches are
 //! open, each followed by a pause as long as it took, so its masked searches keep a read
-//! connection (and a core) busy at most about half the time. A bulk action changes 100 jobs a
+//! connection (and a core) busy at most about half the time. A bulk action changes 50 jobs a
 //! store call, each followed by as long a pause: on SQLite each call holds the writer, and the
 //! deliveries queued behind it, for a few milliseconds, and the action holds it at most about
 //! half the time.
