@@ -87,8 +87,8 @@
 //! No index serves a masked search: the store reads it step by step
 //! ([`ConsoleStore::search_masked`], 1,000 jobs a step; on SQLite the masking runs on the
 //! store's read connection). A console runs one such step at a time, however many searches are
-//! open, each followed by a pause as long as it took, so its masked searches keep a read
-//! connection (and a core) busy at most about half the time. A bulk action changes 50 jobs a
+//! open, each followed by a pause twice as long as it took, so its masked searches keep a read
+//! connection (and a core) busy at most about a third of the time. A bulk action changes 50 jobs a
 //! store call, each followed by as long a pause: on SQLite each call holds the writer, and the
 //! deliveries queued behind it, for a few milliseconds, and the action holds it at most about
 //! half the time.

@@ -4,7 +4,8 @@
 //! condition (`q=`) must match the masked key and error, or a search could tell one hidden
 //! digit from another and rebuild a phone number a few requests at a time. The store then
 //! searches the masked text step by step ([`ConsoleStore::search_masked`]), each step a short
-//! read of at most [`BATCH`] jobs, so that other reads (and a bulk action's) run in between.
+//! read of at most [`BATCH`] jobs, so that other reads (and a bulk action's) run in between,
+//! one step at a time per console, each followed by a pause ([`MASKED_STEP_REST`]).
 //!
 //! Bulk actions go batch by batch too, newest first: each step's jobs are changed
 //! [`ACTION_BATCH`] at a time, one store call over the ids it selected (the other conditions
@@ -38,9 +39,18 @@ pub(super) struct Selected<'a> {
 }
 
 /// How many steps of masked searches a console runs at once: one, each followed by a pause
-/// as long as it took, so that its searches take at most about half a core (on SQLite, of its
-/// read connection's) however many run, and the deliveries keep the rest.
+/// [`MASKED_STEP_REST`] times as long, so that its searches take at most about a third of a
+/// core (on SQLite, its read connection's) however many run, and the deliveries keep the rest.
 pub(super) const MASKED_STEPS_AT_ONCE: usize = 1;
+
+/// How many times as long as a masked search's step the pause after it lasts. On a busy
+/// 2 vCPU machine, the deliveries' p99 beside four searches was 31 to 50 ms with pauses as
+/// long as the steps, 4 to 29 ms with pauses twice as long (`docs/PERFORMANCE.md`).
+const MASKED_STEP_REST: u32 = 2;
+
+/// How many times as long as a bulk action's store call the pause after it lasts: the writer
+/// is the deliveries' at least half the time.
+const ACTION_REST: u32 = 1;
 
 /// One store call's worth of selected jobs, and where the next one starts (`None`: no job is
 /// left).
@@ -75,7 +85,7 @@ impl<'a> Selected<'a> {
                 let Ok(_turn) = self.masked_turns.acquire().await else {
                     return Err(InboxError::Storage("the console's masked searches stopped".to_owned()));
                 };
-                let step = paced(store.search_masked(filter, text.clone())).await?;
+                let step = paced(store.search_masked(filter, text.clone()), MASKED_STEP_REST).await?;
                 Ok(Step { jobs: step.found, next: step.next })
             }
             None => {
@@ -145,7 +155,7 @@ impl<'a> Selected<'a> {
             for batch in ids.chunks(ACTION_BATCH) {
                 let mut filter = self.in_store.clone();
                 filter.ids = Some(batch.to_vec());
-                total += paced(act(filter)).await?;
+                total += paced(act(filter), ACTION_REST).await?;
             }
             cursor = step.next;
             if cursor.is_none() {
@@ -155,13 +165,13 @@ impl<'a> Selected<'a> {
     }
 }
 
-/// Awaits `call`, then waits as long again: what it kept busy (a store's read connection, its
-/// writer) is left to everything else at least half the time, and what queued behind it (the
-/// deliveries) goes first.
-async fn paced<T>(call: impl Future<Output = T>) -> T {
+/// Awaits `call`, then waits `rest` times as long: what it kept busy (a store's read
+/// connection, its writer) is left to everything else that share of the time, and what queued
+/// behind it (the deliveries) goes first.
+async fn paced<T>(call: impl Future<Output = T>, rest: u32) -> T {
     let started = Instant::now();
     let output = call.await;
-    tokio::time::sleep(started.elapsed()).await;
+    tokio::time::sleep(started.elapsed() * rest).await;
     output
 }
 
