@@ -420,29 +420,28 @@ fn acceptance_under_console_load(runtime: &Runtime, jobs: i64, budget: Budget, r
         "\nTime to the 200 of deliveries ({DELIVERY_RATE}/s on schedule, loopback HTTP/1.1), SQLite inbox of {jobs} \
          jobs, synchronous=FULL; {rounds} rounds of the first two phases"
     );
-    println!("| deliveries | answered | p50 | p99 | max | searches (p50) |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| deliveries | answered | p50 | p99 | max | p99 / alone | searches (p50) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let alone = quantile(&phases[0].deliveries, 0.99).as_secs_f64();
     for phase in &phases {
+        let p99 = quantile(&phase.deliveries, 0.99);
+        let ratio = if phase.load == ConsoleLoad::Nothing {
+            String::new()
+        } else {
+            format!("{:.2}x", p99.as_secs_f64() / alone)
+        };
         let searches = if phase.searches.is_empty() {
             "-".to_owned()
         } else {
             format!("{} ({})", phase.searches.len(), ms(quantile(&phase.searches, 0.5)))
         };
         println!(
-            "| {} | {} | {} | {} | {} | {searches} |",
+            "| {} | {} | {} | {} | {} | {ratio} | {searches} |",
             phase.load.describe(),
             phase.deliveries.len(),
             ms(quantile(&phase.deliveries, 0.5)),
-            ms(quantile(&phase.deliveries, 0.99)),
+            ms(p99),
             ms(*phase.deliveries.last().expect("deliveries")),
-        );
-    }
-    let alone = quantile(&phases[0].deliveries, 0.99).as_secs_f64();
-    for phase in &phases[1..] {
-        println!(
-            "p99 {}: {:.2}x the p99 of deliveries alone",
-            phase.load.describe(),
-            quantile(&phase.deliveries, 0.99).as_secs_f64() / alone
         );
     }
     if let Some(purge) = phases[2].purge {

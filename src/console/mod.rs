@@ -31,7 +31,7 @@
 //! | `GET PREFIX/jobs?state=&event=&chat=&q=&from=&until=&after=` | jobs newest first, 50 a page (`after` = the last job id of the previous page); each row is `<tr data-job-id="ID" data-state="STATE">` |
 //! | `GET PREFIX/jobs/ID` | a job: its fields, attempts, body and typed event |
 //! | `POST PREFIX/jobs/ID/retry`, `…/replay`, `…/purge` | the job's actions, from `<button>`s whose text is `Retry`, `Replay` and `Purge`; `303` to the job (the jobs, after a purge) |
-//! | `GET`/`POST PREFIX/jobs/retry?FILTER`, `PREFIX/jobs/purge?FILTER` | every job the filter selects, behind a confirmation page that shows how many; applied 1,000 jobs a store call; `303` to the jobs the filter selects |
+//! | `GET`/`POST PREFIX/jobs/retry?FILTER`, `PREFIX/jobs/purge?FILTER` | every job the filter selects, behind a confirmation page that shows how many; applied 50 jobs a store call (see [What it costs the store](#what-it-costs-the-store)); `303` to the jobs the filter selects |
 //!
 //! An action's `303` adds `done=retried|replayed|purged&count=N` (how many jobs it changed) to
 //! the page it leads to, which confirms it in a `<p class="notice" role="status" data-done="…">`;
@@ -82,6 +82,16 @@
 //! `Content-Security-Policy` with no script and `frame-ancestors 'none'`,
 //! `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer` and `Cache-Control:
 //! no-store`. Every action is logged with its job ids, never content.
+//!
+//! # What it costs the store
+//! No index serves a masked search: the store reads it step by step
+//! ([`ConsoleStore::search_masked`], 1,000 jobs a step; on SQLite the masking runs on the
+//! store's read connection). A console runs one such step at a time, however many searches are
+//! open, each followed by a pause twice as long as it took, so its masked searches keep a read
+//! connection (and a core) busy at most about a third of the time. A bulk action changes 50 jobs a
+//! store call, each followed by as long a pause: on SQLite each call holds the writer, and the
+//! deliveries queued behind it, for a few milliseconds, and the action holds it at most about
+//! half the time.
 
 mod access;
 mod filter;
@@ -106,6 +116,7 @@ use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use maud::Markup;
+use tokio::sync::Semaphore;
 use tower_service::Service;
 
 use self::access::{Access, MIN_TOKEN_LEN, Proof};
@@ -149,6 +160,9 @@ pub struct Console<St> {
     /// randomness to give: then only scripts may act.
     key: Option<SessionKey>,
     codes: SignInCodes,
+    /// Turns for the steps of masked searches, shared by the console's clones
+    /// ([`scan::MASKED_STEPS_AT_ONCE`]).
+    masked_turns: Arc<Semaphore>,
     /// Whether the missing access decision was already logged.
     warned: Arc<AtomicBool>,
 }
@@ -165,6 +179,7 @@ impl<St: Clone> Clone for Console<St> {
             session_lifetime: self.session_lifetime,
             key: self.key.clone(),
             codes: self.codes.clone(),
+            masked_turns: self.masked_turns.clone(),
             warned: self.warned.clone(),
         }
     }
@@ -196,6 +211,7 @@ impl<St> Console<St> {
             session_lifetime: session::DEFAULT_LIFETIME,
             key: SessionKey::random(),
             codes: SignInCodes::default(),
+            masked_turns: Arc::new(Semaphore::new(scan::MASKED_STEPS_AT_ONCE)),
             warned: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -770,7 +786,7 @@ where
                 page(StatusCode::OK, pages::overview(frame, &stats, &minutes, &dead_letters))
             }
             Route::Jobs => {
-                let selected = Selected::new(&query.filter, query.show_ids);
+                let selected = Selected::new(&query.filter, query.show_ids, &self.masked_turns);
                 let jobs = selected.page(&self.store, query.after, PAGE_SIZE).await?;
                 let next = (jobs.len() == PAGE_SIZE).then(|| jobs.last().map(|job| job.id)).flatten();
                 page(StatusCode::OK, pages::jobs(frame, &query.filter, &jobs, next))
@@ -790,7 +806,9 @@ where
                 }
             },
             Route::Bulk(action) => {
-                let matching = Selected::new(&query.filter, query.show_ids).count(&self.store).await?;
+                let matching = Selected::new(&query.filter, query.show_ids, &self.masked_turns)
+                    .count(&self.store)
+                    .await?;
                 page(StatusCode::OK, pages::confirm(frame, action.verb(), matching, &query.filter))
             }
             _ => refused(frame, &NOT_FOUND),
@@ -815,7 +833,7 @@ where
                 }
             }
             Route::Bulk(action) => {
-                let selected = Selected::new(&query.filter, query.show_ids);
+                let selected = Selected::new(&query.filter, query.show_ids, &self.masked_turns);
                 let changed = match action {
                     Action::Retry => {
                         selected

@@ -126,7 +126,9 @@ pub use alert::{Alert, OnAlert, UnalertedDeadLetter};
 pub use memory::MemoryInboxStore;
 #[cfg(feature = "inbox-postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
-pub use queries::{AttemptOutcome, AttemptRecord, ConsoleStore, DeadLetters, JobFilter, MinuteCounts};
+pub use queries::{
+    AttemptOutcome, AttemptRecord, ConsoleStore, DeadLetters, JobFilter, MaskedStep, MinuteCounts,
+};
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use worker::{Attempt, Worker, WorkerConfig, WorkerHandle};
 

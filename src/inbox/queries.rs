@@ -22,6 +22,7 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use super::{InboxError, InboxStore, JobId, JobSummary};
+use crate::redact::mask_phone_digits;
 
 /// Which jobs [`ConsoleStore::search`] returns (newest first) and the bulk actions touch.
 ///
@@ -202,6 +203,24 @@ pub struct DeadLetters {
     pub latest_error: Option<String>,
 }
 
+/// One step of a search through masked text ([`ConsoleStore::search_masked`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MaskedStep {
+    /// The jobs looked at whose masked key or last error holds the text, newest first.
+    pub found: Vec<JobSummary>,
+    /// Where the next step starts ([`JobFilter::before`]): the last job looked at, when the step
+    /// looked at as many jobs as its limit; `None` when no job is left.
+    pub next: Option<JobId>,
+}
+
+/// Whether `key` or `error`, with their phone numbers masked as a page that hides ids shows
+/// them ([`mask_phone_digits`]), holds `text`.
+pub(crate) fn masked_text_holds(key: &str, error: Option<&str>, text: &str) -> bool {
+    mask_phone_digits(key).contains(text)
+        || error.is_some_and(|error| mask_phone_digits(error).contains(text))
+}
+
 /// The queries of an operator's console: search with filters and keyset paging, attempt
 /// history, per-minute activity, dead letters by event, replay and bulk actions.
 ///
@@ -212,7 +231,8 @@ pub struct DeadLetters {
 /// - [`SqliteStore`](super::SqliteStore) runs the queries (and `get`, `list`, `stats`) on
 ///   read-only connections of their own, beside its writer: at most
 ///   [`read_connections`](super::SqliteOptions::read_connections) at once (1 by default), the
-///   others waiting for a free one, and none waiting for the writer. Replay and the bulk
+///   others waiting for a free one, and none waiting for the writer; a
+///   [masked search](ConsoleStore::search_masked) masks on them too. Replay and the bulk
 ///   actions are writes: they run on the writer, a bulk action in a transaction of its own,
 ///   which holds the writer (and the deliveries queued behind it) while it runs.
 /// - `PostgresStore` (feature `inbox-postgres`) runs everything on its connections
@@ -225,6 +245,35 @@ pub trait ConsoleStore: InboxStore {
 
     /// How many jobs match `filter` (its `before` and `limit` are ignored).
     fn count(&self, filter: JobFilter) -> impl Future<Output = Result<u64, InboxError>> + Send;
+
+    /// One step of a search through the text a page that hides ids shows: of the
+    /// [`JobFilter::effective_limit`] newest jobs matching `filter`, those whose key or last
+    /// error holds `text` once its phone numbers are masked
+    /// ([`mask_phone_digits`](crate::redact::mask_phone_digits)). Matching the masked text,
+    /// never the stored one, a search cannot tell one hidden digit from another.
+    ///
+    /// No index serves it, so a search goes step by step ([`MaskedStep::next`]), each looking
+    /// at a bounded number of jobs: other reads run between the steps. By default it masks
+    /// the jobs [`search`](ConsoleStore::search) returns, on the caller's task;
+    /// [`SqliteStore`](super::SqliteStore) masks them on its read connection, and copies out
+    /// only those that match.
+    fn search_masked(
+        &self,
+        filter: JobFilter,
+        text: String,
+    ) -> impl Future<Output = Result<MaskedStep, InboxError>> + Send {
+        let limit = filter.effective_limit();
+        let search = self.search(filter);
+        async move {
+            let jobs = search.await?;
+            let next = jobs.last().map(|job| job.id).filter(|_| jobs.len() == limit);
+            let found = jobs
+                .into_iter()
+                .filter(|job| masked_text_holds(&job.key, job.last_error.as_deref(), &text))
+                .collect();
+            Ok(MaskedStep { found, next })
+        }
+    }
 
     /// The job's last attempts, oldest first.
     fn attempts(&self, id: JobId) -> impl Future<Output = Result<Vec<AttemptRecord>, InboxError>> + Send;

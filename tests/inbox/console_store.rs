@@ -108,6 +108,57 @@ pub async fn search_filters_and_pages_newest_first<St: ConsoleStore>(store: St) 
     assert_eq!(store.count(range).await.unwrap(), 3);
 }
 
+/// The jobs `search_masked` finds for `text`, newest first, walking steps of `limit` jobs
+/// from the newest, and how many steps it took.
+async fn masked_walk<St: ConsoleStore>(store: &St, text: &str, limit: usize) -> (Vec<i64>, usize) {
+    let (mut found, mut steps, mut next) = (Vec::new(), 0, None);
+    loop {
+        let mut step_filter = filter().limit(limit);
+        step_filter.before = next;
+        let step = store.search_masked(step_filter, text.to_owned()).await.unwrap();
+        steps += 1;
+        found.extend(step.found.iter().map(|job| job.id));
+        next = step.next;
+        let Some(next) = next else { return (found, steps) };
+        assert!(step.found.iter().all(|job| job.id >= next), "a step ends at its last job");
+    }
+}
+
+pub async fn a_masked_search_matches_the_masked_text_step_by_step<St: ConsoleStore>(store: St) {
+    let start = SystemTime::now() - Duration::from_secs(3600);
+    seed(&store, start).await;
+    let jobs = store.claim(claim(1, start + Duration::from_secs(700))).await.unwrap();
+    let contact = jobs[0].id;
+    store.fail(jobs[0].lease(), "CRM refused contact 919876543210@c.us".to_owned(), None).await.unwrap();
+    let all: Vec<i64> = store.search(filter()).await.unwrap().iter().map(|job| job.id).collect();
+
+    // Every job holds the empty text: steps of 3 look at each once, newest first, and the last
+    // step, short of its limit, says no job is left.
+    assert_eq!(masked_walk(&store, "", 3).await, (all.clone(), 3));
+    // A step that looks at exactly its limit cannot know: one more step finds nothing.
+    assert_eq!(masked_walk(&store, "", 7).await, (all, 2));
+
+    // The number is masked whole: none of its digits matches, its mask does.
+    for guess in ["919876543210", "3210@c.us", "0@c", "98765"] {
+        assert_eq!(masked_walk(&store, guess, 3).await.0, Vec::<i64>::new(), "{guess}");
+    }
+    assert_eq!(masked_walk(&store, "contact *@c.us", 3).await.0, [contact]);
+    assert_eq!(masked_walk(&store, "refused r1", 3).await.0.len(), 1, "in the last error");
+    assert_eq!(masked_walk(&store, "m3", 3).await.0.len(), 1, "in the key");
+
+    // The store's conditions hold too: both refused jobs are dead letters.
+    let in_state = |state| {
+        let mut filter = filter().limit(10);
+        filter.state = Some(state);
+        store.search_masked(filter, "refused".to_owned())
+    };
+    let dead = in_state(JobState::Dead).await.unwrap();
+    assert_eq!(dead.found.len(), 2);
+    assert!(dead.found.iter().all(|job| job.state == JobState::Dead));
+    assert_eq!(dead.next, None);
+    assert_eq!(in_state(JobState::Pending).await.unwrap().found, []);
+}
+
 pub async fn attempts_are_kept_with_their_outcomes<St: ConsoleStore>(store: St) {
     store.insert(delivery(chat_message("c", "m"))).await.unwrap();
     let now = SystemTime::now();

@@ -36,6 +36,7 @@ generic_cases!(store:
 
 generic_cases!(console_store:
     search_filters_and_pages_newest_first,
+    a_masked_search_matches_the_masked_text_step_by_step,
     attempts_are_kept_with_their_outcomes,
     per_minute_counts_and_dead_letters_by_event,
     a_handled_job_is_replayed_and_bulk_actions_follow_the_filter,

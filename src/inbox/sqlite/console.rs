@@ -8,8 +8,9 @@
 //! narrows the rows the other conditions, or the primary key for a page, select.
 //!
 //! The queries run on the store's read-only connections, beside the writer (at most
-//! [`read_connections`](super::SqliteOptions::read_connections) at once); replay and the bulk
-//! actions run on the writer, a bulk action in a transaction of its own.
+//! [`read_connections`](super::SqliteOptions::read_connections) at once), a masked search's
+//! masking included; replay and the bulk actions run on the writer, a bulk action in a
+//! transaction of its own.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -20,7 +21,8 @@ use rusqlite::{Connection, params, params_from_iter};
 use super::{SUMMARY_COLUMNS, SqliteStore, job_summary};
 use crate::inbox::filter_sql::{Dialect, Value, filter_clause};
 use crate::inbox::queries::{
-    AttemptOutcome, AttemptRecord, ConsoleStore, DeadLetters, JobFilter, MinuteCounts, MinuteTally,
+    AttemptOutcome, AttemptRecord, ConsoleStore, DeadLetters, JobFilter, MaskedStep, MinuteCounts,
+    MinuteTally, masked_text_holds,
 };
 use crate::inbox::{ClaimedJob, InboxError, JobId, JobSummary, from_millis, to_millis};
 
@@ -104,6 +106,36 @@ impl ConsoleStore for SqliteStore {
                 ))?
                 .query_map(params_from_iter(values), job_summary)?
                 .collect()
+        })
+    }
+
+    fn search_masked(
+        &self,
+        filter: JobFilter,
+        text: String,
+    ) -> impl Future<Output = Result<MaskedStep, InboxError>> + Send {
+        self.read(move |connection| {
+            let limit = filter.effective_limit();
+            let (clause, mut values) = filter_clause(&filter, true, 1, &SQLITE);
+            let limit_at = values.len() + 1;
+            values.push(Value::Integer(sql_limit(limit)));
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT {SUMMARY_COLUMNS} FROM periskope_inbox_jobs WHERE {clause}
+                 ORDER BY id DESC LIMIT ?{limit_at}"
+            ))?;
+            let mut rows = statement.query(params_from_iter(values))?;
+            let (mut found, mut looked, mut last) = (Vec::new(), 0, None);
+            while let Some(row) = rows.next()? {
+                looked += 1;
+                last = Some(row.get::<_, JobId>(0)?);
+                // The key and error are masked where SQLite holds them; only a job that
+                // matches is copied out.
+                let (key, error) = (row.get_ref(2)?.as_str()?, row.get_ref(5)?.as_str_or_null()?);
+                if masked_text_holds(key, error, &text) {
+                    found.push(job_summary(row)?);
+                }
+            }
+            Ok(MaskedStep { found, next: last.filter(|_| looked == limit) })
         })
     }
 
