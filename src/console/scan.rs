@@ -198,6 +198,7 @@ mod tests {
                 signing_key: None,
                 received_at: SystemTime::now(),
                 path: "/".to_owned(),
+                traceparent: None,
             };
             store.insert(delivery).await.unwrap();
         }
