@@ -338,10 +338,7 @@ where
                         let grace_ends = Instant::now().checked_add(config.shutdown_grace);
                         if let Some(Ok(jobs)) = until(grace_ends, claim).await {
                             for job in jobs {
-                                let (store, config) = (store.clone(), Arc::clone(&config));
-                                in_flight.spawn(async move {
-                                    settle(&store, &config, job.lease(), &job.event, Outcome::Released, None).await;
-                                });
+                                give_back(&mut in_flight, &store, &config, job);
                             }
                         }
                         break grace_ends;
@@ -372,11 +369,7 @@ where
                             ));
                         }
                         for job in unrun {
-                            let (store, config) = (store.clone(), Arc::clone(&config));
-                            in_flight.spawn(async move {
-                                settle(&store, &config, job.lease(), &job.event, Outcome::Released, None)
-                                    .await;
-                            });
+                            give_back(&mut in_flight, &store, &config, job);
                         }
                     }
                     Err(_error) => {
@@ -502,6 +495,19 @@ impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// Gives `job` back unrun, its attempt not counted, on a task of `in_flight`.
+fn give_back<St: InboxStore>(
+    in_flight: &mut JoinSet<()>,
+    store: &St,
+    config: &Arc<WorkerConfig>,
+    job: ClaimedJob,
+) {
+    let (store, config) = (store.clone(), Arc::clone(config));
+    in_flight.spawn(async move {
+        settle(&store, &config, job.lease(), &job.event, Outcome::Released, None).await;
+    });
 }
 
 /// The signals a run watches: the end of the shutdown's grace period, which stops the handler

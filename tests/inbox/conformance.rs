@@ -44,6 +44,16 @@ impl Ledger {
         }
     }
 
+    /// No violation was seen, `jobs` jobs ran, and each chat's ran in the order they were
+    /// stored.
+    fn assert_each_ran_once_in_order(&self, jobs: usize) {
+        assert!(self.violations.is_empty(), "{:#?}", self.violations);
+        assert_eq!(self.ran.values().map(Vec::len).sum::<usize>(), jobs, "every job ran once");
+        for (chat, ran) in &self.ran {
+            assert!(ran.windows(2).all(|pair| pair[0] < pair[1]), "chat {chat} ran out of order: {ran:?}");
+        }
+    }
+
     /// Called before the job is settled: once settled, its chat's next job may be claimed.
     fn finished(&mut self, job: &ClaimedJob) {
         let chat = chat_of(job);
@@ -52,20 +62,24 @@ impl Ledger {
     }
 }
 
-/// Four claimers, each with its own store instance, start together behind a barrier and drain
-/// 8 chats of 25 jobs each, failing every fifth attempt once (a retry due at once). No chat
-/// ever has two jobs claimed at once, and each chat's jobs finish in the order they were stored.
-pub async fn concurrent_claimers_run_a_chat_one_job_at_a_time_in_order<St: ConsoleStore>(stores: Vec<St>) {
-    let chats = 8;
-    let per_chat = 25;
+/// Stores `per_chat` jobs in each of `chats` chats (`c0`...), taking the chats in turn.
+async fn store_chats<St: ConsoleStore>(store: &St, chats: usize, per_chat: usize) {
     for n in 0..per_chat {
         for chat in 0..chats {
-            stores[0]
+            store
                 .insert(delivery(chat_message(&format!("c{chat}"), &format!("c{chat}-m{n}"))))
                 .await
                 .unwrap();
         }
     }
+}
+
+/// Four claimers, each with its own store instance, start together behind a barrier and drain
+/// 8 chats of 25 jobs each, failing every fifth attempt once (a retry due at once). No chat
+/// ever has two jobs claimed at once, and each chat's jobs finish in the order they were stored.
+pub async fn concurrent_claimers_run_a_chat_one_job_at_a_time_in_order<St: ConsoleStore>(stores: Vec<St>) {
+    let (chats, per_chat) = (8, 25);
+    store_chats(&stores[0], chats, per_chat).await;
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let barrier = Arc::new(Barrier::new(stores.len()));
     let mut claimers = Vec::new();
@@ -103,12 +117,7 @@ pub async fn concurrent_claimers_run_a_chat_one_job_at_a_time_in_order<St: Conso
     for claimer in claimers {
         within("a claimer drains its share", claimer).await.unwrap();
     }
-    let ledger = ledger.lock().unwrap();
-    assert!(ledger.violations.is_empty(), "{:#?}", ledger.violations);
-    assert_eq!(ledger.ran.values().map(Vec::len).sum::<usize>(), chats * per_chat, "every job ran once");
-    for (chat, ran) in &ledger.ran {
-        assert!(ran.windows(2).all(|pair| pair[0] < pair[1]), "chat {chat} ran out of order: {ran:?}");
-    }
+    ledger.lock().unwrap().assert_each_ran_once_in_order(chats * per_chat);
 }
 
 /// A dead job holds nothing back; retried, it waits while a later job of its chat runs. A
@@ -480,16 +489,8 @@ pub async fn a_run_whose_worker_died_is_taken_over_in_order<St: ConsoleStore>(st
 /// given back from its first failure on (every fifth first attempt fails once): no chat is
 /// held by two claims at once, and each chat's jobs are handled in the order they were stored.
 pub async fn concurrent_claimers_with_runs_keep_each_chat_in_order<St: ConsoleStore>(stores: Vec<St>) {
-    let chats = 8;
-    let per_chat = 25;
-    for n in 0..per_chat {
-        for chat in 0..chats {
-            stores[0]
-                .insert(delivery(chat_message(&format!("c{chat}"), &format!("c{chat}-m{n}"))))
-                .await
-                .unwrap();
-        }
-    }
+    let (chats, per_chat) = (8, 25);
+    store_chats(&stores[0], chats, per_chat).await;
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let barrier = Arc::new(Barrier::new(stores.len()));
     let mut claimers = Vec::new();
@@ -538,12 +539,7 @@ pub async fn concurrent_claimers_with_runs_keep_each_chat_in_order<St: ConsoleSt
     for claimer in claimers {
         within("a claimer drains its share", claimer).await.unwrap();
     }
-    let ledger = ledger.lock().unwrap();
-    assert!(ledger.violations.is_empty(), "{:#?}", ledger.violations);
-    assert_eq!(ledger.ran.values().map(Vec::len).sum::<usize>(), chats * per_chat, "every job ran once");
-    for (chat, ran) in &ledger.ran {
-        assert!(ran.windows(2).all(|pair| pair[0] < pair[1]), "chat {chat} ran out of order: {ran:?}");
-    }
+    ledger.lock().unwrap().assert_each_ran_once_in_order(chats * per_chat);
 }
 
 /// A run stops before the bodies of the jobs that follow its first pass `MAX_RUN_BYTES`, so
