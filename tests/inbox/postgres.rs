@@ -386,7 +386,9 @@ async fn two_worker_processes_share_the_queue_and_take_over_a_killed_ones_jobs()
     let taken_over: Vec<_> = jobs.iter().filter(|job| job.attempts == 2).collect();
     assert!(jobs.iter().all(|job| job.state == JobState::Done && job.attempts <= 2), "{jobs:?}");
     assert!(!taken_over.is_empty(), "the killed worker held no job");
-    assert!(taken_over.len() <= 8, "more jobs taken over than the killed worker could hold");
+    // The killed worker held its 8 running jobs, and at most as many whose handler had
+    // returned: a slot is freed once its settlement is sent, before the store answers.
+    assert!(taken_over.len() <= 2 * 8, "more jobs taken over than the killed worker could hold");
     assert!(taken_over_after >= Duration::from_millis(1500), "taken over before the lease expired");
     let lines = lines.lock().unwrap().clone();
     let duplicates = lines.len() - handled().len();
