@@ -33,6 +33,8 @@
 #[allow(dead_code)] // Only the cluster and its databases are used.
 #[path = "../tests/common/postgres.rs"]
 mod postgres;
+#[path = "support/schedule.rs"]
+mod schedule;
 #[allow(dead_code)] // The bodies are shared; this benchmark uses one of them.
 mod support;
 #[path = "support/unique.rs"]
@@ -56,11 +58,10 @@ use periskope_webhook::console::Console;
 use periskope_webhook::inbox::{
     ConsoleStore, Inbox, InboxStore, JobFilter, JobState, PostgresStore, SqliteStore,
 };
-use periskope_webhook::signature::SIGNATURE_HEADER;
 use tokio::runtime::Runtime;
-use tokio::sync::Semaphore;
 use tower::{Layer, ServiceExt};
 
+use crate::schedule::{DELIVERY_RATE, deliver_on_schedule, quantile};
 use crate::unique::UniqueMessages;
 
 /// The columns [`job_values`] fills.
@@ -194,14 +195,6 @@ const KEY: &str = "peri_ea194594-c433-4ea7-8c94-af9e63c5df47";
 const WEBHOOK_PATH: &str = "/webhooks/periskope";
 const CONSOLE_PREFIX: &str = "/console";
 const CONSOLE_TOKEN: &str = "console-bench-token-5d1f0b7a";
-/// Deliveries per second, sent on a fixed schedule whatever the answers, as Periskope sends
-/// them: a stall of the inbox delays every delivery due during it, and each is timed from when
-/// it was due.
-const DELIVERY_RATE: u32 = 500;
-/// At most this many deliveries wait for their answer at once (a stall of several seconds
-/// would otherwise open thousands of connections); one due beyond them waits for a place, and
-/// its time still counts from when it was due.
-const MAX_IN_FLIGHT: usize = 512;
 /// What each search loop looks for: texts in the key or the last error of a handful of jobs,
 /// so that each search reads through the table (no index serves a text).
 const SEARCH_TEXTS: [&str; 4] = ["2:m31337", "2:m27182", "2:m16180", "refused%20job%204200"];
@@ -263,28 +256,11 @@ impl Phase {
     }
 }
 
-fn quantile(sorted: &[Duration], quantile: f64) -> Duration {
-    sorted[((sorted.len() as f64 * quantile) as usize).min(sorted.len() - 1)]
-}
-
 fn ms(duration: Duration) -> String {
     format!("{:.2} ms", duration.as_secs_f64() * 1e3)
 }
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-/// Posts one signed delivery; panics unless it is answered `200`.
-async fn deliver(client: &HttpClient, url: &str, body: Bytes) {
-    let request = Request::post(url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(SIGNATURE_HEADER, periskope_webhook::testing::signature(KEY, &body))
-        .body(Full::new(body))
-        .expect("a delivery");
-    let response = client.request(request).await.expect("an answer to a delivery");
-    let status = response.status();
-    response.into_body().collect().await.expect("the answer's body");
-    assert_eq!(status, StatusCode::OK, "a delivery was refused");
-}
 
 /// A console request with the bearer token: its status, once its body has arrived.
 async fn console_request(client: &HttpClient, method: Method, url: &str) -> StatusCode {
@@ -336,38 +312,17 @@ async fn run_phase(base: &str, messages: &Arc<UniqueMessages>, load: ConsoleLoad
     });
 
     let url = format!("{base}{WEBHOOK_PATH}");
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let period = Duration::from_secs(1) / DELIVERY_RATE;
-    let start = tokio::time::Instant::now();
-    let mut deliveries = Vec::new();
-    for n in 0.. {
-        if n >= budget.deliveries() && purge.as_ref().is_none_or(|purge| purge.is_finished()) {
-            break;
-        }
-        let due = start + period * n;
-        tokio::time::sleep_until(due).await;
-        let place = Arc::clone(&in_flight).acquire_owned().await.expect("the semaphore stays open");
-        let (client, url, body) = (client.clone(), url.clone(), messages.next());
-        deliveries.push(tokio::spawn(async move {
-            deliver(&client, &url, body).await;
-            drop(place);
-            due.elapsed()
-        }));
-    }
+    let purging = || purge.as_ref().is_some_and(|purge| !purge.is_finished());
+    let deliveries = deliver_on_schedule(&url, KEY, messages, budget.deliveries(), purging).await;
     let purge = match purge {
         Some(purge) => Some(purge.await.expect("the purge")),
         None => None,
     };
-    let mut phase = Phase { load, deliveries: Vec::new(), searches: Vec::new(), purge };
-    for delivery in deliveries {
-        phase.deliveries.push(delivery.await.expect("a delivery"));
-    }
+    let mut phase = Phase { load, deliveries, searches: Vec::new(), purge };
     searching.store(false, Ordering::Relaxed);
     for search in searches {
         phase.searches.extend(search.await.expect("a search loop"));
     }
-    phase.deliveries.sort();
     phase.searches.sort();
     phase
 }

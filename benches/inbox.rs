@@ -27,8 +27,13 @@
 //! - **Replicas**: copies of `examples/inbox` (acceptor and worker) on one PostgreSQL inbox,
 //!   one and then three, the clients spread over them: acknowledged per second.
 //!
+//! - **Retention**: a store holding `INBOX_RETENTION_JOBS` handled jobs (default 300,000, a
+//!   day's at about 3.5 a second) takes signed deliveries on a fixed schedule, a worker handling
+//!   them, first alone, then while the worker's retention deletes those jobs: the time from
+//!   when each was due to its `200`.
+//!
 //! `INBOX_BENCH_PARTS=drain,claims` runs only those parts (`acks`, `drain`, `pickup`, `claims`,
-//! `counts`, `replicas`).
+//! `counts`, `replicas`, `retention`).
 //! Under `cargo test` (`--bench` absent) every part runs briefly, to check that it works.
 //!
 //! Clients, servers and PostgreSQL share the machine's cores, so the figures are for comparison
@@ -42,6 +47,8 @@ mod postgres;
 #[allow(dead_code)] // Only the examples' binaries and the running program are used.
 #[path = "../tests/common/process.rs"]
 mod process;
+#[path = "support/schedule.rs"]
+mod schedule;
 #[allow(dead_code)] // The bodies are shared; this benchmark uses one of them.
 mod support;
 #[path = "support/unique.rs"]
@@ -58,12 +65,13 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use periskope_webhook::inbox::{ClaimRequest, Inbox, InboxStore, PostgresStore, SqliteStore};
+use periskope_webhook::inbox::{ClaimRequest, Inbox, InboxStore, PostgresStore, SqliteStore, WorkerConfig};
 use periskope_webhook::signature::SIGNATURE_HEADER;
 use periskope_webhook::{EventRouter, PeriskopeWebhookLayer, WebhookEvent};
 use tower::Layer;
 
 use crate::counted::{CallCounts, Counted};
+use crate::schedule::{DELIVERY_RATE, deliver_on_schedule, quantile};
 use crate::unique::UniqueMessages;
 
 const KEY: &str = "peri_ea194594-c433-4ea7-8c94-af9e63c5df47";
@@ -169,6 +177,8 @@ struct Plan {
     requests: Option<usize>,
     rounds: usize,
     backlogs: [i64; 2],
+    /// The handled jobs retention deletes (`INBOX_RETENTION_JOBS`).
+    retained: i64,
 }
 
 impl Plan {
@@ -189,6 +199,10 @@ impl Plan {
                 requests: None,
                 rounds: 2,
                 backlogs: [1_000, 1_000_000],
+                retained: std::env::var("INBOX_RETENTION_JOBS")
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(300_000),
             }
         } else {
             Plan {
@@ -198,6 +212,7 @@ impl Plan {
                 requests: Some(300),
                 rounds: 1,
                 backlogs: [300, 1_000],
+                retained: 1_000,
             }
         }
     }
@@ -417,7 +432,8 @@ async fn seed(fresh: &Fresh, jobs: i64) {
                 )
                 .await
                 .expect("seeded");
-            client.batch_execute("ANALYZE periskope_inbox_jobs").await.expect("analyzed");
+            // Analyzed and in the data files, as they would be long after they arrived.
+            client.batch_execute("ANALYZE periskope_inbox_jobs; CHECKPOINT").await.expect("analyzed");
         }
     }
 }
@@ -483,6 +499,9 @@ async fn main() {
     if plan.runs("replicas") {
         replica_figures(&stores, &plan).await;
     }
+    if plan.runs("retention") {
+        retention_figures(&stores, &plan).await;
+    }
 }
 
 /// Replicas sharing one PostgreSQL inbox: copies of `examples/inbox` (acceptor and worker, a
@@ -543,9 +562,9 @@ async fn count_figures(stores: &Stores, plan: &Plan) {
     let (first, then) = if plan.requests.is_some() { (small, 4 * small) } else { (1_000_000, 4_000_000) };
     for kind in stores.kinds() {
         let fresh = stores.fresh(kind).await;
-        seed_handled(&fresh, 0, first, false).await;
+        seed_handled(&fresh, 0, first, false, 2).await;
         let at_first = with_store!(fresh.clone(), |store| stats_cost(store).await);
-        seed_handled(&fresh, first, then - first, true).await;
+        seed_handled(&fresh, first, then - first, true, 2).await;
         let at_then = with_store!(fresh.clone(), |store| stats_cost(store).await);
         println!(
             "| {} | {first} | {} | {then} | {} | {:.2}x |",
@@ -571,17 +590,17 @@ async fn stats_cost<St: InboxStore>(store: St) -> Duration {
     median(samples)
 }
 
-/// Seeds `jobs` jobs from number `from` on, with a small body (counts never read it): all
-/// handled, or as an inbox holds them (one in fifty dead, six in fifty pending, the rest
-/// handled).
-async fn seed_handled(fresh: &Fresh, from: i64, jobs: i64, all_done: bool) {
+/// Seeds `jobs` jobs from number `from` on, each with a body of `body_bytes` zero bytes, received
+/// and settled at the epoch: all handled, or as an inbox holds them (one in fifty dead, six in
+/// fifty pending, the rest handled).
+async fn seed_handled(fresh: &Fresh, from: i64, jobs: i64, all_done: bool, body_bytes: usize) {
     // `i` is the job's number; `state` its state.
     const STATE: &str =
         "CASE WHEN ?all OR i % 50 >= 7 THEN 'done' WHEN i % 50 = 0 THEN 'dead' ELSE 'pending' END";
     let columns = "(dedup_key, event, ordering_key, body, received_at, run_at, path, state, attempts, handled_at, dead_at)";
-    let row = |state: &str| {
+    let row = |state: &str, body: &str| {
         format!(
-            "'count|' || i, 'message.created', 'chat|count' || (i % 16), '{{}}', 0, 0, '/', {state}, 1,
+            "'count|' || i, 'message.created', 'chat|count' || (i % 16), {body}, 0, 0, '/', {state}, 1,
              CASE WHEN {state} = 'done' THEN 0 END, CASE WHEN {state} = 'dead' THEN 0 END"
         )
     };
@@ -595,11 +614,14 @@ async fn seed_handled(fresh: &Fresh, from: i64, jobs: i64, all_done: bool) {
                     &format!(
                         "WITH RECURSIVE n(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1 + ?2)
                          INSERT INTO periskope_inbox_jobs {columns} SELECT {} FROM n",
-                        row(&state)
+                        row(&state, &format!("zeroblob({body_bytes})"))
                     ),
                     rusqlite::params![from, jobs],
                 )
                 .expect("seeded");
+            // In the file, as they would be long after they arrived: the store's checkpoints
+            // copy only what it writes itself.
+            connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).expect("checkpointed");
         }
         Fresh::Postgres(_, url) => {
             let (client, connection) =
@@ -611,13 +633,14 @@ async fn seed_handled(fresh: &Fresh, from: i64, jobs: i64, all_done: bool) {
                     &format!(
                         "INSERT INTO periskope_inbox_jobs {columns} SELECT {}
                          FROM generate_series($1::BIGINT, $1::BIGINT + $2::BIGINT - 1) AS i",
-                        row(&state)
+                        row(&state, &format!("decode(repeat('00', {body_bytes}), 'hex')"))
                     ),
                     &[&from, &jobs],
                 )
                 .await
                 .expect("seeded");
-            client.batch_execute("ANALYZE periskope_inbox_jobs").await.expect("analyzed");
+            // Analyzed and in the data files, as they would be long after they arrived.
+            client.batch_execute("ANALYZE periskope_inbox_jobs; CHECKPOINT").await.expect("analyzed");
         }
     }
 }
@@ -747,5 +770,71 @@ async fn claim_figures(stores: &Stores, plan: &Plan) {
             ratio(|cost| cost.0),
             ratio(|cost| cost.1)
         );
+    }
+}
+
+/// What retention costs intake, on each store: a store holding `plan.retained` handled jobs
+/// (1.8 KB bodies, settled long ago) takes deliveries on schedule, with a worker handling them,
+/// for the acknowledgement round's time (100 deliveries under `cargo test`); then again while a
+/// worker whose retention is an hour deletes the old jobs, as in an app, until it has.
+async fn retention_figures(stores: &Stores, plan: &Plan) {
+    println!();
+    println!(
+        "## Retention beside intake ({DELIVERY_RATE} deliveries/s on schedule, each timed from when it was due, \
+         a worker handling them)"
+    );
+    println!("| store | handled jobs deleted | in | deliveries | p50 | p99 | max |");
+    println!("|---|---:|---:|---|---:|---:|---:|");
+    let deliveries = if plan.requests.is_some() {
+        100
+    } else {
+        (plan.ack_duration.as_secs_f64() * f64::from(DELIVERY_RATE)) as u32
+    };
+    let row = |store: &str, deleted: &str, took: &str, phase: &str, times: &[Duration]| {
+        println!(
+            "| {store} | {deleted} | {took} | {phase} | {} | {} | {} |",
+            ms(quantile(times, 0.5)),
+            ms(quantile(times, 0.99)),
+            ms(*times.last().expect("deliveries"))
+        );
+    };
+    for kind in stores.kinds() {
+        let fresh = stores.fresh(kind).await;
+        seed_handled(&fresh, 0, plan.retained, true, 1_800).await;
+        let (alone, during, took) = with_store!(fresh.clone(), |store| {
+            let counted = Counted::new(store);
+            let inbox = Inbox::new(counted.clone());
+            let app =
+                Router::new().route_service(PATH, PeriskopeWebhookLayer::new(KEY).layer(inbox.acceptor()));
+            let (url, task) = serve(app).await;
+            let messages = Arc::new(UniqueMessages::new().over_chats(16));
+            let worker = |retention| {
+                let mut config = WorkerConfig::default();
+                config.retention = retention;
+                let events =
+                    EventRouter::new().fallback(|_event: WebhookEvent| async { Ok::<(), String>(()) });
+                inbox.worker(events).config(config).spawn()
+            };
+            // Nothing is older than the retention, however long: no job is deleted.
+            let keeping = worker(Duration::MAX);
+            let alone = deliver_on_schedule(&url, KEY, &messages, deliveries, || false).await;
+            keeping.shutdown().await.expect("the worker stops");
+            let started = Instant::now();
+            let deleting = worker(Duration::from_secs(3600));
+            let deleted = || counted.calls.read().purged_handled;
+            let during = deliver_on_schedule(&url, KEY, &messages, deliveries, || {
+                deleted() < plan.retained.unsigned_abs()
+            })
+            .await;
+            while deleted() < plan.retained.unsigned_abs() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let took = started.elapsed();
+            deleting.shutdown().await.expect("the worker stops");
+            task.abort();
+            (alone, during, took)
+        });
+        row(kind.name(), "", "", "alone", &alone);
+        row(kind.name(), &plan.retained.to_string(), &ms(took), "beside retention", &during);
     }
 }

@@ -1,4 +1,5 @@
-//! [`Counted`]: an inbox store that counts the worker's calls, for the draining figures.
+//! [`Counted`]: an inbox store that counts the worker's calls, for the draining and retention
+//! figures.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use periskope_webhook::inbox::{
 };
 
 /// What a store answered: claims that took jobs, the jobs they took, the time claims took
-/// (those that found nothing included), and settlements.
+/// (those that found nothing included), settlements, and the handled jobs retention deleted.
 #[derive(Debug, Default)]
 pub struct Calls {
     claims: AtomicU64,
@@ -19,6 +20,7 @@ pub struct Calls {
     claiming_nanos: AtomicU64,
     all_claims: AtomicU64,
     settlements: AtomicU64,
+    purged_handled: AtomicU64,
 }
 
 /// A reading of [`Calls`].
@@ -31,6 +33,8 @@ pub struct CallCounts {
     /// The mean time of a claim, those that found nothing included.
     pub mean_claim: Duration,
     pub settlements: u64,
+    /// Handled jobs deleted by retention.
+    pub purged_handled: u64,
 }
 
 impl Calls {
@@ -41,6 +45,7 @@ impl Calls {
             claimed: read(&self.claimed),
             mean_claim: Duration::from_nanos(read(&self.claiming_nanos) / read(&self.all_claims).max(1)),
             settlements: read(&self.settlements),
+            purged_handled: read(&self.purged_handled),
         }
     }
 }
@@ -141,12 +146,25 @@ impl<St: InboxStore> InboxStore for Counted<St> {
         self.store.purge(selection)
     }
 
-    fn purge_handled(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
-        self.store.purge_handled(before)
+    fn purge_handled(
+        &self,
+        before: SystemTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        let (calls, purge) = (Arc::clone(&self.calls), self.store.purge_handled(before, limit));
+        async move {
+            let deleted = purge.await?;
+            calls.purged_handled.fetch_add(deleted, Ordering::Relaxed);
+            Ok(deleted)
+        }
     }
 
-    fn purge_dead(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
-        self.store.purge_dead(before)
+    fn purge_dead(
+        &self,
+        before: SystemTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        self.store.purge_dead(before, limit)
     }
 
     fn stats(&self, now: SystemTime) -> impl Future<Output = Result<InboxStats, InboxError>> + Send {

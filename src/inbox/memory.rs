@@ -393,14 +393,22 @@ impl InboxStore for MemoryInboxStore {
         ready(Ok(remove(&mut self.jobs(), |id, job| selected(selection, id, job))))
     }
 
-    fn purge_handled(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
-        ready(Ok(remove(&mut self.jobs(), |_, job| {
+    fn purge_handled(
+        &self,
+        before: SystemTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        ready(Ok(remove_at_most(&mut self.jobs(), limit, |_, job| {
             job.state == JobState::Done && job.handled_at.is_some_and(|handled| handled < before)
         })))
     }
 
-    fn purge_dead(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
-        ready(Ok(remove(&mut self.jobs(), |_, job| {
+    fn purge_dead(
+        &self,
+        before: SystemTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        ready(Ok(remove_at_most(&mut self.jobs(), limit, |_, job| {
             job.state == JobState::Dead && job.dead_at.is_some_and(|died| died < before)
         })))
     }
@@ -599,8 +607,13 @@ fn minute_start(minute: u64) -> SystemTime {
 
 /// Deletes the jobs `doomed` picks, and their keys; returns how many.
 fn remove(jobs: &mut Jobs, doomed: impl Fn(JobId, &Job) -> bool) -> u64 {
+    remove_at_most(jobs, usize::MAX, doomed)
+}
+
+/// Removes the first `limit` jobs, by id, that `doomed` selects; returns how many.
+fn remove_at_most(jobs: &mut Jobs, limit: usize, doomed: impl Fn(JobId, &Job) -> bool) -> u64 {
     let ids: Vec<JobId> =
-        jobs.by_id.iter().filter(|(id, job)| doomed(**id, job)).map(|(id, _)| *id).collect();
+        jobs.by_id.iter().filter(|(id, job)| doomed(**id, job)).map(|(id, _)| *id).take(limit).collect();
     for id in &ids {
         if let Some(job) = jobs.by_id.remove(id) {
             jobs.by_key.remove(&job.delivery.key);

@@ -592,14 +592,24 @@ pub trait InboxStore: Clone + Send + Sync + 'static {
     /// Deletes jobs; returns how many. A purged key is accepted again.
     fn purge(&self, selection: Selection) -> impl Future<Output = Result<u64, InboxError>> + Send;
 
-    /// Deletes jobs handled before `before` (retention); returns how many. The SQL stores
-    /// delete them a few hundred at a time, each batch committed on its own, so that a
-    /// delivery stored meanwhile never waits for the whole deletion.
-    fn purge_handled(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send;
+    /// Deletes at most `limit` of the jobs handled before `before`, in one commit; returns how
+    /// many. [Retention](WorkerConfig::retention) calls it a batch at a time, until a call
+    /// deletes fewer than `limit`, and rests between calls, so that the deliveries stored
+    /// meanwhile never wait for more than one batch.
+    fn purge_handled(
+        &self,
+        before: SystemTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<u64, InboxError>> + Send;
 
-    /// Deletes dead letters that died before `before` ([`WorkerConfig::dead_retention`]);
-    /// returns how many. Batched as [`InboxStore::purge_handled`] is.
-    fn purge_dead(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send;
+    /// Deletes at most `limit` of the dead letters that died before `before`
+    /// ([`WorkerConfig::dead_retention`]), in one commit; returns how many. Called as
+    /// [`InboxStore::purge_handled`] is.
+    fn purge_dead(
+        &self,
+        before: SystemTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<u64, InboxError>> + Send;
 
     /// Counts for metrics.
     fn stats(&self, now: SystemTime) -> impl Future<Output = Result<InboxStats, InboxError>> + Send;
@@ -786,10 +796,6 @@ pub(crate) use due_at;
 /// The most body bytes the jobs that follow in one run hold together ([`ClaimRequest::run`]):
 /// a worker holds at most its concurrency times this beyond one body a slot.
 pub const MAX_RUN_BYTES: usize = 1 << 20;
-
-/// How many jobs one retention batch of a SQL store deletes: deliveries stored meanwhile wait
-/// for one batch at most.
-pub(crate) const RETENTION_BATCH: i64 = 500;
 
 /// How many due jobs a SQL store's claim reads beyond those it claims, at most. Those found
 /// waiting behind an earlier job of their chat are marked so, once each, and leave the claim's

@@ -42,8 +42,7 @@ use self::listen::Arrivals;
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
     LEASE_EXPIRED, Lease, ListQuery, MAX_ERROR_LEN, MAX_MARKED_PER_CLAIM, MAX_RUN_BYTES, NewDelivery,
-    RETENTION_BATCH, Selection, Stored, UnalertedDeadLetter, bounded_error, due_at, from_millis,
-    selection_params, to_millis,
+    Selection, Stored, UnalertedDeadLetter, bounded_error, due_at, from_millis, selection_params, to_millis,
 };
 
 mod batch;
@@ -1008,30 +1007,47 @@ impl InboxStore for PostgresStore {
         }
     }
 
-    fn purge_handled(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
+    fn purge_handled(
+        &self,
+        before: SystemTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<u64, InboxError>> + Send {
         let connections = self.connections();
         async move {
-            let deleted = delete_in_batches(
-                Arc::clone(&connections),
+            let deleted = delete_at_most(
+                &connections,
                 "DELETE FROM periskope_inbox_jobs WHERE id IN (
                      SELECT id FROM periskope_inbox_jobs WHERE state = 'done' AND handled_at < $1 LIMIT $2)",
                 before,
+                limit,
             )
             .await?;
-            // The worker's retention runs every minute at most: the counts' changes are folded
-            // there too, so that they stay few for an inbox whose stats nobody reads.
-            connections.execute(concat!(fold_counts!(), "SELECT 1"), &[]).await?;
+            if deleted < limit as u64 {
+                // Retention is done for now, and runs every minute at most: the counts' changes
+                // are folded then too, so that they stay few for an inbox whose stats nobody
+                // reads.
+                connections.execute(concat!(fold_counts!(), "SELECT 1"), &[]).await?;
+            }
             Ok(deleted)
         }
     }
 
-    fn purge_dead(&self, before: SystemTime) -> impl Future<Output = Result<u64, InboxError>> + Send {
-        delete_in_batches(
-            self.connections(),
-            "DELETE FROM periskope_inbox_jobs WHERE id IN (
-                 SELECT id FROM periskope_inbox_jobs WHERE state = 'dead' AND dead_at < $1 LIMIT $2)",
-            before,
-        )
+    fn purge_dead(
+        &self,
+        before: SystemTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<u64, InboxError>> + Send {
+        let connections = self.connections();
+        async move {
+            delete_at_most(
+                &connections,
+                "DELETE FROM periskope_inbox_jobs WHERE id IN (
+                     SELECT id FROM periskope_inbox_jobs WHERE state = 'dead' AND dead_at < $1 LIMIT $2)",
+                before,
+                limit,
+            )
+            .await
+        }
     }
 
     fn stats(&self, now: SystemTime) -> impl Future<Output = Result<InboxStats, InboxError>> + Send {
@@ -1123,22 +1139,15 @@ impl InboxStore for PostgresStore {
     }
 }
 
-/// Runs `delete` (parameters: a time, a batch size) until it deletes fewer than a batch, each
-/// batch a statement and a commit of its own: a long retention never holds locks for long.
-async fn delete_in_batches(
-    connections: Arc<Connections>,
+/// Runs `delete` (parameters: a time, a limit), a statement and a commit of its own.
+async fn delete_at_most(
+    connections: &Connections,
     delete: &str,
     before: SystemTime,
+    limit: usize,
 ) -> Result<u64, InboxError> {
-    let before = to_millis(before);
-    let mut deleted = 0;
-    loop {
-        let batch = connections.execute(delete, &[&before, &RETENTION_BATCH]).await?;
-        deleted += batch;
-        if batch < RETENTION_BATCH.unsigned_abs() {
-            return Ok(deleted);
-        }
-    }
+    let (before, limit) = (to_millis(before), i64::try_from(limit).unwrap_or(i64::MAX));
+    connections.execute(delete, &[&before, &limit]).await
 }
 
 /// Stores `deliveries` in one statement: each is `New` if this statement stored it, else a

@@ -296,11 +296,9 @@ where
         // Kept across the loop's rounds, and made anew as soon as it fires: a delivery another
         // process stores while a claim runs still wakes the worker after it.
         let mut stored_elsewhere = std::pin::pin!(store.stored_elsewhere());
-        let shortest_retention = config.retention.min(config.dead_retention.unwrap_or(Duration::MAX));
-        let mut retention = tokio::time::interval(
-            shortest_retention.min(Duration::from_secs(60)).max(Duration::from_millis(100)),
-        );
-        retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Retention runs on a task of its own, stopped when shutdown begins: a long deletion
+        // delays no claim.
+        let retention = AbortOnDrop(tokio::spawn(retain(store.clone(), Arc::clone(&config))));
         // Every wait below is raced against the shutdown: a store call that hangs cannot hold
         // the worker past it. The loop's value is the end of the grace period.
         let grace_ends = loop {
@@ -396,12 +394,9 @@ where
                 () = slot_freed.notified() => {}
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 () = tokio::time::sleep(config.poll_interval) => {}
-                _ = retention.tick() => tokio::select! {
-                    () = &mut shutdown => break Instant::now().checked_add(config.shutdown_grace),
-                    () = purge_expired(&store, &config) => {}
-                },
             }
         };
+        drop(retention);
         let _ = shutdown_began.send(true);
         let mut grace = std::pin::pin!(until(grace_ends, std::future::pending::<()>()));
         loop {
@@ -432,18 +427,54 @@ pub(super) async fn bounded<T>(
         .unwrap_or_else(|_| Err(InboxError::Storage(format!("the store did not answer within {timeout:?}"))))
 }
 
-/// Deletes the handled jobs older than the retention, and the dead letters older than theirs.
-async fn purge_expired<St: InboxStore>(store: &St, config: &WorkerConfig) {
-    let now = SystemTime::now();
-    let before = |retention: Duration| now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
-    if let Err(_error) = bounded(config.store_timeout, store.purge_handled(before(config.retention))).await {
-        #[cfg(feature = "tracing")]
-        tracing::error!(error = %_error, "periskope inbox could not purge handled jobs");
+/// How many jobs one retention call deletes: the deliveries stored meanwhile wait for one such
+/// batch at most.
+const RETENTION_BATCH: usize = 500;
+
+/// Retention: every minute (or the shortest retention, if shorter), the handled jobs older
+/// than the retention, then the dead letters older than theirs, are deleted.
+async fn retain<St: InboxStore>(store: St, config: Arc<WorkerConfig>) {
+    let shortest_retention = config.retention.min(config.dead_retention.unwrap_or(Duration::MAX));
+    let mut every = tokio::time::interval(
+        shortest_retention.min(Duration::from_secs(60)).max(Duration::from_millis(100)),
+    );
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let now = SystemTime::now();
+        let before = |retention: Duration| now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
+        let handled = before(config.retention);
+        let purged =
+            delete_in_batches(config.store_timeout, |limit| store.purge_handled(handled, limit)).await;
+        if let Err(_error) = purged {
+            #[cfg(feature = "tracing")]
+            tracing::error!(error = %_error, "periskope inbox could not purge handled jobs");
+        }
+        let Some(dead_retention) = config.dead_retention else { continue };
+        let died = before(dead_retention);
+        if let Err(_error) =
+            delete_in_batches(config.store_timeout, |limit| store.purge_dead(died, limit)).await
+        {
+            #[cfg(feature = "tracing")]
+            tracing::error!(error = %_error, "periskope inbox could not purge dead letters");
+        }
     }
-    let Some(dead_retention) = config.dead_retention else { return };
-    if let Err(_error) = bounded(config.store_timeout, store.purge_dead(before(dead_retention))).await {
-        #[cfg(feature = "tracing")]
-        tracing::error!(error = %_error, "periskope inbox could not purge dead letters");
+}
+
+/// Calls `delete` with [`RETENTION_BATCH`] until it deletes fewer, each call bounded by
+/// `timeout` and followed by a rest as long as it took: the store, and on SQLite its writer,
+/// is the deliveries' at least half the time, and each batch's writes reach the disk before
+/// the next one's.
+async fn delete_in_batches<F>(timeout: Duration, mut delete: impl FnMut(usize) -> F) -> Result<(), InboxError>
+where
+    F: Future<Output = Result<u64, InboxError>>,
+{
+    loop {
+        let started = Instant::now();
+        if bounded(timeout, delete(RETENTION_BATCH)).await? < RETENTION_BATCH as u64 {
+            return Ok(());
+        }
+        tokio::time::sleep(started.elapsed()).await;
     }
 }
 

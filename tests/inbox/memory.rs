@@ -31,7 +31,7 @@ generic_cases!(store:
     jobs_of_one_chat_are_claimed_one_at_a_time_in_order,
     operations_list_inspect_retry_and_purge_with_stats,
     dead_letters_are_purged_by_when_they_died,
-    retention_deletes_past_its_batches,
+    retention_deletes_at_most_its_limit_and_nothing_newer,
 );
 
 generic_cases!(console_store:

@@ -44,7 +44,7 @@ generic_cases!(
     attempts_are_counted_at_claim_and_a_job_that_never_settles_ends_dead,
     jobs_of_one_chat_are_claimed_one_at_a_time_in_order,
     operations_list_inspect_retry_and_purge_with_stats,
-    retention_deletes_past_its_batches,
+    retention_deletes_at_most_its_limit_and_nothing_newer,
 );
 
 macro_rules! console_cases {

@@ -32,11 +32,11 @@ pub async fn the_same_occurrence_is_stored_once_until_it_is_purged<St: InboxStor
     store.complete(job.lease(), now).await.unwrap();
     assert_eq!(store.insert(delivery(body.clone())).await.unwrap(), Stored::Duplicate);
     assert_eq!(
-        store.purge_handled(now - Duration::from_secs(1)).await.unwrap(),
+        store.purge_handled(now - Duration::from_secs(1), 100).await.unwrap(),
         0,
         "handled after the cutoff"
     );
-    assert_eq!(store.purge_handled(now + Duration::from_secs(1)).await.unwrap(), 1);
+    assert_eq!(store.purge_handled(now + Duration::from_secs(1), 100).await.unwrap(), 1);
     assert_eq!(store.insert(delivery(body)).await.unwrap(), Stored::New);
 }
 
@@ -140,9 +140,9 @@ pub async fn dead_letters_are_purged_by_when_they_died<St: InboxStore>(store: St
     let retried = store.claim(claim(10, 1, start)).await.unwrap().remove(0);
     store.fail(retried.lease(), "gave up".to_owned(), None).await.unwrap();
 
-    assert_eq!(store.purge_dead(start - Duration::from_secs(1)).await.unwrap(), 0, "none died before");
+    assert_eq!(store.purge_dead(start - Duration::from_secs(1), 100).await.unwrap(), 0, "none died before");
     // "failed" and the retried one died now; "expired" 200 s later.
-    assert_eq!(store.purge_dead(start + Duration::from_secs(100)).await.unwrap(), 2);
+    assert_eq!(store.purge_dead(start + Duration::from_secs(100), 100).await.unwrap(), 2);
     let left = store.list(ListQuery::new(None, 10)).await.unwrap();
     let left: Vec<(String, JobState)> = left.into_iter().map(|job| (job.key, job.state)).collect();
     assert_eq!(
@@ -152,14 +152,16 @@ pub async fn dead_letters_are_purged_by_when_they_died<St: InboxStore>(store: St
             (key_of(&chat_message("handled", "handled")), JobState::Done)
         ]
     );
-    assert_eq!(store.purge_dead(start + Duration::from_secs(300)).await.unwrap(), 1);
+    assert_eq!(store.purge_dead(start + Duration::from_secs(300), 100).await.unwrap(), 1);
     assert_eq!(store.stats(start).await.unwrap().dead, 0);
 }
 
 /// The generic cases on the embedded store.
-/// Retention deletes every job past it, however many batches that takes, and nothing newer.
-pub async fn retention_deletes_past_its_batches<St: InboxStore>(store: St) {
-    const HANDLED: usize = 1_234;
+/// A retention call deletes at most its limit of the jobs past the cutoff, and nothing newer:
+/// calls until one deletes fewer than the limit delete them all.
+pub async fn retention_deletes_at_most_its_limit_and_nothing_newer<St: InboxStore>(store: St) {
+    const HANDLED: usize = 25;
+    const LIMIT: usize = 10;
     let start = SystemTime::now();
     for index in 0..HANDLED {
         store.insert(delivery(chat_message(&format!("c{index}"), &format!("m{index}")))).await.unwrap();
@@ -178,8 +180,17 @@ pub async fn retention_deletes_past_its_batches<St: InboxStore>(store: St) {
     let kept = store.claim(claim(1, 3, SystemTime::now())).await.unwrap().remove(0);
     store.complete(kept.lease(), start + Duration::from_secs(10)).await.unwrap();
 
-    let deleted = store.purge_handled(start + Duration::from_secs(1)).await.unwrap();
-    assert_eq!(deleted, HANDLED as u64, "every job handled before the cutoff, over several batches");
+    let cutoff = start + Duration::from_secs(1);
+    let mut batches = Vec::new();
+    loop {
+        let deleted = store.purge_handled(cutoff, LIMIT).await.unwrap();
+        batches.push(deleted);
+        if deleted < LIMIT as u64 {
+            break;
+        }
+    }
+    assert_eq!(batches, [10, 10, 5], "each call deletes its limit, until fewer are left");
+    assert_eq!(store.stats(SystemTime::now()).await.unwrap().done, 1);
     let left = store.list(ListQuery::new(None, 10)).await.unwrap();
     assert_eq!(left.iter().map(|job| job.key.clone()).collect::<Vec<_>>(), [key_of(&kept_body)]);
 }
@@ -213,9 +224,10 @@ mod sqlite {
     }
 
     #[tokio::test]
-    async fn retention_deletes_past_its_batches() {
+    async fn retention_deletes_at_most_its_limit_and_nothing_newer() {
         let dir = TempDir::new("retention-batches");
-        super::retention_deletes_past_its_batches(SqliteStore::open(dir.db()).unwrap()).await;
+        super::retention_deletes_at_most_its_limit_and_nothing_newer(SqliteStore::open(dir.db()).unwrap())
+            .await;
     }
 
     #[tokio::test]

@@ -489,15 +489,30 @@ async fn a_dead_letter_is_logged_at_error_without_its_content() {
 
 /// The embedded store, with the answers to its claims held back until a permit is given: the
 /// store has carried a claim out while the worker still waits for the answer (as over a slow
-/// network to a database).
+/// network to a database). Its retention, when `purges_hang`, never answers (a lock held
+/// elsewhere).
 #[derive(Clone)]
-struct HeldClaimAnswers {
+struct HeldAnswers {
     store: SqliteStore,
     carried_out: Arc<AtomicUsize>,
     answers: Arc<tokio::sync::Semaphore>,
+    purges_hang: bool,
+    purges_begun: Arc<AtomicUsize>,
 }
 
-impl InboxStore for HeldClaimAnswers {
+impl HeldAnswers {
+    fn new(dir: &TempDir, claims_answered: usize, purges_hang: bool) -> Self {
+        HeldAnswers {
+            store: SqliteStore::open(dir.db()).unwrap(),
+            carried_out: Arc::default(),
+            answers: Arc::new(tokio::sync::Semaphore::new(claims_answered)),
+            purges_hang,
+            purges_begun: Arc::default(),
+        }
+    }
+}
+
+impl InboxStore for HeldAnswers {
     type InsertFuture = <SqliteStore as InboxStore>::InsertFuture;
 
     fn insert(&self, delivery: NewDelivery) -> Self::InsertFuture {
@@ -552,12 +567,16 @@ impl InboxStore for HeldClaimAnswers {
         self.store.purge(selection).await
     }
 
-    async fn purge_handled(&self, before: SystemTime) -> Result<u64, InboxError> {
-        self.store.purge_handled(before).await
+    async fn purge_handled(&self, before: SystemTime, limit: usize) -> Result<u64, InboxError> {
+        self.purges_begun.fetch_add(1, Ordering::SeqCst);
+        if self.purges_hang {
+            std::future::pending::<()>().await;
+        }
+        self.store.purge_handled(before, limit).await
     }
 
-    async fn purge_dead(&self, before: SystemTime) -> Result<u64, InboxError> {
-        self.store.purge_dead(before).await
+    async fn purge_dead(&self, before: SystemTime, limit: usize) -> Result<u64, InboxError> {
+        self.store.purge_dead(before, limit).await
     }
 
     async fn stats(&self, now: SystemTime) -> Result<InboxStats, InboxError> {
@@ -579,11 +598,7 @@ impl InboxStore for HeldClaimAnswers {
 #[tokio::test]
 async fn a_claim_pending_at_shutdown_gives_back_what_it_took() {
     let dir = TempDir::new("claim-at-shutdown");
-    let store = HeldClaimAnswers {
-        store: SqliteStore::open(dir.db()).unwrap(),
-        carried_out: Arc::default(),
-        answers: Arc::new(tokio::sync::Semaphore::new(0)),
-    };
+    let store = HeldAnswers::new(&dir, 0, false);
     store.insert(delivery(chat_message("c", "claimed-at-shutdown"))).await.unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let router = {
@@ -616,4 +631,39 @@ async fn a_claim_pending_at_shutdown_gives_back_what_it_took() {
     let jobs = store.list(ListQuery::new(None, 10)).await.unwrap();
     assert_eq!((jobs[0].state, jobs[0].attempts), (JobState::Pending, 0), "{jobs:?}");
     assert_eq!(calls.load(Ordering::SeqCst), 0, "the handler ran after the shutdown");
+}
+
+/// Retention runs beside the claims: while it hangs (up to the store's timeout, a minute here),
+/// a delivery stored meanwhile is still handled at once.
+#[tokio::test]
+async fn a_retention_that_hangs_delays_no_job() {
+    let dir = TempDir::new("retention-hangs");
+    let store = HeldAnswers::new(&dir, usize::MAX >> 4, true);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let router = {
+        let calls = Arc::clone(&calls);
+        EventRouter::new().on_message_created(move |_: WebhookEvent| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, std::convert::Infallible>(()) }
+        })
+    };
+    let mut config = fast();
+    config.retention = Duration::from_millis(1);
+    config.store_timeout = Duration::from_secs(60);
+    let inbox = Inbox::new(store.clone());
+    let worker = inbox.worker(router).config(config).spawn();
+    within("retention begins", async {
+        while store.purges_begun.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    store.insert(delivery(chat_message("c", "during-retention"))).await.unwrap();
+    within("the delivery is handled while retention hangs", async {
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    within("the worker stops", worker.shutdown()).await.unwrap();
 }
