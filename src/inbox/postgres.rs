@@ -798,14 +798,20 @@ impl InboxStore for PostgresStore {
             }
             let mut jobs: Vec<ClaimedJob> = rows.iter().map(claimed_job).collect();
             jobs.sort_by_key(|job| job.id);
-            if !jobs.is_empty() {
-                // The jobs are claimed: a failure here must not hide them from the worker. Their
-                // histories are trimmed again at their next claim.
-                let ids: Vec<JobId> = jobs.iter().map(|job| job.id).collect();
-                if let Err(_error) = console::forget_old_attempts(&connections, &ids, attempts_kept).await {
-                    #[cfg(feature = "tracing")]
-                    tracing::warn!(error = %_error, "periskope inbox could not trim attempt histories");
-                }
+            // Each claim opens one attempt: a job claimed no more than `attempts_kept` times has
+            // nothing to forget, and most claims skip this statement and its commit.
+            let ids: Vec<JobId> = jobs
+                .iter()
+                .filter(|job| job.fencing_token > attempts_kept as u64)
+                .map(|job| job.id)
+                .collect();
+            // The jobs are claimed: a failure here must not hide them from the worker. Their
+            // histories are trimmed again at their next claim.
+            if !ids.is_empty()
+                && let Err(_error) = console::forget_old_attempts(&connections, &ids, attempts_kept).await
+            {
+                #[cfg(feature = "tracing")]
+                tracing::warn!(error = %_error, "periskope inbox could not trim attempt histories");
             }
             Ok(jobs)
         }

@@ -51,7 +51,9 @@ fn json_list(integers: &[i64]) -> String {
 }
 
 /// Opens the attempt `job` starts at `now`, and forgets the job's attempts beyond the last
-/// `kept`.
+/// `kept`: only once it has been claimed more than `kept` times, as each claim opens one
+/// attempt (a job stored before schema 4, whose claims count from there, is trimmed once it
+/// has been claimed that often since).
 pub(super) fn open_attempt(
     connection: &Connection,
     job: &ClaimedJob,
@@ -63,6 +65,9 @@ pub(super) fn open_attempt(
             "INSERT INTO periskope_inbox_attempts (job_id, number, started_at) VALUES (?1, ?2, ?3)",
         )?
         .execute(params![job.id, job.attempt, now])?;
+    if job.fencing_token <= kept as u64 {
+        return Ok(());
+    }
     connection
         .prepare_cached(
             "DELETE FROM periskope_inbox_attempts WHERE job_id = ?1 AND id <= (
