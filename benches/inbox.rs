@@ -690,17 +690,19 @@ async fn drain_figures(stores: &Stores, plan: &Plan, acceptor_alone: &[(Kind, u6
             let fresh = stores.fresh(kind).await;
             let drained = with_store!(fresh, |store| drain(store, chats, plan).await);
             let seconds = drained.acknowledged.elapsed.as_secs_f64();
-            let alone = acceptor_alone
+            // Without the acknowledgements part in the same run, there is nothing to compare.
+            let ratio = acceptor_alone
                 .iter()
                 .find(|(k, c, _)| *k == kind && *c == chats)
-                .map_or(f64::NAN, |(_, _, rate)| *rate);
+                .map_or("-".to_owned(), |(_, _, alone)| {
+                    format!("{:.2}", drained.acknowledged.per_second() / alone)
+                });
             let calls = drained.calls;
             println!(
-                "| {} | {chats} | {:.0} | {:.0} | {:.2} | {} | {:.0} | {:.1} | {} | {:.0} |",
+                "| {} | {chats} | {:.0} | {:.0} | {ratio} | {} | {:.0} | {:.1} | {} | {:.0} |",
                 kind.name(),
                 drained.acknowledged.per_second(),
                 drained.handled_during_load as f64 / seconds,
-                drained.acknowledged.per_second() / alone,
                 drained.emptied_after.map_or("not within 60 s".to_owned(), ms),
                 calls.claims as f64 / seconds,
                 calls.claimed as f64 / calls.claims.max(1) as f64,
