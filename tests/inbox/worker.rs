@@ -500,6 +500,17 @@ struct HeldAnswers {
     purges_begun: Arc<AtomicUsize>,
 }
 
+/// A handler of `message.created` that counts its calls, and succeeds.
+fn counting_handler() -> (Arc<AtomicUsize>, EventRouter) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let router = EventRouter::new().on_message_created(move |_: WebhookEvent| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, std::convert::Infallible>(()) }
+    });
+    (calls, router)
+}
+
 impl HeldAnswers {
     fn new(dir: &TempDir, claims_answered: usize, purges_hang: bool) -> Self {
         HeldAnswers {
@@ -600,14 +611,7 @@ async fn a_claim_pending_at_shutdown_gives_back_what_it_took() {
     let dir = TempDir::new("claim-at-shutdown");
     let store = HeldAnswers::new(&dir, 0, false);
     store.insert(delivery(chat_message("c", "claimed-at-shutdown"))).await.unwrap();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let router = {
-        let calls = Arc::clone(&calls);
-        EventRouter::new().on_message_created(move |_: WebhookEvent| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            async { Ok::<_, std::convert::Infallible>(()) }
-        })
-    };
+    let (calls, router) = counting_handler();
     let mut config = fast();
     config.shutdown_grace = Duration::from_secs(5);
     let (stop, stopped) = oneshot::channel::<()>();
@@ -639,14 +643,7 @@ async fn a_claim_pending_at_shutdown_gives_back_what_it_took() {
 async fn a_retention_that_hangs_delays_no_job() {
     let dir = TempDir::new("retention-hangs");
     let store = HeldAnswers::new(&dir, usize::MAX >> 4, true);
-    let calls = Arc::new(AtomicUsize::new(0));
-    let router = {
-        let calls = Arc::clone(&calls);
-        EventRouter::new().on_message_created(move |_: WebhookEvent| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            async { Ok::<_, std::convert::Infallible>(()) }
-        })
-    };
+    let (calls, router) = counting_handler();
     let mut config = fast();
     config.retention = Duration::from_millis(1);
     config.store_timeout = Duration::from_secs(60);
