@@ -61,7 +61,7 @@ use periskope_webhook::inbox::{
 use tokio::runtime::Runtime;
 use tower::{Layer, ServiceExt};
 
-use crate::schedule::{DELIVERY_RATE, deliver_on_schedule, quantile};
+use crate::schedule::{DELIVERY_RATE, deliver_on_schedule, deliveries_in, quantile};
 use crate::unique::UniqueMessages;
 
 /// The columns [`job_values`] fills.
@@ -231,7 +231,7 @@ enum Budget {
 impl Budget {
     fn deliveries(self) -> u32 {
         match self {
-            Budget::Time(duration) => (duration.as_secs_f64() * f64::from(DELIVERY_RATE)) as u32,
+            Budget::Time(duration) => deliveries_in(duration),
             Budget::Deliveries(deliveries) => deliveries,
         }
     }

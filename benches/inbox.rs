@@ -71,7 +71,7 @@ use periskope_webhook::{EventRouter, PeriskopeWebhookLayer, WebhookEvent};
 use tower::Layer;
 
 use crate::counted::{CallCounts, Counted};
-use crate::schedule::{DELIVERY_RATE, deliver_on_schedule, quantile};
+use crate::schedule::{DELIVERY_RATE, deliver_on_schedule, deliveries_in, quantile};
 use crate::unique::UniqueMessages;
 
 const KEY: &str = "peri_ea194594-c433-4ea7-8c94-af9e63c5df47";
@@ -787,11 +787,7 @@ async fn retention_figures(stores: &Stores, plan: &Plan) {
     );
     println!("| store | handled jobs deleted | in | deliveries | p50 | p99 | max |");
     println!("|---|---:|---:|---|---:|---:|---:|");
-    let deliveries = if plan.requests.is_some() {
-        100
-    } else {
-        (plan.ack_duration.as_secs_f64() * f64::from(DELIVERY_RATE)) as u32
-    };
+    let deliveries = if plan.requests.is_some() { 100 } else { deliveries_in(plan.ack_duration) };
     let row = |store: &str, deleted: &str, took: &str, phase: &str, times: &[Duration]| {
         println!(
             "| {store} | {deleted} | {took} | {phase} | {} | {} | {} |",

@@ -39,6 +39,11 @@ async fn deliver(client: &HttpClient, url: &str, key: &str, body: Bytes) {
     assert_eq!(status, StatusCode::OK, "a delivery was refused");
 }
 
+/// How many deliveries the schedule sends in `duration`.
+pub fn deliveries_in(duration: Duration) -> u32 {
+    (duration.as_secs_f64() * f64::from(DELIVERY_RATE)) as u32
+}
+
 /// Sends at least `deliveries` deliveries to `url`, [`DELIVERY_RATE`] a second, and goes on
 /// while `more` says so; the time of each, from when it was due to its `200`, sorted.
 pub async fn deliver_on_schedule(

@@ -14,12 +14,11 @@
 //! the deliveries queued behind it never wait for more than one short call.
 
 use std::future::Future;
-use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
 use super::filter::Filter;
-use crate::inbox::{ConsoleStore, InboxError, JobFilter, JobId, JobSummary};
+use crate::inbox::{ConsoleStore, InboxError, JobFilter, JobId, JobSummary, paced};
 
 /// Jobs looked at per store call while reading a page, a count or a bulk action's jobs.
 const BATCH: usize = 1000;
@@ -163,16 +162,6 @@ impl<'a> Selected<'a> {
             }
         }
     }
-}
-
-/// Awaits `call`, then waits `rest` times as long: what it kept busy (a store's read
-/// connection, its writer) is left to everything else that share of the time, and what queued
-/// behind it (the deliveries) goes first.
-async fn paced<T>(call: impl Future<Output = T>, rest: u32) -> T {
-    let started = Instant::now();
-    let output = call.await;
-    tokio::time::sleep(started.elapsed() * rest).await;
-    output
 }
 
 #[cfg(test)]

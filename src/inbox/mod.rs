@@ -751,6 +751,16 @@ pub fn ordering_key(event: &Event<'_>) -> Option<String> {
     chat.map(|chat| format!("chat|{chat}"))
 }
 
+/// Awaits `call`, then waits `rest` times as long: what it kept busy (a store's read
+/// connection, its writer) is left to everything else that share of the time, and what queued
+/// behind it (the deliveries) goes first.
+pub(crate) async fn paced<T>(call: impl Future<Output = T>, rest: u32) -> T {
+    let started = std::time::Instant::now();
+    let output = call.await;
+    tokio::time::sleep(started.elapsed() * rest).await;
+    output
+}
+
 /// `time + duration`, or the latest time the stores can keep when the sum goes past it: a
 /// duration from the configuration (a lease, a backoff) may be as large as `Duration::MAX`.
 pub(crate) fn saturating_add(time: SystemTime, duration: Duration) -> SystemTime {

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::alert::Alerts;
-use super::{ClaimRequest, ClaimedJob, InboxError, InboxStore, JobId, Lease, saturating_add};
+use super::{ClaimRequest, ClaimedJob, InboxError, InboxStore, JobId, Lease, paced, saturating_add};
 use crate::event::{EventKind, WebhookEvent};
 use crate::metadata::RawBody;
 use crate::metrics::{self, AttemptEnd};
@@ -431,6 +431,10 @@ pub(super) async fn bounded<T>(
 /// batch at most.
 const RETENTION_BATCH: usize = 500;
 
+/// How many times as long as a retention call the rest after it lasts: the store, and on
+/// SQLite its writer, is the deliveries' at least half the time.
+const RETENTION_REST: u32 = 1;
+
 /// Retention: every minute (or the shortest retention, if shorter), the handled jobs older
 /// than the retention, then the dead letters older than theirs, are deleted.
 async fn retain<St: InboxStore>(store: St, config: Arc<WorkerConfig>) {
@@ -462,19 +466,16 @@ async fn retain<St: InboxStore>(store: St, config: Arc<WorkerConfig>) {
 }
 
 /// Calls `delete` with [`RETENTION_BATCH`] until it deletes fewer, each call bounded by
-/// `timeout` and followed by a rest as long as it took: the store, and on SQLite its writer,
-/// is the deliveries' at least half the time, and each batch's writes reach the disk before
-/// the next one's.
+/// `timeout` and [paced](super::paced) by [`RETENTION_REST`], so that each batch's writes
+/// reach the disk before the next one's.
 async fn delete_in_batches<F>(timeout: Duration, mut delete: impl FnMut(usize) -> F) -> Result<(), InboxError>
 where
     F: Future<Output = Result<u64, InboxError>>,
 {
     loop {
-        let started = Instant::now();
-        if bounded(timeout, delete(RETENTION_BATCH)).await? < RETENTION_BATCH as u64 {
+        if paced(bounded(timeout, delete(RETENTION_BATCH)), RETENTION_REST).await? < RETENTION_BATCH as u64 {
             return Ok(());
         }
-        tokio::time::sleep(started.elapsed()).await;
     }
 }
 
