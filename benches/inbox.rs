@@ -33,7 +33,8 @@
 //!   when each was due to its `200`.
 //!
 //! `INBOX_BENCH_PARTS=drain,claims` runs only those parts (`acks`, `drain`, `pickup`, `claims`,
-//! `counts`, `replicas`, `retention`).
+//! `counts`, `replicas`, `retention`), and `INBOX_BENCH_STORES=postgresql` on that store only
+//! (`sqlite`, `postgresql`).
 //! Under `cargo test` (`--bench` absent) every part runs briefly, to check that it works.
 //!
 //! Clients, servers and PostgreSQL share the machine's cores, so the figures are for comparison
@@ -240,6 +241,8 @@ struct Stores {
     files: AtomicU64,
     postgres: Option<&'static postgres::Cluster>,
     databases: std::sync::Mutex<Vec<postgres::Database>>,
+    /// The stores the parts run on (`INBOX_BENCH_STORES`): all when unset.
+    only: Option<String>,
 }
 
 /// One fresh store of either kind, with what seeding it needs.
@@ -253,7 +256,13 @@ impl Stores {
     fn new() -> Self {
         let dir = std::env::temp_dir().join(format!("periskope-inbox-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temp dir");
-        Stores { dir, files: AtomicU64::new(0), postgres: postgres::cluster(), databases: Default::default() }
+        Stores {
+            dir,
+            files: AtomicU64::new(0),
+            postgres: postgres::cluster(),
+            databases: Default::default(),
+            only: std::env::var("INBOX_BENCH_STORES").ok(),
+        }
     }
 
     fn kinds(&self) -> Vec<Kind> {
@@ -261,6 +270,11 @@ impl Stores {
         if self.postgres.is_some() {
             kinds.push(Kind::Postgres);
         }
+        kinds.retain(|kind| {
+            self.only
+                .as_deref()
+                .is_none_or(|only| only.split(',').any(|name| name.trim().eq_ignore_ascii_case(kind.name())))
+        });
         kinds
     }
 

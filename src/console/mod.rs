@@ -89,9 +89,9 @@
 //! store's read connection). A console runs one such step at a time, however many searches are
 //! open, each followed by a pause twice as long as it took, so its masked searches keep a read
 //! connection (and a core) busy at most about a third of the time. A bulk action changes 50 jobs a
-//! store call, each followed by as long a pause: on SQLite each call holds the writer, and the
-//! deliveries queued behind it, for a few milliseconds, and the action holds it at most about
-//! half the time.
+//! store call, each followed by a pause three times as long: on SQLite each call holds the
+//! writer, and the deliveries queued behind it, for a few milliseconds, and the action holds
+//! it, and writes to the disk, at most about a quarter of the time.
 
 mod access;
 mod filter;

@@ -9,9 +9,10 @@
 //!
 //! Bulk actions go batch by batch too, newest first: each step's jobs are changed
 //! [`ACTION_BATCH`] at a time, one store call over the ids it selected (the other conditions
-//! checked again as it is applied), each followed by a pause as long as the call took, so
-//! that a purge of a million jobs holds the store's writer at most about half the time, and
-//! the deliveries queued behind it never wait for more than one short call.
+//! checked again as it is applied), each followed by a pause three times as long as the call
+//! took, so that a purge of a million jobs holds the store's writer (and writes to its disk)
+//! at most about a quarter of the time, and the deliveries queued behind it never wait for
+//! more than one short call.
 
 use std::future::Future;
 
@@ -48,8 +49,10 @@ pub(super) const MASKED_STEPS_AT_ONCE: usize = 1;
 const MASKED_STEP_REST: u32 = 2;
 
 /// How many times as long as a bulk action's store call the pause after it lasts: the writer
-/// is the deliveries' at least half the time.
-const ACTION_REST: u32 = 1;
+/// is the deliveries' at least three quarters of the time. A purge writes some 13 KB of WAL a
+/// job, which the deliveries' syncs wait behind; with pauses only as long as the calls, their
+/// p99 beside a purge was 2.2 to 5.9 times that of deliveries alone (`docs/PERFORMANCE.md`).
+const ACTION_REST: u32 = 3;
 
 /// One store call's worth of selected jobs, and where the next one starts (`None`: no job is
 /// left).

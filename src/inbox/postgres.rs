@@ -19,12 +19,12 @@
 //! each chat's next job back when one is settled or deleted (schema version 5). Concurrent
 //! inserts, and concurrent completions, are written in batches ([`batch`]): one statement and
 //! one commit for all the calls queued while the previous batch was written, each caller
-//! answered once its batch committed. Each batch of stored deliveries sends one notification,
-//! and each store listens for them on a connection of its own ([`listen`]), so that an idle
-//! worker of any replica claims at once; it polls while that connection is lost. Every call
-//! is bounded in time
-//! ([`PostgresOptions::timeout`]), on the client and on the server. `TEXT` cannot hold NUL: the texts of a job are stored
-//! escaped and read back as they were sent.
+//! answered once its batch committed. Stored deliveries are announced by a notification sent
+//! after their commit, one at a time per store, and each store listens for them on a
+//! connection of its own ([`listen`]), so that an idle worker of any replica claims at once;
+//! it polls while that connection is lost. Every call is bounded in time
+//! ([`PostgresOptions::timeout`]), on the client and on the server. `TEXT` cannot hold NUL: the
+//! texts of a job are stored escaped and read back as they were sent.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,7 +37,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use self::batch::Batches;
-use self::listen::Arrivals;
+use self::listen::{Announcer, Arrivals};
 
 use super::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
@@ -398,9 +398,19 @@ impl PostgresOptions {
         // Half the connections may write batches at once; the other half serve the claims,
         // the console and the calls that are not batched.
         let writers = (self.connections / 2).max(1);
+        let announcer = Arc::new(Announcer::start(Arc::clone(&connections)));
         let inserts = {
             let connections = Arc::clone(&connections);
-            Batches::start(writers, move |deliveries| insert_batch(Arc::clone(&connections), deliveries))
+            Batches::start(writers, move |deliveries| {
+                let (connections, announcer) = (Arc::clone(&connections), Arc::clone(&announcer));
+                async move {
+                    let stored = insert_batch(connections, deliveries).await?;
+                    if stored.contains(&Stored::New) {
+                        announcer.announce();
+                    }
+                    Ok(stored)
+                }
+            })
         };
         // Completions are written by one batch at a time: the jobs of a run are settled while
         // the next ones run, and two batches settling one chat's jobs at once would each lock
@@ -1195,12 +1205,9 @@ async fn insert_batch(
                      AS delivery (dedup_key, event, ordering_key, body, signing_key, received_at, path, traceparent)
                  ON CONFLICT (dedup_key) DO NOTHING
                  RETURNING dedup_key
-             ), announced AS MATERIALIZED (
-                 -- One notification a batch, delivered to the listeners of every replica at commit.
-                 SELECT pg_notify($9, '')
              )
-             SELECT dedup_key FROM stored, announced",
-            &[&written_keys, &events, &chats, &bodies, &signing_keys, &received, &paths, &traceparents, &listen::CHANNEL],
+             SELECT dedup_key FROM stored",
+            &[&written_keys, &events, &chats, &bodies, &signing_keys, &received, &paths, &traceparents],
         )
         .await?;
     let new: std::collections::HashSet<&str> = stored.iter().map(|row| row.get::<_, &str>(0)).collect();
