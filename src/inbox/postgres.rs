@@ -1069,18 +1069,20 @@ impl InboxStore for PostgresStore {
     fn stats(&self, now: SystemTime) -> impl Future<Output = Result<InboxStats, InboxError>> + Send {
         let connections = self.connections();
         async move {
+            // Folded first, in a transaction of its own, so that the counts stay a few rows;
+            // then summed, on a snapshot of its own. A statement that read what it folded would
+            // miss the rows another fold took at the same moment (its own deletion skips them,
+            // and that fold's new rows are not in its snapshot): it would count them as none.
+            connections.execute(concat!(fold_counts!(), "SELECT 1"), &[]).await?;
             let rows = connections
                 .query(
                     // The first queued job by id is the one received first (ids follow arrival):
                     // read on the `(state, id)` index, however many are queued.
-                    concat!(
-                        fold_counts!(),
-                        "SELECT state, jobs, attempts, (
-                             SELECT received_at FROM periskope_inbox_jobs AS job
-                             WHERE job.state = folded.state AND folded.state IN ('pending', 'running')
-                             ORDER BY id LIMIT 1)
-                         FROM folded"
-                    ),
+                    "SELECT state, sum(jobs)::BIGINT, sum(attempts)::BIGINT, (
+                         SELECT received_at FROM periskope_inbox_jobs AS job
+                         WHERE job.state = counts.state AND counts.state IN ('pending', 'running')
+                         ORDER BY id LIMIT 1)
+                     FROM periskope_inbox_counts AS counts GROUP BY state",
                     &[],
                 )
                 .await?;

@@ -32,6 +32,7 @@ generic_cases!(store:
     operations_list_inspect_retry_and_purge_with_stats,
     dead_letters_are_purged_by_when_they_died,
     retention_deletes_at_most_its_limit_and_nothing_newer,
+    stats_are_exact_while_others_read_them,
 );
 
 generic_cases!(console_store:

@@ -45,6 +45,7 @@ generic_cases!(
     jobs_of_one_chat_are_claimed_one_at_a_time_in_order,
     operations_list_inspect_retry_and_purge_with_stats,
     retention_deletes_at_most_its_limit_and_nothing_newer,
+    stats_are_exact_while_others_read_them,
 );
 
 macro_rules! console_cases {

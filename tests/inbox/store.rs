@@ -156,6 +156,42 @@ pub async fn dead_letters_are_purged_by_when_they_died<St: InboxStore>(store: St
     assert_eq!(store.stats(start).await.unwrap().dead, 0);
 }
 
+/// The counts are exact whoever else reads or keeps them at the same moment: concurrent
+/// `stats` calls, and retention calls (which fold the counts on PostgreSQL), never see a state
+/// short of its jobs.
+pub async fn stats_are_exact_while_others_read_them<St: InboxStore>(store: St) {
+    const JOBS: usize = 10;
+    const HANDLED: usize = 4;
+    for index in 0..JOBS {
+        store.insert(delivery(chat_message(&format!("c{index}"), &format!("m{index}")))).await.unwrap();
+    }
+    let jobs = store.claim(claim(HANDLED, 3, SystemTime::now())).await.unwrap();
+    assert_eq!(jobs.len(), HANDLED);
+    for job in jobs {
+        store.complete(job.lease(), SystemTime::now()).await.unwrap();
+    }
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for _ in 0..25 {
+                    // Deletes nothing (every job was handled after it), but keeps the counts.
+                    store.purge_handled(SystemTime::UNIX_EPOCH, 10).await.unwrap();
+                    let stats = store.stats(SystemTime::now()).await.unwrap();
+                    assert_eq!(
+                        (stats.pending, stats.running, stats.done),
+                        ((JOBS - HANDLED) as u64, 0, HANDLED as u64),
+                        "{stats:?}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for reader in readers {
+        reader.await.unwrap();
+    }
+}
+
 /// The generic cases on the embedded store.
 /// A retention call deletes at most its limit of the jobs past the cutoff, and nothing newer:
 /// calls until one deletes fewer than the limit delete them all.
@@ -228,6 +264,12 @@ mod sqlite {
         let dir = TempDir::new("retention-batches");
         super::retention_deletes_at_most_its_limit_and_nothing_newer(SqliteStore::open(dir.db()).unwrap())
             .await;
+    }
+
+    #[tokio::test]
+    async fn stats_are_exact_while_others_read_them() {
+        let dir = TempDir::new("stats-exact");
+        super::stats_are_exact_while_others_read_them(SqliteStore::open(dir.db()).unwrap()).await;
     }
 
     #[tokio::test]
