@@ -138,24 +138,17 @@ WHERE state = 'running' AND ordering_key IS NOT NULL
 ORDER BY ordering_key, lease_until DESC NULLS LAST;
 ";
 
-/// The counts' changes folded into one row per state (`folded`: state, jobs, attempts), in a
-/// statement's `WITH`. Two replicas folding at once each fold the rows they deleted, so that
-/// nothing is counted twice or lost.
-macro_rules! fold_counts {
-    () => {
-        "WITH changes AS (
-             DELETE FROM periskope_inbox_counts RETURNING state, jobs, attempts
-         ), folded AS (
-             INSERT INTO periskope_inbox_counts (state, jobs, attempts)
-             SELECT state, sum(jobs), sum(attempts) FROM changes GROUP BY state
-             RETURNING state, jobs, attempts
-         ) "
-    };
-}
+/// Folds the counts' changes into one row per state. Two replicas folding at once each fold
+/// the rows they deleted, so that nothing is counted twice or lost; the counts are read by a
+/// statement of their own ([`InboxStore::stats`]).
+const FOLD_COUNTS: &str = "
+WITH changes AS (DELETE FROM periskope_inbox_counts RETURNING state, jobs, attempts)
+INSERT INTO periskope_inbox_counts (state, jobs, attempts)
+SELECT state, sum(jobs), sum(attempts) FROM changes GROUP BY state";
 
 /// Appends the net change of `$rows` (`state`, `jobs`, `attempts` per row) to the counts, as
 /// rows of their own: an insert takes no lock another transaction holds, so no commit waits for
-/// another one's counts. [`fold_counts`] folds them.
+/// another one's counts. [`FOLD_COUNTS`] folds them.
 macro_rules! count_change {
     ($rows:literal) => {
         concat!(
@@ -1042,7 +1035,7 @@ impl InboxStore for PostgresStore {
                 // Retention is done for now, and runs every minute at most: the counts' changes
                 // are folded then too, so that they stay few for an inbox whose stats nobody
                 // reads.
-                connections.execute(concat!(fold_counts!(), "SELECT 1"), &[]).await?;
+                connections.execute(FOLD_COUNTS, &[]).await?;
             }
             Ok(deleted)
         }
@@ -1073,7 +1066,7 @@ impl InboxStore for PostgresStore {
             // then summed, on a snapshot of its own. A statement that read what it folded would
             // miss the rows another fold took at the same moment (its own deletion skips them,
             // and that fold's new rows are not in its snapshot): it would count them as none.
-            connections.execute(concat!(fold_counts!(), "SELECT 1"), &[]).await?;
+            connections.execute(FOLD_COUNTS, &[]).await?;
             let rows = connections
                 .query(
                     // The first queued job by id is the one received first (ids follow arrival):

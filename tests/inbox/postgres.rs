@@ -699,8 +699,8 @@ async fn calls_on_a_locked_table_fail_within_the_timeout_and_work_once_it_is_rel
 
 /// A worker on a store of its own, as in another replica, with polling too slow to explain a
 /// pickup: a delivery stored through another store reaches its handler, announced by the
-/// notification its store sends after the insert's commit. Once its listening connection is cut, it listens again, and the next
-/// delivery is picked up the same way.
+/// notification its store sends after the insert's commit. Once its listening connection is
+/// cut, it listens again, and the next delivery is picked up the same way.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_is_woken_by_deliveries_another_replica_stored() {
     let Some((database, acceptor_store)) = store().await else { return };

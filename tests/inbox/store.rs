@@ -192,7 +192,6 @@ pub async fn stats_are_exact_while_others_read_them<St: InboxStore>(store: St) {
     }
 }
 
-/// The generic cases on the embedded store.
 /// A retention call deletes at most its limit of the jobs past the cutoff, and nothing newer:
 /// calls until one deletes fewer than the limit delete them all.
 pub async fn retention_deletes_at_most_its_limit_and_nothing_newer<St: InboxStore>(store: St) {
@@ -231,6 +230,7 @@ pub async fn retention_deletes_at_most_its_limit_and_nothing_newer<St: InboxStor
     assert_eq!(left.iter().map(|job| job.key.clone()).collect::<Vec<_>>(), [key_of(&kept_body)]);
 }
 
+/// The generic cases on the embedded store.
 mod sqlite {
     use periskope_webhook::inbox::SqliteStore;
 
