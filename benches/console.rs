@@ -422,6 +422,7 @@ fn main() {
         .configure_from_args();
     let now = SystemTime::now();
 
+    postgres::remove_abandoned_dirs("periskope-console-");
     let dir = std::env::temp_dir().join(format!("periskope-console-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temp dir");
     let path = dir.join("inbox.db");

@@ -254,6 +254,7 @@ enum Fresh {
 
 impl Stores {
     fn new() -> Self {
+        postgres::remove_abandoned_dirs("periskope-inbox-bench-");
         let dir = std::env::temp_dir().join(format!("periskope-inbox-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temp dir");
         Stores {

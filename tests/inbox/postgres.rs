@@ -107,7 +107,7 @@ async fn a_version_2_database_is_upgraded_to_the_current_version() {
     let store = PostgresStore::connect(&database.url()).await.unwrap();
     let version: i32 =
         admin.query_one("SELECT max(version) FROM periskope_inbox_schema", &[]).await.unwrap().get(0);
-    assert_eq!(version, 7);
+    assert_eq!(version, 9);
     assert_eq!(
         store.unalerted_dead_letters(10).await.unwrap(),
         [],
@@ -138,6 +138,59 @@ async fn a_version_2_database_is_upgraded_to_the_current_version() {
     let left: i64 =
         admin.query_one("SELECT count(*) FROM periskope_inbox_attempts", &[]).await.unwrap().get(0);
     assert_eq!(left, 0, "a purged job's attempts go with it");
+}
+
+/// A database at the version 8 that a withdrawn pre-release build wrote (another body for the
+/// trigger's function that brings a chat's next job back) is upgraded to a schema whose
+/// functions and triggers are a fresh database's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_withdrawn_version_8_database_gets_the_current_functions() {
+    let Some(cluster) = cluster() else { return };
+    let (fresh, upgraded) = (cluster.database(), cluster.database());
+    drop(PostgresStore::connect(&fresh.url()).await.unwrap());
+    drop(PostgresStore::connect(&upgraded.url()).await.unwrap());
+    let upgrading = admin(&upgraded).await;
+    upgrading
+        .batch_execute(
+            "DROP FUNCTION periskope_inbox_complete;
+             DROP TRIGGER periskope_inbox_next_after_dying ON periskope_inbox_jobs;
+             CREATE TRIGGER periskope_inbox_next_after_settling AFTER UPDATE OF state ON periskope_inbox_jobs
+             FOR EACH ROW WHEN (OLD.ordering_key IS NOT NULL AND OLD.state IN ('pending', 'running')
+                                AND NEW.state IN ('done', 'dead'))
+             EXECUTE FUNCTION periskope_inbox_next_of_chat();
+             CREATE OR REPLACE FUNCTION periskope_inbox_next_of_chat() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 UPDATE periskope_inbox_jobs SET waiting = false
+                 WHERE id = (SELECT id FROM periskope_inbox_jobs
+                     WHERE ordering_key = OLD.ordering_key AND state IN ('pending', 'running') AND waiting
+                     ORDER BY id LIMIT 1);
+                 RETURN NULL;
+             END $$;
+             DELETE FROM periskope_inbox_schema WHERE version = 9;
+             INSERT INTO periskope_inbox_schema (version) VALUES (8);",
+        )
+        .await
+        .unwrap();
+    let definitions = |client: tokio_postgres::Client| async move {
+        let functions = "SELECT proname, pg_get_functiondef(oid) FROM pg_proc
+                         WHERE proname LIKE 'periskope_inbox_%' ORDER BY proname";
+        let triggers = "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger
+                        WHERE tgname LIKE 'periskope_inbox_%' ORDER BY tgname";
+        let mut found = Vec::new();
+        for query in [functions, triggers] {
+            for row in client.query(query, &[]).await.unwrap() {
+                found.push((row.get::<_, String>(0), row.get::<_, String>(1)));
+            }
+        }
+        found
+    };
+    assert_ne!(definitions(admin(&upgraded).await).await, definitions(admin(&fresh).await).await);
+
+    drop(PostgresStore::connect(&upgraded.url()).await.unwrap());
+    let version: i32 =
+        upgrading.query_one("SELECT max(version) FROM periskope_inbox_schema", &[]).await.unwrap().get(0);
+    assert_eq!(version, 9);
+    assert_eq!(definitions(upgrading).await, definitions(admin(&fresh).await).await);
 }
 
 /// Each job keeps its last `attempts_kept` attempts.

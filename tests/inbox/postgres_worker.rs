@@ -130,7 +130,7 @@ async fn a_version_1_database_is_upgraded() {
     let store = PostgresStore::connect_with(&database.url(), 1).await.unwrap();
     let version: i32 =
         v1.query_one("SELECT max(version) FROM periskope_inbox_schema", &[]).await.unwrap().get(0);
-    assert_eq!(version, 7, "upgraded to the current version");
+    assert_eq!(version, 9, "upgraded to the current version");
     let record = store.get(1).await.unwrap().unwrap();
     assert_eq!((record.summary.key.as_str(), record.path.as_str()), ("message.created|2:m1", "/"));
     let claimed = store.claim(ClaimRequest::new(10, Duration::from_secs(60), 3)).await.unwrap();
