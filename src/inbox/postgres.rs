@@ -269,13 +269,16 @@ const SCHEMA_V8: &str = "";
 /// was a tenth of the machine while draining. `periskope_inbox_complete` settles the batch,
 /// then, in a statement of its own (so that it sees the claims that the settlement waited for,
 /// as the trigger does), unmarks the first queued job of each chat it settled. The trigger
-/// stays for jobs that die and for deleted ones.
+/// skips the settlements of that function (a setting local to its transaction) and stays for
+/// every other: jobs that die, deleted ones, and the completions of a replica still running
+/// an earlier version during a rolling upgrade.
 const SCHEMA_V9: &str = concat!(
     next_of_chat!(),
     "
 DROP TRIGGER periskope_inbox_next_after_settling ON periskope_inbox_jobs;
-CREATE TRIGGER periskope_inbox_next_after_dying AFTER UPDATE OF state ON periskope_inbox_jobs FOR EACH ROW
-WHEN (OLD.ordering_key IS NOT NULL AND OLD.state IN ('pending', 'running') AND NEW.state = 'dead')
+CREATE TRIGGER periskope_inbox_next_after_settling AFTER UPDATE OF state ON periskope_inbox_jobs FOR EACH ROW
+WHEN (OLD.ordering_key IS NOT NULL AND OLD.state IN ('pending', 'running') AND NEW.state IN ('done', 'dead')
+      AND current_setting('periskope.completing_batch', true) IS DISTINCT FROM 'on')
 EXECUTE FUNCTION periskope_inbox_next_of_chat();
 CREATE FUNCTION periskope_inbox_complete(
     lease_ids BIGINT[], lease_claims BIGINT[], lease_handled_at BIGINT[], lease_attempts INTEGER[]
@@ -283,6 +286,7 @@ CREATE FUNCTION periskope_inbox_complete(
 DECLARE
     settled_chats TEXT[];
 BEGIN
+    PERFORM set_config('periskope.completing_batch', 'on', true);
     WITH lease AS (
         SELECT * FROM unnest(lease_ids, lease_claims, lease_handled_at, lease_attempts)
             AS lease (id, claims, handled_at, attempts)

@@ -153,7 +153,7 @@ async fn a_withdrawn_version_8_database_gets_the_current_functions() {
     upgrading
         .batch_execute(
             "DROP FUNCTION periskope_inbox_complete;
-             DROP TRIGGER periskope_inbox_next_after_dying ON periskope_inbox_jobs;
+             DROP TRIGGER periskope_inbox_next_after_settling ON periskope_inbox_jobs;
              CREATE TRIGGER periskope_inbox_next_after_settling AFTER UPDATE OF state ON periskope_inbox_jobs
              FOR EACH ROW WHEN (OLD.ordering_key IS NOT NULL AND OLD.state IN ('pending', 'running')
                                 AND NEW.state IN ('done', 'dead'))
@@ -191,6 +191,39 @@ async fn a_withdrawn_version_8_database_gets_the_current_functions() {
         upgrading.query_one("SELECT max(version) FROM periskope_inbox_schema", &[]).await.unwrap().get(0);
     assert_eq!(version, 9);
     assert_eq!(definitions(upgrading).await, definitions(admin(&fresh).await).await);
+}
+
+/// During a rolling upgrade, a replica still running a version before schema 9 settles a job
+/// with an update of its own, as it did then: the chat's next job still comes back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_completion_by_an_earlier_version_brings_the_chats_next_job_back() {
+    let Some((database, store)) = store().await else { return };
+    for id in ["first", "second"] {
+        store.insert(delivery(chat_message("c", id))).await.unwrap();
+    }
+    let first = store.claim(claim_now()).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(store.claim(claim_now()).await.unwrap().is_empty(), "the chat's first job runs");
+    let admin = admin(&database).await;
+    let waiting = "SELECT count(*) FROM periskope_inbox_jobs WHERE waiting";
+    let marked: i64 = admin.query_one(waiting, &[]).await.unwrap().get(0);
+    assert_eq!(marked, 1, "a claim marked the chat's second job");
+
+    // The settlement as a version before schema 9 writes it, without periskope_inbox_complete.
+    admin
+        .execute(
+            "WITH settled AS (
+                 UPDATE periskope_inbox_jobs SET state = 'done', handled_at = 0, lease_until = NULL, waiting = false
+                 WHERE id = $1 RETURNING id
+             )
+             DELETE FROM periskope_inbox_chats AS chat USING settled WHERE chat.job_id = settled.id",
+            &[&first[0].id],
+        )
+        .await
+        .unwrap();
+    let next = store.claim(claim_now()).await.unwrap();
+    assert_eq!(next.len(), 1, "the chat's next job came back");
+    assert_eq!(message_id(&next[0].body), "second");
 }
 
 /// Each job keeps its last `attempts_kept` attempts.
