@@ -15,11 +15,11 @@
 //!
 //! A checkpointer thread, on a connection of its own, copies the WAL's pages into the file each
 //! time the writer has appended 250, while the writer goes on: a checkpoint writes and syncs up
-//! to that many pages of the file, milliseconds that no delivery waits for. SQLite's automatic checkpoint is off: it runs inside the commit, before
-//! the answers, whenever the WAL holds 1,000 pages, and a reader pins the pages of its snapshot
-//! until it ends. While long reads overlap, no checkpoint can copy the whole WAL, it stays past
-//! that length, and every commit would checkpoint, and sync the file, before its deliveries'
-//! `200`.
+//! to that many pages of the file, milliseconds that no delivery waits for. SQLite's automatic
+//! checkpoint is off: it runs inside the commit, before the answers, whenever the WAL holds
+//! 1,000 pages, and a reader pins the pages of its snapshot until it ends. While long reads
+//! overlap, no checkpoint can copy the whole WAL, it stays past that length, and every commit
+//! would checkpoint, and sync the file, before its deliveries' `200`.
 
 use std::cell::Cell;
 use std::ffi::c_int;
