@@ -582,22 +582,17 @@ impl Connections {
 
     /// Runs `statement` on the next connection; the number of rows it changed.
     async fn execute(&self, statement: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, InboxError> {
-        self.bounded(async {
-            let session = self.next().await?;
-            let prepared = session.prepared(statement).await?;
-            session.client.execute(&prepared, params).await.map_err(|error| session.failed(statement, error))
-        })
+        self.run(
+            statement,
+            |session, prepared| async move { session.client.execute(&prepared, params).await },
+        )
         .await
     }
 
     /// Runs `statement` on the next connection; its rows.
     async fn query(&self, statement: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, InboxError> {
-        self.bounded(async {
-            let session = self.next().await?;
-            let prepared = session.prepared(statement).await?;
-            session.client.query(&prepared, params).await.map_err(|error| session.failed(statement, error))
-        })
-        .await
+        self.run(statement, |session, prepared| async move { session.client.query(&prepared, params).await })
+            .await
     }
 
     /// Runs `statement` on the next connection; its row, if any.
@@ -606,14 +601,37 @@ impl Connections {
         statement: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, InboxError> {
+        self.run(
+            statement,
+            |session, prepared| async move { session.client.query_opt(&prepared, params).await },
+        )
+        .await
+    }
+
+    /// `call` with `statement` prepared on the next connection, bounded in time, and again (at
+    /// most [`RETRIES_AFTER_ABORT`] more times) when PostgreSQL aborted it to break a deadlock
+    /// or a serialization conflict. Each statement here is a transaction of its own, which the
+    /// abort rolled back whole, so running it again is safe; without it, a batch of completions
+    /// chosen as a deadlock's victim (several replicas claiming and settling at once) would
+    /// leave its jobs to run again once their leases expire.
+    async fn run<T, Call, Answer>(&self, statement: &str, call: Call) -> Result<T, InboxError>
+    where
+        Call: Fn(Arc<Session>, Statement) -> Answer,
+        Answer: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
         self.bounded(async {
-            let session = self.next().await?;
-            let prepared = session.prepared(statement).await?;
-            session
-                .client
-                .query_opt(&prepared, params)
-                .await
-                .map_err(|error| session.failed(statement, error))
+            let mut aborted = 0;
+            loop {
+                let session = self.next().await?;
+                let prepared = session.prepared(statement).await?;
+                match call(Arc::clone(&session), prepared).await {
+                    Ok(answer) => return Ok(answer),
+                    Err(error) if aborted < RETRIES_AFTER_ABORT && rolled_back_by_server(&error) => {
+                        aborted += 1
+                    }
+                    Err(error) => return Err(session.failed(statement, error)),
+                }
+            }
         })
         .await
     }
@@ -625,6 +643,19 @@ impl Connections {
             .await
             .unwrap_or_else(|_| Err(InboxError::Storage(timed_out(self.timeout))))
     }
+}
+
+/// How many times a statement PostgreSQL aborted to break a deadlock or a serialization
+/// conflict runs again before its error is answered.
+const RETRIES_AFTER_ABORT: usize = 3;
+
+/// Whether PostgreSQL aborted the statement's transaction to let a conflicting one go on
+/// (SQLSTATE class 40: a deadlock's victim, a serialization failure): nothing of it was kept.
+fn rolled_back_by_server(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    error.code().is_some_and(|code| {
+        *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+    })
 }
 
 fn timed_out(timeout: Duration) -> String {

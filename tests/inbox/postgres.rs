@@ -226,6 +226,41 @@ async fn a_completion_by_an_earlier_version_brings_the_chats_next_job_back() {
     assert_eq!(message_id(&next[0].body), "second");
 }
 
+/// A statement PostgreSQL aborts as a deadlock's victim runs again: here a purge that deleted
+/// the first of two jobs while another transaction held the second, and that transaction then
+/// waited for the first. The purge, aborted, is run again once the other one commits, and
+/// deletes both.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statement_aborted_as_a_deadlocks_victim_runs_again() {
+    let Some((database, store)) = store().await else { return };
+    for id in ["first", "second"] {
+        store.insert(delivery(chat_message(id, id))).await.unwrap();
+    }
+    let ids: Vec<i64> = store.list(ListQuery::new(None, 2)).await.unwrap().iter().map(|job| job.id).collect();
+    let (first, second) = (ids.iter().min().copied().unwrap(), ids.iter().max().copied().unwrap());
+    let other = admin(&database).await;
+    other.batch_execute("BEGIN").await.unwrap();
+    let lock = "SELECT id FROM periskope_inbox_jobs WHERE id = $1 FOR UPDATE";
+    other.query(lock, &[&second]).await.unwrap();
+
+    let purging = {
+        let store = store.clone();
+        tokio::spawn(async move { store.purge(Selection::State(JobState::Pending)).await })
+    };
+    let observer = admin(&database).await;
+    within("the purge waits for the second job", async {
+        while waiting_on_locks(&observer).await < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // This waits for the purge, which waits for it: the purge's backend, waiting longer, finds
+    // the deadlock first and aborts its own statement.
+    other.query(lock, &[&first]).await.unwrap();
+    other.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(purging.await.unwrap().unwrap(), 2, "the purge ran again after its abort");
+}
+
 /// Each job keeps its last `attempts_kept` attempts.
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_last_attempts_are_kept() {
