@@ -182,6 +182,10 @@ impl<St: InboxStore> InboxStore for Counted<St> {
         self.store.stored_elsewhere()
     }
 
+    fn busy_claim_interval(&self) -> std::time::Duration {
+        self.store.busy_claim_interval()
+    }
+
     fn mark_alerted(
         &self,
         job: JobId,

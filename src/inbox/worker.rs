@@ -35,7 +35,7 @@ const WAKE_COALESCING: Duration = Duration::from_millis(5);
 pub struct WorkerConfig {
     /// Jobs handled at once (default 8).
     pub concurrency: usize,
-    /// How many consecutive jobs of one chat a claim takes at once, at most (default 32): the
+    /// How many consecutive jobs of one chat a claim takes at once, at most (default 64): the
     /// worker runs them one after the other, in one of its [`concurrency`](Self::concurrency)
     /// slots, each as soon as the one before it was handled, without waiting for the store to
     /// record it. A chat with a backlog is then handled at the handler's pace, not one job per
@@ -80,7 +80,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             concurrency: 8,
-            run_length: 32,
+            run_length: 64,
             max_attempts: 8,
             attempt_timeout: Duration::from_secs(30),
             lease: Duration::from_secs(60),
@@ -292,6 +292,10 @@ where
         let slots = Arc::new(Semaphore::new(concurrency));
         let slot_freed = Arc::new(Notify::new());
         let mut last_claim = Instant::now();
+        // Whether the last claim took runs: the worker is behind, and claims at most every
+        // `InboxStore::busy_claim_interval`.
+        let mut busy = false;
+        let busy_claim_interval = store.busy_claim_interval();
         let mut shutdown = std::pin::pin!(shutdown);
         // Kept across the loop's rounds, and made anew as soon as it fires: a delivery another
         // process stores while a claim runs still wakes the worker after it.
@@ -302,6 +306,12 @@ where
         // Every wait below is raced against the shutdown: a store call that hangs cannot hold
         // the worker past it. The loop's value is the end of the grace period.
         let grace_ends = loop {
+            if busy && !busy_claim_interval.is_zero() {
+                tokio::select! {
+                    () = &mut shutdown => break Instant::now().checked_add(config.shutdown_grace),
+                    () = tokio::time::sleep_until(last_claim + busy_claim_interval) => {}
+                }
+            }
             while in_flight.try_join_next().is_some() {}
             let free = slots.available_permits();
             let mut claimed_all = false;
@@ -344,6 +354,7 @@ where
                 };
                 match claimed {
                     Ok(jobs) => {
+                        busy = jobs.len() > free;
                         let (runs, strays) = into_runs(jobs);
                         claimed_all = runs.len() == free;
                         // Only this loop takes slots, and it claimed no more runs than were free:

@@ -239,7 +239,9 @@ async fn a_statement_aborted_as_a_deadlocks_victim_runs_again() {
     let ids: Vec<i64> = store.list(ListQuery::new(None, 2)).await.unwrap().iter().map(|job| job.id).collect();
     let (first, second) = (ids.iter().min().copied().unwrap(), ids.iter().max().copied().unwrap());
     let other = admin(&database).await;
-    other.batch_execute("BEGIN").await.unwrap();
+    // Only the purge's backend looks for the deadlock (after the server's default second):
+    // this one would wait a minute first.
+    other.batch_execute("SET deadlock_timeout = '60s'; BEGIN").await.unwrap();
     let lock = "SELECT id FROM periskope_inbox_jobs WHERE id = $1 FOR UPDATE";
     other.query(lock, &[&second]).await.unwrap();
 
@@ -254,8 +256,8 @@ async fn a_statement_aborted_as_a_deadlocks_victim_runs_again() {
         }
     })
     .await;
-    // This waits for the purge, which waits for it: the purge's backend, waiting longer, finds
-    // the deadlock first and aborts its own statement.
+    // This waits for the purge, which waits for it: the purge's backend finds the deadlock and
+    // aborts its own statement.
     other.query(lock, &[&first]).await.unwrap();
     other.batch_execute("COMMIT").await.unwrap();
     assert_eq!(purging.await.unwrap().unwrap(), 2, "the purge ran again after its abort");

@@ -1,12 +1,13 @@
 //! Leases seen from the worker: a claim whose answer comes back late (a slow database, a
 //! starved process) past its lease's margin gives its jobs back unrun; a long handler keeps its
 //! job by renewing the lease; a worker that cannot renew drops its handler before the lease
-//! ends and settles nothing, leaving the job to the next claim.
+//! ends and settles nothing, leaving the job to the next claim; a worker behind a backlog
+//! claims at most every `busy_claim_interval`.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use periskope_webhook::inbox::{
     ClaimRequest, ClaimedJob, InboxError, InboxStats, InboxStore, JobId, JobRecord, JobState, JobSummary,
@@ -29,6 +30,10 @@ struct SlowClaims {
     /// Jobs given back.
     releases: Arc<AtomicUsize>,
     renewals_fail: Arc<AtomicBool>,
+    /// What [`InboxStore::busy_claim_interval`] answers.
+    busy_interval: Duration,
+    /// When each claim was carried out, and how many jobs it took.
+    claims: Arc<std::sync::Mutex<Vec<(Instant, usize)>>>,
 }
 
 impl SlowClaims {
@@ -40,6 +45,8 @@ impl SlowClaims {
             renewals: Arc::default(),
             releases: Arc::default(),
             renewals_fail: Arc::default(),
+            busy_interval: Duration::ZERO,
+            claims: Arc::default(),
         }
     }
 }
@@ -57,10 +64,12 @@ impl InboxStore for SlowClaims {
     ) -> impl Future<Output = Result<Vec<ClaimedJob>, InboxError>> + Send {
         let (inner, delay) =
             (self.inner.clone(), Duration::from_millis(self.delay_ms.load(Ordering::SeqCst)));
-        let counted = Arc::clone(&self.claimed);
+        let (counted, claims) = (Arc::clone(&self.claimed), Arc::clone(&self.claims));
         async move {
             let claimed = inner.claim(request).await;
-            counted.fetch_add(claimed.as_ref().map_or(0, Vec::len), Ordering::SeqCst);
+            let took = claimed.as_ref().map_or(0, Vec::len);
+            counted.fetch_add(took, Ordering::SeqCst);
+            claims.lock().unwrap().push((Instant::now(), took));
             tokio::time::sleep(delay).await;
             claimed
         }
@@ -97,6 +106,10 @@ impl InboxStore for SlowClaims {
             }
             inner.renew(lease, until).await
         }
+    }
+
+    fn busy_claim_interval(&self) -> Duration {
+        self.busy_interval
     }
 
     fn holds(&self, lease: Lease) -> impl Future<Output = Result<bool, InboxError>> + Send {
@@ -220,6 +233,37 @@ async fn a_claim_answered_past_its_lease_margin_gives_its_job_back_unrun() {
     assert_eq!(calls.load(Ordering::SeqCst), 0, "no attempt starts past its lease's margin");
     let job = store.list(ListQuery::new(None, 1)).await.unwrap().remove(0);
     assert_eq!((job.state, job.attempts), (JobState::Pending, 0), "given back, not counted");
+}
+
+/// A worker behind a backlog (its claims take runs) claims at most every
+/// `busy_claim_interval`, and still handles the whole backlog.
+#[tokio::test]
+async fn a_worker_behind_claims_at_most_every_busy_claim_interval() {
+    let mut store = SlowClaims::new(0);
+    store.busy_interval = Duration::from_millis(300);
+    for n in 0..9 {
+        store.insert(delivery(chat_message("c", &format!("m{n}")))).await.unwrap();
+    }
+    let (handler, calls, _) = counted_handler(Duration::ZERO);
+    let mut config = config();
+    (config.concurrency, config.run_length) = (1, 3);
+    let worker = Worker::new(store.clone(), handler, None).config(config).spawn();
+    within("the backlog is handled", async {
+        while calls.load(Ordering::SeqCst) < 9 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    worker.shutdown().await.unwrap();
+    let claims = store.claims.lock().unwrap().clone();
+    let taking: Vec<usize> = claims.iter().map(|(_, took)| *took).filter(|took| *took > 0).collect();
+    assert_eq!(taking, [3, 3, 3], "runs of three, one slot");
+    for pair in claims.windows(2) {
+        let ((before, took), (after, _)) = (pair[0], pair[1]);
+        if took > 1 {
+            assert!(after - before >= Duration::from_millis(300), "a claim after one that took a run waits");
+        }
+    }
 }
 
 #[tokio::test]
