@@ -650,7 +650,8 @@ impl Connections {
 const RETRIES_AFTER_ABORT: usize = 3;
 
 /// Whether PostgreSQL aborted the statement's transaction to let a conflicting one go on
-/// (SQLSTATE class 40: a deadlock's victim, a serialization failure): nothing of it was kept.
+/// (SQLSTATE 40P01, a deadlock's victim, or 40001, a serialization failure): nothing of it was
+/// kept.
 fn rolled_back_by_server(error: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
     error.code().is_some_and(|code| {
